@@ -1,0 +1,68 @@
+//! Signature formats of the signing service.
+//!
+//! One module per format, each behind the [`Signer`] trait; the [`registry`]
+//! maps a config `type` (`gpg`, `authenticode`, …) to a constructor.
+//!
+//! **Architecture invariant:** this crate knows nothing of HTTP, INI files or
+//! tokens. Files in, files out: a signer reads its input from a path and
+//! writes its output to a path, so memory never grows with the input.
+//! Passphrases arrive as [`secrecy::SecretString`] and unlocked keys never
+//! leave the signer that holds them.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing))]
+
+pub mod error;
+pub mod gpg;
+pub mod registry;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use error::SignError;
+pub use registry::{SignerType, REGISTRY};
+
+/// What the server knows about one `[format:NAME]` section, already checked
+/// for syntax; each signer type checks the values it understands.
+#[derive(Debug, Clone, Default)]
+pub struct FormatConfig {
+    /// The format's name, as it appears in URLs (`gpg`, `sha2signcode`, …).
+    pub name: String,
+    /// The signer type (`gpg`, `authenticode`, …).
+    pub kind: String,
+    /// Private key file.
+    pub key: PathBuf,
+    /// Certificate (chain) file, for the formats that use X.509.
+    pub cert: Option<PathBuf>,
+    /// Digest name (`sha256`, `sha384`, `sha512`, `sha1`), if set.
+    pub digest: Option<String>,
+    /// RFC 3161 time-stamping authorities, tried in order.
+    pub timestamp_urls: Vec<String>,
+    /// Type-specific settings (keys listed in [`SignerType::extra_keys`]).
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Per-request information a signer may use. Never contains secrets.
+#[derive(Debug, Clone, Default)]
+pub struct SignContext {
+    /// The client's file name: a label only, never a path.
+    pub filename: String,
+}
+
+/// One signature format with its unlocked key. Shared across jobs and threads.
+pub trait Signer: Send + Sync {
+    /// Signs `input` into `output` (both files on local disk). `output` does
+    /// not exist yet; on error the caller removes whatever was written.
+    fn sign(&self, input: &Path, output: &Path, ctx: &SignContext) -> Result<(), SignError>;
+
+    /// Checks `signed` (made from `input`) as a relying party would.
+    fn verify(&self, input: &Path, signed: &Path) -> Result<(), SignError>;
+
+    /// Signs and verifies a small input of the signer's own making in
+    /// `scratch` (an empty private directory): the start-up probe that proves
+    /// the key was unlocked and works.
+    fn probe(&self, scratch: &Path) -> Result<(), SignError>;
+
+    /// A public identifier of the key (a fingerprint): safe for logs.
+    fn key_id(&self) -> String;
+}

@@ -1,0 +1,35 @@
+//! The explicit list of signer types. Adding a format = one module + one row.
+
+use crate::{FormatConfig, SignError, Signer};
+use secrecy::SecretString;
+
+/// A signer type as the config names it (`type = gpg`).
+pub struct SignerType {
+    /// The config `type` value; also the module name.
+    pub name: &'static str,
+    /// Keys a `[format:NAME]` section of this type may hold besides the
+    /// common ones (type, key, cert, digest, timestamp_urls, max_filesize).
+    pub extra_keys: &'static [&'static str],
+    /// Whether the key file at `cfg.key` needs a passphrase to unlock.
+    pub needs_passphrase: fn(cfg: &FormatConfig) -> Result<bool, SignError>,
+    /// Unlocks the key and builds the signer.
+    pub open: fn(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Box<dyn Signer>, SignError>,
+}
+
+/// Every signer type this build knows.
+pub static REGISTRY: &[SignerType] = &[SignerType {
+    name: "gpg",
+    extra_keys: &[],
+    needs_passphrase: crate::gpg::needs_passphrase,
+    open: crate::gpg::open,
+}];
+
+/// Looks a signer type up by its config name.
+pub fn find(kind: &str) -> Option<&'static SignerType> {
+    REGISTRY.iter().find(|t| t.name == kind)
+}
+
+/// The config names of every known type, for error messages.
+pub fn known_types() -> Vec<&'static str> {
+    REGISTRY.iter().map(|t| t.name).collect()
+}

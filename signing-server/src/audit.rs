@@ -1,0 +1,74 @@
+//! The audit log: one JSON line per signing, appended to `audit_log`.
+//!
+//! It holds who (peer IP, token chaff: a token's public id), what (format,
+//! filename label, input and output sha256), how long and how it ended.
+//! Never a token's MAC, a password or a passphrase.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One signing, as audited.
+pub struct AuditRecord<'a> {
+    /// Uploader.
+    pub peer: IpAddr,
+    /// The token's chaff.
+    pub token_id: &'a str,
+    /// Format name.
+    pub format: &'a str,
+    /// Client's filename label.
+    pub filename: &'a str,
+    /// Input digest.
+    pub input_sha256: &'a str,
+    /// Output digest, when signed.
+    pub output_sha256: Option<&'a str>,
+    /// Time from queueing to the end.
+    pub duration: Duration,
+    /// `ok`, `rejected` or `error`.
+    pub outcome: &'a str,
+}
+
+/// The audit sink (a file, or nowhere).
+pub struct Audit {
+    file: Option<Mutex<std::fs::File>>,
+}
+
+impl Audit {
+    /// Opens (appends to) the audit log, creating it with mode 0600.
+    pub fn open(path: Option<&Path>) -> std::io::Result<Audit> {
+        let file = match path {
+            Some(p) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(p)?))
+            }
+            None => None,
+        };
+        Ok(Audit { file })
+    }
+
+    /// Writes one record; an audit failure is logged, never fatal to the job.
+    pub fn record(&self, r: &AuditRecord<'_>) {
+        let Some(file) = &self.file else { return };
+        let time = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let line = serde_json::json!({
+            "time": time,
+            "peer": r.peer.to_string(),
+            "token_id": r.token_id,
+            "format": r.format,
+            "filename": r.filename,
+            "input_sha256": r.input_sha256,
+            "output_sha256": r.output_sha256,
+            "duration_ms": r.duration.as_millis() as u64,
+            "outcome": r.outcome,
+        });
+        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = writeln!(f, "{line}") {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Tokens, minting credentials and IP allow-lists: pure functions, no I/O.
+//!
+//! Token text: `IP:VALID_FROM:VALID_TO:CHAFF!MAC`, MAC = HMAC-SHA256 over
+//! everything before `!`, CHAFF 16 random bytes, both standard base64 without
+//! `=` padding. A token is valid under ANY configured secret (rotation), in
+//! its time window, and only from the IP it names.
+//!
+//! Every secret comparison here is constant-time: MACs through
+//! `Mac::verify_slice`, passwords through `subtle` on fixed-length digests
+//! (so neither content nor length leaks through timing).
+
+use std::net::IpAddr;
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use ipnet::IpNet;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Credential;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a token was refused. The text is safe to show to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// No token field, or empty.
+    Missing,
+    /// Not of the form `IP:FROM:TO:CHAFF!MAC`.
+    Malformed,
+    /// The MAC matches none of the configured secrets.
+    BadMac,
+    /// `now < VALID_FROM`.
+    NotYetValid,
+    /// `now > VALID_TO`.
+    Expired,
+    /// The request comes from another IP than the token names.
+    WrongIp,
+}
+
+impl TokenError {
+    /// Short label, used in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenError::Missing => "missing",
+            TokenError::Malformed => "malformed",
+            TokenError::BadMac => "bad_mac",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::Expired => "expired",
+            TokenError::WrongIp => "wrong_ip",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenError::Missing => "token missing",
+            TokenError::Malformed => "token malformed (expected IP:VALID_FROM:VALID_TO:CHAFF!MAC)",
+            TokenError::BadMac => "token signature invalid (bad MAC or a secret no longer configured)",
+            TokenError::NotYetValid => "token not yet valid",
+            TokenError::Expired => "token expired",
+            TokenError::WrongIp => "token was issued for another IP address",
+        })
+    }
+}
+
+/// A verified token's public parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The build machine the token is bound to.
+    pub ip: IpAddr,
+    /// Unix seconds.
+    pub valid_from: u64,
+    /// Unix seconds.
+    pub valid_to: u64,
+    /// The random part: identifies the token in audit logs without being a secret.
+    pub chaff: String,
+}
+
+fn mac(secret: &SecretString) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    HmacSha256::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key length")
+}
+
+/// Mints a token for `ip`, valid from `valid_from` to `valid_to` (Unix seconds).
+pub fn mint(secret: &SecretString, ip: IpAddr, valid_from: u64, valid_to: u64) -> String {
+    let mut chaff = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut chaff);
+    let payload = format!("{}:{}:{}:{}", canonical(ip), valid_from, valid_to, STANDARD_NO_PAD.encode(chaff));
+    let mut m = mac(secret);
+    m.update(payload.as_bytes());
+    format!("{payload}!{}", STANDARD_NO_PAD.encode(m.finalize().into_bytes()))
+}
+
+/// Checks a token as carried by a request from `peer` at time `now`.
+///
+/// The MAC is checked first, so nothing about an unauthenticated token
+/// (expired or not, which IP) is revealed to whoever forged it.
+pub fn verify(token: &str, secrets: &[SecretString], peer: IpAddr, now: u64) -> Result<Token, TokenError> {
+    // The old clients read the token file raw: tolerate a trailing newline.
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    let (payload, mac_b64) = token.rsplit_once('!').ok_or(TokenError::Malformed)?;
+    let given = STANDARD_NO_PAD.decode(mac_b64.trim_end_matches('=')).map_err(|_| TokenError::Malformed)?;
+    // IPv6 addresses contain ':', so split the three last fields from the right.
+    let mut fields = payload.rsplitn(4, ':');
+    let (Some(chaff), Some(to), Some(from), Some(ip)) = (fields.next(), fields.next(), fields.next(), fields.next()) else {
+        return Err(TokenError::Malformed);
+    };
+    let ip: IpAddr = ip.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| TokenError::Malformed)?;
+    let valid_from: u64 = from.parse().map_err(|_| TokenError::Malformed)?;
+    let valid_to: u64 = to.parse().map_err(|_| TokenError::Malformed)?;
+    if chaff.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    // Try every secret, without stopping at the first match, so the time
+    // taken does not tell which secret (old or new) matched.
+    let mut ok = false;
+    for secret in secrets {
+        let mut m = mac(secret);
+        m.update(payload.as_bytes());
+        ok |= m.verify_slice(&given).is_ok();
+    }
+    if !ok {
+        return Err(TokenError::BadMac);
+    }
+    if now < valid_from {
+        return Err(TokenError::NotYetValid);
+    }
+    if now > valid_to {
+        return Err(TokenError::Expired);
+    }
+    if canonical(ip) != canonical(peer) {
+        return Err(TokenError::WrongIp);
+    }
+    Ok(Token { ip, valid_from, valid_to, chaff: chaff.to_string() })
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, what a dual-stack socket
+/// reports) is the IPv4 address it maps.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Whether `ip` is in one of the networks.
+pub fn ip_allowed(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// Checks an `Authorization: Basic …` header value against the credentials.
+/// Returns the matching user name.
+pub fn check_basic(header: Option<&str>, creds: &[Credential]) -> Option<String> {
+    let encoded = header?.trim().strip_prefix("Basic ").or_else(|| header?.trim().strip_prefix("basic "))?;
+    let decoded = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?);
+    let text = std::str::from_utf8(&decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    // Compare digests, so lengths do not leak; visit every entry.
+    let user_d = Sha256::digest(user.as_bytes());
+    let pass_d = Sha256::digest(password.as_bytes());
+    let mut found: Option<String> = None;
+    for c in creds {
+        let u = Sha256::digest(c.user.as_bytes());
+        let p = Sha256::digest(c.password.expose_secret().as_bytes());
+        let m = u.ct_eq(&user_d) & p.ct_eq(&pass_d);
+        if bool::from(m) && found.is_none() {
+            found = Some(c.user.clone());
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> SecretString {
+        SecretString::from(x.to_string())
+    }
+
+    const IP: &str = "10.1.2.3";
+
+    #[test]
+    fn minted_token_verifies() {
+        let ip: IpAddr = IP.parse().unwrap();
+        let t = mint(&s("secret-secret-secret"), ip, 100, 200);
+        let ok = verify(&t, &[s("secret-secret-secret")], ip, 150).unwrap();
+        assert_eq!(ok.ip, ip);
+        assert_eq!((ok.valid_from, ok.valid_to), (100, 200));
+        assert!(t.starts_with("10.1.2.3:100:200:"));
+        assert!(!t.contains('='), "no base64 padding: {t}");
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let ip: IpAddr = IP.parse().unwrap();
+        let good = [s("secret-secret-secret")];
+        let t = mint(&good[0], ip, 100, 200);
+        assert_eq!(verify(&t, &good, ip, 99), Err(TokenError::NotYetValid));
+        assert_eq!(verify(&t, &good, ip, 201), Err(TokenError::Expired));
+        assert_eq!(verify(&t, &good, "10.1.2.4".parse().unwrap(), 150), Err(TokenError::WrongIp));
+        assert_eq!(verify(&t, &[s("another-secret-xxxx")], ip, 150), Err(TokenError::BadMac));
+        assert_eq!(verify("", &good, ip, 150), Err(TokenError::Missing));
+        assert_eq!(verify("nonsense", &good, ip, 150), Err(TokenError::Malformed));
+        // A changed field breaks the MAC.
+        let forged = t.replacen(":200:", ":999:", 1);
+        assert_eq!(verify(&forged, &good, ip, 150), Err(TokenError::BadMac));
+    }
+
+    #[test]
+    fn any_listed_secret_verifies() {
+        let ip: IpAddr = IP.parse().unwrap();
+        let t = mint(&s("old-secret-old-secret"), ip, 100, 200);
+        let secrets = [s("new-secret-new-secret"), s("old-secret-old-secret")];
+        assert!(verify(&t, &secrets, ip, 150).is_ok());
+    }
+
+    #[test]
+    fn ipv6_and_mapped_addresses() {
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        let t = mint(&s("secret-secret-secret"), ip, 100, 200);
+        assert!(verify(&t, &[s("secret-secret-secret")], ip, 150).is_ok());
+        let v4: IpAddr = "127.0.0.2".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        let t = mint(&s("secret-secret-secret"), v4, 100, 200);
+        assert!(verify(&t, &[s("secret-secret-secret")], mapped, 150).is_ok());
+        assert!(ip_allowed(&["127.0.0.0/8".parse().unwrap()], mapped));
+    }
+
+    #[test]
+    fn trailing_newline_is_tolerated() {
+        let ip: IpAddr = IP.parse().unwrap();
+        let t = mint(&s("secret-secret-secret"), ip, 100, 200) + "\n";
+        assert!(verify(&t, &[s("secret-secret-secret")], ip, 150).is_ok());
+    }
+
+    #[test]
+    fn basic_auth() {
+        let creds = vec![
+            Credential { user: "alice".into(), password: s("pw1") },
+            Credential { user: "bob".into(), password: s("pw2") },
+        ];
+        let h = |u: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(u));
+        assert_eq!(check_basic(Some(&h("bob:pw2")), &creds).as_deref(), Some("bob"));
+        assert_eq!(check_basic(Some(&h("bob:pw1")), &creds), None);
+        assert_eq!(check_basic(Some(&h("carol:pw1")), &creds), None);
+        assert_eq!(check_basic(Some("Bearer x"), &creds), None);
+        assert_eq!(check_basic(None, &creds), None);
+    }
+}

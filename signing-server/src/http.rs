@@ -1,0 +1,428 @@
+//! Routes → handlers. The wire contract is docs/PROTOCOL.md.
+//!
+//! **API boundary:** this is the only module that knows HTTP. Every refusal
+//! is an [`ApiError`]: a status and a one-line, secret-free message for the
+//! client; details go to the log.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::multipart::{Field, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use formats::Signer;
+use rand::RngCore;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::auth;
+use crate::config::SecurityConfig;
+use crate::metrics::Metrics;
+use crate::queue::{Job, Lookup, Queue, ResultInfo, Submit};
+use crate::store::{is_hex_digest, Store};
+
+/// The TCP peer of the connection a request came on (set per connection).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// One servable format.
+pub struct FormatEntry {
+    /// Its unlocked signer.
+    pub signer: Arc<dyn Signer>,
+    /// Largest accepted upload.
+    pub max_filesize: u64,
+}
+
+/// Everything handlers share.
+pub struct AppState {
+    /// `[security]`.
+    pub security: SecurityConfig,
+    /// Formats by name.
+    pub formats: HashMap<String, FormatEntry>,
+    /// Format names in config order (for /health).
+    pub format_names: Vec<String>,
+    /// The job queue.
+    pub queue: Arc<Queue>,
+    /// File storage.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// GET long-poll duration.
+    pub long_poll: Duration,
+    /// Start time.
+    pub started: Instant,
+    /// Set on SIGTERM: new uploads are refused, /health says `draining`.
+    pub draining: AtomicBool,
+}
+
+/// A refusal: status + one-line message (+ extra headers).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into(), headers: Vec::new() }
+    }
+
+    fn with(mut self, name: header::HeaderName, value: &'static str) -> ApiError {
+        self.headers.push((name, HeaderValue::from_static(value)));
+        self
+    }
+
+    fn busy(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).with(header::RETRY_AFTER, "5")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", self.message)).into_response();
+        for (k, v) in self.headers {
+            r.headers_mut().insert(k, v);
+        }
+        r
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The application: routes and door checks.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/token", post(mint_token))
+        .route("/sign/{format}", post(upload))
+        .route("/sign/{format}/{hash}", get(fetch))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        // Limits are enforced while streaming, per format; see `upload`.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(state.clone(), door))
+        .with_state(state)
+}
+
+/// Every request: peer IP against `allowed_ips`, then one log line.
+async fn door(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = Instant::now();
+    let response = match peer {
+        Some(ip) if auth::ip_allowed(&state.security.allowed_ips, ip) => next.run(req).await,
+        _ => {
+            state.metrics.inc("signing_refused_requests_total", "reason=\"ip_not_allowed\"".into());
+            ApiError::new(StatusCode::FORBIDDEN, "your IP address is not allowed").into_response()
+        }
+    };
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    tracing::info!(%peer, %method, %path, status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    response
+}
+
+fn peer_ip(headers_ext: &axum::http::Extensions) -> Result<IpAddr, ApiError> {
+    headers_ext
+        .get::<Peer>()
+        .map(|p| auth::canonical(p.0.ip()))
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "peer address unknown"))
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Largest form body accepted by POST /token.
+const TOKEN_FORM_LIMIT: usize = 4096;
+
+async fn mint_token(State(state): State<Arc<AppState>>, req: Request) -> ApiResult {
+    let sec = &state.security;
+    let peer = peer_ip(req.extensions())?;
+    if !auth::ip_allowed(&sec.new_token_allowed_ips, peer) {
+        state.metrics.inc("signing_token_mint_refused_total", "reason=\"ip\"".into());
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "minting tokens is not allowed from your IP address"));
+    }
+    let authz = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let Some(user) = auth::check_basic(authz, &sec.new_token_auth) else {
+        state.metrics.inc("signing_token_mint_refused_total", "reason=\"credentials\"".into());
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad or missing credentials (HTTP Basic user:password)")
+            .with(header::WWW_AUTHENTICATE, "Basic realm=\"signing-server\""));
+    };
+    let body = axum::body::to_bytes(req.into_body(), TOKEN_FORM_LIMIT)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("form body missing or larger than {TOKEN_FORM_LIMIT} bytes")))?;
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "body is not application/x-www-form-urlencoded"))?;
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim());
+    let ip: IpAddr = field("slave_ip")
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "slave_ip missing (the build machine's IP address)"))?
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "slave_ip is not an IP address"))?;
+    let duration: u64 = field("duration")
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "duration missing (seconds)"))?
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "duration is not a whole number of seconds"))?;
+    if duration < 1 || duration > sec.max_token_age {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("duration must be between 1 and {} seconds", sec.max_token_age)));
+    }
+    let from = now();
+    let token = auth::mint(&sec.token_secrets[0], ip, from, from + duration);
+    state.metrics.inc("signing_tokens_minted_total", String::new());
+    tracing::info!(%user, slave_ip = %ip, duration, "token minted");
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], token).into_response())
+}
+
+/// Longest value of a text field in the upload form.
+const FIELD_LIMIT: usize = 4096;
+/// Slack for multipart framing when checking Content-Length up front.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
+async fn read_text(field: &mut Field<'_>, name: &str) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed upload: {e}")))? {
+        if buf.len() + chunk.len() > FIELD_LIMIT {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("field {name} is longer than {FIELD_LIMIT} bytes")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("field {name} is not UTF-8")))
+}
+
+#[derive(Default)]
+struct UploadForm {
+    token: Option<String>,
+    filename: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+}
+
+async fn upload(
+    State(state): State<Arc<AppState>>,
+    Path(format): Path<String>,
+    ext: axum::Extension<Peer>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult {
+    let peer = auth::canonical(ext.0 .0.ip());
+    let Some(fmt) = state.formats.get(&format) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown format {format:?}")));
+    };
+    if state.draining.load(Ordering::Relaxed) {
+        return Err(ApiError::busy("server is shutting down; use another host"));
+    }
+    let limit = fmt.max_filesize;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
+        return Err(too_large(limit, &format));
+    }
+    if state.queue.is_full() {
+        state.metrics.inc("signing_refused_requests_total", "reason=\"queue_full\"".into());
+        return Err(ApiError::busy("too much work queued; try again later or use another host"));
+    }
+    let mut multipart =
+        multipart.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("expected a multipart/form-data upload: {e}")))?;
+
+    let mut form = UploadForm::default();
+    loop {
+        let Some(mut field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed upload: {e}")))?
+        else {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "no filedata field in the upload"));
+        };
+        let name = field.name().unwrap_or("").to_string();
+        match name.as_str() {
+            "token" => form.token = Some(read_text(&mut field, "token").await?),
+            "filename" => form.filename = Some(read_text(&mut field, "filename").await?),
+            "sha1" => form.sha1 = Some(read_text(&mut field, "sha1").await?.trim().to_ascii_lowercase()),
+            "sha256" => form.sha256 = Some(read_text(&mut field, "sha256").await?.trim().to_ascii_lowercase()),
+            "filedata" => return receive_file(&state, &format, fmt, peer, form, field).await,
+            // `nonce` and anything else: read (bounded) and ignored.
+            _ => {
+                read_text(&mut field, &name).await?;
+            }
+        }
+    }
+}
+
+fn too_large(limit: u64, format: &str) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("file too large: the limit for format {format} is {limit} bytes"))
+        .with(header::CONNECTION, "close")
+}
+
+/// The door checks that need the text fields, then the file itself.
+async fn receive_file(
+    state: &AppState,
+    format: &str,
+    fmt: &FormatEntry,
+    peer: IpAddr,
+    form: UploadForm,
+    mut field: Field<'_>,
+) -> ApiResult {
+    let sec = &state.security;
+    let token = auth::verify(form.token.as_deref().unwrap_or(""), &sec.token_secrets, peer, now()).map_err(|e| {
+        state.metrics.inc("signing_token_rejections_total", format!("reason=\"{}\"", e.label()));
+        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    let filename = form.filename.or_else(|| field.file_name().map(str::to_string)).unwrap_or_default();
+    if filename.is_empty() || !sec.allowed_filenames.iter().any(|re| re.is_match(&filename)) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("filename {filename:?} is not allowed on this server")));
+    }
+    if let Some(h) = &form.sha1 {
+        if !is_hex_digest(h, 40) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha1 must be 40 hex digits"));
+        }
+    }
+    if let Some(h) = &form.sha256 {
+        if !is_hex_digest(h, 64) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha256 must be 64 hex digits"));
+        }
+    }
+    if form.sha1.is_none() && form.sha256.is_none() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha1 or sha256 of the file is required"));
+    }
+
+    // Stream to a temp file, hashing as we go; the limit is checked per chunk.
+    let temp = state.store.temp_path("upload");
+    let file = tokio::fs::File::create(temp.path()).await.map_err(|e| storage_error(&e))?;
+    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    let (mut h1, mut h256) = (Sha1::new(), Sha256::new());
+    let mut size: u64 = 0;
+    loop {
+        let chunk = match field.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
+        };
+        size += chunk.len() as u64;
+        state.metrics.upload_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if size > fmt.max_filesize {
+            return Err(too_large(fmt.max_filesize, format));
+        }
+        h1.update(&chunk);
+        h256.update(&chunk);
+        out.write_all(&chunk).await.map_err(|e| storage_error(&e))?;
+    }
+    out.flush().await.map_err(|e| storage_error(&e))?;
+    drop(out);
+    if size < sec.min_filesize {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("file too small: {size} bytes, the minimum is {}", sec.min_filesize)));
+    }
+    let (sha1, sha256) = (hex::encode(h1.finalize()), hex::encode(h256.finalize()));
+    for (name, given, got) in [("sha1", &form.sha1, &sha1), ("sha256", &form.sha256, &sha256)] {
+        if let Some(given) = given {
+            if given != got {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name} mismatch: the request says {given}, the bytes received hash to {got}"),
+                ));
+            }
+        }
+    }
+    let job = Job {
+        format: format.to_string(),
+        signer: fmt.signer.clone(),
+        upload: temp,
+        sha1,
+        sha256: sha256.clone(),
+        filename,
+        peer,
+        token_id: token.chaff,
+    };
+    match state.queue.submit(job).map_err(|e| storage_error(&e))? {
+        Submit::Queued | Submit::Duplicate => {}
+        Submit::QueueFull => {
+            state.metrics.inc("signing_refused_requests_total", "reason=\"queue_full\"".into());
+            return Err(ApiError::busy("too much work queued; try again later or use another host"));
+        }
+    }
+    let mut nonce = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    Ok((StatusCode::ACCEPTED, [("X-Nonce", hex::encode(nonce))], format!("accepted {sha256}\n")).into_response())
+}
+
+fn storage_error(e: &std::io::Error) -> ApiError {
+    tracing::error!("storage error: {e}");
+    if e.raw_os_error() == Some(28) {
+        // ENOSPC
+        return ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "server out of disk space; use another host").with(header::RETRY_AFTER, "30");
+    }
+    ApiError::busy("server storage error; use another host")
+}
+
+async fn fetch(State(state): State<Arc<AppState>>, Path((format, hash)): Path<(String, String)>) -> ApiResult {
+    if !state.formats.contains_key(&format) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown format {format:?}")));
+    }
+    let hash = hash.to_ascii_lowercase();
+    if !(is_hex_digest(&hash, 40) || is_hex_digest(&hash, 64)) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "hash must be the sha1 (40 hex) or sha256 (64 hex) of the unsigned file"));
+    }
+    let mut waited = false;
+    loop {
+        match state.queue.lookup(&format, &hash) {
+            Lookup::Done(info) => return serve_result(&info).await,
+            Lookup::Rejected(reason) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason)),
+            Lookup::Unknown if waited => {
+                return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "signing failed on this server; upload again or use another host"))
+            }
+            Lookup::Unknown => return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown: upload the file first")),
+            Lookup::Pending(mut rx) => {
+                if waited || state.long_poll.is_zero() {
+                    return Err(ApiError::new(StatusCode::NOT_FOUND, "pending: still being signed").with(
+                        header::HeaderName::from_static("x-pending"),
+                        "True",
+                    ));
+                }
+                waited = true;
+                let _ = tokio::time::timeout(state.long_poll, rx.wait_for(|done| *done)).await;
+            }
+        }
+    }
+}
+
+async fn serve_result(info: &ResultInfo) -> ApiResult {
+    let file = tokio::fs::File::open(&info.path)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "unknown: the result has expired; upload again"))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
+    for (name, v) in [("x-sha1-digest", &info.sha1), ("x-sha256-digest", &info.sha256)] {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(header::HeaderName::from_static(name), v);
+        }
+    }
+    Ok(r)
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let draining = state.draining.load(Ordering::Relaxed);
+    let body = serde_json::json!({
+        "status": if draining { "draining" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "formats": state.format_names,
+        "queue_depth": state.queue.depth(),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+    });
+    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(state.queue.depth(), state.started.elapsed());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

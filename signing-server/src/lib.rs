@@ -1,0 +1,16 @@
+//! The signing server: config → passphrases → probes → HTTPS.
+//!
+//! Start-up order matters: the config is checked (exit 2), then every key is
+//! unlocked and probed (exit 1, naming the format), and only then is the
+//! port bound. See docs/ARCHITECTURE.md.
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod hardening;
+pub mod http;
+pub mod metrics;
+pub mod passphrase;
+pub mod queue;
+pub mod server;
+pub mod store;

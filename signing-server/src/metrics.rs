@@ -1,0 +1,85 @@
+//! Counters and histograms, rendered in the Prometheus text format.
+//! Hand-written: a handful of series does not justify a metrics framework.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const BUCKETS: [f64; 11] = [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// All the server's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    /// Bytes of file data received in uploads.
+    pub upload_bytes: AtomicU64,
+    counters: Mutex<BTreeMap<(String, String), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl Metrics {
+    /// Adds one to counter `name{labels}` (labels pre-rendered, e.g. `reason="expired"`).
+    pub fn inc(&self, name: &str, labels: String) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry((name.to_string(), labels)).or_default() += 1;
+    }
+
+    /// Records the end of a signing.
+    pub fn signed(&self, format: &str, outcome: &str, took: Duration) {
+        self.inc("signing_jobs_total", format!("format=\"{format}\",outcome=\"{outcome}\""));
+        let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let h = h.entry(format.to_string()).or_default();
+        let secs = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                if let Some(c) = h.counts.get_mut(i) {
+                    *c += 1;
+                }
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, queue_depth: usize, uptime: Duration) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# TYPE signing_queue_depth gauge\nsigning_queue_depth {queue_depth}");
+        let _ = writeln!(out, "# TYPE signing_uptime_seconds gauge\nsigning_uptime_seconds {}", uptime.as_secs());
+        let _ = writeln!(
+            out,
+            "# TYPE signing_upload_bytes_total counter\nsigning_upload_bytes_total {}",
+            self.upload_bytes.load(Ordering::Relaxed)
+        );
+        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = "";
+        for ((name, labels), v) in counters.iter() {
+            if name != last {
+                let _ = writeln!(out, "# TYPE {name} counter");
+                last = name;
+            }
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+        let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        if !latency.is_empty() {
+            let _ = writeln!(out, "# TYPE signing_duration_seconds histogram");
+        }
+        for (format, h) in latency.iter() {
+            for (b, c) in BUCKETS.iter().zip(h.counts.iter()) {
+                let _ = writeln!(out, "signing_duration_seconds_bucket{{format=\"{format}\",le=\"{b}\"}} {c}");
+            }
+            let _ = writeln!(out, "signing_duration_seconds_bucket{{format=\"{format}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "signing_duration_seconds_sum{{format=\"{format}\"}} {}", h.sum);
+            let _ = writeln!(out, "signing_duration_seconds_count{{format=\"{format}\"}} {}", h.count);
+        }
+        out
+    }
+}

@@ -1,0 +1,310 @@
+//! The signing queue: bounded, deduplicated, off the async threads.
+//!
+//! **Invariants:** at most one job per (format, input sha256) exists at any
+//! time, so the same input is never signed twice at once and a finished
+//! result is reused; at most `max_queue` jobs are pending (queued or
+//! running); at most `concurrency` run at once, each on a blocking thread.
+//! A result is visible only once its file is complete in the store.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use formats::{SignContext, SignError, Signer};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, Semaphore};
+
+use crate::audit::{Audit, AuditRecord};
+use crate::metrics::Metrics;
+use crate::store::{Store, TempPath};
+
+/// A finished, stored result.
+#[derive(Debug)]
+pub struct ResultInfo {
+    /// Where the signed output is.
+    pub path: PathBuf,
+    /// Hex sha1 of the output.
+    pub sha1: String,
+    /// Hex sha256 of the output.
+    pub sha256: String,
+    /// Size of the output.
+    pub size: u64,
+}
+
+enum State {
+    /// Queued or signing; the channel turns `true` when the job ends.
+    Pending(watch::Receiver<bool>),
+    Done(Arc<ResultInfo>),
+    /// The signer refused the input; the reason is for the client.
+    Rejected(String),
+}
+
+struct Entry {
+    state: State,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (format, input sha256) → job.
+    jobs: HashMap<(String, String), Entry>,
+    /// (format, input sha1) → input sha256, for the clients that ask by sha1.
+    by_sha1: HashMap<(String, String), String>,
+    /// Jobs in `State::Pending`.
+    pending: usize,
+}
+
+/// What a GET finds.
+pub enum Lookup {
+    /// Signed; serve it.
+    Done(Arc<ResultInfo>),
+    /// Queued or signing: wait on the receiver.
+    Pending(watch::Receiver<bool>),
+    /// The signer refused this input.
+    Rejected(String),
+    /// Never seen, expired, or failed on our side.
+    Unknown,
+}
+
+/// What an upload leads to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Submit {
+    /// A new job was queued.
+    Queued,
+    /// The same input is already signed or pending for this format.
+    Duplicate,
+    /// Too much work queued.
+    QueueFull,
+}
+
+/// An uploaded, hash-checked input, ready to be signed.
+pub struct Job {
+    /// Format name.
+    pub format: String,
+    /// Its signer.
+    pub signer: Arc<dyn Signer>,
+    /// The upload in `tmp/`.
+    pub upload: TempPath,
+    /// Hex sha1 of the input.
+    pub sha1: String,
+    /// Hex sha256 of the input.
+    pub sha256: String,
+    /// Client's filename label.
+    pub filename: String,
+    /// Who uploaded it.
+    pub peer: IpAddr,
+    /// The token's chaff (its public id), for the audit log.
+    pub token_id: String,
+}
+
+/// The queue, shared by all requests.
+pub struct Queue {
+    inner: Mutex<Inner>,
+    running: Arc<Semaphore>,
+    max_queue: usize,
+    store: Store,
+    audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
+}
+
+impl Queue {
+    /// A queue running at most `concurrency` jobs, holding at most `max_queue`.
+    pub fn new(store: Store, concurrency: usize, max_queue: usize, audit: Arc<Audit>, metrics: Arc<Metrics>) -> Arc<Queue> {
+        Arc::new(Queue {
+            inner: Mutex::new(Inner::default()),
+            running: Arc::new(Semaphore::new(concurrency)),
+            max_queue,
+            store,
+            audit,
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Jobs queued or running.
+    pub fn depth(&self) -> usize {
+        self.lock().pending
+    }
+
+    /// Whether an upload now would be refused for lack of room.
+    pub fn is_full(&self) -> bool {
+        self.depth() >= self.max_queue
+    }
+
+    /// Finds the job for `hash` (input sha1 or sha256) and marks it used.
+    pub fn lookup(&self, format: &str, hash: &str) -> Lookup {
+        let mut inner = self.lock();
+        let sha256 = if hash.len() == 40 {
+            match inner.by_sha1.get(&(format.to_string(), hash.to_string())) {
+                Some(s) => s.clone(),
+                None => return Lookup::Unknown,
+            }
+        } else {
+            hash.to_string()
+        };
+        let Some(entry) = inner.jobs.get_mut(&(format.to_string(), sha256)) else {
+            return Lookup::Unknown;
+        };
+        entry.last_used = Instant::now();
+        match &entry.state {
+            State::Pending(rx) => Lookup::Pending(rx.clone()),
+            State::Done(r) => Lookup::Done(r.clone()),
+            State::Rejected(m) => Lookup::Rejected(m.clone()),
+        }
+    }
+
+    /// Queues `job` unless the same input is known or the queue is full.
+    pub fn submit(self: &Arc<Self>, job: Job) -> std::io::Result<Submit> {
+        let key = (job.format.clone(), job.sha256.clone());
+        let (tx, rx) = watch::channel(false);
+        {
+            let mut inner = self.lock();
+            inner.by_sha1.insert((job.format.clone(), job.sha1.clone()), job.sha256.clone());
+            if let Some(e) = inner.jobs.get_mut(&key) {
+                e.last_used = Instant::now();
+                return Ok(Submit::Duplicate);
+            }
+            if inner.pending >= self.max_queue {
+                return Ok(Submit::QueueFull);
+            }
+            inner.pending += 1;
+            inner.jobs.insert(key.clone(), Entry { state: State::Pending(rx), last_used: Instant::now() });
+        }
+        let input = self.store.input_path(&job.sha256);
+        let Job { format, signer, upload, sha1: _, sha256, filename, peer, token_id } = job;
+        if let Err(e) = upload.persist(&input) {
+            self.finish(&key, None, &tx);
+            return Err(e);
+        }
+        let queue = Arc::clone(self);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let outcome = match queue.running.clone().acquire_owned().await {
+                Ok(_permit) => {
+                    let store = queue.store.clone();
+                    let (f, inp) = (format.clone(), input.clone());
+                    let ctx = SignContext { filename: filename.clone() };
+                    let sha = sha256.clone();
+                    tokio::task::spawn_blocking(move || sign_one(&store, signer.as_ref(), &f, &sha, &inp, &ctx))
+                        .await
+                        .unwrap_or_else(|e| Err(SignError::Internal(anyhow::anyhow!("signing task failed: {e}"))))
+                }
+                Err(_) => Err(SignError::Internal(anyhow::anyhow!("queue closed"))),
+            };
+            let _ = std::fs::remove_file(&input);
+            let elapsed = started.elapsed();
+            let (label, output_sha256, state) = match outcome {
+                Ok(info) => ("ok", Some(info.sha256.clone()), Some(State::Done(Arc::new(info)))),
+                Err(SignError::Rejected(reason)) => ("rejected", None, Some(State::Rejected(reason))),
+                Err(e) => {
+                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {e:#}");
+                    ("error", None, None)
+                }
+            };
+            queue.metrics.signed(&format, label, elapsed);
+            queue.audit.record(&AuditRecord {
+                peer,
+                token_id: &token_id,
+                format: &format,
+                filename: &filename,
+                input_sha256: &sha256,
+                output_sha256: output_sha256.as_deref(),
+                duration: elapsed,
+                outcome: label,
+            });
+            queue.finish(&key, state, &tx);
+        });
+        Ok(Submit::Queued)
+    }
+
+    /// Ends a pending job: stores its final state (or forgets it) and wakes waiters.
+    fn finish(&self, key: &(String, String), state: Option<State>, tx: &watch::Sender<bool>) {
+        {
+            let mut inner = self.lock();
+            inner.pending = inner.pending.saturating_sub(1);
+            match state {
+                Some(s) => {
+                    inner.jobs.insert(key.clone(), Entry { state: s, last_used: Instant::now() });
+                }
+                None => {
+                    inner.jobs.remove(key);
+                }
+            }
+        }
+        let _ = tx.send(true);
+    }
+
+    /// Removes finished results unused for `max_age`; returns how many.
+    pub fn cleanup(&self, max_age: Duration) -> usize {
+        let now = Instant::now();
+        let mut doomed = Vec::new();
+        {
+            let mut inner = self.lock();
+            inner.jobs.retain(|_, e| {
+                let stale = !matches!(e.state, State::Pending(_)) && now.duration_since(e.last_used) > max_age;
+                if stale {
+                    if let State::Done(r) = &e.state {
+                        doomed.push(r.path.clone());
+                    }
+                }
+                !stale
+            });
+            let Inner { jobs, by_sha1, .. } = &mut *inner;
+            by_sha1.retain(|(format, _), sha256| jobs.contains_key(&(format.clone(), sha256.clone())));
+        }
+        for p in &doomed {
+            let _ = std::fs::remove_file(p);
+        }
+        doomed.len()
+    }
+
+    /// Waits until no job is pending, at most `limit`. Returns whether idle.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.depth() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+}
+
+/// Signs one input into the store (blocking; runs on a blocking thread).
+fn sign_one(store: &Store, signer: &dyn Signer, format: &str, sha256: &str, input: &Path, ctx: &SignContext) -> Result<ResultInfo, SignError> {
+    let out = store.temp_path("result");
+    signer.sign(input, out.path(), ctx)?;
+    let (sha1, out_sha256, size) = hash_file(out.path())?;
+    let dest = store.result_path(format, sha256);
+    out.persist(&dest)?;
+    Ok(ResultInfo { path: dest, sha1, sha256: out_sha256, size })
+}
+
+/// sha1 and sha256 of a file in one pass.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h1 = Sha1::new();
+    let mut h256 = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        h1.update(chunk);
+        h256.update(chunk);
+        size += n as u64;
+    }
+    Ok((hex::encode(h1.finalize()), hex::encode(h256.finalize()), size))
+}

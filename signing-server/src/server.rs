@@ -1,0 +1,284 @@
+//! Start-up sequence, TLS, the accept loop, cleanup and graceful shutdown.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+use crate::audit::Audit;
+use crate::config::Config;
+use crate::http::{self, AppState, FormatEntry, Peer};
+use crate::metrics::Metrics;
+use crate::passphrase::{self, Console, Signers};
+use crate::queue::Queue;
+use crate::store::Store;
+
+/// Longest wait for running jobs at shutdown.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// A TLS handshake must finish within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request headers must arrive within this (slowloris).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Command-line options.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "signing-server",
+    version,
+    about = "Multi-format code-signing server (GPG today; Authenticode, MAR, APK, Apple to come).",
+    long_about = "Multi-format code-signing server.\n\n\
+        Reads CONFIG (see signing.ini.example), asks each encrypted key's passphrase \
+        (without echo on a terminal; one line per key, in [format:…] order, when stdin \
+        is not a terminal), unlocks every key, signs and verifies a probe with it, and \
+        only then serves HTTPS.\n\n\
+        Exit codes: 0 clean shutdown (or --check passed); 1 a key could not be unlocked \
+        or probed, or the server could not start; 2 usage or configuration error."
+)]
+pub struct Cli {
+    /// The configuration file (INI).
+    pub config: PathBuf,
+    /// Check the config and the keys (asking passphrases, running probes), then exit.
+    #[arg(long)]
+    pub check: bool,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+fn init_logging(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn load_tls(cfg: &Config) -> Result<rustls::ServerConfig, String> {
+    let s = &cfg.server;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&s.tls_cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("tls_cert {}: {e}", s.tls_cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("tls_cert {}: no certificate in it", s.tls_cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&s.tls_key).map_err(|e| format!("tls_key {}: {e}", s.tls_key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls_cert/tls_key: {e}"))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// Runs the server; the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    // Before any secret exists in this process.
+    let hardening = crate::hardening::apply();
+    let cfg = match crate::config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("signing-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.logging.level, cli.log_json);
+    tracing::info!(
+        not_dumpable = hardening.not_dumpable,
+        no_core_dumps = hardening.no_core,
+        memory_locked = hardening.memory_locked,
+        "process hardening"
+    );
+    let tls = match load_tls(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("signing-server: {}: {e}", cfg.path.display());
+            return ExitCode::from(2);
+        }
+    };
+    // --check must not touch the live store: probe in a private temp dir.
+    let check_dir;
+    let (store, scratch): (Option<Store>, PathBuf) = if cli.check {
+        check_dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("signing-server: cannot create a scratch directory: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        (None, check_dir.path().to_path_buf())
+    } else {
+        match Store::open(&cfg.server.work_dir) {
+            Ok(s) => {
+                let t = s.tmp_dir();
+                (Some(s), t)
+            }
+            Err(e) => {
+                eprintln!("signing-server: work_dir {}: {e}", cfg.server.work_dir.display());
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let signers = match passphrase::unlock_all(&cfg, &mut Console, &scratch) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("signing-server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for (name, s) in &signers {
+        tracing::info!(format = %name, key = %s.key_id(), "key unlocked and probed");
+    }
+    let Some(store) = store else {
+        println!("{}: configuration and {} key(s) OK", cfg.path.display(), signers.len());
+        return ExitCode::SUCCESS;
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("signing-server: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(cfg, tls, store, signers)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("signing-server: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Signers) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let audit = Arc::new(Audit::open(cfg.logging.audit_log.as_deref()).map_err(|e| {
+        anyhow::anyhow!("audit_log {}: {e}", cfg.logging.audit_log.as_deref().unwrap_or(Path::new("")).display())
+    })?);
+    let queue = Queue::new(store.clone(), cfg.server.concurrency, cfg.server.max_queue, audit, metrics.clone());
+    let mut formats = HashMap::new();
+    let format_names: Vec<String> = signers.iter().map(|(n, _)| n.clone()).collect();
+    for (name, signer) in signers {
+        let max_filesize = cfg.formats.iter().find(|f| f.signer.name == name).map(|f| f.max_filesize).unwrap_or(0);
+        formats.insert(name, FormatEntry { signer, max_filesize });
+    }
+    let state = Arc::new(AppState {
+        security: cfg.security,
+        formats,
+        format_names,
+        queue: queue.clone(),
+        store,
+        metrics,
+        long_poll: cfg.server.long_poll,
+        started: Instant::now(),
+        draining: AtomicBool::new(false),
+    });
+    let addr = std::net::SocketAddr::new(cfg.server.listen, cfg.server.port);
+    let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "serving HTTPS");
+    // A plain line on stdout, for scripts and tests that started us on port 0.
+    println!("listening on https://{local}");
+
+    // Cleanup of unused inputs and results.
+    {
+        let (queue, every, age) = (queue.clone(), cfg.server.cleanup_interval, cfg.server.max_file_age);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let n = queue.cleanup(age);
+                if n > 0 {
+                    tracing::info!(removed = n, "cleanup");
+                }
+            }
+        });
+    }
+
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let app = http::router(state.clone());
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    let builder = Arc::new(builder);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let (acceptor, app, builder) = (acceptor.clone(), app.clone(), builder.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let svc = app.map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                req
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    // Draining: no new connections; refuse new uploads; let running jobs end.
+    state.draining.store(true, Ordering::Relaxed);
+    drop(listener);
+    tracing::info!(pending = queue.depth(), "shutting down: waiting for running jobs");
+    if !queue.wait_idle(DRAIN_LIMIT).await {
+        tracing::warn!(pending = queue.depth(), "jobs still running after {DRAIN_LIMIT:?}; exiting anyway");
+    }
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after 5s; closing them");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch SIGTERM: {e}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
