@@ -202,10 +202,12 @@ fn is_stub(params: &SecretParams) -> bool {
 
 /// The key flags subpacket of a signature, if it has one.
 fn explicit_flags(sig: &Signature) -> Option<KeyFlags> {
-    sig.config()?.hashed_subpackets().find_map(|p| match &p.data {
-        SubpacketData::KeyFlags(f) => Some(f.clone()),
-        _ => None,
-    })
+    sig.config()?
+        .hashed_subpackets()
+        .find_map(|p| match &p.data {
+            SubpacketData::KeyFlags(f) => Some(f.clone()),
+            _ => None,
+        })
 }
 
 fn created_secs(sig: &Signature) -> u32 {
@@ -214,15 +216,13 @@ fn created_secs(sig: &Signature) -> u32 {
 
 fn expired(created: Timestamp, validity: Option<Duration>, now: u32) -> bool {
     match validity.map(Duration::as_secs) {
-        Some(secs) if secs != 0 => {
-            u64::from(created.as_secs()) + u64::from(secs) <= u64::from(now)
-        }
+        Some(secs) if secs != 0 => u64::from(created.as_secs()) + u64::from(secs) <= u64::from(now),
         _ => false,
     }
 }
 
-/// Whether `sub` is a usable signing subkey of `primary`; if so, its
-/// creation time (to pick the newest).
+/// Whether `sub` is a usable signing subkey of `key`: bound, cross-certified,
+/// flagged for signing, not revoked, not expired, and its secret part here.
 fn usable_signing_subkey(key: &SignedSecretKey, sub: &SignedSecretSubKey, now: u32) -> bool {
     let primary = key.primary_key.public_key();
     let subkey = sub.key.public_key();
@@ -277,9 +277,10 @@ fn select_signing_key(key: &SignedSecretKey, path: &Path) -> Result<KeyPacket, S
     // The newest valid self-signature carries the primary key's flags and
     // expiry.
     let user_sigs = key.details.users.iter().flat_map(|u| {
-        u.signatures
-            .iter()
-            .filter(|s| s.verify_certification(primary_pub, Tag::UserId, &u.id).is_ok())
+        u.signatures.iter().filter(|s| {
+            s.verify_certification(primary_pub, Tag::UserId, &u.id)
+                .is_ok()
+        })
     });
     let direct_sigs = key
         .details
@@ -303,8 +304,8 @@ fn select_signing_key(key: &SignedSecretKey, path: &Path) -> Result<KeyPacket, S
         return Ok(KeyPacket::Sub(sub.key.clone()));
     }
 
-    let primary_may_sign = primary.algorithm().can_sign()
-        && explicit_flags(self_sig).is_none_or(|f| f.sign());
+    let primary_may_sign =
+        primary.algorithm().can_sign() && explicit_flags(self_sig).is_none_or(|f| f.sign());
     if !primary_may_sign {
         return Err(bad("neither the primary key nor any subkey may sign"));
     }
@@ -363,7 +364,7 @@ impl GpgSigner {
             packet.remove_password(&pw).map_err(|e| {
                 // rpgp's error never contains the passphrase.
                 SignError::Key(format!(
-                    "wrong passphrase for {path} (the key could not be unlocked: {e})"
+                    "wrong passphrase for {path} (or unsupported key protection: {e})"
                 ))
             })?;
         }
@@ -374,11 +375,13 @@ impl GpgSigner {
         let sig = packet
             .sign_detached(hash, check.as_slice())
             .map_err(|e| SignError::Key(format!("the GPG key {path} cannot sign: {e}")))?;
-        packet.verify(&sig.signature, check.as_slice()).map_err(|_| {
-            SignError::Key(format!(
-                "wrong passphrase for {path} (the unlocked key does not match its public key)"
-            ))
-        })?;
+        packet
+            .verify(&sig.signature, check.as_slice())
+            .map_err(|_| {
+                SignError::Key(format!(
+                    "wrong passphrase for {path} (the unlocked key does not match its public key)"
+                ))
+            })?;
 
         Ok(GpgSigner {
             key: packet,
@@ -477,12 +480,16 @@ impl Signer for GpgSigner {
         rand::thread_rng().fill_bytes(&mut nonce);
         data.extend_from_slice(&nonce);
         let write = |p: &Path, d: &[u8]| {
-            std::fs::write(p, d).map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
+            std::fs::write(p, d)
+                .map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
         };
         write(&input, &data)?;
         match std::fs::remove_file(&output) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(internal(format!("probe: cannot remove {}: {e}", output.display())))
+                return Err(internal(format!(
+                    "probe: cannot remove {}: {e}",
+                    output.display()
+                )))
             }
             _ => {}
         }
@@ -591,7 +598,11 @@ mod tests {
         };
         let public = certs().join(dir).join("public.asc");
         let imported = gpg(&["--import".as_ref(), public.as_os_str()]);
-        assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+        assert!(
+            imported.status.success(),
+            "{}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
         let out = gpg(&["--verify".as_ref(), sig.as_os_str(), file.as_os_str()]);
         let _ = Command::new("gpgconf")
             .arg("--homedir")
@@ -613,11 +624,17 @@ mod tests {
         let text = std::fs::read_to_string(&sig).unwrap();
         assert!(text.starts_with("-----BEGIN PGP SIGNATURE-----"), "{text}");
         assert!(gpgv(dir, &sig, &file), "gpgv rejected a good signature");
-        assert!(gpg_verify(dir, &sig, &file), "gpg --verify rejected a good signature");
+        assert!(
+            gpg_verify(dir, &sig, &file),
+            "gpg --verify rejected a good signature"
+        );
         s.verify(&file, &sig).unwrap();
         flip_byte(&file, len / 2);
         assert!(!gpgv(dir, &sig, &file), "gpgv accepted a tampered file");
-        assert!(!gpg_verify(dir, &sig, &file), "gpg --verify accepted a tampered file");
+        assert!(
+            !gpg_verify(dir, &sig, &file),
+            "gpg --verify accepted a tampered file"
+        );
         assert!(s.verify(&file, &sig).is_err());
     }
 
@@ -692,10 +709,16 @@ mod tests {
     fn unused_settings_are_config_errors() {
         let mut c = cfg("gpg", None);
         c.extra.insert("foo".into(), "bar".into());
-        assert!(matches!(open(&c, Some(&passphrase())), Err(SignError::Config(_))));
+        assert!(matches!(
+            open(&c, Some(&passphrase())),
+            Err(SignError::Config(_))
+        ));
         let mut c = cfg("gpg", None);
         c.cert = Some(certs().join("ca.pem"));
-        assert!(matches!(open(&c, Some(&passphrase())), Err(SignError::Config(_))));
+        assert!(matches!(
+            open(&c, Some(&passphrase())),
+            Err(SignError::Config(_))
+        ));
     }
 
     #[test]
@@ -704,24 +727,110 @@ mod tests {
         c.key = certs().join("gpg/public.asc");
         assert!(matches!(needs_passphrase(&c), Err(SignError::Key(_))));
         c.key = certs().join("does-not-exist.asc");
-        assert!(matches!(open(&c, Some(&passphrase())), Err(SignError::Key(_))));
+        assert!(matches!(
+            open(&c, Some(&passphrase())),
+            Err(SignError::Key(_))
+        ));
     }
 
     #[test]
     fn unprotected_key_needs_no_passphrase() {
-        let (mut key, _) = SignedSecretKey::from_armor_single(
-            File::open(certs().join("gpg/secret.asc")).unwrap(),
-        )
-        .unwrap();
+        let (mut key, _) =
+            SignedSecretKey::from_armor_single(File::open(certs().join("gpg/secret.asc")).unwrap())
+                .unwrap();
         let pw = Password::from(passphrase().expose_secret());
         key.primary_key.remove_password(&pw).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("plain.asc");
-        std::fs::write(&path, key.to_armored_bytes(ArmorOptions::default()).unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            key.to_armored_bytes(ArmorOptions::default()).unwrap(),
+        )
+        .unwrap();
         let mut c = cfg("gpg", None);
         c.key = path;
         assert!(!needs_passphrase(&c).unwrap());
         open(&c, None).unwrap().probe(tmp.path()).unwrap();
+    }
+
+    /// A certify-only primary key with a signing subkey, made by the real gpg
+    /// (unprotected): we must sign with the subkey, as gpg would.
+    #[test]
+    fn signs_with_signing_subkey() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("gnupg");
+        std::fs::create_dir(&home).unwrap();
+        let gpg = |args: &[&str]| {
+            let out = Command::new("gpg")
+                .arg("--homedir")
+                .arg(&home)
+                .args([
+                    "--batch",
+                    "--no-tty",
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase",
+                    "",
+                ])
+                .args(args)
+                .output()
+                .expect("gpg not installed (apt-get install gnupg)");
+            assert!(
+                out.status.success(),
+                "gpg {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        gpg(&[
+            "--quick-gen-key",
+            "subkey test <sub@example.invalid>",
+            "ed25519",
+            "cert",
+            "never",
+        ]);
+        let colons = String::from_utf8(gpg(&["--with-colons", "--list-keys"])).unwrap();
+        let fpr = colons
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("fpr:")
+                    .map(|r| r.trim_matches(':').to_string())
+            })
+            .unwrap();
+        gpg(&["--quick-add-key", &fpr, "ed25519", "sign", "never"]);
+        let secret = tmp.path().join("secret.asc");
+        std::fs::write(&secret, gpg(&["--armor", "--export-secret-keys"])).unwrap();
+        let keyring = tmp.path().join("public.gpg");
+        std::fs::write(&keyring, gpg(&["--export"])).unwrap();
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&home)
+            .args(["--kill", "all"])
+            .output();
+
+        let mut c = cfg("gpg", None);
+        c.key = secret;
+        assert!(!needs_passphrase(&c).unwrap());
+        let s = open(&c, None).unwrap();
+        assert_eq!(s.key_id(), fpr);
+        let file = random_file(tmp.path(), "f", 4096);
+        let sig = tmp.path().join("f.asc");
+        s.sign(&file, &sig, &SignContext::default()).unwrap();
+        s.verify(&file, &sig).unwrap();
+        let (parsed, _) = DetachedSignature::from_armor_single(File::open(&sig).unwrap()).unwrap();
+        let issuer = hex::encode_upper(parsed.signature.issuer_fingerprint()[0].as_bytes());
+        assert_ne!(issuer, fpr, "signed with the primary key, not the subkey");
+        let gpgv_home = tempfile::tempdir().unwrap();
+        let ok = Command::new("gpgv")
+            .arg("--homedir")
+            .arg(gpgv_home.path())
+            .arg("--keyring")
+            .arg(&keyring)
+            .arg(&sig)
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(ok.success());
     }
 
     #[test]

@@ -66,7 +66,11 @@ impl Metrics {
                 let _ = writeln!(out, "# TYPE {name} counter");
                 last = name;
             }
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
         }
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         if !latency.is_empty() {

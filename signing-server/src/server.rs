@@ -59,7 +59,11 @@ pub struct Cli {
 
 fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -83,7 +87,10 @@ fn load_tls(cfg: &Config) -> Result<rustls::ServerConfig, String> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls_cert/tls_key: {e}"))?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: on HTTP/2, refusing an upload early (413) resets the
+    // stream before the client reads the answer; HTTP/2 buys nothing for
+    // a few large uploads per connection.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
 }
 
@@ -213,7 +220,7 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let app = http::router(state.clone());
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
     let builder = Arc::new(builder);
     let mut shutdown = std::pin::pin!(shutdown_signal());

@@ -1,1 +1,356 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: start the real `signing-server` binary
+//! on loopback with a config of the test's making, talk to it over real TLS,
+//! and stop it. Nothing here mocks a server, a signer or a verifier.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::Digest;
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The test-only PKI.
+pub fn certs() -> PathBuf {
+    repo().join("certs")
+}
+
+/// The shared test passphrase (certs/PASSPHRASE).
+pub fn passphrase() -> String {
+    std::fs::read_to_string(certs().join("PASSPHRASE")).expect("certs/PASSPHRASE")
+}
+
+/// A binary of this workspace, built next to the test executable
+/// (`cargo build --workspace --bins` must have run: `.ci/run` does).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash>
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let p = dir.join(name);
+    assert!(p.is_file(), "{} not built: run `cargo build --workspace --bins` first", p.display());
+    p
+}
+
+/// Token secret of the test configs.
+pub const SECRET: &str = "test-token-secret-0123456789";
+/// An older secret that test configs still accept (`token_secret1`).
+pub const OLD_SECRET: &str = "old-token-secret-0123456789";
+/// Minting credentials of the test configs.
+pub const MINT_USER: &str = "tokenhost";
+/// Minting password of the test configs.
+pub const MINT_PASSWORD: &str = "mint-password";
+
+/// How to configure a test server. Each `*_extra` string is appended to
+/// its section, so a later line may not repeat a key already set.
+#[derive(Clone)]
+pub struct ServerOpts {
+    /// Lines added to `[server]`.
+    pub server_extra: String,
+    /// The whole `[security]` section body.
+    pub security: String,
+    /// The `[format:…]` sections.
+    pub formats: String,
+    /// Lines fed to stdin (passphrases).
+    pub stdin: String,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        let c = certs();
+        ServerOpts {
+            server_extra: "long_poll = 10\n".into(),
+            security: format!(
+                "allowed_ips = 127.0.0.0/8\nnew_token_allowed_ips = 127.0.0.1\n\
+                 new_token_auth = {MINT_USER}:{MINT_PASSWORD}\ntoken_secret = {SECRET}\n\
+                 token_secret1 = {OLD_SECRET}\nmax_token_age = 600\nallowed_filenames = .+\nmax_filesize = 64M\n"
+            ),
+            formats: format!("[format:gpg]\ntype = gpg\nkey = {}\n", c.join("gpg/secret.asc").display()),
+            stdin: format!("{}\n", passphrase()),
+        }
+    }
+}
+
+/// A running server; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Server {
+    child: Option<Child>,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its private directory (config, work_dir, audit log).
+    pub dir: tempfile::TempDir,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Writes the config for `opts` into `dir`; returns its path.
+pub fn write_config(dir: &Path, opts: &ServerOpts) -> PathBuf {
+    let c = certs();
+    let text = format!(
+        "[server]\nlisten = 127.0.0.1\nport = 0\ntls_cert = {}\ntls_key = {}\nwork_dir = {}\n{}\n\
+         [security]\n{}\n[logging]\nlevel = debug\naudit_log = {}\n\n{}",
+        c.join("server-chain.pem").display(),
+        c.join("server.key").display(),
+        dir.join("work").display(),
+        opts.server_extra,
+        opts.security,
+        dir.join("audit.log").display(),
+        opts.formats
+    );
+    let path = dir.join("signing.ini");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Runs `signing-server ARGS` with `stdin` to completion (for start-up failures).
+pub fn run_server_to_end(args: &[&std::ffi::OsStr], stdin: &str) -> (ExitStatus, String) {
+    let mut child = Command::new(bin("signing-server"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn signing-server");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).ok();
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status, text)
+}
+
+impl Server {
+    /// Starts a server and waits until /health answers `ok`.
+    pub fn start(opts: &ServerOpts) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(dir.path(), opts);
+        let mut child = Command::new(bin("signing-server"))
+            .arg(&config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn signing-server");
+        child.stdin.take().expect("stdin").write_all(opts.stdin.as_bytes()).expect("write passphrases");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        {
+            let mut err = child.stderr.take().expect("stderr");
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().expect("lock").push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(u) = l.strip_prefix("listening on ") {
+                        break u.to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().ok();
+                    panic!("server did not start ({status:?}): {}", stderr.lock().expect("lock"));
+                }
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let server = Server { child: Some(child), url, dir, stderr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = server.client().get(format!("{}/health", server.url)).send() {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never became healthy: {}", server.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// What the server logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// The work_dir.
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// The audit log's text.
+    pub fn audit(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
+    }
+
+    /// A client from 127.0.0.1.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        client_from("127.0.0.1")
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+        child.wait().expect("wait")
+    }
+
+    /// A metric's value from /metrics (the first sample line starting with `prefix`).
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = self.client().get(format!("{}/metrics", self.url)).send().ok()?.text().ok()?;
+        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    }
+
+    /// Mints a token for `ip` over HTTP, as the token-issuing host does.
+    pub fn mint(&self, ip: &str, duration: u64) -> String {
+        let r = self
+            .client()
+            .post(format!("{}/token", self.url))
+            .basic_auth(MINT_USER, Some(MINT_PASSWORD))
+            .form(&[("slave_ip", ip), ("duration", &duration.to_string())])
+            .send()
+            .expect("POST /token");
+        assert_eq!(r.status(), 200, "minting failed");
+        r.text().expect("token")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A client trusting the test CA, connecting from `local_ip` (127.0.0.x).
+pub fn client_from(local_ip: &str) -> reqwest::blocking::Client {
+    let ca = std::fs::read(certs().join("ca.pem")).expect("ca.pem");
+    reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA"))
+        .local_address(local_ip.parse::<IpAddr>().expect("ip"))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// Unix time now.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// Mints a token locally with `secret` (for tokens the server would never mint:
+/// expired, not yet valid, foreign secret).
+pub fn token_with(secret: &str, ip: &str, from: u64, to: u64) -> String {
+    signing_server::auth::mint(&secrecy::SecretString::from(secret.to_string()), ip.parse().expect("ip"), from, to)
+}
+
+/// Hex sha256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Hex sha1.
+pub fn sha1_hex(data: &[u8]) -> String {
+    hex::encode(sha1::Sha1::digest(data))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so fixtures differ per seed.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// An upload as the protocol describes it.
+pub struct Upload<'a> {
+    /// Token text.
+    pub token: &'a str,
+    /// Filename label.
+    pub filename: &'a str,
+    /// The file.
+    pub data: &'a [u8],
+    /// `sha256` field (None = omit).
+    pub sha256: Option<String>,
+    /// `sha1` field (None = omit).
+    pub sha1: Option<String>,
+}
+
+impl<'a> Upload<'a> {
+    /// A correct upload of `data` with its sha256.
+    pub fn new(token: &'a str, filename: &'a str, data: &'a [u8]) -> Upload<'a> {
+        Upload { token, filename, data, sha256: Some(sha256_hex(data)), sha1: None }
+    }
+
+    /// Sends it to `POST {url}/sign/{format}`; returns (status, body).
+    pub fn send(&self, client: &reqwest::blocking::Client, url: &str, format: &str) -> (u16, String) {
+        use reqwest::blocking::multipart::{Form, Part};
+        let mut form = Form::new().text("token", self.token.to_string()).text("nonce", "").text("filename", self.filename.to_string());
+        if let Some(h) = &self.sha1 {
+            form = form.text("sha1", h.clone());
+        }
+        if let Some(h) = &self.sha256 {
+            form = form.text("sha256", h.clone());
+        }
+        form = form.part("filedata", Part::bytes(self.data.to_vec()).file_name("upload"));
+        let r = client.post(format!("{url}/sign/{format}")).multipart(form).send().expect("POST /sign");
+        let status = r.status().as_u16();
+        (status, r.text().unwrap_or_default())
+    }
+}
+
+/// `GET {url}/sign/{format}/{hash}` until it is no longer pending; returns
+/// (status, headers, body).
+pub fn fetch(client: &reqwest::blocking::Client, url: &str, format: &str, hash: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client.get(format!("{url}/sign/{format}/{hash}")).send().expect("GET /sign");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.bytes().expect("body").to_vec();
+        if status == 404 && headers.contains_key("x-pending") && Instant::now() < deadline {
+            continue;
+        }
+        return (status, headers, body);
+    }
+}
+
+/// Runs a command; returns (success, stdout+stderr).
+pub fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// `gpgv` against the test key: whether `sig` is a good signature of `file`.
+pub fn gpgv(sig: &Path, file: &Path) -> (bool, String) {
+    run(Command::new("gpgv").arg("--keyring").arg(certs().join("gpg/public.gpg")).arg(sig).arg(file))
+}

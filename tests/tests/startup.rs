@@ -1,0 +1,86 @@
+//! Start-up: config errors (exit 2, file:line), passphrases (exit 1, naming the format).
+
+use signing_tests::*;
+
+#[test]
+fn wrong_passphrase_exits_1_naming_the_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ServerOpts::default();
+    opts.formats = opts.formats.replace("[format:gpg]", "[format:release-gpg]");
+    let cfg = write_config(dir.path(), &opts);
+    let (status, out) = run_server_to_end(&[cfg.as_os_str()], "not-the-passphrase\n");
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("format release-gpg"), "{out}");
+    assert!(out.contains("wrong passphrase"), "{out}");
+    assert!(!out.contains("not-the-passphrase"), "the passphrase was echoed: {out}");
+    assert!(!out.contains("listening on"), "it must not bind before the keys are unlocked: {out}");
+}
+
+#[test]
+fn missing_passphrase_line_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &ServerOpts::default());
+    let (status, out) = run_server_to_end(&[cfg.as_os_str()], "");
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("format gpg") && out.contains("no passphrase"), "{out}");
+}
+
+#[test]
+fn a_key_shared_by_two_formats_is_asked_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ServerOpts::default();
+    let second = opts.formats.replace("[format:gpg]", "[format:gpg-nightly]");
+    opts.formats.push('\n');
+    opts.formats.push_str(&second);
+    let cfg = write_config(dir.path(), &opts);
+    let (status, out) = run_server_to_end(&["--check".as_ref(), cfg.as_os_str()], &opts.stdin);
+    assert!(status.success(), "one passphrase line must do for both formats: {out}");
+    assert!(out.contains("2 key(s) OK"), "{out}");
+}
+
+#[test]
+fn config_errors_exit_2_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, &str); 4] = [
+        ("allowed_ips = 127.0.0.0/8", "allowed_ips = 127.0.0.0/99", "not an IP address or CIDR"),
+        ("allowed_filenames = .+", "allowed_filenames = (unclosed", "bad regex"),
+        ("max_token_age = 600", "max_token_age = 600\nfavourite_colour = blue", "unknown key `favourite_colour`"),
+        ("secret.asc", "no-such-key.asc", "not found"),
+    ];
+    for (from, to, expect) in cases {
+        let opts = ServerOpts::default();
+        let cfg = write_config(dir.path(), &opts);
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen(from, to, 1);
+        std::fs::write(&cfg, &text).unwrap();
+        let line = text.lines().position(|l| l.contains(to.lines().last().unwrap())).unwrap() + 1;
+        let (status, out) = run_server_to_end(&[cfg.as_os_str()], &opts.stdin);
+        assert_eq!(status.code(), Some(2), "{expect}: {out}");
+        let loc = format!("{}:{line}: ", cfg.display());
+        assert!(out.contains(&loc), "{expect}: expected {loc:?} in {out}");
+        assert!(out.contains(expect), "{expect}: {out}");
+    }
+}
+
+#[test]
+fn check_mode_validates_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &ServerOpts::default());
+    let (status, out) = run_server_to_end(&["--check".as_ref(), cfg.as_os_str()], &format!("{}\n", passphrase()));
+    assert!(status.success(), "{out}");
+    assert!(!out.contains("listening on"), "{out}");
+}
+
+#[test]
+fn the_server_is_not_dumpable() {
+    let s = Server::start(&ServerOpts::default());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    // A non-dumpable process's /proc files belong to root and core dumps are off.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.pid())).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+    assert!(status.contains("State:"));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", s.pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&passphrase()));
+    let environ = std::fs::read(format!("/proc/{}/environ", s.pid())).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&environ).contains(&passphrase()));
+}
