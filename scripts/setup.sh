@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need, when it is missing:
+#   - Debian packages: gpg/gpgv (verifier), curl, openssl, python3-venv;
+#   - a Python venv with Mozilla's signtool 4.x (the legacy client we stay compatible with).
+# Sourced by scripts/test.sh and scripts/demo.sh; safe to run again (it only adds what is missing).
+set -euo pipefail
+
+: "${SIGNING_CACHE:=$HOME/.cache/signing-server}"
+# A target dir outside the clone, so a fresh clone (CI) builds incrementally.
+: "${CARGO_TARGET_DIR:=$HOME/.cache/signing-target}"
+: "${SIGNING_TEST_VENV:=$SIGNING_CACHE/venv}"
+export SIGNING_CACHE CARGO_TARGET_DIR SIGNING_TEST_VENV
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+apt_install ca-certificates gnupg gpgv curl openssl python3 python3-venv python3-pip
+
+if ! command -v cargo >/dev/null 2>&1; then
+    say "no cargo found: installing Debian's Rust toolchain (rustup's is preferred; needs Rust >= 1.88)"
+    apt_install cargo rustc
+fi
+
+if [ ! -x "$SIGNING_TEST_VENV/bin/signtool" ]; then
+    say "creating the Python venv $SIGNING_TEST_VENV (Mozilla's signtool 4.x)"
+    python3 -m venv "$SIGNING_TEST_VENV"
+    "$SIGNING_TEST_VENV/bin/pip" install -q --disable-pip-version-check 'signtool>=4,<5'
+fi
