@@ -120,3 +120,51 @@ fn sigterm_stops_cleanly_with_exit_0() {
     let status = s.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn concurrent_identical_uploads_are_signed_once() {
+    let s = Server::start(&ServerOpts::default());
+    let token = s.mint("127.0.0.1", 300);
+    let body = data(2 << 20, 4);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| Upload::new(&token, "same.bin", &body).send(&s.client(), &s.url, "gpg").0))
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 202);
+        }
+    });
+    let (status, _, _) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body));
+    assert_eq!(status, 200);
+    assert_eq!(s.metric("signing_jobs_total{format=\"gpg\",outcome=\"ok\"}"), Some(1.0));
+}
+
+#[test]
+fn unused_results_are_cleaned_up_after_max_file_age() {
+    let mut opts = ServerOpts::default();
+    opts.server_extra.push_str("max_file_age = 1\ncleanup_interval = 1\n");
+    let s = Server::start(&opts);
+    let token = s.mint("127.0.0.1", 300);
+    let body = data(10_000, 5);
+    assert_eq!(Upload::new(&token, "old.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    let (status, _, _) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body));
+    assert_eq!(status, 200);
+    let results = s.work_dir().join("results");
+    let count = |dir: &std::path::Path| -> usize {
+        fn walk(d: &std::path::Path) -> usize {
+            std::fs::read_dir(d).map(|rd| rd.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()).unwrap_or(0)
+        }
+        walk(dir)
+    };
+    assert_eq!(count(&results), 1);
+    assert_eq!(count(&s.work_dir().join("inputs")), 0, "inputs are removed once signed");
+    // Wait (bounded) for the cleanup task: a wait, not a timing assertion.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count(&results) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(count(&results), 0, "result not cleaned up");
+    let r = s.client().get(format!("{}/sign/gpg/{}", s.url, sha256_hex(&body))).send().unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(!r.headers().contains_key("x-pending"));
+}
