@@ -24,7 +24,7 @@ pub use registry::{SignerType, REGISTRY};
 
 /// What the server knows about one `[format:NAME]` section, already checked
 /// for syntax; each signer type checks the values it understands.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FormatConfig {
     /// The format's name, as it appears in URLs (`gpg`, `sha2signcode`, …).
     pub name: String,

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -23,6 +23,7 @@ use rand::RngCore;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tracing::Instrument as _;
 
 use crate::auth;
 use crate::config::SecurityConfig;
@@ -40,28 +41,54 @@ pub struct FormatEntry {
     pub signer: Arc<dyn Signer>,
     /// Largest accepted upload.
     pub max_filesize: u64,
+    /// The settings the signer was opened with (to tell, on reload, whether it still fits).
+    pub config: formats::FormatConfig,
+    /// sha256 of the key file when it was unlocked.
+    pub key_digest: String,
+}
+
+/// The part of the configuration that SIGHUP replaces, swapped as a whole.
+pub struct Dynamic {
+    /// `[security]`.
+    pub security: SecurityConfig,
+    /// Formats by name.
+    pub formats: HashMap<String, Arc<FormatEntry>>,
+    /// Format names in config order (for /health).
+    pub format_names: Vec<String>,
+    /// GET long-poll duration.
+    pub long_poll: Duration,
+    /// Unused results are removed after this long.
+    pub max_file_age: Duration,
+    /// How often cleanup runs.
+    pub cleanup_interval: Duration,
 }
 
 /// Everything handlers share.
 pub struct AppState {
-    /// `[security]`.
-    pub security: SecurityConfig,
-    /// Formats by name.
-    pub formats: HashMap<String, FormatEntry>,
-    /// Format names in config order (for /health).
-    pub format_names: Vec<String>,
+    /// The reloadable configuration.
+    pub dynamic: RwLock<Arc<Dynamic>>,
     /// The job queue.
     pub queue: Arc<Queue>,
     /// File storage.
     pub store: Store,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// GET long-poll duration.
-    pub long_poll: Duration,
     /// Start time.
     pub started: Instant,
     /// Set on SIGTERM: new uploads are refused, /health says `draining`.
     pub draining: AtomicBool,
+}
+
+impl AppState {
+    /// The configuration in force now (a snapshot: a reload does not change it under a request).
+    pub fn dynamic(&self) -> Arc<Dynamic> {
+        self.dynamic.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts a new configuration in force.
+    pub fn replace_dynamic(&self, d: Dynamic) {
+        *self.dynamic.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d);
+    }
 }
 
 /// A refusal: status + one-line message (+ extra headers).
@@ -114,20 +141,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Every request: peer IP against `allowed_ips`, then one log line.
+/// Every request: a request id (in every log line of the request, and in the
+/// `X-Request-Id` response header), the peer IP against `allowed_ips`, then one log line.
 async fn door(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
+    let peer = req.extensions().get::<Peer>().map(|p| auth::canonical(p.0.ip()));
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let mut id = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut id);
+    let id = hex::encode(id);
+    let span = tracing::info_span!("request", id = %id, peer = %peer.map(|p| p.to_string()).unwrap_or_default());
     let started = Instant::now();
-    let response = match peer {
-        Some(ip) if auth::ip_allowed(&state.security.allowed_ips, ip) => next.run(req).await,
-        _ => {
-            state.metrics.inc("signing_refused_requests_total", "reason=\"ip_not_allowed\"".into());
-            ApiError::new(StatusCode::FORBIDDEN, "your IP address is not allowed").into_response()
-        }
+    let allowed = peer.is_some_and(|ip| auth::ip_allowed(&state.dynamic().security.allowed_ips, ip));
+    let mut response = if allowed {
+        next.run(req).instrument(span.clone()).await
+    } else {
+        state.metrics.inc("signing_refused_requests_total", "reason=\"ip_not_allowed\"".into());
+        ApiError::new(StatusCode::FORBIDDEN, "your IP address is not allowed").into_response()
     };
-    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
-    tracing::info!(%peer, %method, %path, status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    span.in_scope(|| {
+        tracing::info!(%method, %path, status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request")
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(header::HeaderName::from_static("x-request-id"), v);
+    }
     response
 }
 
@@ -146,7 +182,8 @@ fn now() -> u64 {
 const TOKEN_FORM_LIMIT: usize = 4096;
 
 async fn mint_token(State(state): State<Arc<AppState>>, req: Request) -> ApiResult {
-    let sec = &state.security;
+    let dynamic = state.dynamic();
+    let sec = &dynamic.security;
     let peer = peer_ip(req.extensions())?;
     if !auth::ip_allowed(&sec.new_token_allowed_ips, peer) {
         state.metrics.inc("signing_token_mint_refused_total", "reason=\"ip\"".into());
@@ -214,7 +251,8 @@ async fn upload(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult {
     let peer = auth::canonical(ext.0 .0.ip());
-    let Some(fmt) = state.formats.get(&format) else {
+    let dynamic = state.dynamic();
+    let Some(fmt) = dynamic.formats.get(&format) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown format {format:?}")));
     };
     if state.draining.load(Ordering::Relaxed) {
@@ -247,7 +285,7 @@ async fn upload(
             "filename" => form.filename = Some(read_text(&mut field, "filename").await?),
             "sha1" => form.sha1 = Some(read_text(&mut field, "sha1").await?.trim().to_ascii_lowercase()),
             "sha256" => form.sha256 = Some(read_text(&mut field, "sha256").await?.trim().to_ascii_lowercase()),
-            "filedata" => return receive_file(&state, &format, fmt, peer, form, field).await,
+            "filedata" => return receive_file(&state, &dynamic.security, &format, fmt, peer, form, field).await,
             // `nonce` and anything else: read (bounded) and ignored.
             _ => {
                 read_text(&mut field, &name).await?;
@@ -264,13 +302,13 @@ fn too_large(limit: u64, format: &str) -> ApiError {
 /// The door checks that need the text fields, then the file itself.
 async fn receive_file(
     state: &AppState,
+    sec: &SecurityConfig,
     format: &str,
     fmt: &FormatEntry,
     peer: IpAddr,
     form: UploadForm,
     mut field: Field<'_>,
 ) -> ApiResult {
-    let sec = &state.security;
     let token = auth::verify(form.token.as_deref().unwrap_or(""), &sec.token_secrets, peer, now()).map_err(|e| {
         state.metrics.inc("signing_token_rejections_total", format!("reason=\"{}\"", e.label()));
         ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
@@ -362,7 +400,8 @@ fn storage_error(e: &std::io::Error) -> ApiError {
 }
 
 async fn fetch(State(state): State<Arc<AppState>>, Path((format, hash)): Path<(String, String)>) -> ApiResult {
-    if !state.formats.contains_key(&format) {
+    let dynamic = state.dynamic();
+    if !dynamic.formats.contains_key(&format) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown format {format:?}")));
     }
     let hash = hash.to_ascii_lowercase();
@@ -379,14 +418,14 @@ async fn fetch(State(state): State<Arc<AppState>>, Path((format, hash)): Path<(S
             }
             Lookup::Unknown => return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown: upload the file first")),
             Lookup::Pending(mut rx) => {
-                if waited || state.long_poll.is_zero() {
+                if waited || dynamic.long_poll.is_zero() {
                     return Err(ApiError::new(StatusCode::NOT_FOUND, "pending: still being signed").with(
                         header::HeaderName::from_static("x-pending"),
                         "True",
                     ));
                 }
                 waited = true;
-                let _ = tokio::time::timeout(state.long_poll, rx.wait_for(|done| *done)).await;
+                let _ = tokio::time::timeout(dynamic.long_poll, rx.wait_for(|done| *done)).await;
             }
         }
     }
@@ -414,7 +453,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     let body = serde_json::json!({
         "status": if draining { "draining" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
-        "formats": state.format_names,
+        "formats": state.dynamic().format_names,
         "queue_depth": state.queue.depth(),
         "uptime_seconds": state.started.elapsed().as_secs(),
     });

@@ -12,5 +12,6 @@ pub mod http;
 pub mod metrics;
 pub mod passphrase;
 pub mod queue;
+pub mod reload;
 pub mod server;
 pub mod store;

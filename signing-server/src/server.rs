@@ -1,10 +1,9 @@
 //! Start-up sequence, TLS, the accept loop, cleanup and graceful shutdown.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,14 +18,13 @@ use tower::ServiceExt as _;
 
 use crate::audit::Audit;
 use crate::config::Config;
-use crate::http::{self, AppState, FormatEntry, Peer};
+use crate::http::{self, AppState, Peer};
 use crate::metrics::Metrics;
 use crate::passphrase::{self, Console, Signers};
 use crate::queue::Queue;
+use crate::reload;
 use crate::store::Store;
 
-/// Longest wait for running jobs at shutdown.
-const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request headers must arrive within this (slowloris).
@@ -178,23 +176,15 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
         anyhow::anyhow!("audit_log {}: {e}", cfg.logging.audit_log.as_deref().unwrap_or(Path::new("")).display())
     })?);
     let queue = Queue::new(store.clone(), cfg.server.concurrency, cfg.server.max_queue, audit, metrics.clone());
-    let mut formats = HashMap::new();
-    let format_names: Vec<String> = signers.iter().map(|(n, _)| n.clone()).collect();
-    for (name, signer) in signers {
-        let max_filesize = cfg.formats.iter().find(|f| f.signer.name == name).map(|f| f.max_filesize).unwrap_or(0);
-        formats.insert(name, FormatEntry { signer, max_filesize });
-    }
     let state = Arc::new(AppState {
-        security: cfg.security,
-        formats,
-        format_names,
+        dynamic: RwLock::new(Arc::new(reload::initial(&cfg, signers))),
         queue: queue.clone(),
         store,
         metrics,
-        long_poll: cfg.server.long_poll,
         started: Instant::now(),
         draining: AtomicBool::new(false),
     });
+    let tls = Arc::new(RwLock::new(Arc::new(tls)));
     let addr = std::net::SocketAddr::new(cfg.server.listen, cfg.server.port);
     let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
@@ -202,28 +192,43 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
     // A plain line on stdout, for scripts and tests that started us on port 0.
     println!("listening on https://{local}");
 
-    // Cleanup of unused inputs and results.
+    // Cleanup of unused inputs and results, with the timings in force.
     {
-        let (queue, every, age) = (queue.clone(), cfg.server.cleanup_interval, cfg.server.max_file_age);
+        let state = state.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
             loop {
-                tick.tick().await;
-                let n = queue.cleanup(age);
+                let d = state.dynamic();
+                tokio::time::sleep(d.cleanup_interval).await;
+                let n = state.queue.cleanup(d.max_file_age);
                 if n > 0 {
                     tracing::info!(removed = n, "cleanup");
                 }
             }
         });
     }
+    // SIGHUP: reload.
+    {
+        let (state, tls, path, server_cfg) = (state.clone(), tls.clone(), cfg.path.clone(), cfg.server.clone());
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::error!("cannot watch SIGHUP: reload disabled");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                reload_now(&state, &tls, &path, &server_cfg);
+            }
+        });
+    }
 
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
     let app = http::router(state.clone());
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
     let builder = Arc::new(builder);
     let mut shutdown = std::pin::pin!(shutdown_signal());
+    // Set once the drain is over: stop accepting.
+    let mut drained: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(std::future::pending());
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -235,9 +240,24 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if !state.draining.load(Ordering::Relaxed) => {
+                // Draining: refuse uploads, /health says so, but keep answering GETs
+                // so clients fetch what is being signed for them.
+                state.draining.store(true, Ordering::Relaxed);
+                tracing::info!(pending = queue.depth(), "draining: waiting for pending jobs");
+                let (queue, limit, grace) = (queue.clone(), cfg.server.drain_timeout, cfg.server.drain_grace);
+                drained = Box::pin(async move {
+                    if !queue.wait_idle(limit).await {
+                        tracing::warn!(pending = queue.depth(), "jobs still pending after {limit:?}; stopping anyway");
+                    }
+                    tokio::time::sleep(grace).await;
+                });
+                continue;
+            }
+            _ = &mut drained => break,
         };
-        let (acceptor, app, builder) = (acceptor.clone(), app.clone(), builder.clone());
+        let acceptor = TlsAcceptor::from(tls.read().unwrap_or_else(|p| p.into_inner()).clone());
+        let (app, builder) = (app.clone(), builder.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -261,18 +281,41 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
             }
         });
     }
-    // Draining: no new connections; refuse new uploads; let running jobs end.
-    state.draining.store(true, Ordering::Relaxed);
     drop(listener);
-    tracing::info!(pending = queue.depth(), "shutting down: waiting for running jobs");
-    if !queue.wait_idle(DRAIN_LIMIT).await {
-        tracing::warn!(pending = queue.depth(), "jobs still running after {DRAIN_LIMIT:?}; exiting anyway");
-    }
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after 5s; closing them");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-reads the config; on success puts the reloadable parts in force.
+fn reload_now(state: &AppState, tls: &RwLock<Arc<rustls::ServerConfig>>, path: &Path, server_cfg: &crate::config::ServerConfig) {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+    let cfg = match crate::config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload rejected, the previous configuration stays in force: {e}");
+            return;
+        }
+    };
+    let new_tls = match load_tls(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("reload rejected, the previous configuration stays in force: {e}");
+            return;
+        }
+    };
+    let outcome = reload::apply(&state.dynamic(), server_cfg, &cfg);
+    for line in &outcome.needs_restart {
+        tracing::warn!("{line}");
+    }
+    for name in &outcome.removed {
+        tracing::info!(format = %name, "format removed: no longer served");
+    }
+    state.replace_dynamic(outcome.dynamic);
+    *tls.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new_tls);
+    tracing::info!("configuration reloaded");
 }
 
 async fn shutdown_signal() {

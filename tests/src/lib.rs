@@ -354,3 +354,58 @@ pub fn run(cmd: &mut Command) -> (bool, String) {
 pub fn gpgv(sig: &Path, file: &Path) -> (bool, String) {
     run(Command::new("gpgv").arg("--keyring").arg(certs().join("gpg/public.gpg")).arg(sig).arg(file))
 }
+
+impl Server {
+    /// Sends a signal (`HUP`, `TERM`, `KILL`…) to the server.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill").success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits (bounded) for the server to exit; its status, or None if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Waits (bounded) until the server's log contains `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The config file it runs on.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("signing.ini")
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -150,12 +150,7 @@ fn unused_results_are_cleaned_up_after_max_file_age() {
     let (status, _, _) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body));
     assert_eq!(status, 200);
     let results = s.work_dir().join("results");
-    let count = |dir: &std::path::Path| -> usize {
-        fn walk(d: &std::path::Path) -> usize {
-            std::fs::read_dir(d).map(|rd| rd.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()).unwrap_or(0)
-        }
-        walk(dir)
-    };
+    let count = |dir: &std::path::Path| files_under(dir).len();
     assert_eq!(count(&results), 1);
     assert_eq!(count(&s.work_dir().join("inputs")), 0, "inputs are removed once signed");
     // Wait (bounded) for the cleanup task: a wait, not a timing assertion.

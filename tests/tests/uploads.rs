@@ -2,22 +2,6 @@
 
 use signing_tests::*;
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 fn stored_files(s: &Server) -> Vec<std::path::PathBuf> {
     ["inputs", "results", "tmp"].iter().flat_map(|d| files_under(&s.work_dir().join(d))).collect()
 }
