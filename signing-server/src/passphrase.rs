@@ -52,6 +52,39 @@ impl PassphraseSource for Console {
     }
 }
 
+/// `systemd-ask-password`: for a server started by systemd, where ops answer
+/// with `systemd-tty-ask-password-agent` (or on the console). The helper
+/// only ever *produces* the passphrase; it is read from its stdout into a
+/// zeroizing buffer.
+pub struct SystemdAskPassword;
+
+impl PassphraseSource for SystemdAskPassword {
+    fn ask(&mut self, name: &str) -> std::io::Result<Option<SecretString>> {
+        let mut child = std::process::Command::new("systemd-ask-password")
+            .arg("--timeout=0")
+            .arg(format!("--id=signing-server:{name}"))
+            .arg(format!("{name} passphrase:"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run systemd-ask-password: {e}")))?;
+        let mut out = Zeroizing::new(Vec::with_capacity(256));
+        if let Some(mut stdout) = child.stdout.take() {
+            stdout.read_to_end(&mut out)?;
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("systemd-ask-password failed ({status})")));
+        }
+        while matches!(out.last(), Some(b'\n' | b'\r')) {
+            out.pop();
+        }
+        let text = std::str::from_utf8(&out)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "passphrase is not UTF-8"))?;
+        Ok(Some(SecretString::from(text.to_string())))
+    }
+}
+
 /// Reads one line from fd 0 byte by byte, unbuffered, so no copy of the
 /// passphrase lingers in a stdio buffer; the bytes live in a zeroizing buffer.
 fn read_stdin_line() -> std::io::Result<Option<SecretString>> {

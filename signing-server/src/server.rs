@@ -53,6 +53,10 @@ pub struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
+    /// Ask passphrases with `systemd-ask-password` (for a systemd service; answer
+    /// with `systemd-tty-ask-password-agent`) instead of the terminal or stdin.
+    #[arg(long)]
+    pub systemd_ask_password: bool,
 }
 
 fn init_logging(level: &str, json: bool) {
@@ -140,7 +144,9 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
     };
-    let signers = match passphrase::unlock_all(&cfg, &mut Console, &scratch) {
+    let mut source: Box<dyn passphrase::PassphraseSource> =
+        if cli.systemd_ask_password { Box::new(passphrase::SystemdAskPassword) } else { Box::new(Console) };
+    let signers = match passphrase::unlock_all(&cfg, source.as_mut(), &scratch) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("signing-server: {e}");

@@ -84,3 +84,27 @@ fn the_server_is_not_dumpable() {
     let environ = std::fs::read(format!("/proc/{}/environ", s.pid())).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&environ).contains(&passphrase()));
 }
+
+#[test]
+fn systemd_ask_password_supplies_the_passphrases() {
+    // A stand-in for systemd's prompt agent (no systemd runs here): it answers
+    // with the passphrase and records how it was asked.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("asked");
+    let script = dir.path().join("systemd-ask-password");
+    std::fs::write(&script, format!("#!/bin/sh\necho \"$@\" >> {}\ncat {}\n", log.display(), certs().join("PASSPHRASE").display())).unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    let cfg = write_config(dir.path(), &ServerOpts::default());
+    let out = std::process::Command::new(bin("signing-server"))
+        .args(["--check", "--systemd-ask-password"])
+        .arg(&cfg)
+        .env("PATH", format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let asked = std::fs::read_to_string(&log).unwrap();
+    assert!(asked.contains("--id=signing-server:gpg") && asked.contains("gpg passphrase:"), "{asked}");
+    assert!(!asked.contains(&passphrase()), "the passphrase must not be passed to the helper");
+}
