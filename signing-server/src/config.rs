@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub concurrency: usize,
     /// Jobs queued or running before uploads get 503.
     pub max_queue: usize,
+    /// A client silent this long (while sending headers, or between two
+    /// pieces of an upload) is cut off: slow clients cannot hold connections.
+    pub idle_timeout: Duration,
     /// On SIGTERM: longest wait for pending jobs.
     pub drain_timeout: Duration,
     /// On SIGTERM: how long GETs are still answered once the jobs are done,
@@ -367,7 +370,7 @@ fn unknown(r: &Reader<'_>, s: &Section, e: &Entry, known: &[&str]) -> ConfigErro
 fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError> {
     const KNOWN: &[&str] = &[
         "listen", "port", "tls_cert", "tls_key", "work_dir", "max_file_age", "cleanup_interval", "long_poll", "concurrency",
-        "max_queue", "drain_timeout", "drain_grace",
+        "max_queue", "idle_timeout", "drain_timeout", "drain_grace",
     ];
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let mut listen: IpAddr = IpAddr::from([127, 0, 0, 1]);
@@ -378,6 +381,7 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
     let mut long_poll = Duration::from_secs(60);
     let mut concurrency = cores;
     let mut max_queue = 64;
+    let mut idle_timeout = Duration::from_secs(60);
     let mut drain_timeout = Duration::from_secs(30);
     let mut drain_grace = Duration::from_secs(5);
     for e in &s.entries {
@@ -407,6 +411,12 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
                     return Err(r.err(e.line, "max_queue: must be at least 1"));
                 }
             }
+            "idle_timeout" => {
+                idle_timeout = r.seconds(e)?;
+                if idle_timeout.is_zero() {
+                    return Err(r.err(e.line, "idle_timeout: must be at least 1 second"));
+                }
+            }
             "drain_timeout" => drain_timeout = r.seconds(e)?,
             "drain_grace" => drain_grace = r.seconds(e)?,
             _ => return Err(unknown(r, s, e, KNOWN)),
@@ -424,6 +434,7 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
         long_poll,
         concurrency,
         max_queue,
+        idle_timeout,
         drain_timeout,
         drain_grace,
     })

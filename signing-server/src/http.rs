@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 use crate::auth;
 use crate::config::SecurityConfig;
 use crate::metrics::Metrics;
-use crate::queue::{Job, Lookup, Queue, ResultInfo, Submit};
+use crate::queue::{Job, Lookup, Queue, ResultInfo, Slot, Submit};
 use crate::store::{is_hex_digest, Store};
 
 /// The TCP peer of the connection a request came on (set per connection).
@@ -73,6 +73,8 @@ pub struct AppState {
     pub store: Store,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Longest silence between two pieces of an upload.
+    pub idle_timeout: Duration,
     /// Start time.
     pub started: Instant,
     /// Set on SIGTERM: new uploads are refused, /health says `draining`.
@@ -224,9 +226,18 @@ const FIELD_LIMIT: usize = 4096;
 /// Slack for multipart framing when checking Content-Length up front.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 
-async fn read_text(field: &mut Field<'_>, name: &str) -> Result<String, ApiError> {
+/// Awaits one read of an upload, cutting off a client silent for `idle_timeout`.
+async fn idle<T>(state: &AppState, read: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+    tokio::time::timeout(state.idle_timeout, read).await.map_err(|_| {
+        state.metrics.inc("signing_refused_requests_total", "reason=\"idle_timeout\"".into());
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, format!("upload stalled: nothing received for {} s", state.idle_timeout.as_secs()))
+            .with(header::CONNECTION, "close")
+    })
+}
+
+async fn read_text(state: &AppState, field: &mut Field<'_>, name: &str) -> Result<String, ApiError> {
     let mut buf = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed upload: {e}")))? {
+    while let Some(chunk) = idle(state, field.chunk()).await?.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed upload: {e}")))? {
         if buf.len() + chunk.len() > FIELD_LIMIT {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("field {name} is longer than {FIELD_LIMIT} bytes")));
         }
@@ -263,32 +274,33 @@ async fn upload(
     if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
         return Err(too_large(limit, &format));
     }
-    if state.queue.is_full() {
+    // The place is taken before the body is read, so a burst of uploads
+    // costs neither disk nor bandwidth beyond `max_queue` of them.
+    let Some(slot) = state.queue.reserve() else {
         state.metrics.inc("signing_refused_requests_total", "reason=\"queue_full\"".into());
         return Err(ApiError::busy("too much work queued; try again later or use another host"));
-    }
+    };
     let mut multipart =
         multipart.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("expected a multipart/form-data upload: {e}")))?;
 
     let mut form = UploadForm::default();
     loop {
-        let Some(mut field) = multipart
-            .next_field()
-            .await
+        let Some(mut field) = idle(&state, multipart.next_field())
+            .await?
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed upload: {e}")))?
         else {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "no filedata field in the upload"));
         };
         let name = field.name().unwrap_or("").to_string();
         match name.as_str() {
-            "token" => form.token = Some(read_text(&mut field, "token").await?),
-            "filename" => form.filename = Some(read_text(&mut field, "filename").await?),
-            "sha1" => form.sha1 = Some(read_text(&mut field, "sha1").await?.trim().to_ascii_lowercase()),
-            "sha256" => form.sha256 = Some(read_text(&mut field, "sha256").await?.trim().to_ascii_lowercase()),
-            "filedata" => return receive_file(&state, &dynamic.security, &format, fmt, peer, form, field).await,
+            "token" => form.token = Some(read_text(&state, &mut field, "token").await?),
+            "filename" => form.filename = Some(read_text(&state, &mut field, "filename").await?),
+            "sha1" => form.sha1 = Some(read_text(&state, &mut field, "sha1").await?.trim().to_ascii_lowercase()),
+            "sha256" => form.sha256 = Some(read_text(&state, &mut field, "sha256").await?.trim().to_ascii_lowercase()),
+            "filedata" => return receive_file(&state, &dynamic.security, &format, fmt, peer, form, field, slot).await,
             // `nonce` and anything else: read (bounded) and ignored.
             _ => {
-                read_text(&mut field, &name).await?;
+                read_text(&state, &mut field, &name).await?;
             }
         }
     }
@@ -308,6 +320,7 @@ async fn receive_file(
     peer: IpAddr,
     form: UploadForm,
     mut field: Field<'_>,
+    slot: Slot,
 ) -> ApiResult {
     let token = auth::verify(form.token.as_deref().unwrap_or(""), &sec.token_secrets, peer, now()).map_err(|e| {
         state.metrics.inc("signing_token_rejections_total", format!("reason=\"{}\"", e.label()));
@@ -338,7 +351,7 @@ async fn receive_file(
     let (mut h1, mut h256) = (Sha1::new(), Sha256::new());
     let mut size: u64 = 0;
     loop {
-        let chunk = match field.chunk().await {
+        let chunk = match idle(state, field.chunk()).await? {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
@@ -378,12 +391,9 @@ async fn receive_file(
         peer,
         token_id: token.chaff,
     };
-    match state.queue.submit(job).map_err(|e| storage_error(&e))? {
-        Submit::Queued | Submit::Duplicate => {}
-        Submit::QueueFull => {
-            state.metrics.inc("signing_refused_requests_total", "reason=\"queue_full\"".into());
-            return Err(ApiError::busy("too much work queued; try again later or use another host"));
-        }
+    match state.queue.submit(job, slot).map_err(|e| storage_error(&e))? {
+        Submit::Queued => {}
+        Submit::Duplicate => tracing::debug!(input_sha256 = %sha256, "already signed or pending: not signed again"),
     }
     let mut nonce = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut nonce);

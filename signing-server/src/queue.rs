@@ -2,8 +2,9 @@
 //!
 //! **Invariants:** at most one job per (format, input sha256) exists at any
 //! time, so the same input is never signed twice at once and a finished
-//! result is reused; at most `max_queue` jobs are pending (queued or
-//! running); at most `concurrency` run at once, each on a blocking thread.
+//! result is reused; at most `max_queue` uploads in progress plus jobs
+//! pending (queued or running) exist at once, each holding a [`Slot`]; at
+//! most `concurrency` jobs run at once, each on a blocking thread.
 //! A result is visible only once its file is complete in the store.
 
 use std::collections::HashMap;
@@ -54,7 +55,7 @@ struct Inner {
     jobs: HashMap<(String, String), Entry>,
     /// (format, input sha1) → input sha256, for the clients that ask by sha1.
     by_sha1: HashMap<(String, String), String>,
-    /// Jobs in `State::Pending`.
+    /// Slots taken: uploads in progress plus jobs in `State::Pending`.
     pending: usize,
 }
 
@@ -77,8 +78,19 @@ pub enum Submit {
     Queued,
     /// The same input is already signed or pending for this format.
     Duplicate,
-    /// Too much work queued.
-    QueueFull,
+}
+
+/// A place in the queue, taken before an upload is read. Dropped, it frees
+/// the place; [`Queue::submit`] turns it into a pending job.
+pub struct Slot {
+    queue: Arc<Queue>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut inner = self.queue.lock();
+        inner.pending = inner.pending.saturating_sub(1);
+    }
 }
 
 /// An uploaded, hash-checked input, ready to be signed.
@@ -129,14 +141,19 @@ impl Queue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Jobs queued or running.
+    /// Uploads in progress plus jobs queued or running.
     pub fn depth(&self) -> usize {
         self.lock().pending
     }
 
-    /// Whether an upload now would be refused for lack of room.
-    pub fn is_full(&self) -> bool {
-        self.depth() >= self.max_queue
+    /// Takes a place for an upload, or `None` when `max_queue` are taken.
+    pub fn reserve(self: &Arc<Self>) -> Option<Slot> {
+        let mut inner = self.lock();
+        if inner.pending >= self.max_queue {
+            return None;
+        }
+        inner.pending += 1;
+        Some(Slot { queue: Arc::clone(self) })
     }
 
     /// Finds the job for `hash` (input sha1 or sha256) and marks it used.
@@ -161,8 +178,9 @@ impl Queue {
         }
     }
 
-    /// Queues `job` unless the same input is known or the queue is full.
-    pub fn submit(self: &Arc<Self>, job: Job) -> std::io::Result<Submit> {
+    /// Queues `job` in the place `slot` holds, unless the same input is
+    /// already known (then the slot is freed).
+    pub fn submit(self: &Arc<Self>, job: Job, slot: Slot) -> std::io::Result<Submit> {
         let key = (job.format.clone(), job.sha256.clone());
         let (tx, rx) = watch::channel(false);
         {
@@ -170,14 +188,14 @@ impl Queue {
             inner.by_sha1.insert((job.format.clone(), job.sha1.clone()), job.sha256.clone());
             if let Some(e) = inner.jobs.get_mut(&key) {
                 e.last_used = Instant::now();
+                drop(inner);
+                drop(slot);
                 return Ok(Submit::Duplicate);
             }
-            if inner.pending >= self.max_queue {
-                return Ok(Submit::QueueFull);
-            }
-            inner.pending += 1;
             inner.jobs.insert(key.clone(), Entry { state: State::Pending(rx), last_used: Instant::now() });
         }
+        // The slot's place now belongs to the pending job; `finish` frees it.
+        std::mem::forget(slot);
         let input = self.store.input_path(&job.sha256);
         let Job { format, signer, upload, sha1: _, sha256, filename, peer, token_id } = job;
         if let Err(e) = upload.persist(&input) {

@@ -27,8 +27,6 @@ use crate::store::Store;
 
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Request headers must arrive within this (slowloris).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Command-line options.
 #[derive(Debug, clap::Parser)]
@@ -187,6 +185,7 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
         queue: queue.clone(),
         store,
         metrics,
+        idle_timeout: cfg.server.idle_timeout,
         started: Instant::now(),
         draining: AtomicBool::new(false),
     });
@@ -230,7 +229,7 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
     let app = http::router(state.clone());
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.server.idle_timeout);
     let builder = Arc::new(builder);
     let mut shutdown = std::pin::pin!(shutdown_signal());
     // Set once the drain is over: stop accepting.

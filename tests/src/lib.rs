@@ -124,6 +124,11 @@ impl Server {
     pub fn start(opts: &ServerOpts) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = write_config(dir.path(), opts);
+        Server::spawn(config, dir, opts)
+    }
+
+    /// Runs the server on `config`, its private directory being `dir`.
+    pub fn spawn(config: PathBuf, dir: tempfile::TempDir, opts: &ServerOpts) -> Server {
         let mut child = Command::new(bin("signing-server"))
             .arg(&config)
             .stdin(Stdio::piped())
@@ -408,4 +413,70 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+impl Server {
+    /// Starts a server whose private directory is `dir` (kept by the caller,
+    /// e.g. to restart on the same work_dir).
+    pub fn start_in(dir: tempfile::TempDir, opts: &ServerOpts) -> Server {
+        let config = write_config(dir.path(), opts);
+        Server::spawn(config, dir, opts)
+    }
+
+    /// Stops the server with SIGKILL (no clean-up on its side) and hands its
+    /// directory back.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+/// A reader that hands out its first `open` bytes, then blocks until the
+/// gate is opened (or forever): a slow client, held by the test.
+pub struct GatedReader {
+    data: Vec<u8>,
+    pos: usize,
+    open: usize,
+    gate: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+/// Opens the gate of a [`GatedReader`].
+#[derive(Clone)]
+pub struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    /// Lets the reader go on.
+    pub fn open(&self) {
+        *self.0 .0.lock().expect("lock") = true;
+        self.0 .1.notify_all();
+    }
+}
+
+impl GatedReader {
+    /// A reader of `data` that stalls after `open` bytes until the gate opens.
+    pub fn new(data: Vec<u8>, open: usize) -> (GatedReader, Gate) {
+        let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        (GatedReader { data, pos: 0, open, gate: gate.clone() }, Gate(gate))
+    }
+}
+
+impl Read for GatedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.open {
+            let (lock, cvar) = &*self.gate;
+            let mut opened = lock.lock().expect("lock");
+            while !*opened {
+                opened = cvar.wait(opened).expect("wait");
+            }
+        }
+        let limit = if self.pos < self.open { self.open } else { self.data.len() };
+        let n = buf.len().min(limit - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }

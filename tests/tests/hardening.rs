@@ -1,0 +1,190 @@
+//! Faults, overload and slow clients against the real server (issue 8, server side).
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use signing_tests::*;
+
+fn health(s: &Server) -> serde_json::Value {
+    serde_json::from_str(&s.client().get(format!("{}/health", s.url)).send().unwrap().text().unwrap()).unwrap()
+}
+
+/// Starts an upload of `body` whose client stalls after 64 KiB; returns the
+/// thread (yielding the status, or 0 if the client saw a transport error) and its gate.
+fn stalled_upload(s: &Server, token: &str, body: Vec<u8>) -> (std::thread::JoinHandle<u16>, Gate) {
+    use reqwest::blocking::multipart::{Form, Part};
+    let sha = sha256_hex(&body);
+    let (reader, gate) = GatedReader::new(body, 64 * 1024);
+    let form = Form::new()
+        .text("token", token.to_string())
+        .text("filename", "slow.bin")
+        .text("sha256", sha)
+        .part("filedata", Part::reader(reader).file_name("slow.bin"));
+    let (client, url) = (s.client(), format!("{}/sign/gpg", s.url));
+    let handle = std::thread::spawn(move || client.post(url).multipart(form).send().map(|r| r.status().as_u16()).unwrap_or(0));
+    (handle, gate)
+}
+
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn uploads_beyond_max_queue_get_503_and_service_resumes_after_the_burst() {
+    let mut opts = ServerOpts::default();
+    opts.server_extra.push_str("max_queue = 2\n");
+    let s = Server::start(&opts);
+    let token = s.mint("127.0.0.1", 300);
+    let (a, gate_a) = stalled_upload(&s, &token, data(1 << 20, 50));
+    let (b, gate_b) = stalled_upload(&s, &token, data(1 << 20, 51));
+    assert!(wait_until(Duration::from_secs(20), || health(&s)["queue_depth"] == 2), "{}", health(&s));
+
+    let r = {
+        use reqwest::blocking::multipart::{Form, Part};
+        let body = data(1000, 52);
+        let form = Form::new()
+            .text("token", token.clone())
+            .text("filename", "third.bin")
+            .text("sha256", sha256_hex(&body))
+            .part("filedata", Part::bytes(body));
+        s.client().post(format!("{}/sign/gpg", s.url)).multipart(form).send().unwrap()
+    };
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(s.metric("signing_refused_requests_total{reason=\"queue_full\"}"), Some(1.0));
+
+    gate_a.open();
+    gate_b.open();
+    assert_eq!(a.join().unwrap(), 202);
+    assert_eq!(b.join().unwrap(), 202);
+    // Normal service right after the burst.
+    let body = data(3000, 53);
+    assert_eq!(Upload::new(&token, "after.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
+    assert!(wait_until(Duration::from_secs(20), || health(&s)["queue_depth"] == 0));
+}
+
+#[test]
+fn a_stalled_upload_is_cut_off_and_frees_its_place() {
+    let mut opts = ServerOpts::default();
+    opts.server_extra.push_str("idle_timeout = 2\nmax_queue = 1\n");
+    let s = Server::start(&opts);
+    let token = s.mint("127.0.0.1", 300);
+    let (stalled, gate) = stalled_upload(&s, &token, data(1 << 20, 54));
+    // The server gives up on the silent client (a bounded wait, not a timing assertion)…
+    let metric = "signing_refused_requests_total{reason=\"idle_timeout\"}";
+    assert!(wait_until(Duration::from_secs(30), || s.metric(metric) == Some(1.0)), "the stalled upload was never cut off");
+    // …and the client, let go, sees a 408 or the closed connection, never a 202.
+    gate.open();
+    let status = stalled.join().unwrap();
+    assert!(status == 408 || status == 0, "{status}");
+    // Its place in the queue (max_queue = 1) is free again, nothing is kept.
+    let body = data(3000, 55);
+    assert_eq!(Upload::new(&token, "next.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
+    assert_eq!(files_under(&s.work_dir().join("tmp")), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let mut opts = ServerOpts::default();
+    opts.server_extra.push_str("idle_timeout = 2\n");
+    let s = Server::start(&opts);
+    // Real TLS, then half a request line, then silence.
+    let ca = std::fs::read(certs().join("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject as _;
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let addr = s.url.trim_start_matches("https://").to_string();
+    let tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), "127.0.0.1".try_into().unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tls.read_to_end(&mut buf);
+    // Closed by the server (not by our 30 s read timeout), without a 200.
+    assert!(started.elapsed() < Duration::from_secs(25), "server kept the connection open");
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    // And it still serves others.
+    assert_eq!(health(&s)["status"], "ok");
+}
+
+#[test]
+fn after_kill_9_a_restarted_server_serves_nothing_half_written() {
+    let s = Server::start(&ServerOpts::default());
+    let token = s.mint("127.0.0.1", 300);
+    let body = data(16 << 20, 56);
+    assert_eq!(Upload::new(&token, "big.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    let dir = s.kill9();
+    // What a crash may leave: a half-written temp file and a truncated result.
+    let work = dir.path().join("work");
+    std::fs::write(work.join("tmp/result-deadbeef"), b"half").unwrap();
+    let fake = work.join(format!("results/gpg/aa/bb/{}", "ab".repeat(32)));
+    std::fs::create_dir_all(fake.parent().unwrap()).unwrap();
+    std::fs::write(&fake, b"-----BEGIN PGP SIG").unwrap();
+
+    let s = Server::start_in(dir, &ServerOpts::default());
+    for sub in ["tmp", "inputs", "results"] {
+        assert_eq!(files_under(&s.work_dir().join(sub)), Vec::<std::path::PathBuf>::new(), "{sub} not emptied at start-up");
+    }
+    for hash in [sha256_hex(&body), "ab".repeat(32)] {
+        let r = s.client().get(format!("{}/sign/gpg/{hash}", s.url)).send().unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    // Signing works again, and the result verifies.
+    let token = s.mint("127.0.0.1", 300);
+    let small = data(5000, 57);
+    assert_eq!(Upload::new(&token, "again.bin", &small).send(&s.client(), &s.url, "gpg").0, 202);
+    let (status, _, sig) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&small));
+    assert_eq!(status, 200);
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("f"), &small).unwrap();
+    std::fs::write(d.path().join("f.asc"), &sig).unwrap();
+    assert!(gpgv(&d.path().join("f.asc"), &d.path().join("f")).0);
+}
+
+#[test]
+fn no_secret_reaches_a_file_log_or_the_process_environment() {
+    let s = Server::start(&ServerOpts::default());
+    let token = s.mint("127.0.0.1", 300);
+    let mac = token.rsplit('!').next().unwrap().to_string();
+    for i in 0..3 {
+        let body = data(20_000 + i, 58 + i as u64);
+        assert_eq!(Upload::new(&token, "s.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+        assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
+    }
+    assert_eq!(Upload::new("127.0.0.1:1:2:x!bad", "s.bin", &data(100, 1)).send(&s.client(), &s.url, "gpg").0, 400);
+    let secrets = [passphrase(), mac, SECRET.to_string(), OLD_SECRET.to_string(), MINT_PASSWORD.to_string()];
+    let mut places: Vec<(String, Vec<u8>)> = files_under(s.dir.path())
+        .into_iter()
+        .filter(|p| !p.ends_with("signing.ini"))
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap_or_default()))
+        .collect();
+    places.push(("log".into(), s.stderr().into_bytes()));
+    for f in ["cmdline", "environ"] {
+        places.push((f.into(), std::fs::read(format!("/proc/{}/{f}", s.pid())).unwrap_or_default()));
+    }
+    for (place, bytes) in &places {
+        let text = String::from_utf8_lossy(bytes);
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "a secret ({}…) is in {place}", &secret[..4]);
+        }
+    }
+}
