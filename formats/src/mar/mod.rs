@@ -107,7 +107,12 @@ fn internal(msg: String) -> SignError {
 }
 
 fn parse_algorithm(cfg: &FormatConfig) -> Result<Algorithm, SignError> {
-    match cfg.digest.as_deref().map(|d| d.trim().to_ascii_lowercase()).as_deref() {
+    match cfg
+        .digest
+        .as_deref()
+        .map(|d| d.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("sha384") => Ok(Algorithm::Sha384),
         Some("sha1") => Ok(Algorithm::Sha1),
         Some(other) => Err(SignError::Config(format!(
@@ -118,7 +123,12 @@ fn parse_algorithm(cfg: &FormatConfig) -> Result<Algorithm, SignError> {
 }
 
 fn parse_resign(cfg: &FormatConfig) -> Result<Resign, SignError> {
-    match cfg.extra.get("resign").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+    match cfg
+        .extra
+        .get("resign")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("replace") => Ok(Resign::Replace),
         Some("refuse") => Ok(Resign::Refuse),
         Some(other) => Err(SignError::Config(format!(
@@ -143,7 +153,10 @@ fn check_unused(cfg: &FormatConfig) -> Result<(), SignError> {
         )));
     }
     if let Some(k) = cfg.extra.keys().find(|k| k.as_str() != "resign") {
-        return Err(SignError::Config(format!("format {}: unknown setting {k:?} for type mar", cfg.name)));
+        return Err(SignError::Config(format!(
+            "format {}: unknown setting {k:?} for type mar",
+            cfg.name
+        )));
     }
     Ok(())
 }
@@ -157,7 +170,9 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SignError> {
         .read_to_end(&mut bytes)
         .map_err(|e| bad(format!("cannot read: {e}")))?;
     if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(bad(format!("larger than {MAX_KEY_FILE} bytes: not a PEM key")));
+        return Err(bad(format!(
+            "larger than {MAX_KEY_FILE} bytes: not a PEM key"
+        )));
     }
     Ok(bytes)
 }
@@ -174,7 +189,10 @@ pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
 
 /// Unlocks the RSA key at `cfg.key`, checks it suits the digest and returns
 /// a [`MarSigner`].
-pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Box<dyn Signer>, SignError> {
+pub fn open(
+    cfg: &FormatConfig,
+    passphrase: Option<&SecretString>,
+) -> Result<Box<dyn Signer>, SignError> {
     Ok(Box::new(MarSigner::open(cfg, passphrase)?))
 }
 
@@ -217,19 +235,26 @@ impl MarSigner {
                     "the MAR key {path} is passphrase-protected but no passphrase was given"
                 )));
             };
-            PKey::private_key_from_pem_passphrase(&pem, pw.expose_secret().as_bytes()).map_err(|_| {
-                SignError::Key(format!("wrong passphrase for {path} (or not a PEM RSA private key)"))
-            })?
+            PKey::private_key_from_pem_passphrase(&pem, pw.expose_secret().as_bytes()).map_err(
+                |_| {
+                    SignError::Key(format!(
+                        "wrong passphrase for {path} (or not a PEM RSA private key)"
+                    ))
+                },
+            )?
         } else {
-            PKey::private_key_from_pem(&pem)
-                .map_err(|e| SignError::Key(format!("the MAR key {path} is not a PEM private key: {e}")))?
+            PKey::private_key_from_pem(&pem).map_err(|e| {
+                SignError::Key(format!("the MAR key {path} is not a PEM private key: {e}"))
+            })?
         };
         drop(pem);
         let rsa = key
             .rsa()
             .map_err(|_| SignError::Key(format!("the MAR key {path} is not an RSA key")))?;
         if !rsa.check_key().unwrap_or(false) {
-            return Err(SignError::Key(format!("the MAR key {path} fails the RSA consistency check")));
+            return Err(SignError::Key(format!(
+                "the MAR key {path} fails the RSA consistency check"
+            )));
         }
         let bits = key.bits();
         if bits != algorithm.key_bits() {
@@ -294,7 +319,8 @@ impl MarSigner {
     fn sign_file(&self, input: &Path, output: &Path) -> Result<(), SignError> {
         let mut reader = BufReader::with_capacity(
             READ_BUF,
-            File::open(input).map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?,
+            File::open(input)
+                .map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?,
         );
         let layout = parse::parse(&mut reader)?;
         if let Some(block) = &layout.signature_block {
@@ -314,19 +340,34 @@ impl MarSigner {
             .map_err(|e| internal(format!("cannot create {}: {e}", output.display())))?;
         let mut out = BufWriter::with_capacity(READ_BUF, file);
         let mut hasher = self.hasher()?;
-        let mut update = |b: &[u8]| hasher.update(b).map_err(|e| internal(format!("digest: {e}")));
+        let mut update = |b: &[u8]| {
+            hasher
+                .update(b)
+                .map_err(|e| internal(format!("digest: {e}")))
+        };
         sign::write_signed(&mut reader, &layout, &plan, &mut out, &mut update)?;
-        let digest = hasher.finish().map_err(|e| internal(format!("digest: {e}")))?;
+        let digest = hasher
+            .finish()
+            .map_err(|e| internal(format!("digest: {e}")))?;
 
         let signature = self.sign_digest(&digest)?;
         // A faulty RSA computation must never leave the building.
-        if signature.len() != plan.signature_len as usize || !self.verify_digest(&digest, &signature) {
-            return Err(internal("the RSA signature just made does not verify".into()));
+        if signature.len() != plan.signature_len as usize
+            || !self.verify_digest(&digest, &signature)
+        {
+            return Err(internal(
+                "the RSA signature just made does not verify".into(),
+            ));
         }
-        let mut file = out.into_inner().map_err(|e| SignError::from(e.into_error()))?;
+        let mut file = out
+            .into_inner()
+            .map_err(|e| SignError::from(e.into_error()))?;
         let written = file.stream_position()?;
         if written != plan.total_len {
-            return Err(internal(format!("wrote {written} bytes, planned {}", plan.total_len)));
+            return Err(internal(format!(
+                "wrote {written} bytes, planned {}",
+                plan.total_len
+            )));
         }
         file.seek(SeekFrom::Start(plan.signature_offset))?;
         file.write_all(&signature)?;
@@ -343,17 +384,28 @@ impl Signer for MarSigner {
     fn verify(&self, _input: &Path, signed: &Path) -> Result<(), SignError> {
         let mut reader = BufReader::with_capacity(
             READ_BUF,
-            File::open(signed).map_err(|e| internal(format!("cannot open {}: {e}", signed.display())))?,
+            File::open(signed)
+                .map_err(|e| internal(format!("cannot open {}: {e}", signed.display())))?,
         );
         let layout = parse::parse(&mut reader)?;
-        let sigs = layout.signature_block.as_ref().map(|b| b.signatures.clone()).unwrap_or_default();
+        let sigs = layout
+            .signature_block
+            .as_ref()
+            .map(|b| b.signatures.clone())
+            .unwrap_or_default();
         if sigs.is_empty() {
             return Err(SignError::Rejected("the MAR carries no signature".into()));
         }
         let mut hasher = self.hasher()?;
-        let mut update = |b: &[u8]| hasher.update(b).map_err(|e| internal(format!("digest: {e}")));
+        let mut update = |b: &[u8]| {
+            hasher
+                .update(b)
+                .map_err(|e| internal(format!("digest: {e}")))
+        };
         sign::hash_signed_data(&mut reader, &layout, &mut update)?;
-        let digest = hasher.finish().map_err(|e| internal(format!("digest: {e}")))?;
+        let digest = hasher
+            .finish()
+            .map_err(|e| internal(format!("digest: {e}")))?;
         // As `mar -v`: every signature must verify with our key.
         for (i, s) in sigs.iter().enumerate() {
             if s.algorithm != self.algorithm.id() {
@@ -367,7 +419,10 @@ impl Signer for MarSigner {
             reader.seek(SeekFrom::Start(s.offset))?;
             reader.read_exact(&mut bytes)?;
             if !self.verify_digest(&digest, &bytes) {
-                return Err(SignError::Rejected(format!("MAR signature {i} does not verify with key {}", self.key_id)));
+                return Err(SignError::Rejected(format!(
+                    "MAR signature {i} does not verify with key {}",
+                    self.key_id
+                )));
             }
         }
         Ok(())
@@ -380,22 +435,31 @@ impl Signer for MarSigner {
         let mut nonce = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
         let mar = parse::build_unsigned(
-            &[("probe.txt", b"signing-server MAR probe\n"), ("nonce", &nonce)],
+            &[
+                ("probe.txt", b"signing-server MAR probe\n"),
+                ("nonce", &nonce),
+            ],
             Some(("probe-channel", "1.0")),
         );
         let write = |p: &Path, d: &[u8]| {
-            std::fs::write(p, d).map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
+            std::fs::write(p, d)
+                .map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
         };
         write(&input, &mar)?;
         for p in [&output, &tampered] {
             match std::fs::remove_file(p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(internal(format!("probe: cannot remove {}: {e}", p.display())))
+                    return Err(internal(format!(
+                        "probe: cannot remove {}: {e}",
+                        p.display()
+                    )))
                 }
                 _ => {}
             }
         }
-        let ctx = SignContext { filename: "mar-probe.mar".into() };
+        let ctx = SignContext {
+            filename: "mar-probe.mar".into(),
+        };
         self.sign(&input, &output, &ctx)?;
         self.verify(&input, &output)
             .map_err(|e| internal(format!("probe: our own MAR signature does not verify: {e}")))?;
@@ -407,7 +471,9 @@ impl Signer for MarSigner {
         }
         write(&tampered, &signed)?;
         match self.verify(&tampered, &tampered) {
-            Ok(()) => Err(internal("probe: a MAR signature verified over a modified file".into())),
+            Ok(()) => Err(internal(
+                "probe: a MAR signature verified over a modified file".into(),
+            )),
             Err(_) => Ok(()),
         }
     }
@@ -456,23 +522,37 @@ mod tests {
         assert!(needs_passphrase(&c).unwrap());
         assert!(matches!(open_err(&c, None), SignError::Key(m) if m.contains("no passphrase")));
         let wrong = SecretString::from("nope".to_string());
-        assert!(matches!(open_err(&c, Some(&wrong)), SignError::Key(m) if m.contains("wrong passphrase")));
+        assert!(
+            matches!(open_err(&c, Some(&wrong)), SignError::Key(m) if m.contains("wrong passphrase"))
+        );
     }
 
     #[test]
     fn key_size_must_match_the_digest() {
         let e = open_err(&cfg("sha1-2048.key", Some("sha384")), Some(&passphrase()));
-        assert!(matches!(&e, SignError::Config(m) if m.contains("needs a 4096-bit") && m.contains("2048-bit")), "{e}");
+        assert!(
+            matches!(&e, SignError::Config(m) if m.contains("needs a 4096-bit") && m.contains("2048-bit")),
+            "{e}"
+        );
         // sha384 is the default.
         let e = open_err(&cfg("sha1-2048.key", None), Some(&passphrase()));
-        assert!(matches!(&e, SignError::Config(m) if m.contains("sha384")), "{e}");
+        assert!(
+            matches!(&e, SignError::Config(m) if m.contains("sha384")),
+            "{e}"
+        );
         let e = open_err(&cfg("sha384-4096.key", Some("sha1")), Some(&passphrase()));
-        assert!(matches!(&e, SignError::Config(m) if m.contains("needs a 2048-bit")), "{e}");
+        assert!(
+            matches!(&e, SignError::Config(m) if m.contains("needs a 2048-bit")),
+            "{e}"
+        );
         let e = open_err(&cfg("sha384-4096.key", Some("sha256")), Some(&passphrase()));
         assert!(matches!(&e, SignError::Config(_)), "{e}");
         let mut c = cfg("sha1-2048.key", Some("sha1"));
         c.extra.insert("resign".into(), "sometimes".into());
-        assert!(matches!(open_err(&c, Some(&passphrase())), SignError::Config(_)));
+        assert!(matches!(
+            open_err(&c, Some(&passphrase())),
+            SignError::Config(_)
+        ));
     }
 
     #[test]
@@ -481,19 +561,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for (i, product) in [None, Some(("release", "140.0"))].into_iter().enumerate() {
-            let mar = parse::build_unsigned(&[("a.txt", b"hello\n"), ("b/c.bin", &[7u8; 5000])], product);
-            let (inp, out, again) = (d.join(format!("in{i}")), d.join(format!("out{i}")), d.join(format!("again{i}")));
+            let mar =
+                parse::build_unsigned(&[("a.txt", b"hello\n"), ("b/c.bin", &[7u8; 5000])], product);
+            let (inp, out, again) = (
+                d.join(format!("in{i}")),
+                d.join(format!("out{i}")),
+                d.join(format!("again{i}")),
+            );
             std::fs::write(&inp, &mar).unwrap();
             s.sign(&inp, &out, &SignContext::default()).unwrap();
             s.verify(&inp, &out).unwrap();
             let signed = std::fs::read(&out).unwrap();
-            assert_eq!(signed.len(), mar.len() + if product.is_some() { 264 } else { 276 });
+            assert_eq!(
+                signed.len(),
+                mar.len() + if product.is_some() { 264 } else { 276 }
+            );
             let l = parse::parse(&mut std::io::Cursor::new(&signed)).unwrap();
             assert_eq!(l.signature_block.unwrap().signatures.len(), 1);
             assert_eq!(l.additional.is_some(), product.is_some());
 
             // Every flipped byte outside the signature fails.
-            for at in [0usize, 5, 10, 17, 21, 300, signed.len() / 2, signed.len() - 1] {
+            for at in [
+                0usize,
+                5,
+                10,
+                17,
+                21,
+                300,
+                signed.len() / 2,
+                signed.len() - 1,
+            ] {
                 let mut t = signed.clone();
                 t[at] ^= 1;
                 let p = d.join("t");
@@ -503,15 +600,29 @@ mod tests {
 
             // Re-signing a signed MAR replaces the signature: same bytes out.
             s.sign(&out, &again, &SignContext::default()).unwrap();
-            assert_eq!(std::fs::read(&again).unwrap(), signed, "PKCS#1 v1.5 is deterministic");
+            assert_eq!(
+                std::fs::read(&again).unwrap(),
+                signed,
+                "PKCS#1 v1.5 is deterministic"
+            );
         }
         let mut c = cfg("sha1-2048.key", Some("sha1"));
         c.extra.insert("resign".into(), "refuse".into());
         let refuse = MarSigner::open(&c, Some(&passphrase())).unwrap();
-        let e = refuse.sign(&d.join("out0"), &d.join("refused"), &SignContext::default()).unwrap_err();
-        assert!(matches!(&e, SignError::Rejected(m) if m.contains("already signed")), "{e}");
-        assert!(!d.join("refused").exists(), "nothing written before the refusal");
-        refuse.sign(&d.join("in1"), &d.join("fine"), &SignContext::default()).unwrap();
+        let e = refuse
+            .sign(&d.join("out0"), &d.join("refused"), &SignContext::default())
+            .unwrap_err();
+        assert!(
+            matches!(&e, SignError::Rejected(m) if m.contains("already signed")),
+            "{e}"
+        );
+        assert!(
+            !d.join("refused").exists(),
+            "nothing written before the refusal"
+        );
+        refuse
+            .sign(&d.join("in1"), &d.join("fine"), &SignContext::default())
+            .unwrap();
     }
 
     #[test]
@@ -530,7 +641,10 @@ mod tests {
         let inp = dir.path().join("bad");
         std::fs::write(&inp, b"not a mar at all").unwrap();
         let out = dir.path().join("out");
-        assert!(matches!(s.sign(&inp, &out, &SignContext::default()), Err(SignError::Rejected(_))));
+        assert!(matches!(
+            s.sign(&inp, &out, &SignContext::default()),
+            Err(SignError::Rejected(_))
+        ));
         assert!(!out.exists());
     }
 }

@@ -155,7 +155,9 @@ fn parse_index(bytes: &[u8]) -> Result<Vec<Entry>, SignError> {
             return Err(rejected(format!("index entry {n} is truncated")));
         };
         let Some(name) = c.cstr() else {
-            return Err(rejected(format!("the name of index entry {n} has no NUL terminator")));
+            return Err(rejected(format!(
+                "the name of index entry {n} has no NUL terminator"
+            )));
         };
         if name.is_empty() {
             return Err(rejected(format!("index entry {n} has an empty name")));
@@ -165,7 +167,12 @@ fn parse_index(bytes: &[u8]) -> Result<Vec<Entry>, SignError> {
                 "the name of index entry {n} is longer than {MAX_NAME_LEN} bytes"
             )));
         }
-        entries.push(Entry { offset, len, flags, name: name.to_vec() });
+        entries.push(Entry {
+            offset,
+            len,
+            flags,
+            name: name.to_vec(),
+        });
     }
     Ok(entries)
 }
@@ -194,7 +201,9 @@ pub(crate) fn parse<R: Read + Seek>(r: &mut R) -> Result<Layout, SignError> {
     }
     let index_offset = u64::from(read_u32(r, "header")?);
     if index_offset < HEADER_LEN {
-        return Err(rejected(format!("index offset {index_offset} points into the header")));
+        return Err(rejected(format!(
+            "index offset {index_offset} points into the header"
+        )));
     }
     if index_offset + 4 > file_len {
         return Err(rejected(format!(
@@ -212,10 +221,15 @@ pub(crate) fn parse<R: Read + Seek>(r: &mut R) -> Result<Layout, SignError> {
         )));
     }
     if index_end < file_len {
-        return Err(rejected(format!("{} unexpected bytes after the index", file_len - index_end)));
+        return Err(rejected(format!(
+            "{} unexpected bytes after the index",
+            file_len - index_end
+        )));
     }
     if index_len > MAX_INDEX_LEN {
-        return Err(rejected(format!("the index is larger than {MAX_INDEX_LEN} bytes")));
+        return Err(rejected(format!(
+            "the index is larger than {MAX_INDEX_LEN} bytes"
+        )));
     }
     // Bounded just above; the file holds that many bytes.
     let mut index = vec![0u8; index_len as usize];
@@ -232,7 +246,10 @@ pub(crate) fn parse<R: Read + Seek>(r: &mut R) -> Result<Layout, SignError> {
     let content_start = u64::from(first.offset);
     for e in &order {
         if u64::from(e.offset) < HEADER_LEN {
-            return Err(rejected(format!("entry {:?} starts inside the MAR header", show(&e.name))));
+            return Err(rejected(format!(
+                "entry {:?} starts inside the MAR header",
+                show(&e.name)
+            )));
         }
         if entry_end(e) > index_offset {
             return Err(rejected(format!(
@@ -317,7 +334,11 @@ fn parse_header_blocks<R: Read + Seek>(
             return Err(rejected(format!("signature {i} overlaps the first entry")));
         }
         r.seek(SeekFrom::Start(pos))?;
-        signatures.push(ExistingSignature { algorithm, offset, len });
+        signatures.push(ExistingSignature {
+            algorithm,
+            offset,
+            len,
+        });
     }
 
     let mut additional = None;
@@ -338,7 +359,9 @@ fn parse_header_blocks<R: Read + Seek>(
         }
         for i in 0..n {
             if pos + 8 > content_start {
-                return Err(rejected(format!("additional section {i} overlaps the first entry")));
+                return Err(rejected(format!(
+                    "additional section {i} overlaps the first entry"
+                )));
             }
             let size = read_u32(r, "additional section")?;
             let _id = read_u32(r, "additional section")?;
@@ -349,7 +372,9 @@ fn parse_header_blocks<R: Read + Seek>(
             }
             pos += u64::from(size);
             if pos > content_start {
-                return Err(rejected(format!("additional section {i} overlaps the first entry")));
+                return Err(rejected(format!(
+                    "additional section {i} overlaps the first entry"
+                )));
             }
             r.seek(SeekFrom::Start(pos))?;
         }
@@ -380,7 +405,11 @@ pub(crate) fn build_unsigned(entries: &[(&str, &[u8])], product: Option<(&str, &
             blocks.push(0);
         }
     }
-    let sig_block_len = if product.is_some() { SIG_BLOCK_HEADER_LEN as usize } else { 0 };
+    let sig_block_len = if product.is_some() {
+        SIG_BLOCK_HEADER_LEN as usize
+    } else {
+        0
+    };
     let content_start = HEADER_LEN as usize + sig_block_len + blocks.len();
     let mut content = Vec::new();
     let mut index = Vec::new();
@@ -447,7 +476,10 @@ mod tests {
     fn product_info_mar_parses() {
         let m = build_unsigned(&[("a.txt", b"hello\n")], Some(("release", "140.0")));
         let l = parse_bytes(&m).unwrap();
-        assert_eq!(l.signature_block, Some(SignatureBlock { signatures: vec![] }));
+        assert_eq!(
+            l.signature_block,
+            Some(SignatureBlock { signatures: vec![] })
+        );
         let add = l.additional.clone().unwrap();
         assert_eq!(add.start, 20);
         assert_eq!(add.end, l.content.start);
@@ -477,7 +509,11 @@ mod tests {
         let at = index_offset(&m);
         let mut big = m.clone();
         set_u32(&mut big, at, 0xffff_fff0);
-        assert!(reason(&big).contains("runs past the end"), "{}", reason(&big));
+        assert!(
+            reason(&big).contains("runs past the end"),
+            "{}",
+            reason(&big)
+        );
         let mut trailing = m.clone();
         trailing.extend_from_slice(b"junk");
         assert!(reason(&trailing).contains("after the index"));
@@ -489,7 +525,11 @@ mod tests {
         let at = index_offset(&m) + 4;
         let mut past = m.clone();
         set_u32(&mut past, at, 0xffff_0000);
-        assert!(reason(&past).contains("runs past the start of the index"), "{}", reason(&past));
+        assert!(
+            reason(&past).contains("runs past the start of the index"),
+            "{}",
+            reason(&past)
+        );
         let mut long = m.clone();
         set_u32(&mut long, at + 4, 100);
         assert!(reason(&long).contains("runs past the start of the index"));
@@ -514,15 +554,27 @@ mod tests {
         // Signature count.
         let mut sigs = m.clone();
         set_u32(&mut sigs, 16, 0xffff_ffff);
-        assert!(reason(&sigs).contains("signatures (at most 8"), "{}", reason(&sigs));
+        assert!(
+            reason(&sigs).contains("signatures (at most 8"),
+            "{}",
+            reason(&sigs)
+        );
         // Additional-section count.
         let mut add = m.clone();
         set_u32(&mut add, 20, 0x1000_0000);
-        assert!(reason(&add).contains("additional sections (at most"), "{}", reason(&add));
+        assert!(
+            reason(&add).contains("additional sections (at most"),
+            "{}",
+            reason(&add)
+        );
         // An additional section larger than the room before the content.
         let mut sec = m.clone();
         set_u32(&mut sec, 24, 0x7fff_0000);
-        assert!(reason(&sec).contains("overlaps the first entry"), "{}", reason(&sec));
+        assert!(
+            reason(&sec).contains("overlaps the first entry"),
+            "{}",
+            reason(&sec)
+        );
         // A huge signature length.
         let mut one = m.clone();
         set_u32(&mut one, 16, 1);
@@ -572,7 +624,10 @@ mod tests {
     fn every_truncation_is_rejected_without_panic() {
         let m = build_unsigned(&[("a.txt", b"hello"), ("b", b"")], Some(("release", "1.0")));
         for n in 0..m.len() {
-            assert!(parse_bytes(&m[..n]).is_err(), "prefix of {n} bytes accepted");
+            assert!(
+                parse_bytes(&m[..n]).is_err(),
+                "prefix of {n} bytes accepted"
+            );
         }
         for i in 0..m.len() {
             for bit in [0x01u8, 0x80] {

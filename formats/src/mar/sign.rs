@@ -54,11 +54,14 @@ pub(crate) fn plan(layout: &Layout, algorithm: u32, signature_len: u32) -> Resul
             "the signed MAR would be {total_len} bytes, over the limit of {MAX_MAR_SIZE} bytes (500 MiB)"
         )));
     }
-    let index_offset = u32::try_from(index_offset)
-        .map_err(|_| SignError::Rejected("the signed MAR's index offset would not fit in 32 bits".into()))?;
+    let index_offset = u32::try_from(index_offset).map_err(|_| {
+        SignError::Rejected("the signed MAR's index offset would not fit in 32 bits".into())
+    })?;
     for e in &layout.entries {
         if u32::try_from(i64::from(e.offset) + shift).is_err() {
-            return Err(SignError::Rejected("an entry offset would not fit in 32 bits".into()));
+            return Err(SignError::Rejected(
+                "an entry offset would not fit in 32 bits".into(),
+            ));
         }
     }
     Ok(Plan {
@@ -95,10 +98,14 @@ fn copy_range<R: Read + Seek, W: Write>(
     let mut left = len;
     while left > 0 {
         let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-        let chunk = buf.get_mut(..want).ok_or_else(|| SignError::Internal(anyhow::anyhow!("copy buffer")))?;
+        let chunk = buf
+            .get_mut(..want)
+            .ok_or_else(|| SignError::Internal(anyhow::anyhow!("copy buffer")))?;
         input.read_exact(chunk).map_err(|e| match e.kind() {
             // The file shrank under us, or the layout was wrong: never sign that.
-            std::io::ErrorKind::UnexpectedEof => SignError::Rejected("malformed MAR: truncated content".into()),
+            std::io::ErrorKind::UnexpectedEof => {
+                SignError::Rejected("malformed MAR: truncated content".into())
+            }
             _ => SignError::from(e),
         })?;
         emit(out, hash, chunk)?;
@@ -132,7 +139,14 @@ pub(crate) fn write_signed<R: Read + Seek, W: Write>(
         copy_range(input, add.start, add.end - add.start, out, hash, &mut buf)?;
     }
     let content = &layout.content;
-    copy_range(input, content.start, content.end - content.start, out, hash, &mut buf)?;
+    copy_range(
+        input,
+        content.start,
+        content.end - content.start,
+        out,
+        hash,
+        &mut buf,
+    )?;
 
     // The index, entry by entry, in its original order, offsets shifted.
     emit(out, hash, &layout.index_len.to_be_bytes())?;
@@ -161,7 +175,11 @@ pub(crate) fn hash_signed_data<R: Read + Seek>(
     let mut sink = std::io::sink();
     let mut buf = vec![0u8; BUF];
     let mut pos = 0u64;
-    let sigs = layout.signature_block.as_ref().map(|b| b.signatures.as_slice()).unwrap_or(&[]);
+    let sigs = layout
+        .signature_block
+        .as_ref()
+        .map(|b| b.signatures.as_slice())
+        .unwrap_or(&[]);
     for s in sigs {
         copy_range(input, pos, s.offset - pos, &mut sink, hash, &mut buf)?;
         pos = s.offset + u64::from(s.len);
