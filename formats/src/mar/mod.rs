@@ -634,6 +634,55 @@ mod tests {
         s.probe(dir.path()).unwrap();
     }
 
+    /// Random corruptions of a valid MAR: never a panic; whatever the parser
+    /// accepts signs and verifies.
+    #[test]
+    fn random_corruptions_never_panic() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let s = sha1();
+        let dir = tempfile::tempdir().unwrap();
+        let base = parse::build_unsigned(
+            &[("a.txt", b"hello\n"), ("dir/b", &[3u8; 40]), ("c", b"")],
+            Some(("release", "1.0")),
+        );
+        let mut rng = StdRng::seed_from_u64(5);
+        let (mut accepted, mut signed) = (0, 0);
+        for i in 0..3000 {
+            let mut m = base.clone();
+            for _ in 0..rng.gen_range(1..4) {
+                if m.is_empty() {
+                    break;
+                }
+                let at = rng.gen_range(0..m.len());
+                match rng.gen_range(0..4) {
+                    0 => m[at] ^= 1 << rng.gen_range(0..8),
+                    1 => m[at] = rng.gen(),
+                    2 => m[at] = [0x00, 0xff, 0x7f, 0x80][rng.gen_range(0..4)],
+                    _ => m.truncate(at),
+                }
+            }
+            if parse::parse(&mut std::io::Cursor::new(&m)).is_err() {
+                continue;
+            }
+            accepted += 1;
+            if accepted % 10 != 0 {
+                continue;
+            }
+            let (inp, out) = (
+                dir.path().join(format!("i{i}")),
+                dir.path().join(format!("o{i}")),
+            );
+            std::fs::write(&inp, &m).unwrap();
+            s.sign(&inp, &out, &SignContext::default()).unwrap();
+            s.verify(&inp, &out).unwrap();
+            signed += 1;
+        }
+        assert!(
+            signed > 5,
+            "too few mutants accepted to exercise signing: {accepted}"
+        );
+    }
+
     #[test]
     fn malformed_input_is_rejected_and_nothing_is_written() {
         let s = sha1();

@@ -48,6 +48,9 @@ pub(crate) const MAX_SIGNATURE_LEN: u32 = 2048;
 pub(crate) const MAX_ADDITIONAL_SECTIONS: u32 = 64;
 /// Largest index we hold in memory. A Firefox update's index is a few hundred KiB.
 pub(crate) const MAX_INDEX_LEN: u32 = 16 << 20;
+/// Most index entries we accept (a Firefox update has a few thousand); bounds
+/// the memory the parsed index takes (about 64 bytes per entry).
+pub(crate) const MAX_ENTRIES: usize = 1 << 17;
 /// Longest entry name (libmar's `MAXPATHLEN`-sized buffers are smaller still).
 pub(crate) const MAX_NAME_LEN: usize = 4096;
 const MAGIC: &[u8; 4] = b"MAR1";
@@ -151,6 +154,9 @@ fn parse_index(bytes: &[u8]) -> Result<Vec<Entry>, SignError> {
     let mut entries = Vec::new();
     while !c.0.is_empty() {
         let n = entries.len();
+        if n >= MAX_ENTRIES {
+            return Err(rejected(format!("more than {MAX_ENTRIES} index entries")));
+        }
         let (Some(offset), Some(len), Some(flags)) = (c.u32(), c.u32(), c.u32()) else {
             return Err(rejected(format!("index entry {n} is truncated")));
         };
@@ -585,6 +591,16 @@ mod tests {
         let at = index_offset(&idx);
         set_u32(&mut idx, at, u32::MAX);
         assert!(reason(&idx).contains("past the end"));
+    }
+
+    #[test]
+    fn too_many_entries() {
+        let names: Vec<String> = (0..=MAX_ENTRIES).map(|i| format!("{i:x}")).collect();
+        let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+        let m = build_unsigned(&entries, None);
+        assert!(reason(&m).contains("index entries"), "{}", reason(&m));
+        let ok = build_unsigned(&entries[1..], None);
+        assert_eq!(parse_bytes(&ok).unwrap().entries.len(), MAX_ENTRIES);
     }
 
     #[test]
