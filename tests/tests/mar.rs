@@ -211,3 +211,25 @@ fn mozilla_signtool_signs_a_mar_with_mar_sha384() {
     let (ok, _) = mar_verify(&unsigned, &pubkey("sha384-4096"));
     assert!(!ok, "the input must be left unsigned (-o)");
 }
+
+#[test]
+fn a_large_mar_is_signed_in_a_stream() {
+    let s = Server::start(&opts(""));
+    let token = s.mint("127.0.0.1", 300);
+    let dir = tempfile::tempdir().unwrap();
+    let big = data(60 << 20, 11);
+    let unsigned = make_mar(dir.path(), "big.mar", &["-V", "140.0", "-H", "release"], &[("big.bin", &big), ("small", b"x")]);
+    drop(big);
+    let body = std::fs::read(&unsigned).unwrap();
+    let (status, signed) = sign(&s, &token, "mar_sha384", &body);
+    assert_eq!(status, 200);
+    let path = dir.path().join("big.signed.mar");
+    std::fs::write(&path, &signed).unwrap();
+    let (ok, out) = mar_verify(&path, &pubkey("sha384-4096"));
+    assert!(ok, "{out}");
+    // Neither the 60 MiB input nor the output was ever held in memory.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    let hwm_kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    eprintln!("server VmHWM: {hwm_kib} KiB");
+    assert!(hwm_kib < 48 << 10, "server peak RSS {hwm_kib} KiB while signing a 60 MiB MAR");
+}
