@@ -33,8 +33,21 @@ if ! command -v cargo >/dev/null 2>&1; then
     apt_install cargo rustc
 fi
 
+# --- mar ---
+# libssl-dev + pkg-config: the openssl crate (MAR signer) builds against the system OpenSSL.
+apt_install libssl-dev pkg-config
+# Mozilla's `mar` tool (PyPI `mar` 3.x): makes MAR fixtures and verifies signatures in tests.
+# "pip requirement:file it installs" pairs, installed below even into an existing venv.
+VENV_PIP_EXTRA+=("mar>=3,<4:bin/mar")
+
 if [ ! -x "$SIGNING_TEST_VENV/bin/signtool" ]; then
     say "creating the Python venv $SIGNING_TEST_VENV (Mozilla's signtool 4.x)"
     python3 -m venv "$SIGNING_TEST_VENV"
     "$SIGNING_TEST_VENV/bin/pip" install -q --disable-pip-version-check 'signtool>=4,<5'
 fi
+for spec in ${VENV_PIP_EXTRA[@]+"${VENV_PIP_EXTRA[@]}"}; do
+    if [ ! -e "$SIGNING_TEST_VENV/${spec##*:}" ]; then
+        say "installing ${spec%:*} into the venv"
+        "$SIGNING_TEST_VENV/bin/pip" install -q --disable-pip-version-check "${spec%:*}"
+    fi
+done

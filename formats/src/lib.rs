@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod gpg;
+pub mod mar;
 pub mod registry;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,699 @@
+//! MAR: Mozilla ARchive update files, signed in-process with RSA PKCS#1 v1.5
+//! (algorithm id 1: SHA-1 with a 2048-bit key; id 2: SHA-384 with a
+//! 4096-bit key), as Firefox's updater and Mozilla's `mar` tool check them.
+//!
+//! What it does:
+//! - config: `digest = sha384` (the default: what current Firefox updates
+//!   use) or `sha1` (legacy); the key's size must match (2048 bits for sha1,
+//!   4096 for sha384), else the format is refused at start-up;
+//!   `resign = replace` (default) or `refuse` for inputs that already carry
+//!   signatures;
+//! - the key: an RSA private key in PEM, normally encrypted PKCS#8
+//!   (`-----BEGIN ENCRYPTED PRIVATE KEY-----`), unlocked ONCE in [`open`]
+//!   with openssl and checked (`RSA_check_key`);
+//! - signing: [`parse`] reads and bounds the layout, [`sign`] writes the
+//!   output with exactly one signature block (ours), existing signatures
+//!   dropped, offsets shifted, in one streaming pass that also hashes; the
+//!   signature over the digest is then written in place and checked against
+//!   the public key before the output is accepted;
+//! - [`Signer::verify`] checks a signed MAR's signature(s) with our public
+//!   key, streaming, as `mar -v FILE -k KEY` does.
+//!
+//! Deliberately NOT done:
+//! - no `signmar`/`mar` subprocess, no NSS database: keys come from PEM;
+//! - no multiple signatures per file (Mozilla ships one per MAR);
+//! - entry contents are copied, never decompressed or inspected;
+//! - [`Signer::verify`] checks the signature only, not that the signed file's
+//!   entries equal the input's (the signing path cannot change them).
+
+mod parse;
+mod sign;
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use openssl::hash::{Hasher, MessageDigest};
+use openssl::md::Md;
+use openssl::pkey::{PKey, Private, Public};
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::Padding;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Digest as _;
+use zeroize::Zeroizing;
+
+use crate::{FormatConfig, SignContext, SignError, Signer};
+
+/// Largest key file we read.
+const MAX_KEY_FILE: u64 = 64 << 10;
+/// Input read buffer.
+const READ_BUF: usize = 64 << 10;
+
+/// The MAR signature algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Id 1: RSA PKCS#1 v1.5 with SHA-1, 2048-bit key.
+    Sha1,
+    /// Id 2: RSA PKCS#1 v1.5 with SHA-384, 4096-bit key.
+    Sha384,
+}
+
+impl Algorithm {
+    fn id(self) -> u32 {
+        match self {
+            Algorithm::Sha1 => 1,
+            Algorithm::Sha384 => 2,
+        }
+    }
+    fn key_bits(self) -> u32 {
+        match self {
+            Algorithm::Sha1 => 2048,
+            Algorithm::Sha384 => 4096,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Sha384 => "sha384",
+        }
+    }
+    fn message_digest(self) -> MessageDigest {
+        match self {
+            Algorithm::Sha1 => MessageDigest::sha1(),
+            Algorithm::Sha384 => MessageDigest::sha384(),
+        }
+    }
+    fn md(self) -> &'static openssl::md::MdRef {
+        match self {
+            Algorithm::Sha1 => Md::sha1(),
+            Algorithm::Sha384 => Md::sha384(),
+        }
+    }
+}
+
+/// What to do with an input that already carries signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resign {
+    /// Drop them; the output carries only ours.
+    Replace,
+    /// Reject the input (HTTP 422).
+    Refuse,
+}
+
+fn internal(msg: String) -> SignError {
+    SignError::Internal(anyhow!(msg))
+}
+
+fn parse_algorithm(cfg: &FormatConfig) -> Result<Algorithm, SignError> {
+    match cfg
+        .digest
+        .as_deref()
+        .map(|d| d.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("sha384") => Ok(Algorithm::Sha384),
+        Some("sha1") => Ok(Algorithm::Sha1),
+        Some(other) => Err(SignError::Config(format!(
+            "format {}: digest {other:?} is not a MAR signature algorithm (use sha384 or sha1)",
+            cfg.name
+        ))),
+    }
+}
+
+fn parse_resign(cfg: &FormatConfig) -> Result<Resign, SignError> {
+    match cfg
+        .extra
+        .get("resign")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("replace") => Ok(Resign::Replace),
+        Some("refuse") => Ok(Resign::Refuse),
+        Some(other) => Err(SignError::Config(format!(
+            "format {}: resign = {other:?} (use replace or refuse)",
+            cfg.name
+        ))),
+    }
+}
+
+/// Settings a mar format does not use are errors, not silently ignored.
+fn check_unused(cfg: &FormatConfig) -> Result<(), SignError> {
+    if cfg.cert.is_some() {
+        return Err(SignError::Config(format!(
+            "format {}: MAR signatures do not use a certificate (remove `cert`)",
+            cfg.name
+        )));
+    }
+    if !cfg.timestamp_urls.is_empty() {
+        return Err(SignError::Config(format!(
+            "format {}: MAR signatures are not time-stamped (remove `timestamp_urls`)",
+            cfg.name
+        )));
+    }
+    if let Some(k) = cfg.extra.keys().find(|k| k.as_str() != "resign") {
+        return Err(SignError::Config(format!(
+            "format {}: unknown setting {k:?} for type mar",
+            cfg.name
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the PEM key file (bounded; wiped on drop).
+fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SignError> {
+    let bad = |what: String| SignError::Key(format!("MAR key {}: {what}", path.display()));
+    let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Err(bad(format!(
+            "larger than {MAX_KEY_FILE} bytes: not a PEM key"
+        )));
+    }
+    Ok(bytes)
+}
+
+fn is_encrypted(pem: &[u8]) -> bool {
+    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
+}
+
+/// Whether the PEM key at `cfg.key` is encrypted (PKCS#8 or legacy OpenSSL).
+pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
+    Ok(is_encrypted(&read_key_file(&cfg.key)?))
+}
+
+/// Unlocks the RSA key at `cfg.key`, checks it suits the digest and returns
+/// a [`MarSigner`].
+pub fn open(
+    cfg: &FormatConfig,
+    passphrase: Option<&SecretString>,
+) -> Result<Box<dyn Signer>, SignError> {
+    Ok(Box::new(MarSigner::open(cfg, passphrase)?))
+}
+
+/// Signs MAR files with one unlocked RSA key.
+pub struct MarSigner {
+    /// The private key; openssl clears it when freed.
+    key: PKey<Private>,
+    public: PKey<Public>,
+    algorithm: Algorithm,
+    resign: Resign,
+    /// Signature length in bytes (the modulus size).
+    signature_len: u32,
+    /// SHA-256 of the public key's SubjectPublicKeyInfo DER, hex.
+    key_id: String,
+    key_path: PathBuf,
+}
+
+impl fmt::Debug for MarSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MarSigner")
+            .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm)
+            .field("resign", &self.resign)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MarSigner {
+    /// See [`open`].
+    pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Self, SignError> {
+        let algorithm = parse_algorithm(cfg)?;
+        let resign = parse_resign(cfg)?;
+        check_unused(cfg)?;
+        let path = cfg.key.display();
+        let pem = read_key_file(&cfg.key)?;
+        let key = if is_encrypted(&pem) {
+            let Some(pw) = passphrase else {
+                return Err(SignError::Key(format!(
+                    "the MAR key {path} is passphrase-protected but no passphrase was given"
+                )));
+            };
+            PKey::private_key_from_pem_passphrase(&pem, pw.expose_secret().as_bytes()).map_err(
+                |_| {
+                    SignError::Key(format!(
+                        "wrong passphrase for {path} (or not a PEM RSA private key)"
+                    ))
+                },
+            )?
+        } else {
+            PKey::private_key_from_pem(&pem).map_err(|e| {
+                SignError::Key(format!("the MAR key {path} is not a PEM private key: {e}"))
+            })?
+        };
+        drop(pem);
+        let rsa = key
+            .rsa()
+            .map_err(|_| SignError::Key(format!("the MAR key {path} is not an RSA key")))?;
+        if !rsa.check_key().unwrap_or(false) {
+            return Err(SignError::Key(format!(
+                "the MAR key {path} fails the RSA consistency check"
+            )));
+        }
+        let bits = key.bits();
+        if bits != algorithm.key_bits() {
+            return Err(SignError::Config(format!(
+                "format {}: digest {} (MAR algorithm id {}) needs a {}-bit RSA key, but {path} is {bits}-bit \
+                 (use digest = {} for this key, or another key)",
+                cfg.name,
+                algorithm.name(),
+                algorithm.id(),
+                algorithm.key_bits(),
+                if bits == 2048 { "sha1" } else { "sha384" },
+            )));
+        }
+        drop(rsa);
+        let der = key
+            .public_key_to_der()
+            .map_err(|e| internal(format!("cannot encode the public key of {path}: {e}")))?;
+        let public = PKey::public_key_from_der(&der)
+            .map_err(|e| internal(format!("cannot decode the public key of {path}: {e}")))?;
+        let signature_len = u32::try_from(key.size())
+            .map_err(|_| internal(format!("the key {path} has an absurd size")))?;
+        Ok(MarSigner {
+            key,
+            public,
+            algorithm,
+            resign,
+            signature_len,
+            key_id: hex::encode(sha2::Sha256::digest(&der)),
+            key_path: cfg.key.clone(),
+        })
+    }
+
+    fn hasher(&self) -> Result<Hasher, SignError> {
+        Hasher::new(self.algorithm.message_digest()).map_err(|e| internal(format!("digest: {e}")))
+    }
+
+    /// RSA PKCS#1 v1.5 over a precomputed digest (DigestInfo added by openssl).
+    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, SignError> {
+        let run = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
+            let mut ctx = PkeyCtx::new(&self.key)?;
+            ctx.sign_init()?;
+            ctx.set_rsa_padding(Padding::PKCS1)?;
+            ctx.set_signature_md(self.algorithm.md())?;
+            let mut sig = Vec::new();
+            ctx.sign_to_vec(digest, &mut sig)?;
+            Ok(sig)
+        };
+        run().map_err(|e| internal(format!("RSA signing failed: {e}")))
+    }
+
+    fn verify_digest(&self, digest: &[u8], signature: &[u8]) -> bool {
+        let run = || -> Result<bool, openssl::error::ErrorStack> {
+            let mut ctx = PkeyCtx::new(&self.public)?;
+            ctx.verify_init()?;
+            ctx.set_rsa_padding(Padding::PKCS1)?;
+            ctx.set_signature_md(self.algorithm.md())?;
+            ctx.verify(digest, signature)
+        };
+        run().unwrap_or(false)
+    }
+
+    fn sign_file(&self, input: &Path, output: &Path) -> Result<(), SignError> {
+        let mut reader = BufReader::with_capacity(
+            READ_BUF,
+            File::open(input)
+                .map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?,
+        );
+        let layout = parse::parse(&mut reader)?;
+        if let Some(block) = &layout.signature_block {
+            if !block.signatures.is_empty() && self.resign == Resign::Refuse {
+                return Err(SignError::Rejected(format!(
+                    "the MAR is already signed ({} signature(s)) and this format is configured to refuse re-signing",
+                    block.signatures.len()
+                )));
+            }
+        }
+        let plan = sign::plan(&layout, self.algorithm.id(), self.signature_len)?;
+
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(output)
+            .map_err(|e| internal(format!("cannot create {}: {e}", output.display())))?;
+        let mut out = BufWriter::with_capacity(READ_BUF, file);
+        let mut hasher = self.hasher()?;
+        let mut update = |b: &[u8]| {
+            hasher
+                .update(b)
+                .map_err(|e| internal(format!("digest: {e}")))
+        };
+        sign::write_signed(&mut reader, &layout, &plan, &mut out, &mut update)?;
+        let digest = hasher
+            .finish()
+            .map_err(|e| internal(format!("digest: {e}")))?;
+
+        let signature = self.sign_digest(&digest)?;
+        // A faulty RSA computation must never leave the building.
+        if signature.len() != plan.signature_len as usize
+            || !self.verify_digest(&digest, &signature)
+        {
+            return Err(internal(
+                "the RSA signature just made does not verify".into(),
+            ));
+        }
+        let mut file = out
+            .into_inner()
+            .map_err(|e| SignError::from(e.into_error()))?;
+        let written = file.stream_position()?;
+        if written != plan.total_len {
+            return Err(internal(format!(
+                "wrote {written} bytes, planned {}",
+                plan.total_len
+            )));
+        }
+        file.seek(SeekFrom::Start(plan.signature_offset))?;
+        file.write_all(&signature)?;
+        file.flush()?;
+        Ok(())
+    }
+}
+
+impl Signer for MarSigner {
+    fn sign(&self, input: &Path, output: &Path, _ctx: &SignContext) -> Result<(), SignError> {
+        self.sign_file(input, output)
+    }
+
+    fn verify(&self, _input: &Path, signed: &Path) -> Result<(), SignError> {
+        let mut reader = BufReader::with_capacity(
+            READ_BUF,
+            File::open(signed)
+                .map_err(|e| internal(format!("cannot open {}: {e}", signed.display())))?,
+        );
+        let layout = parse::parse(&mut reader)?;
+        let sigs = layout
+            .signature_block
+            .as_ref()
+            .map(|b| b.signatures.clone())
+            .unwrap_or_default();
+        if sigs.is_empty() {
+            return Err(SignError::Rejected("the MAR carries no signature".into()));
+        }
+        let mut hasher = self.hasher()?;
+        let mut update = |b: &[u8]| {
+            hasher
+                .update(b)
+                .map_err(|e| internal(format!("digest: {e}")))
+        };
+        sign::hash_signed_data(&mut reader, &layout, &mut update)?;
+        let digest = hasher
+            .finish()
+            .map_err(|e| internal(format!("digest: {e}")))?;
+        // As `mar -v`: every signature must verify with our key.
+        for (i, s) in sigs.iter().enumerate() {
+            if s.algorithm != self.algorithm.id() {
+                return Err(SignError::Rejected(format!(
+                    "signature {i} has algorithm id {}, expected {}",
+                    s.algorithm,
+                    self.algorithm.id()
+                )));
+            }
+            let mut bytes = vec![0u8; s.len as usize];
+            reader.seek(SeekFrom::Start(s.offset))?;
+            reader.read_exact(&mut bytes)?;
+            if !self.verify_digest(&digest, &bytes) {
+                return Err(SignError::Rejected(format!(
+                    "MAR signature {i} does not verify with key {}",
+                    self.key_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn probe(&self, scratch: &Path) -> Result<(), SignError> {
+        let input = scratch.join("mar-probe.mar");
+        let output = scratch.join("mar-probe-signed.mar");
+        let tampered = scratch.join("mar-probe-tampered.mar");
+        let mut nonce = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
+        let mar = parse::build_unsigned(
+            &[
+                ("probe.txt", b"signing-server MAR probe\n"),
+                ("nonce", &nonce),
+            ],
+            Some(("probe-channel", "1.0")),
+        );
+        let write = |p: &Path, d: &[u8]| {
+            std::fs::write(p, d)
+                .map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
+        };
+        write(&input, &mar)?;
+        for p in [&output, &tampered] {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(internal(format!(
+                        "probe: cannot remove {}: {e}",
+                        p.display()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        let ctx = SignContext {
+            filename: "mar-probe.mar".into(),
+        };
+        self.sign(&input, &output, &ctx)?;
+        self.verify(&input, &output)
+            .map_err(|e| internal(format!("probe: our own MAR signature does not verify: {e}")))?;
+        let mut signed = std::fs::read(&output)?;
+        // Flip a byte of the last entry's content (before the index).
+        let at = signed.len().saturating_sub(60);
+        if let Some(b) = signed.get_mut(at) {
+            *b ^= 0x01;
+        }
+        write(&tampered, &signed)?;
+        match self.verify(&tampered, &tampered) {
+            Ok(()) => Err(internal(
+                "probe: a MAR signature verified over a modified file".into(),
+            )),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn key_id(&self) -> String {
+        self.key_id.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certs() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs")
+    }
+
+    fn passphrase() -> SecretString {
+        SecretString::from(std::fs::read_to_string(certs().join("PASSPHRASE")).unwrap())
+    }
+
+    fn cfg(key: &str, digest: Option<&str>) -> FormatConfig {
+        FormatConfig {
+            name: "mar_test".into(),
+            kind: "mar".into(),
+            key: certs().join("mar").join(key),
+            digest: digest.map(str::to_string),
+            ..FormatConfig::default()
+        }
+    }
+
+    fn open_err(c: &FormatConfig, pw: Option<&SecretString>) -> SignError {
+        match MarSigner::open(c, pw) {
+            Ok(s) => panic!("open succeeded: {}", s.key_id()),
+            Err(e) => e,
+        }
+    }
+
+    fn sha1() -> MarSigner {
+        MarSigner::open(&cfg("sha1-2048.key", Some("sha1")), Some(&passphrase())).unwrap()
+    }
+
+    #[test]
+    fn keys_need_a_passphrase_and_the_right_one() {
+        let c = cfg("sha1-2048.key", Some("sha1"));
+        assert!(needs_passphrase(&c).unwrap());
+        assert!(matches!(open_err(&c, None), SignError::Key(m) if m.contains("no passphrase")));
+        let wrong = SecretString::from("nope".to_string());
+        assert!(
+            matches!(open_err(&c, Some(&wrong)), SignError::Key(m) if m.contains("wrong passphrase"))
+        );
+    }
+
+    #[test]
+    fn key_size_must_match_the_digest() {
+        let e = open_err(&cfg("sha1-2048.key", Some("sha384")), Some(&passphrase()));
+        assert!(
+            matches!(&e, SignError::Config(m) if m.contains("needs a 4096-bit") && m.contains("2048-bit")),
+            "{e}"
+        );
+        // sha384 is the default.
+        let e = open_err(&cfg("sha1-2048.key", None), Some(&passphrase()));
+        assert!(
+            matches!(&e, SignError::Config(m) if m.contains("sha384")),
+            "{e}"
+        );
+        let e = open_err(&cfg("sha384-4096.key", Some("sha1")), Some(&passphrase()));
+        assert!(
+            matches!(&e, SignError::Config(m) if m.contains("needs a 2048-bit")),
+            "{e}"
+        );
+        let e = open_err(&cfg("sha384-4096.key", Some("sha256")), Some(&passphrase()));
+        assert!(matches!(&e, SignError::Config(_)), "{e}");
+        let mut c = cfg("sha1-2048.key", Some("sha1"));
+        c.extra.insert("resign".into(), "sometimes".into());
+        assert!(matches!(
+            open_err(&c, Some(&passphrase())),
+            SignError::Config(_)
+        ));
+    }
+
+    #[test]
+    fn sign_verify_tamper_and_resign() {
+        let s = sha1();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (i, product) in [None, Some(("release", "140.0"))].into_iter().enumerate() {
+            let mar =
+                parse::build_unsigned(&[("a.txt", b"hello\n"), ("b/c.bin", &[7u8; 5000])], product);
+            let (inp, out, again) = (
+                d.join(format!("in{i}")),
+                d.join(format!("out{i}")),
+                d.join(format!("again{i}")),
+            );
+            std::fs::write(&inp, &mar).unwrap();
+            s.sign(&inp, &out, &SignContext::default()).unwrap();
+            s.verify(&inp, &out).unwrap();
+            let signed = std::fs::read(&out).unwrap();
+            assert_eq!(
+                signed.len(),
+                mar.len() + if product.is_some() { 264 } else { 276 }
+            );
+            let l = parse::parse(&mut std::io::Cursor::new(&signed)).unwrap();
+            assert_eq!(l.signature_block.unwrap().signatures.len(), 1);
+            assert_eq!(l.additional.is_some(), product.is_some());
+
+            // Every flipped byte outside the signature fails.
+            for at in [
+                0usize,
+                5,
+                10,
+                17,
+                21,
+                300,
+                signed.len() / 2,
+                signed.len() - 1,
+            ] {
+                let mut t = signed.clone();
+                t[at] ^= 1;
+                let p = d.join("t");
+                std::fs::write(&p, &t).unwrap();
+                assert!(s.verify(&p, &p).is_err(), "flip at {at} verified");
+            }
+
+            // Re-signing a signed MAR replaces the signature: same bytes out.
+            s.sign(&out, &again, &SignContext::default()).unwrap();
+            assert_eq!(
+                std::fs::read(&again).unwrap(),
+                signed,
+                "PKCS#1 v1.5 is deterministic"
+            );
+        }
+        let mut c = cfg("sha1-2048.key", Some("sha1"));
+        c.extra.insert("resign".into(), "refuse".into());
+        let refuse = MarSigner::open(&c, Some(&passphrase())).unwrap();
+        let e = refuse
+            .sign(&d.join("out0"), &d.join("refused"), &SignContext::default())
+            .unwrap_err();
+        assert!(
+            matches!(&e, SignError::Rejected(m) if m.contains("already signed")),
+            "{e}"
+        );
+        assert!(
+            !d.join("refused").exists(),
+            "nothing written before the refusal"
+        );
+        refuse
+            .sign(&d.join("in1"), &d.join("fine"), &SignContext::default())
+            .unwrap();
+    }
+
+    #[test]
+    fn probe_passes_for_both_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        sha1().probe(dir.path()).unwrap();
+        let s = MarSigner::open(&cfg("sha384-4096.key", None), Some(&passphrase())).unwrap();
+        assert_eq!(s.signature_len, 512);
+        s.probe(dir.path()).unwrap();
+    }
+
+    /// Random corruptions of a valid MAR: never a panic; whatever the parser
+    /// accepts signs and verifies.
+    #[test]
+    fn random_corruptions_never_panic() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let s = sha1();
+        let dir = tempfile::tempdir().unwrap();
+        let base = parse::build_unsigned(
+            &[("a.txt", b"hello\n"), ("dir/b", &[3u8; 40]), ("c", b"")],
+            Some(("release", "1.0")),
+        );
+        let mut rng = StdRng::seed_from_u64(5);
+        let (mut accepted, mut signed) = (0, 0);
+        for i in 0..3000 {
+            let mut m = base.clone();
+            for _ in 0..rng.gen_range(1..4) {
+                if m.is_empty() {
+                    break;
+                }
+                let at = rng.gen_range(0..m.len());
+                match rng.gen_range(0..4) {
+                    0 => m[at] ^= 1 << rng.gen_range(0..8),
+                    1 => m[at] = rng.gen(),
+                    2 => m[at] = [0x00, 0xff, 0x7f, 0x80][rng.gen_range(0..4)],
+                    _ => m.truncate(at),
+                }
+            }
+            if parse::parse(&mut std::io::Cursor::new(&m)).is_err() {
+                continue;
+            }
+            accepted += 1;
+            if accepted % 10 != 0 {
+                continue;
+            }
+            let (inp, out) = (
+                dir.path().join(format!("i{i}")),
+                dir.path().join(format!("o{i}")),
+            );
+            std::fs::write(&inp, &m).unwrap();
+            s.sign(&inp, &out, &SignContext::default()).unwrap();
+            s.verify(&inp, &out).unwrap();
+            signed += 1;
+        }
+        assert!(
+            signed > 5,
+            "too few mutants accepted to exercise signing: {accepted}"
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_rejected_and_nothing_is_written() {
+        let s = sha1();
+        let dir = tempfile::tempdir().unwrap();
+        let inp = dir.path().join("bad");
+        std::fs::write(&inp, b"not a mar at all").unwrap();
+        let out = dir.path().join("out");
+        assert!(matches!(
+            s.sign(&inp, &out, &SignContext::default()),
+            Err(SignError::Rejected(_))
+        ));
+        assert!(!out.exists());
+    }
+}
