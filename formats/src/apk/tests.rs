@@ -104,6 +104,7 @@ fn apksigner_verifies_v1_v2_v3_with_rsa_and_ec_and_a_flipped_byte_fails() {
         s.verify(&apk, &out).unwrap();
         let (ok, text) = apksigner(&out);
         assert!(ok, "{kind}: apksigner refused: {text}");
+        eprintln!("{kind}:\n{text}");
         for want in [
             "Verifies",
             "Verified using v1 scheme (JAR signing): true",
