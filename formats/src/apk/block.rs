@@ -144,7 +144,7 @@ fn scheme_value(
     also_v3: bool,
 ) -> Result<Vec<u8>, SignError> {
     let digests = lp_seq(&[id_and_lp(key.alg, digest)]);
-    let certs = lp_seq(&[key.cert_der.clone()]);
+    let certs = lp_seq(std::slice::from_ref(&key.cert_der));
     let mut attrs = Vec::new();
     if v3.is_none() && also_v3 {
         let mut a = STRIPPING_PROTECTION_ID.to_le_bytes().to_vec();
@@ -304,7 +304,7 @@ pub(crate) fn verify(key: &Key, path: &std::path::Path) -> Result<Verified, Sign
         return Err(bad("no APK Signing Block"));
     }
     let size = u64::from_le_bytes(size.try_into().map_err(|_| bad("footer"))?);
-    if size > MAX_BLOCK || size < 24 || size + 8 > eocd.cd_offset {
+    if !(24..=MAX_BLOCK).contains(&size) || size + 8 > eocd.cd_offset {
         return Err(bad("bad APK Signing Block size"));
     }
     let start = eocd.cd_offset - size - 8;

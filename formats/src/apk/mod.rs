@@ -209,6 +209,58 @@ impl ApkSigner {
         Ok(ApkSigner { key, cert, schemes, cert_sha256 })
     }
 
+    /// The `X-Android-APK-Signed` value for our schemes.
+    fn apk_signed(&self) -> Option<&'static str> {
+        match (self.schemes.v2, self.schemes.v3) {
+            (true, true) => Some("2, 3"),
+            (true, false) => Some("2"),
+            (false, true) => Some("3"),
+            (false, false) => None,
+        }
+    }
+
+    fn block_name(&self) -> &'static str {
+        if self.key.alg == 0x0201 {
+            "META-INF/CERT.EC"
+        } else {
+            "META-INF/CERT.RSA"
+        }
+    }
+
+    /// Our v1 signature of `signed`: every entry's digest, rebuilt
+    /// MANIFEST.MF and CERT.SF identical to the stored ones, and the PKCS#7
+    /// block over CERT.SF made by our certificate.
+    fn verify_v1(&self, signed: &Path) -> Result<(), SignError> {
+        let mut f = File::open(signed)?;
+        let archive = zip::read_archive(&mut f)?;
+        let mut digests = BTreeMap::new();
+        let mut buf = vec![0u8; BUF];
+        let (mut manifest, mut sf, mut block) = (None, None, None);
+        for e in &archive.entries {
+            if e.name == v1::MANIFEST {
+                manifest = Some(small_content(&mut f, e)?);
+            } else if e.name == v1::SIGNATURE_FILE {
+                sf = Some(small_content(&mut f, e)?);
+            } else if e.name == self.block_name() {
+                block = Some(small_content(&mut f, e)?);
+            } else if v1::needs_digest(&e.name) {
+                digests.insert(e.name.clone(), copy_entry(&mut f, e, &mut std::io::sink(), &mut buf)?);
+            }
+        }
+        let bad = |why: &str| reject(format!("APK v1 signature: {why}"));
+        let (Some(manifest), Some(sf), Some(block)) = (manifest, sf, block) else {
+            return Err(bad("signature files missing"));
+        };
+        let (want_manifest, want_sf) = v1::manifest_and_sf(&digests, self.apk_signed());
+        if manifest != want_manifest {
+            return Err(bad("MANIFEST.MF does not match the entries"));
+        }
+        if sf != want_sf {
+            return Err(bad("CERT.SF does not match MANIFEST.MF"));
+        }
+        v1::verify_block(&block, &sf, &self.cert)
+    }
+
     /// The whole pipeline; `out` is a fresh file.
     fn sign_into(&self, input: &mut File, out: File) -> Result<(), SignError> {
         let archive = zip::read_archive(input)?;
@@ -230,14 +282,8 @@ impl ApkSigner {
             }
         }
         if self.schemes.v1 {
-            let apk_signed = match (self.schemes.v2, self.schemes.v3) {
-                (true, true) => Some("2, 3"),
-                (true, false) => Some("2"),
-                (false, true) => Some("3"),
-                (false, false) => None,
-            };
-            let files = v1::sign(&manifest, apk_signed, &self.cert, &self.key.pkey)?;
-            let block_name = if self.key.alg == 0x0201 { "META-INF/CERT.EC" } else { "META-INF/CERT.RSA" };
+            let files = v1::sign(&manifest, self.apk_signed(), &self.cert, &self.key.pkey)?;
+            let block_name = self.block_name();
             for (name, data) in [(v1::MANIFEST, &files.manifest), (v1::SIGNATURE_FILE, &files.sf), (block_name, &files.block)] {
                 let e = zip::new_stored_entry(name, data);
                 let offset = zip::write_local_header(&mut w, &e)?;
@@ -346,6 +392,28 @@ fn copy_entry<W: Write>(input: &mut File, e: &Entry, out: &mut W, buf: &mut [u8]
     Ok(sink.sha.finalize().into())
 }
 
+/// The content of a small entry (a v1 signature file), at most
+/// [`zip::MAX_CD_SIZE`] bytes.
+fn small_content(input: &mut File, e: &Entry) -> Result<Vec<u8>, SignError> {
+    if u64::from(e.usize) > zip::MAX_CD_SIZE {
+        return Err(reject(format!("entry {:?} is too large for a signature file", e.name)));
+    }
+    input.seek(SeekFrom::Start(e.data_offset))?;
+    let raw = (&mut *input).take(u64::from(e.csize));
+    let mut out = Vec::new();
+    let limit = u64::from(e.usize) + 1;
+    if e.method == 8 {
+        flate2::read::DeflateDecoder::new(raw).take(limit).read_to_end(&mut out)
+    } else {
+        raw.take(limit).read_to_end(&mut out)
+    }
+    .map_err(|err| reject(format!("entry {:?}: {err}", e.name)))?;
+    if out.len() as u64 != u64::from(e.usize) {
+        return Err(reject(format!("entry {:?}: size differs from the central directory", e.name)));
+    }
+    Ok(out)
+}
+
 impl Signer for ApkSigner {
     fn sign(&self, input: &Path, output: &Path, _ctx: &SignContext) -> Result<(), SignError> {
         let mut inp = File::open(input).map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?;
@@ -358,17 +426,16 @@ impl Signer for ApkSigner {
     }
 
     fn verify(&self, _input: &Path, signed: &Path) -> Result<(), SignError> {
-        let found = block::verify(&self.key, signed)?;
+        let found = if self.schemes.v2 || self.schemes.v3 {
+            block::verify(&self.key, signed)?
+        } else {
+            block::Verified::default()
+        };
         if found.v2 != self.schemes.v2 || found.v3 != self.schemes.v3 {
             return Err(reject(format!("APK signature: expected schemes {:?}, found {found:?}", self.schemes)));
         }
         if self.schemes.v1 {
-            let mut f = File::open(signed)?;
-            let archive = zip::read_archive(&mut f)?;
-            let has = |n: &str| archive.entries.iter().any(|e| e.name == n);
-            if !has(v1::MANIFEST) || !has(v1::SIGNATURE_FILE) {
-                return Err(reject("APK signature: no v1 signature files"));
-            }
+            self.verify_v1(signed)?;
         }
         Ok(())
     }

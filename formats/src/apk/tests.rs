@@ -40,7 +40,7 @@ fn run(cmd: &mut Command) -> (bool, String) {
 
 /// A real APK: aapt-packaged manifest and assets (a compressed text, a
 /// stored file), a stored `.so` added with `aapt add -0 so`, zipaligned.
-/// Public so the e2e tests' twin stays in step (see tests/src/apk.rs).
+/// (tests/src/apk.rs has the e2e tests' twin.)
 fn fixture_apk(dir: &Path) -> PathBuf {
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("assets")).unwrap();
@@ -58,7 +58,8 @@ fn fixture_apk(dir: &Path) -> PathBuf {
     let numbers: String = (0..30_000).map(|i| format!("{i}\n")).collect();
     std::fs::write(src.join("assets/numbers.txt"), numbers).unwrap();
     std::fs::write(src.join("assets/raw.dat"), b"stored, not compressed\n").unwrap();
-    let so: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    // Over 2 MiB: the content digest spans several 1 MiB chunks.
+    let so: Vec<u8> = (0..2_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(src.join("lib/x86_64/libfoo.so"), so).unwrap();
     let base = dir.join("base.apk");
     let (ok, out) = run(Command::new("aapt")
@@ -104,7 +105,6 @@ fn apksigner_verifies_v1_v2_v3_with_rsa_and_ec_and_a_flipped_byte_fails() {
         s.verify(&apk, &out).unwrap();
         let (ok, text) = apksigner(&out);
         assert!(ok, "{kind}: apksigner refused: {text}");
-        eprintln!("{kind}:\n{text}");
         for want in [
             "Verifies",
             "Verified using v1 scheme (JAR signing): true",
@@ -175,6 +175,27 @@ fn own_verify_and_probe() {
         assert!(s.verify(&input, &out).is_err(), "flip at {at} not caught");
         flip(&out, at);
         s.verify(&input, &out).unwrap();
+    }
+}
+
+#[test]
+fn v1_only_is_checked_entry_by_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = ApkSigner::open(&cfg("rsa", Some("v1")), Some(&passphrase())).unwrap();
+    let input = tmp.path().join("in.apk");
+    let long = format!("assets/{}.txt", "long-name-".repeat(12));
+    zip::write_simple(&input, &[("a.txt", b"hello hello hello", true), ("b.bin", b"raw bytes", false), (&long, b"x", false)]).unwrap();
+    let out = tmp.path().join("out.apk");
+    sign(&s, &input, &out).unwrap();
+    s.verify(&input, &out).unwrap();
+    // A v2/v3 signer does not accept it (no signing block).
+    assert!(signer("rsa").verify(&input, &out).is_err());
+    let data = std::fs::read(&out).unwrap();
+    let at = find(&data, b"raw bytes");
+    flip(&out, at);
+    match s.verify(&input, &out) {
+        Err(SignError::Rejected(why)) => assert!(why.contains("CRC") || why.contains("MANIFEST"), "{why}"),
+        other => panic!("{other:?}"),
     }
 }
 

@@ -83,14 +83,10 @@ pub(crate) struct V1Files {
     pub(crate) block: Vec<u8>,
 }
 
-/// Builds the v1 signature for the entries' SHA-256 `digests`;
+/// MANIFEST.MF and CERT.SF for the entries' SHA-256 `digests` (sorted by
+/// name); deterministic, so a verifier can rebuild and compare them.
 /// `apk_signed` is the `X-Android-APK-Signed` value (`None` = v1 only).
-pub(crate) fn sign(
-    digests: &BTreeMap<String, [u8; 32]>,
-    apk_signed: Option<&str>,
-    cert: &X509,
-    pkey: &PKey<Private>,
-) -> Result<V1Files, SignError> {
+pub(crate) fn manifest_and_sf(digests: &BTreeMap<String, [u8; 32]>, apk_signed: Option<&str>) -> (Vec<u8>, Vec<u8>) {
     let mut manifest = Vec::new();
     attr(&mut manifest, "Manifest-Version", "1.0");
     attr(&mut manifest, "Created-By", "1.0 (Android)");
@@ -115,7 +111,17 @@ pub(crate) fn sign(
     }
     sf.extend_from_slice(b"\r\n");
     sf.extend_from_slice(&sf_sections);
+    (manifest, sf)
+}
 
+/// Builds the v1 signature files (see [`manifest_and_sf`]).
+pub(crate) fn sign(
+    digests: &BTreeMap<String, [u8; 32]>,
+    apk_signed: Option<&str>,
+    cert: &X509,
+    pkey: &PKey<Private>,
+) -> Result<V1Files, SignError> {
+    let (manifest, sf) = manifest_and_sf(digests, apk_signed);
     let internal = |e: openssl::error::ErrorStack| SignError::Internal(anyhow!("v1 PKCS#7: {e}"));
     let chain = Stack::new().map_err(internal)?;
     let flags = Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY | Pkcs7Flags::NOATTR | Pkcs7Flags::NOSMIMECAP;
@@ -123,6 +129,22 @@ pub(crate) fn sign(
         .and_then(|p| p.to_der())
         .map_err(internal)?;
     Ok(V1Files { manifest, sf, block })
+}
+
+/// Checks a detached PKCS#7 `block` over `sf`: signed by `cert` (only).
+pub(crate) fn verify_block(block: &[u8], sf: &[u8], cert: &X509) -> Result<(), SignError> {
+    let bad = |why: String| SignError::Rejected(format!("APK v1 signature: {why}"));
+    let p7 = Pkcs7::from_der(block).map_err(|e| bad(format!("not PKCS#7: {e}")))?;
+    let mut certs = Stack::new().map_err(|e| bad(e.to_string()))?;
+    certs.push(cert.clone()).map_err(|e| bad(e.to_string()))?;
+    let store = openssl::x509::store::X509StoreBuilder::new()
+        .map_err(|e| bad(e.to_string()))?
+        .build();
+    // NOVERIFY: no chain to check (Android pins the certificate, not a CA);
+    // NOINTERN: the signer must be our certificate, not one the block carries.
+    let flags = Pkcs7Flags::NOVERIFY | Pkcs7Flags::NOINTERN | Pkcs7Flags::BINARY;
+    p7.verify(&certs, &store, Some(sf), None, flags)
+        .map_err(|e| bad(format!("does not verify: {e}")))
 }
 
 #[cfg(test)]
