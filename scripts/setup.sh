@@ -33,6 +33,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     apt_install cargo rustc
 fi
 
+# --- apk ---
+# Build: the openssl crate links the system libssl. Tests: aapt + zipalign make
+# fixture APKs (android-framework-res gives aapt its -I framework-res.apk),
+# apksigner verifies what we sign.
+apt_install pkg-config libssl-dev
+apt_install aapt zipalign android-framework-res apksigner
+
 if [ ! -x "$SIGNING_TEST_VENV/bin/signtool" ]; then
     say "creating the Python venv $SIGNING_TEST_VENV (Mozilla's signtool 4.x)"
     python3 -m venv "$SIGNING_TEST_VENV"
