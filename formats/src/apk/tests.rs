@@ -368,3 +368,89 @@ fn data_descriptors_are_handled() {
     };
     assert!(why.contains("descriptor"), "{why}");
 }
+
+#[test]
+fn an_apk_signed_by_apksigner_is_stripped_and_resigned() {
+    // A throwaway key for apksigner (it wants unencrypted PKCS#8 DER).
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (key, cert) = (d.join("other.pk8"), d.join("other.pem"));
+    let (ok, out) = run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other signer"])
+        .arg("-keyout")
+        .arg(d.join("other.key"))
+        .arg("-out")
+        .arg(&cert));
+    assert!(ok, "{out}");
+    let (ok, out) = run(Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
+        .arg(d.join("other.key"))
+        .arg("-out")
+        .arg(&key));
+    assert!(ok, "{out}");
+    let apk = fixture_apk(d);
+    let theirs = d.join("theirs.apk");
+    let (ok, out) = run(Command::new("apksigner")
+        .args(["sign", "--key"])
+        .arg(&key)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--out")
+        .arg(&theirs)
+        .arg(&apk));
+    assert!(ok, "apksigner sign: {out}");
+
+    let s = signer("ec");
+    let ours = d.join("ours.apk");
+    sign(&s, &theirs, &ours).unwrap();
+    s.verify(&theirs, &ours).unwrap();
+    let (ok, text) = apksigner(&ours);
+    assert!(ok, "{text}");
+    assert!(text.contains("Number of signers: 1"), "{text}");
+    let want = std::fs::read_to_string(certs().join("apk/ec/CERT_SHA256")).unwrap();
+    assert!(text.contains(&format!("Signer #1 certificate SHA-256 digest: {want}")), "{text}");
+    for line in ["v1 scheme (JAR signing): true", "v2 scheme (APK Signature Scheme v2): true", "v3 scheme (APK Signature Scheme v3): true"] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+}
+
+/// Regression guard for the parser: no mutation of a valid ZIP's headers
+/// may panic; each is signed or refused with `Rejected`.
+#[test]
+fn mutated_zips_never_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let s = signer("ec");
+    let good = small_zip(
+        &[("a.txt", b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", true), ("lib/x.so", b"elf", false), ("META-INF/OLD.SF", b"x", false)],
+        d,
+    );
+    let input = d.join("m.zip");
+    let output = d.join("m.out");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut signed = 0;
+    for i in 0..800 {
+        let mut z = good.clone();
+        // Mostly single bytes; sometimes a run of 0xff / 0x00.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = (x as usize) % z.len();
+        match i % 3 {
+            0 => z[at] ^= (x >> 32) as u8 | 1,
+            1 => z[at..(at + 4).min(good.len())].fill(0xff),
+            _ => z[at..(at + 2).min(good.len())].fill(0),
+        }
+        std::fs::write(&input, &z).unwrap();
+        let _ = std::fs::remove_file(&output);
+        match s.sign(&input, &output, &SignContext::default()) {
+            Ok(()) => {
+                s.verify(&input, &output).unwrap();
+                signed += 1;
+            }
+            Err(SignError::Rejected(_)) => {}
+            Err(e) => panic!("mutation {i} at {at}: not a rejection: {e:?}"),
+        }
+    }
+    assert!(signed > 0 && signed < 800, "{signed}");
+}
