@@ -129,3 +129,44 @@ fn health_lists_the_apk_formats() {
         assert!(formats.iter().any(|v| v == f), "{f} missing: {h}");
     }
 }
+
+#[test]
+fn a_large_apk_is_signed_in_bounded_memory() {
+    let s = Server::start(&server_opts());
+    let token = s.mint("127.0.0.1", 300);
+    let dir = tempfile::tempdir().unwrap();
+    let apk = fixture_apk(dir.path(), 11);
+    // Grow the fixture with an 48 MiB stored asset (the test server takes up to 64M) (aapt add -0 bin), realigned.
+    let big = dir.path().join("src/assets/big.bin");
+    std::fs::write(&big, data(48 << 20, 12)).unwrap();
+    let (ok, out) = run(std::process::Command::new("aapt")
+        .current_dir(dir.path().join("src"))
+        .args(["add", "-0", "bin"])
+        .arg(dir.path().join("base.apk"))
+        .arg("assets/big.bin"));
+    assert!(ok, "{out}");
+    std::fs::remove_file(&big).unwrap();
+    let (ok, out) = run(std::process::Command::new("zipalign").args(["-p", "-f", "4"]).arg(dir.path().join("base.apk")).arg(&apk));
+    assert!(ok, "{out}");
+    let body = std::fs::read(&apk).unwrap();
+    assert!(body.len() > 48 << 20);
+    let (status, signed) = sign(&s, &token, "apk_ec", &body);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&signed[..signed.len().min(500)]));
+    drop(body);
+    let path = dir.path().join("big-signed.apk");
+    std::fs::write(&path, &signed).unwrap();
+    drop(signed);
+    let (ok, out) = apksigner_verify(&path);
+    assert!(ok && out.lines().any(|l| l == "Verifies"), "{out}");
+    assert!(out.contains("Verified using v3 scheme (APK Signature Scheme v3): true"), "{out}");
+
+    // The server streamed the 48 MiB: its peak resident memory stays far below it.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    let hwm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    eprintln!("server peak RSS: {hwm_kb} kB");
+    assert!(hwm_kb < 40 << 10, "server peak RSS {hwm_kb} kB for a 48 MiB APK");
+}
