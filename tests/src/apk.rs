@@ -12,7 +12,11 @@ use crate::{certs, passphrase, run, ServerOpts};
 pub fn server_opts() -> ServerOpts {
     let mut o = ServerOpts::default();
     let c = certs().join("apk");
-    for (name, kind, extra) in [("apk", "rsa", ""), ("apk_ec", "ec", ""), ("apk_v2", "rsa", "schemes = v2\n")] {
+    for (name, kind, extra) in [
+        ("apk", "rsa", ""),
+        ("apk_ec", "ec", ""),
+        ("apk_v2", "rsa", "schemes = v2\n"),
+    ] {
         o.formats.push_str(&format!(
             "\n[format:{name}]\ntype = apk\nkey = {}\ncert = {}\n{extra}",
             c.join(kind).join("key.pem").display(),
@@ -27,7 +31,8 @@ pub fn server_opts() -> ServerOpts {
 
 /// The hex SHA-256 of the test certificate `kind` (`rsa` or `ec`).
 pub fn cert_sha256(kind: &str) -> String {
-    std::fs::read_to_string(certs().join("apk").join(kind).join("CERT_SHA256")).expect("CERT_SHA256")
+    std::fs::read_to_string(certs().join("apk").join(kind).join("CERT_SHA256"))
+        .expect("CERT_SHA256")
 }
 
 /// A real APK made in `dir`: aapt packages a manifest (minSdkVersion 21, so
@@ -55,21 +60,37 @@ pub fn fixture_apk(dir: &Path, seed: u64) -> PathBuf {
     let base = dir.join("base.apk");
     let (ok, out) = run(Command::new("aapt")
         .current_dir(&src)
-        .args(["package", "-f", "-M", "AndroidManifest.xml", "-I", "/usr/share/android-framework-res/framework-res.apk"])
+        .args([
+            "package",
+            "-f",
+            "-M",
+            "AndroidManifest.xml",
+            "-I",
+            "/usr/share/android-framework-res/framework-res.apk",
+        ])
         .args(["-A", "assets", "-0", "dat", "-F"])
         .arg(&base));
     assert!(ok, "aapt package: {out}");
-    let (ok, out) = run(Command::new("aapt").current_dir(&src).args(["add", "-0", "so"]).arg(&base).arg("lib/x86_64/libfoo.so"));
+    let (ok, out) = run(Command::new("aapt")
+        .current_dir(&src)
+        .args(["add", "-0", "so"])
+        .arg(&base)
+        .arg("lib/x86_64/libfoo.so"));
     assert!(ok, "aapt add: {out}");
     let aligned = dir.join("unsigned.apk");
-    let (ok, out) = run(Command::new("zipalign").args(["-p", "-f", "4"]).arg(&base).arg(&aligned));
+    let (ok, out) = run(Command::new("zipalign")
+        .args(["-p", "-f", "4"])
+        .arg(&base)
+        .arg(&aligned));
     assert!(ok, "zipalign: {out}");
     aligned
 }
 
 /// `apksigner verify --verbose --print-certs APK`: (success, output).
 pub fn apksigner_verify(apk: &Path) -> (bool, String) {
-    run(Command::new("apksigner").args(["verify", "--verbose", "--print-certs"]).arg(apk))
+    run(Command::new("apksigner")
+        .args(["verify", "--verbose", "--print-certs"])
+        .arg(apk))
 }
 
 /// `zipalign -c -p 4 APK`: whether the alignment is what zipalign makes.

@@ -32,10 +32,19 @@ fn apksigner_verifies_v1_v2_v3_for_rsa_and_ec_and_a_flipped_byte_fails() {
             "Verified using v3 scheme (APK Signature Scheme v3): true",
             "Number of signers: 1",
         ] {
-            assert!(out.lines().any(|l| l == line), "{format}: no {line:?} in\n{out}");
+            assert!(
+                out.lines().any(|l| l == line),
+                "{format}: no {line:?} in\n{out}"
+            );
         }
-        let digest = format!("Signer #1 certificate SHA-256 digest: {}", cert_sha256(kind));
-        assert!(out.lines().any(|l| l == digest), "{format}: wrong signer:\n{out}");
+        let digest = format!(
+            "Signer #1 certificate SHA-256 digest: {}",
+            cert_sha256(kind)
+        );
+        assert!(
+            out.lines().any(|l| l == digest),
+            "{format}: wrong signer:\n{out}"
+        );
         let (ok, out) = zipalign_check(&path);
         assert!(ok, "{format}: alignment lost: {out}");
     }
@@ -43,7 +52,10 @@ fn apksigner_verifies_v1_v2_v3_for_rsa_and_ec_and_a_flipped_byte_fails() {
     // One flipped byte in the signed APK (inside the stored asset's data).
     let path = dir.path().join("apk.apk");
     let mut signed = std::fs::read(&path).unwrap();
-    let at = signed.windows(7).position(|w| w == b"stored ").expect("the stored asset");
+    let at = signed
+        .windows(7)
+        .position(|w| w == b"stored ")
+        .expect("the stored asset");
     signed[at] ^= 0x20;
     std::fs::write(&path, &signed).unwrap();
     let (ok, out) = apksigner_verify(&path);
@@ -66,10 +78,22 @@ fn schemes_setting_limits_the_signature_to_v2() {
         .args(["verify", "--verbose", "--min-sdk-version", "24"])
         .arg(&path));
     assert!(ok, "{out}");
-    assert!(out.contains("Verified using v1 scheme (JAR signing): false"), "{out}");
-    assert!(out.contains("Verified using v2 scheme (APK Signature Scheme v2): true"), "{out}");
-    assert!(out.contains("Verified using v3 scheme (APK Signature Scheme v3): false"), "{out}");
-    assert!(!signed.windows(16).any(|w| w == b"META-INF/CERT.SF"), "v1 files in a v2-only APK");
+    assert!(
+        out.contains("Verified using v1 scheme (JAR signing): false"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Verified using v2 scheme (APK Signature Scheme v2): true"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Verified using v3 scheme (APK Signature Scheme v3): false"),
+        "{out}"
+    );
+    assert!(
+        !signed.windows(16).any(|w| w == b"META-INF/CERT.SF"),
+        "v1 files in a v2-only APK"
+    );
 }
 
 #[test]
@@ -82,7 +106,11 @@ fn malformed_zips_are_rejected_with_422_and_a_reason() {
     let junk = data(50_000, 3);
     let (status, body) = sign(&s, &token, "apk", &junk);
     assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
-    assert!(String::from_utf8_lossy(&body).contains("not a ZIP"), "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("not a ZIP"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 
     // Cut off the central directory's end: no EOCD left.
     let (status, body) = sign(&s, &token, "apk", &good[..good.len() - 40]);
@@ -117,13 +145,25 @@ fn malformed_zips_are_rejected_with_422_and_a_reason() {
     let (status, _) = sign(&s, &token, "apk_ec", &good);
     assert_eq!(status, 200);
     let audit = s.audit();
-    assert_eq!(audit.lines().filter(|l| l.contains("\"rejected\"")).count(), 3, "{audit}");
+    assert_eq!(
+        audit.lines().filter(|l| l.contains("\"rejected\"")).count(),
+        3,
+        "{audit}"
+    );
 }
 
 #[test]
 fn health_lists_the_apk_formats() {
     let s = Server::start(&server_opts());
-    let h: serde_json::Value = serde_json::from_str(&s.client().get(format!("{}/health", s.url)).send().unwrap().text().unwrap()).unwrap();
+    let h: serde_json::Value = serde_json::from_str(
+        &s.client()
+            .get(format!("{}/health", s.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+    )
+    .unwrap();
     let formats = h["formats"].as_array().unwrap();
     for f in ["apk", "apk_ec", "apk_v2", "gpg"] {
         assert!(formats.iter().any(|v| v == f), "{f} missing: {h}");
@@ -146,19 +186,30 @@ fn a_large_apk_is_signed_in_bounded_memory() {
         .arg("assets/big.bin"));
     assert!(ok, "{out}");
     std::fs::remove_file(&big).unwrap();
-    let (ok, out) = run(std::process::Command::new("zipalign").args(["-p", "-f", "4"]).arg(dir.path().join("base.apk")).arg(&apk));
+    let (ok, out) = run(std::process::Command::new("zipalign")
+        .args(["-p", "-f", "4"])
+        .arg(dir.path().join("base.apk"))
+        .arg(&apk));
     assert!(ok, "{out}");
     let body = std::fs::read(&apk).unwrap();
     assert!(body.len() > 48 << 20);
     let (status, signed) = sign(&s, &token, "apk_ec", &body);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&signed[..signed.len().min(500)]));
+    assert_eq!(
+        status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&signed[..signed.len().min(500)])
+    );
     drop(body);
     let path = dir.path().join("big-signed.apk");
     std::fs::write(&path, &signed).unwrap();
     drop(signed);
     let (ok, out) = apksigner_verify(&path);
     assert!(ok && out.lines().any(|l| l == "Verifies"), "{out}");
-    assert!(out.contains("Verified using v3 scheme (APK Signature Scheme v3): true"), "{out}");
+    assert!(
+        out.contains("Verified using v3 scheme (APK Signature Scheme v3): true"),
+        "{out}"
+    );
 
     // The server streamed the 48 MiB: its peak resident memory stays far below it.
     let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
@@ -168,5 +219,8 @@ fn a_large_apk_is_signed_in_bounded_memory() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM");
     eprintln!("server peak RSS: {hwm_kb} kB");
-    assert!(hwm_kb < 40 << 10, "server peak RSS {hwm_kb} kB for a 48 MiB APK");
+    assert!(
+        hwm_kb < 40 << 10,
+        "server peak RSS {hwm_kb} kB for a 48 MiB APK"
+    );
 }

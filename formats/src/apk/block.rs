@@ -111,7 +111,8 @@ fn internal(e: impl std::fmt::Display) -> SignError {
 
 impl Key {
     pub(crate) fn sign(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
-        let mut s = openssl::sign::Signer::new(MessageDigest::sha256(), &self.pkey).map_err(internal)?;
+        let mut s =
+            openssl::sign::Signer::new(MessageDigest::sha256(), &self.pkey).map_err(internal)?;
         s.update(data).map_err(internal)?;
         s.sign_to_vec().map_err(internal)
     }
@@ -172,7 +173,12 @@ fn scheme_value(
 }
 
 /// The whole APK Signing Block for the given content digest.
-pub(crate) fn signing_block(key: &Key, digest: &[u8; 32], v2: bool, v3: bool) -> Result<Vec<u8>, SignError> {
+pub(crate) fn signing_block(
+    key: &Key,
+    digest: &[u8; 32],
+    v2: bool,
+    v3: bool,
+) -> Result<Vec<u8>, SignError> {
     let mut pairs = Vec::new();
     let mut pair = |id: u32, value: Vec<u8>| {
         pairs.extend_from_slice(&(4 + value.len() as u64).to_le_bytes());
@@ -183,7 +189,10 @@ pub(crate) fn signing_block(key: &Key, digest: &[u8; 32], v2: bool, v3: bool) ->
         pair(V2_ID, scheme_value(key, digest, None, v3)?);
     }
     if v3 {
-        pair(V3_ID, scheme_value(key, digest, Some((V3_MIN_SDK, V3_MAX_SDK)), false)?);
+        pair(
+            V3_ID,
+            scheme_value(key, digest, Some((V3_MIN_SDK, V3_MAX_SDK)), false)?,
+        );
     }
     let size = (pairs.len() + 8 + 16) as u64;
     let mut block = size.to_le_bytes().to_vec();
@@ -198,7 +207,12 @@ fn bad(why: &str) -> SignError {
 }
 
 /// Feeds `len` bytes of `file` from `offset` into `d`.
-fn digest_range(file: &mut File, offset: u64, len: u64, d: &mut ChunkDigests) -> Result<(), SignError> {
+fn digest_range(
+    file: &mut File,
+    offset: u64,
+    len: u64,
+    d: &mut ChunkDigests,
+) -> Result<(), SignError> {
     file.seek(SeekFrom::Start(offset))?;
     let mut r = file.take(len);
     let mut buf = vec![0u8; 64 << 10];
@@ -218,17 +232,32 @@ fn digest_range(file: &mut File, offset: u64, len: u64, d: &mut ChunkDigests) ->
 fn check_scheme(key: &Key, value: &[u8], v3: bool, digest: &[u8; 32]) -> Result<(), SignError> {
     let t = |why: &'static str| move || bad(why);
     let mut signers = Bytes::new(value);
-    let seq = signers.u32().and_then(|n| signers.take(n as usize)).ok_or_else(t("truncated signers"))?;
+    let seq = signers
+        .u32()
+        .and_then(|n| signers.take(n as usize))
+        .ok_or_else(t("truncated signers"))?;
     let mut seq = Bytes::new(seq);
-    let signer = seq.u32().and_then(|n| seq.take(n as usize)).ok_or_else(t("truncated signer"))?;
+    let signer = seq
+        .u32()
+        .and_then(|n| seq.take(n as usize))
+        .ok_or_else(t("truncated signer"))?;
     if !seq.is_empty() {
         return Err(bad("more than one signer"));
     }
     let mut s = Bytes::new(signer);
-    let signed = s.u32().and_then(|n| s.take(n as usize)).ok_or_else(t("truncated signed data"))?;
+    let signed = s
+        .u32()
+        .and_then(|n| s.take(n as usize))
+        .ok_or_else(t("truncated signed data"))?;
     let outer_sdk = if v3 { Some((s.u32(), s.u32())) } else { None };
-    let sigs = s.u32().and_then(|n| s.take(n as usize)).ok_or_else(t("truncated signatures"))?;
-    let spki = s.u32().and_then(|n| s.take(n as usize)).ok_or_else(t("truncated public key"))?;
+    let sigs = s
+        .u32()
+        .and_then(|n| s.take(n as usize))
+        .ok_or_else(t("truncated signatures"))?;
+    let spki = s
+        .u32()
+        .and_then(|n| s.take(n as usize))
+        .ok_or_else(t("truncated public key"))?;
     if spki != key.spki_der.as_slice() {
         return Err(bad("signed by another key"));
     }
@@ -236,7 +265,10 @@ fn check_scheme(key: &Key, value: &[u8], v3: bool, digest: &[u8; 32]) -> Result<
     let mut sigs = Bytes::new(sigs);
     let mut found = None;
     while !sigs.is_empty() {
-        let one = sigs.u32().and_then(|n| sigs.take(n as usize)).ok_or_else(t("truncated signature"))?;
+        let one = sigs
+            .u32()
+            .and_then(|n| sigs.take(n as usize))
+            .ok_or_else(t("truncated signature"))?;
         let mut one = Bytes::new(one);
         let alg = one.u32();
         let sig = one.u32().and_then(|n| one.take(n as usize));
@@ -245,28 +277,43 @@ fn check_scheme(key: &Key, value: &[u8], v3: bool, digest: &[u8; 32]) -> Result<
         }
     }
     let sig = found.ok_or_else(t("no signature with our algorithm"))?;
-    let mut v = openssl::sign::Verifier::new(MessageDigest::sha256(), &key.pkey).map_err(internal)?;
+    let mut v =
+        openssl::sign::Verifier::new(MessageDigest::sha256(), &key.pkey).map_err(internal)?;
     v.update(signed).map_err(internal)?;
     if !v.verify(sig).unwrap_or(false) {
         return Err(bad("the signature over the signed data does not verify"));
     }
     let mut sd = Bytes::new(signed);
-    let digests = sd.u32().and_then(|n| sd.take(n as usize)).ok_or_else(t("truncated digests"))?;
-    let certs = sd.u32().and_then(|n| sd.take(n as usize)).ok_or_else(t("truncated certificates"))?;
+    let digests = sd
+        .u32()
+        .and_then(|n| sd.take(n as usize))
+        .ok_or_else(t("truncated digests"))?;
+    let certs = sd
+        .u32()
+        .and_then(|n| sd.take(n as usize))
+        .ok_or_else(t("truncated certificates"))?;
     if let Some(outer) = outer_sdk {
         if (sd.u32(), sd.u32()) != outer {
-            return Err(bad("v3 SDK versions differ inside and outside the signed data"));
+            return Err(bad(
+                "v3 SDK versions differ inside and outside the signed data",
+            ));
         }
     }
     let mut certs = Bytes::new(certs);
-    let first = certs.u32().and_then(|n| certs.take(n as usize)).ok_or_else(t("no certificate"))?;
+    let first = certs
+        .u32()
+        .and_then(|n| certs.take(n as usize))
+        .ok_or_else(t("no certificate"))?;
     if first != key.cert_der.as_slice() {
         return Err(bad("the certificate is not ours"));
     }
     let mut digests = Bytes::new(digests);
     let mut found = None;
     while !digests.is_empty() {
-        let one = digests.u32().and_then(|n| digests.take(n as usize)).ok_or_else(t("truncated digest"))?;
+        let one = digests
+            .u32()
+            .and_then(|n| digests.take(n as usize))
+            .ok_or_else(t("truncated digest"))?;
         let mut one = Bytes::new(one);
         let alg = one.u32();
         let d = one.u32().and_then(|n| one.take(n as usize));
@@ -315,7 +362,9 @@ pub(crate) fn verify(key: &Key, path: &std::path::Path) -> Result<Verified, Sign
     if b.u64() != Some(size) {
         return Err(bad("the APK Signing Block's two sizes differ"));
     }
-    let pairs = b.take((size - 24) as usize).ok_or_else(|| bad("truncated block"))?;
+    let pairs = b
+        .take((size - 24) as usize)
+        .ok_or_else(|| bad("truncated block"))?;
 
     // The content digest, with the EOCD pointing at the block.
     let mut d = ChunkDigests::new();
@@ -336,7 +385,10 @@ pub(crate) fn verify(key: &Key, path: &std::path::Path) -> Result<Verified, Sign
     let mut p = Bytes::new(pairs);
     while !p.is_empty() {
         let len = p.u64().ok_or_else(|| bad("truncated pair"))?;
-        let pair = usize::try_from(len).ok().and_then(|n| p.take(n)).ok_or_else(|| bad("truncated pair"))?;
+        let pair = usize::try_from(len)
+            .ok()
+            .and_then(|n| p.take(n))
+            .ok_or_else(|| bad("truncated pair"))?;
         let mut pair = Bytes::new(pair);
         let id = pair.u32().ok_or_else(|| bad("truncated pair"))?;
         match id {

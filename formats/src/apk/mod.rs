@@ -61,9 +61,17 @@ struct Schemes {
 
 fn parse_schemes(cfg: &FormatConfig) -> Result<Schemes, SignError> {
     let Some(text) = cfg.extra.get("schemes") else {
-        return Ok(Schemes { v1: true, v2: true, v3: true });
+        return Ok(Schemes {
+            v1: true,
+            v2: true,
+            v3: true,
+        });
     };
-    let mut s = Schemes { v1: false, v2: false, v3: false };
+    let mut s = Schemes {
+        v1: false,
+        v2: false,
+        v3: false,
+    };
     for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
         match word.to_ascii_lowercase().as_str() {
             "v1" => s.v1 = true,
@@ -78,7 +86,10 @@ fn parse_schemes(cfg: &FormatConfig) -> Result<Schemes, SignError> {
         }
     }
     if !(s.v1 || s.v2 || s.v3) {
-        return Err(SignError::Config(format!("format {}: `schemes` is empty", cfg.name)));
+        return Err(SignError::Config(format!(
+            "format {}: `schemes` is empty",
+            cfg.name
+        )));
     }
     Ok(s)
 }
@@ -104,7 +115,10 @@ pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
 }
 
 /// Unlocks the key and builds an [`ApkSigner`].
-pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Box<dyn Signer>, SignError> {
+pub fn open(
+    cfg: &FormatConfig,
+    passphrase: Option<&SecretString>,
+) -> Result<Box<dyn Signer>, SignError> {
     Ok(Box::new(ApkSigner::open(cfg, passphrase)?))
 }
 
@@ -135,7 +149,10 @@ impl ApkSigner {
     pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Self, SignError> {
         let schemes = parse_schemes(cfg)?;
         if let Some(k) = cfg.extra.keys().find(|k| *k != "schemes") {
-            return Err(SignError::Config(format!("format {}: unknown setting {k:?} for type apk", cfg.name)));
+            return Err(SignError::Config(format!(
+                "format {}: unknown setting {k:?} for type apk",
+                cfg.name
+            )));
         }
         if let Some(d) = &cfg.digest {
             if !d.trim().eq_ignore_ascii_case("sha256") {
@@ -169,15 +186,17 @@ impl ApkSigner {
         } else {
             PKey::private_key_from_pem(&pem)
         }
-        .map_err(|_| SignError::Key(format!("wrong passphrase for {key_path}, or not a PEM private key")))?;
+        .map_err(|_| {
+            SignError::Key(format!(
+                "wrong passphrase for {key_path}, or not a PEM private key"
+            ))
+        })?;
         drop(pem);
         let alg = match pkey.id() {
             Id::RSA if pkey.bits() >= 2048 => 0x0103,
-            Id::EC if pkey
-                .ec_key()
-                .ok()
-                .and_then(|k| k.group().curve_name())
-                == Some(Nid::X9_62_PRIME256V1) =>
+            Id::EC
+                if pkey.ec_key().ok().and_then(|k| k.group().curve_name())
+                    == Some(Nid::X9_62_PRIME256V1) =>
             {
                 0x0201
             }
@@ -188,8 +207,12 @@ impl ApkSigner {
             }
         };
         let cert_pem = read_pem(cert_path, "certificate")?;
-        let cert = X509::from_pem(&cert_pem)
-            .map_err(|e| SignError::Config(format!("{}: not a PEM certificate: {e}", cert_path.display())))?;
+        let cert = X509::from_pem(&cert_pem).map_err(|e| {
+            SignError::Config(format!(
+                "{}: not a PEM certificate: {e}",
+                cert_path.display()
+            ))
+        })?;
         let cert_key = cert
             .public_key()
             .map_err(|e| SignError::Config(format!("{}: {e}", cert_path.display())))?;
@@ -199,14 +222,28 @@ impl ApkSigner {
                 cert_path.display()
             )));
         }
-        let cert_der = cert.to_der().map_err(|e| internal(format!("certificate: {e}")))?;
-        let spki_der = cert_key.public_key_to_der().map_err(|e| internal(format!("public key: {e}")))?;
+        let cert_der = cert
+            .to_der()
+            .map_err(|e| internal(format!("certificate: {e}")))?;
+        let spki_der = cert_key
+            .public_key_to_der()
+            .map_err(|e| internal(format!("public key: {e}")))?;
         let cert_sha256 = hex::encode(Sha256::digest(&cert_der));
-        let key = Key { pkey, cert_der, spki_der, alg };
+        let key = Key {
+            pkey,
+            cert_der,
+            spki_der,
+            alg,
+        };
         // Prove the unlocked key signs (cheap, once).
         key.sign(b"apk key self-check")
             .map_err(|e| SignError::Key(format!("the APK key {key_path} cannot sign: {e}")))?;
-        Ok(ApkSigner { key, cert, schemes, cert_sha256 })
+        Ok(ApkSigner {
+            key,
+            cert,
+            schemes,
+            cert_sha256,
+        })
     }
 
     /// The `X-Android-APK-Signed` value for our schemes.
@@ -244,7 +281,10 @@ impl ApkSigner {
             } else if e.name == self.block_name() {
                 block = Some(small_content(&mut f, e)?);
             } else if v1::needs_digest(&e.name) {
-                digests.insert(e.name.clone(), copy_entry(&mut f, e, &mut std::io::sink(), &mut buf)?);
+                digests.insert(
+                    e.name.clone(),
+                    copy_entry(&mut f, e, &mut std::io::sink(), &mut buf)?,
+                );
             }
         }
         let bad = |why: &str| reject(format!("APK v1 signature: {why}"));
@@ -264,7 +304,13 @@ impl ApkSigner {
     /// The whole pipeline; `out` is a fresh file.
     fn sign_into(&self, input: &mut File, out: File) -> Result<(), SignError> {
         let archive = zip::read_archive(input)?;
-        let mut w = Counted { inner: Hashing { inner: BufWriter::with_capacity(BUF, out), digests: ChunkDigests::new() }, pos: 0 };
+        let mut w = Counted {
+            inner: Hashing {
+                inner: BufWriter::with_capacity(BUF, out),
+                digests: ChunkDigests::new(),
+            },
+            pos: 0,
+        };
         let mut cd = Vec::new();
         let mut count = 0usize;
         let mut manifest = BTreeMap::new();
@@ -284,7 +330,11 @@ impl ApkSigner {
         if self.schemes.v1 {
             let files = v1::sign(&manifest, self.apk_signed(), &self.cert, &self.key.pkey)?;
             let block_name = self.block_name();
-            for (name, data) in [(v1::MANIFEST, &files.manifest), (v1::SIGNATURE_FILE, &files.sf), (block_name, &files.block)] {
+            for (name, data) in [
+                (v1::MANIFEST, &files.manifest),
+                (v1::SIGNATURE_FILE, &files.sf),
+                (block_name, &files.block),
+            ] {
                 let e = zip::new_stored_entry(name, data);
                 let offset = zip::write_local_header(&mut w, &e)?;
                 w.write_all(data)?;
@@ -294,7 +344,14 @@ impl ApkSigner {
         }
         let block_offset = w.pos;
         let eocd = zip::eocd_record(count, cd.len() as u64, block_offset, &archive.comment)?;
-        let Counted { inner: Hashing { inner: mut out, mut digests }, pos } = w;
+        let Counted {
+            inner:
+                Hashing {
+                    inner: mut out,
+                    mut digests,
+                },
+            pos,
+        } = w;
         let mut cd_offset = pos;
         if self.schemes.v2 || self.schemes.v3 {
             digests.end_section();
@@ -307,9 +364,16 @@ impl ApkSigner {
             cd_offset += block.len() as u64;
         }
         out.write_all(&cd)?;
-        out.write_all(&zip::eocd_record(count, cd.len() as u64, cd_offset, &archive.comment)?)?;
+        out.write_all(&zip::eocd_record(
+            count,
+            cd.len() as u64,
+            cd_offset,
+            &archive.comment,
+        )?)?;
         out.flush()?;
-        out.into_inner().map_err(|e| SignError::from(e.into_error()))?.sync_all()?;
+        out.into_inner()
+            .map_err(|e| SignError::from(e.into_error()))?
+            .sync_all()?;
         Ok(())
     }
 }
@@ -357,29 +421,59 @@ impl Write for Sink {
 
 /// Copies `e`'s compressed bytes to `out` and returns the SHA-256 of its
 /// content, after checking the content's size and CRC.
-fn copy_entry<W: Write>(input: &mut File, e: &Entry, out: &mut W, buf: &mut [u8]) -> Result<[u8; 32], SignError> {
+fn copy_entry<W: Write>(
+    input: &mut File,
+    e: &Entry,
+    out: &mut W,
+    buf: &mut [u8],
+) -> Result<[u8; 32], SignError> {
     let bad = |why: &str| reject(format!("entry {:?}: {why}", e.name));
     input.seek(SeekFrom::Start(e.data_offset))?;
     let mut left = u64::from(e.csize);
-    let sink = Sink { sha: Sha256::new(), crc: flate2::Crc::new(), len: 0, max: u64::from(e.usize) };
+    let sink = Sink {
+        sha: Sha256::new(),
+        crc: flate2::Crc::new(),
+        len: 0,
+        max: u64::from(e.usize),
+    };
     let mut inflater = (e.method == 8).then(|| flate2::write::DeflateDecoder::new(sink));
-    let mut stored = if e.method == 8 { None } else { Some(Sink { sha: Sha256::new(), crc: flate2::Crc::new(), len: 0, max: u64::from(e.usize) }) };
+    let mut stored = if e.method == 8 {
+        None
+    } else {
+        Some(Sink {
+            sha: Sha256::new(),
+            crc: flate2::Crc::new(),
+            len: 0,
+            max: u64::from(e.usize),
+        })
+    };
     while left > 0 {
         let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
         let chunk = buf.get_mut(..want).ok_or_else(|| bad("buffer"))?;
         input.read_exact(chunk).map_err(|err| {
-            if err.kind() == std::io::ErrorKind::UnexpectedEof { bad("truncated data") } else { err.into() }
+            if err.kind() == std::io::ErrorKind::UnexpectedEof {
+                bad("truncated data")
+            } else {
+                err.into()
+            }
         })?;
         out.write_all(chunk)?;
         if let Some(d) = inflater.as_mut() {
-            d.write_all(chunk).map_err(|err| bad(&format!("corrupt deflate data or larger than announced ({err})")))?;
+            d.write_all(chunk).map_err(|err| {
+                bad(&format!(
+                    "corrupt deflate data or larger than announced ({err})"
+                ))
+            })?;
         } else if let Some(s) = stored.as_mut() {
-            s.write_all(chunk).map_err(|_| bad("larger than announced"))?;
+            s.write_all(chunk)
+                .map_err(|_| bad("larger than announced"))?;
         }
         left -= want as u64;
     }
     let sink = match (inflater, stored) {
-        (Some(d), _) => d.finish().map_err(|err| bad(&format!("corrupt deflate data ({err})")))?,
+        (Some(d), _) => d
+            .finish()
+            .map_err(|err| bad(&format!("corrupt deflate data ({err})")))?,
         (None, Some(s)) => s,
         (None, None) => return Err(bad("internal: no sink")),
     };
@@ -396,27 +490,36 @@ fn copy_entry<W: Write>(input: &mut File, e: &Entry, out: &mut W, buf: &mut [u8]
 /// [`zip::MAX_CD_SIZE`] bytes.
 fn small_content(input: &mut File, e: &Entry) -> Result<Vec<u8>, SignError> {
     if u64::from(e.usize) > zip::MAX_CD_SIZE {
-        return Err(reject(format!("entry {:?} is too large for a signature file", e.name)));
+        return Err(reject(format!(
+            "entry {:?} is too large for a signature file",
+            e.name
+        )));
     }
     input.seek(SeekFrom::Start(e.data_offset))?;
     let raw = (&mut *input).take(u64::from(e.csize));
     let mut out = Vec::new();
     let limit = u64::from(e.usize) + 1;
     if e.method == 8 {
-        flate2::read::DeflateDecoder::new(raw).take(limit).read_to_end(&mut out)
+        flate2::read::DeflateDecoder::new(raw)
+            .take(limit)
+            .read_to_end(&mut out)
     } else {
         raw.take(limit).read_to_end(&mut out)
     }
     .map_err(|err| reject(format!("entry {:?}: {err}", e.name)))?;
     if out.len() as u64 != u64::from(e.usize) {
-        return Err(reject(format!("entry {:?}: size differs from the central directory", e.name)));
+        return Err(reject(format!(
+            "entry {:?}: size differs from the central directory",
+            e.name
+        )));
     }
     Ok(out)
 }
 
 impl Signer for ApkSigner {
     fn sign(&self, input: &Path, output: &Path, _ctx: &SignContext) -> Result<(), SignError> {
-        let mut inp = File::open(input).map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?;
+        let mut inp = File::open(input)
+            .map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?;
         let out = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -432,7 +535,10 @@ impl Signer for ApkSigner {
             block::Verified::default()
         };
         if found.v2 != self.schemes.v2 || found.v3 != self.schemes.v3 {
-            return Err(reject(format!("APK signature: expected schemes {:?}, found {found:?}", self.schemes)));
+            return Err(reject(format!(
+                "APK signature: expected schemes {:?}, found {found:?}",
+                self.schemes
+            )));
         }
         if self.schemes.v1 {
             self.verify_v1(signed)?;
@@ -446,7 +552,10 @@ impl Signer for ApkSigner {
         for p in [&input, &output] {
             match std::fs::remove_file(p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(internal(format!("probe: cannot remove {}: {e}", p.display())))
+                    return Err(internal(format!(
+                        "probe: cannot remove {}: {e}",
+                        p.display()
+                    )))
                 }
                 _ => {}
             }
@@ -456,12 +565,22 @@ impl Signer for ApkSigner {
         zip::write_simple(
             &input,
             &[
-                ("AndroidManifest.xml", b"not a real manifest: the probe checks our own signature", false),
+                (
+                    "AndroidManifest.xml",
+                    b"not a real manifest: the probe checks our own signature",
+                    false,
+                ),
                 ("classes.dex", &nonce, true),
                 ("lib/x86_64/libprobe.so", &nonce, false),
             ],
         )?;
-        self.sign(&input, &output, &SignContext { filename: "apk-probe.apk".into() })?;
+        self.sign(
+            &input,
+            &output,
+            &SignContext {
+                filename: "apk-probe.apk".into(),
+            },
+        )?;
         self.verify(&input, &output)
             .map_err(|e| internal(format!("probe: our own APK signature does not verify: {e}")))?;
         // A flipped byte in the entries must be caught.
@@ -471,7 +590,9 @@ impl Signer for ApkSigner {
         }
         std::fs::write(&output, &data)?;
         match self.verify(&input, &output) {
-            Ok(()) => Err(internal("probe: an APK signature verified over a modified file".into())),
+            Ok(()) => Err(internal(
+                "probe: an APK signature verified over a modified file".into(),
+            )),
             Err(_) => Ok(()),
         }
     }

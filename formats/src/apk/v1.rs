@@ -37,7 +37,9 @@ pub(crate) fn is_signature_file(name: &str) -> bool {
     }
     let f = file.to_ascii_lowercase();
     f == "manifest.mf"
-        || [".sf", ".rsa", ".dsa", ".ec"].iter().any(|s| f.ends_with(s))
+        || [".sf", ".rsa", ".dsa", ".ec"]
+            .iter()
+            .any(|s| f.ends_with(s))
         || f.starts_with("sig-")
 }
 
@@ -86,7 +88,10 @@ pub(crate) struct V1Files {
 /// MANIFEST.MF and CERT.SF for the entries' SHA-256 `digests` (sorted by
 /// name); deterministic, so a verifier can rebuild and compare them.
 /// `apk_signed` is the `X-Android-APK-Signed` value (`None` = v1 only).
-pub(crate) fn manifest_and_sf(digests: &BTreeMap<String, [u8; 32]>, apk_signed: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn manifest_and_sf(
+    digests: &BTreeMap<String, [u8; 32]>,
+    apk_signed: Option<&str>,
+) -> (Vec<u8>, Vec<u8>) {
     let mut manifest = Vec::new();
     attr(&mut manifest, "Manifest-Version", "1.0");
     attr(&mut manifest, "Created-By", "1.0 (Android)");
@@ -99,13 +104,21 @@ pub(crate) fn manifest_and_sf(digests: &BTreeMap<String, [u8; 32]>, apk_signed: 
         section.extend_from_slice(b"\r\n");
         manifest.extend_from_slice(&section);
         attr(&mut sf_sections, "Name", name);
-        attr(&mut sf_sections, "SHA-256-Digest", &b64(&Sha256::digest(&section)));
+        attr(
+            &mut sf_sections,
+            "SHA-256-Digest",
+            &b64(&Sha256::digest(&section)),
+        );
         sf_sections.extend_from_slice(b"\r\n");
     }
     let mut sf = Vec::new();
     attr(&mut sf, "Signature-Version", "1.0");
     attr(&mut sf, "Created-By", "1.0 (Android)");
-    attr(&mut sf, "SHA-256-Digest-Manifest", &b64(&Sha256::digest(&manifest)));
+    attr(
+        &mut sf,
+        "SHA-256-Digest-Manifest",
+        &b64(&Sha256::digest(&manifest)),
+    );
     if let Some(v) = apk_signed {
         attr(&mut sf, "X-Android-APK-Signed", v);
     }
@@ -124,11 +137,16 @@ pub(crate) fn sign(
     let (manifest, sf) = manifest_and_sf(digests, apk_signed);
     let internal = |e: openssl::error::ErrorStack| SignError::Internal(anyhow!("v1 PKCS#7: {e}"));
     let chain = Stack::new().map_err(internal)?;
-    let flags = Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY | Pkcs7Flags::NOATTR | Pkcs7Flags::NOSMIMECAP;
+    let flags =
+        Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY | Pkcs7Flags::NOATTR | Pkcs7Flags::NOSMIMECAP;
     let block = Pkcs7::sign(cert, pkey, &chain, &sf, flags)
         .and_then(|p| p.to_der())
         .map_err(internal)?;
-    Ok(V1Files { manifest, sf, block })
+    Ok(V1Files {
+        manifest,
+        sf,
+        block,
+    })
 }
 
 /// Checks a detached PKCS#7 `block` over `sf`: signed by `cert` (only).
@@ -166,10 +184,21 @@ mod tests {
 
     #[test]
     fn signature_files_are_recognised() {
-        for n in ["META-INF/MANIFEST.MF", "META-INF/CERT.SF", "META-INF/x.rsa", "META-INF/A.EC", "META-INF/SIG-foo"] {
+        for n in [
+            "META-INF/MANIFEST.MF",
+            "META-INF/CERT.SF",
+            "META-INF/x.rsa",
+            "META-INF/A.EC",
+            "META-INF/SIG-foo",
+        ] {
             assert!(is_signature_file(n) && !needs_digest(n), "{n}");
         }
-        for n in ["META-INF/services/x.SF", "classes.dex", "META-INF/foo.txt", "res/"] {
+        for n in [
+            "META-INF/services/x.SF",
+            "classes.dex",
+            "META-INF/foo.txt",
+            "res/",
+        ] {
             assert!(!is_signature_file(n), "{n}");
         }
         assert!(!needs_digest("res/"));

@@ -171,8 +171,15 @@ pub(crate) fn find_eocd(file: &mut File) -> Result<Eocd, SignError> {
                 Some(cd_size),
                 Some(cd_offset),
                 Some(comment_len),
-            ) = (disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment_len)
-            {
+            ) = (
+                disk,
+                cd_disk,
+                n_disk,
+                n_total,
+                cd_size,
+                cd_offset,
+                comment_len,
+            ) {
                 if usize::from(comment_len) == b.rest().len() {
                     let offset = start + pos as u64;
                     if disk != 0 || cd_disk != 0 || n_disk != n_total {
@@ -199,7 +206,9 @@ pub(crate) fn find_eocd(file: &mut File) -> Result<Eocd, SignError> {
             }
         }
         if pos == 0 {
-            return Err(reject("not a ZIP file (no end of central directory record)"));
+            return Err(reject(
+                "not a ZIP file (no end of central directory record)",
+            ));
         }
         pos -= 1;
     }
@@ -366,7 +375,9 @@ pub(crate) fn read_archive(file: &mut File) -> Result<Archive, SignError> {
             return Err(bad("bad local header signature"));
         }
         if lmethod != e.method || (lflags ^ e.flags) & (FLAG_DESCRIPTOR | FLAG_ENCRYPTED) != 0 {
-            return Err(bad("local header and central directory disagree (method or flags)"));
+            return Err(bad(
+                "local header and central directory disagree (method or flags)",
+            ));
         }
         let descriptor = e.flags & FLAG_DESCRIPTOR != 0;
         let sizes_agree = (lcrc, lcsize, lusize) == (e.crc, e.csize, e.usize);
@@ -573,7 +584,10 @@ pub(crate) fn new_stored_entry(name: &str, data: &[u8]) -> Entry {
 
 /// Writes a small, plain ZIP of `(name, data, deflate)` files: the probe's
 /// input and the unit tests' fixtures (entries in memory: small files only).
-pub(crate) fn write_simple(path: &std::path::Path, files: &[(&str, &[u8], bool)]) -> Result<(), SignError> {
+pub(crate) fn write_simple(
+    path: &std::path::Path,
+    files: &[(&str, &[u8], bool)],
+) -> Result<(), SignError> {
     let mut out = Counted {
         inner: std::io::BufWriter::new(File::create(path)?),
         pos: 0,
@@ -582,7 +596,8 @@ pub(crate) fn write_simple(path: &std::path::Path, files: &[(&str, &[u8], bool)]
     for (name, data, deflate) in files {
         let mut e = new_stored_entry(name, data);
         let body = if *deflate {
-            let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut enc =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
             enc.write_all(data)?;
             let body = enc.finish()?;
             e.method = 8;
