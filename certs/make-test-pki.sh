@@ -152,4 +152,5 @@ make_gpg gpg ed25519
 make_gpg gpg-rsa rsa4096
 
 "$CERTS/make-mar-keys.sh" $([ "$FORCE" = 1 ] && echo --force)
+"$CERTS/make-apk-keys.sh" $([ "$FORCE" = 1 ] && echo --force)
 say "done (everything in $CERTS is TEST-ONLY)"

@@ -39,6 +39,12 @@ apt_install libssl-dev pkg-config
 # Mozilla's `mar` tool (PyPI `mar` 3.x): makes MAR fixtures and verifies signatures in tests.
 # "pip requirement:file it installs" pairs, installed below even into an existing venv.
 VENV_PIP_EXTRA+=("mar>=3,<4:bin/mar")
+# --- apk ---
+# Build: the openssl crate links the system libssl. Tests: aapt + zipalign make
+# fixture APKs (android-framework-res gives aapt its -I framework-res.apk),
+# apksigner verifies what we sign.
+apt_install pkg-config libssl-dev
+apt_install aapt zipalign android-framework-res apksigner
 
 if [ ! -x "$SIGNING_TEST_VENV/bin/signtool" ]; then
     say "creating the Python venv $SIGNING_TEST_VENV (Mozilla's signtool 4.x)"

@@ -30,6 +30,12 @@ pub static REGISTRY: &[SignerType] = &[
         needs_passphrase: crate::mar::needs_passphrase,
         open: crate::mar::open,
     },
+    SignerType {
+        name: "apk",
+        extra_keys: &["schemes"],
+        needs_passphrase: crate::apk::needs_passphrase,
+        open: crate::apk::open,
+    },
 ];
 
 /// Looks a signer type up by its config name.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::Digest;
 
 pub mod mar;
+pub mod apk;
 
 /// The repository's root.
 pub fn repo() -> PathBuf {

@@ -1,0 +1,606 @@
+//! APK: Android v1 (JAR), v2 and v3 signatures, made in-process.
+//!
+//! What it does, in one streaming pass over the input:
+//! 1. reads and validates the input ZIP's structure ([`zip`]): bad input is
+//!    [`SignError::Rejected`] (HTTP 422) with the reason;
+//! 2. copies every entry's compressed bytes as they are into the output,
+//!    behind a fresh local header aligned zipalign-style (stored entries on
+//!    4 bytes, `.so` on 4096), while inflating them to check their CRC and
+//!    size and to hash them for MANIFEST.MF; existing JAR signature files
+//!    (`META-INF/MANIFEST.MF`, `*.SF`, `*.RSA`, `*.DSA`, `*.EC`, `SIG-*`)
+//!    and any old APK Signing Block are dropped;
+//! 3. appends the v1 files ([`v1`]) if enabled;
+//! 4. computes the chunked content digest as bytes are written (entries),
+//!    then over the central directory and EOCD, and inserts the APK
+//!    Signing Block with v2/v3 ([`block`]) before the central directory.
+//!
+//! Memory: one 64 KiB copy buffer, one 1 MiB digest chunk, the central
+//! directory (at most 32 MiB) and one manifest line per entry — never the
+//! APK. Config: `schemes = v1,v2,v3` (default all), `digest` may only be
+//! `sha256`, `cert` is the signer certificate (PEM), `key` its private key
+//! (PKCS#8 PEM, RSA or EC P-256, usually passphrase-encrypted).
+//!
+//! Deliberately NOT done: no key rotation (v3 lineage), no v4 (.idsig), no
+//! SHA-1 v1 digests (see [`v1`]), no ZIP64, no source stamp; `verify`
+//! checks our own v2/v3 blocks (and the v1 files' presence), not all that
+//! apksigner checks — the tests run apksigner itself.
+
+mod block;
+mod v1;
+mod zip;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use anyhow::anyhow;
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey};
+use openssl::x509::X509;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use self::block::{ChunkDigests, Key};
+use self::zip::{reject, Counted, Entry};
+use crate::{FormatConfig, SignContext, SignError, Signer};
+
+/// Largest key or certificate file we read.
+const MAX_PEM: u64 = 1 << 20;
+/// Copy buffer.
+const BUF: usize = 64 << 10;
+
+/// Which schemes to sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Schemes {
+    v1: bool,
+    v2: bool,
+    v3: bool,
+}
+
+fn parse_schemes(cfg: &FormatConfig) -> Result<Schemes, SignError> {
+    let Some(text) = cfg.extra.get("schemes") else {
+        return Ok(Schemes {
+            v1: true,
+            v2: true,
+            v3: true,
+        });
+    };
+    let mut s = Schemes {
+        v1: false,
+        v2: false,
+        v3: false,
+    };
+    for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match word.to_ascii_lowercase().as_str() {
+            "v1" => s.v1 = true,
+            "v2" => s.v2 = true,
+            "v3" => s.v3 = true,
+            other => {
+                return Err(SignError::Config(format!(
+                    "format {}: unknown APK signature scheme {other:?} (use v1, v2, v3)",
+                    cfg.name
+                )))
+            }
+        }
+    }
+    if !(s.v1 || s.v2 || s.v3) {
+        return Err(SignError::Config(format!(
+            "format {}: `schemes` is empty",
+            cfg.name
+        )));
+    }
+    Ok(s)
+}
+
+fn read_pem(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, SignError> {
+    let bad = |why: String| SignError::Key(format!("APK {what} {}: {why}", path.display()));
+    let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_PEM + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_PEM {
+        return Err(bad(format!("larger than {MAX_PEM} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// Whether the key at `cfg.key` is an encrypted PEM key.
+pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
+    let pem = read_pem(&cfg.key, "key")?;
+    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    Ok(has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED"))
+}
+
+/// Unlocks the key and builds an [`ApkSigner`].
+pub fn open(
+    cfg: &FormatConfig,
+    passphrase: Option<&SecretString>,
+) -> Result<Box<dyn Signer>, SignError> {
+    Ok(Box::new(ApkSigner::open(cfg, passphrase)?))
+}
+
+/// Signs APKs with one key and certificate.
+pub struct ApkSigner {
+    key: Key,
+    cert: X509,
+    schemes: Schemes,
+    /// Hex SHA-256 of the certificate (what `apksigner --print-certs` shows).
+    cert_sha256: String,
+}
+
+impl std::fmt::Debug for ApkSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApkSigner")
+            .field("cert_sha256", &self.cert_sha256)
+            .field("schemes", &self.schemes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn internal(msg: String) -> SignError {
+    SignError::Internal(anyhow!(msg))
+}
+
+impl ApkSigner {
+    /// See [`open`].
+    pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Self, SignError> {
+        let schemes = parse_schemes(cfg)?;
+        if let Some(k) = cfg.extra.keys().find(|k| *k != "schemes") {
+            return Err(SignError::Config(format!(
+                "format {}: unknown setting {k:?} for type apk",
+                cfg.name
+            )));
+        }
+        if let Some(d) = &cfg.digest {
+            if !d.trim().eq_ignore_ascii_case("sha256") {
+                return Err(SignError::Config(format!(
+                    "format {}: APK signatures use sha256 only (digest {d:?})",
+                    cfg.name
+                )));
+            }
+        }
+        if !cfg.timestamp_urls.is_empty() {
+            return Err(SignError::Config(format!(
+                "format {}: APK signatures are not time-stamped (remove `timestamp_urls`)",
+                cfg.name
+            )));
+        }
+        let Some(cert_path) = &cfg.cert else {
+            return Err(SignError::Config(format!(
+                "format {}: type apk needs `cert` (the signer certificate, PEM)",
+                cfg.name
+            )));
+        };
+        let key_path = cfg.key.display();
+        let pem = read_pem(&cfg.key, "key")?;
+        let pkey = if needs_passphrase(cfg)? {
+            let Some(pw) = passphrase else {
+                return Err(SignError::Key(format!(
+                    "the APK key {key_path} is passphrase-protected but no passphrase was given"
+                )));
+            };
+            PKey::private_key_from_pem_passphrase(&pem, pw.expose_secret().as_bytes())
+        } else {
+            PKey::private_key_from_pem(&pem)
+        }
+        .map_err(|_| {
+            SignError::Key(format!(
+                "wrong passphrase for {key_path}, or not a PEM private key"
+            ))
+        })?;
+        drop(pem);
+        let alg = match pkey.id() {
+            Id::RSA if pkey.bits() >= 2048 => 0x0103,
+            Id::EC
+                if pkey.ec_key().ok().and_then(|k| k.group().curve_name())
+                    == Some(Nid::X9_62_PRIME256V1) =>
+            {
+                0x0201
+            }
+            _ => {
+                return Err(SignError::Key(format!(
+                    "the APK key {key_path} must be RSA (2048 bits or more) or EC P-256"
+                )))
+            }
+        };
+        let cert_pem = read_pem(cert_path, "certificate")?;
+        let cert = X509::from_pem(&cert_pem).map_err(|e| {
+            SignError::Config(format!(
+                "{}: not a PEM certificate: {e}",
+                cert_path.display()
+            ))
+        })?;
+        let cert_key = cert
+            .public_key()
+            .map_err(|e| SignError::Config(format!("{}: {e}", cert_path.display())))?;
+        if !cert_key.public_eq(&pkey) {
+            return Err(SignError::Config(format!(
+                "{} is not the certificate of the key {key_path}",
+                cert_path.display()
+            )));
+        }
+        let cert_der = cert
+            .to_der()
+            .map_err(|e| internal(format!("certificate: {e}")))?;
+        let spki_der = cert_key
+            .public_key_to_der()
+            .map_err(|e| internal(format!("public key: {e}")))?;
+        let cert_sha256 = hex::encode(Sha256::digest(&cert_der));
+        let key = Key {
+            pkey,
+            cert_der,
+            spki_der,
+            alg,
+        };
+        // Prove the unlocked key signs (cheap, once).
+        key.sign(b"apk key self-check")
+            .map_err(|e| SignError::Key(format!("the APK key {key_path} cannot sign: {e}")))?;
+        Ok(ApkSigner {
+            key,
+            cert,
+            schemes,
+            cert_sha256,
+        })
+    }
+
+    /// The `X-Android-APK-Signed` value for our schemes.
+    fn apk_signed(&self) -> Option<&'static str> {
+        match (self.schemes.v2, self.schemes.v3) {
+            (true, true) => Some("2, 3"),
+            (true, false) => Some("2"),
+            (false, true) => Some("3"),
+            (false, false) => None,
+        }
+    }
+
+    fn block_name(&self) -> &'static str {
+        if self.key.alg == 0x0201 {
+            "META-INF/CERT.EC"
+        } else {
+            "META-INF/CERT.RSA"
+        }
+    }
+
+    /// Our v1 signature of `signed`: every entry's digest, rebuilt
+    /// MANIFEST.MF and CERT.SF identical to the stored ones, and the PKCS#7
+    /// block over CERT.SF made by our certificate.
+    fn verify_v1(&self, signed: &Path) -> Result<(), SignError> {
+        let mut f = File::open(signed)?;
+        let archive = zip::read_archive(&mut f)?;
+        let mut digests = BTreeMap::new();
+        let mut buf = vec![0u8; BUF];
+        let (mut manifest, mut sf, mut block) = (None, None, None);
+        for e in &archive.entries {
+            if e.name == v1::MANIFEST {
+                manifest = Some(small_content(&mut f, e)?);
+            } else if e.name == v1::SIGNATURE_FILE {
+                sf = Some(small_content(&mut f, e)?);
+            } else if e.name == self.block_name() {
+                block = Some(small_content(&mut f, e)?);
+            } else if v1::needs_digest(&e.name) {
+                digests.insert(
+                    e.name.clone(),
+                    copy_entry(&mut f, e, &mut std::io::sink(), &mut buf)?,
+                );
+            }
+        }
+        let bad = |why: &str| reject(format!("APK v1 signature: {why}"));
+        let (Some(manifest), Some(sf), Some(block)) = (manifest, sf, block) else {
+            return Err(bad("signature files missing"));
+        };
+        let (want_manifest, want_sf) = v1::manifest_and_sf(&digests, self.apk_signed());
+        if manifest != want_manifest {
+            return Err(bad("MANIFEST.MF does not match the entries"));
+        }
+        if sf != want_sf {
+            return Err(bad("CERT.SF does not match MANIFEST.MF"));
+        }
+        v1::verify_block(&block, &sf, &self.cert)
+    }
+
+    /// The whole pipeline; `out` is a fresh file.
+    fn sign_into(&self, input: &mut File, out: File) -> Result<(), SignError> {
+        let archive = zip::read_archive(input)?;
+        let mut w = Counted {
+            inner: Hashing {
+                inner: BufWriter::with_capacity(BUF, out),
+                digests: ChunkDigests::new(),
+            },
+            pos: 0,
+        };
+        let mut cd = Vec::new();
+        let mut count = 0usize;
+        let mut manifest = BTreeMap::new();
+        let mut buf = vec![0u8; BUF];
+        for e in &archive.entries {
+            if v1::is_signature_file(&e.name) {
+                continue;
+            }
+            let offset = zip::write_local_header(&mut w, e)?;
+            let digest = copy_entry(input, e, &mut w, &mut buf)?;
+            zip::push_cd_record(&mut cd, e, offset)?;
+            count += 1;
+            if self.schemes.v1 && v1::needs_digest(&e.name) {
+                manifest.insert(e.name.clone(), digest);
+            }
+        }
+        if self.schemes.v1 {
+            let files = v1::sign(&manifest, self.apk_signed(), &self.cert, &self.key.pkey)?;
+            let block_name = self.block_name();
+            for (name, data) in [
+                (v1::MANIFEST, &files.manifest),
+                (v1::SIGNATURE_FILE, &files.sf),
+                (block_name, &files.block),
+            ] {
+                let e = zip::new_stored_entry(name, data);
+                let offset = zip::write_local_header(&mut w, &e)?;
+                w.write_all(data)?;
+                zip::push_cd_record(&mut cd, &e, offset)?;
+                count += 1;
+            }
+        }
+        let block_offset = w.pos;
+        let eocd = zip::eocd_record(count, cd.len() as u64, block_offset, &archive.comment)?;
+        let Counted {
+            inner:
+                Hashing {
+                    inner: mut out,
+                    mut digests,
+                },
+            pos,
+        } = w;
+        let mut cd_offset = pos;
+        if self.schemes.v2 || self.schemes.v3 {
+            digests.end_section();
+            digests.update(&cd);
+            digests.end_section();
+            digests.update(&eocd);
+            let digest = digests.finish();
+            let block = block::signing_block(&self.key, &digest, self.schemes.v2, self.schemes.v3)?;
+            out.write_all(&block)?;
+            cd_offset += block.len() as u64;
+        }
+        out.write_all(&cd)?;
+        out.write_all(&zip::eocd_record(
+            count,
+            cd.len() as u64,
+            cd_offset,
+            &archive.comment,
+        )?)?;
+        out.flush()?;
+        out.into_inner()
+            .map_err(|e| SignError::from(e.into_error()))?
+            .sync_all()?;
+        Ok(())
+    }
+}
+
+/// The output writer: everything written also feeds the chunked digest.
+struct Hashing<W: Write> {
+    inner: W,
+    digests: ChunkDigests,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.digests.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Where inflated bytes go: SHA-256 and CRC-32 of the content, refusing
+/// more bytes than the central directory announced (zip bombs stop here).
+struct Sink {
+    sha: Sha256,
+    crc: flate2::Crc,
+    len: u64,
+    max: u64,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.len += buf.len() as u64;
+        if self.len > self.max {
+            return Err(std::io::Error::other("more data than announced"));
+        }
+        self.sha.update(buf);
+        self.crc.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copies `e`'s compressed bytes to `out` and returns the SHA-256 of its
+/// content, after checking the content's size and CRC.
+fn copy_entry<W: Write>(
+    input: &mut File,
+    e: &Entry,
+    out: &mut W,
+    buf: &mut [u8],
+) -> Result<[u8; 32], SignError> {
+    let bad = |why: &str| reject(format!("entry {:?}: {why}", e.name));
+    input.seek(SeekFrom::Start(e.data_offset))?;
+    let mut left = u64::from(e.csize);
+    let sink = Sink {
+        sha: Sha256::new(),
+        crc: flate2::Crc::new(),
+        len: 0,
+        max: u64::from(e.usize),
+    };
+    let mut inflater = (e.method == 8).then(|| flate2::write::DeflateDecoder::new(sink));
+    let mut stored = if e.method == 8 {
+        None
+    } else {
+        Some(Sink {
+            sha: Sha256::new(),
+            crc: flate2::Crc::new(),
+            len: 0,
+            max: u64::from(e.usize),
+        })
+    };
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let chunk = buf.get_mut(..want).ok_or_else(|| bad("buffer"))?;
+        input.read_exact(chunk).map_err(|err| {
+            if err.kind() == std::io::ErrorKind::UnexpectedEof {
+                bad("truncated data")
+            } else {
+                err.into()
+            }
+        })?;
+        out.write_all(chunk)?;
+        if let Some(d) = inflater.as_mut() {
+            d.write_all(chunk).map_err(|err| {
+                bad(&format!(
+                    "corrupt deflate data or larger than announced ({err})"
+                ))
+            })?;
+        } else if let Some(s) = stored.as_mut() {
+            s.write_all(chunk)
+                .map_err(|_| bad("larger than announced"))?;
+        }
+        left -= want as u64;
+    }
+    let sink = match (inflater, stored) {
+        (Some(d), _) => d
+            .finish()
+            .map_err(|err| bad(&format!("corrupt deflate data ({err})")))?,
+        (None, Some(s)) => s,
+        (None, None) => return Err(bad("internal: no sink")),
+    };
+    if sink.len != u64::from(e.usize) {
+        return Err(bad("content size differs from the central directory"));
+    }
+    if sink.crc.sum() != e.crc {
+        return Err(bad("CRC-32 mismatch"));
+    }
+    Ok(sink.sha.finalize().into())
+}
+
+/// The content of a small entry (a v1 signature file), at most
+/// [`zip::MAX_CD_SIZE`] bytes.
+fn small_content(input: &mut File, e: &Entry) -> Result<Vec<u8>, SignError> {
+    if u64::from(e.usize) > zip::MAX_CD_SIZE {
+        return Err(reject(format!(
+            "entry {:?} is too large for a signature file",
+            e.name
+        )));
+    }
+    input.seek(SeekFrom::Start(e.data_offset))?;
+    let raw = (&mut *input).take(u64::from(e.csize));
+    let mut out = Vec::new();
+    let limit = u64::from(e.usize) + 1;
+    if e.method == 8 {
+        flate2::read::DeflateDecoder::new(raw)
+            .take(limit)
+            .read_to_end(&mut out)
+    } else {
+        raw.take(limit).read_to_end(&mut out)
+    }
+    .map_err(|err| reject(format!("entry {:?}: {err}", e.name)))?;
+    if out.len() as u64 != u64::from(e.usize) {
+        return Err(reject(format!(
+            "entry {:?}: size differs from the central directory",
+            e.name
+        )));
+    }
+    Ok(out)
+}
+
+impl Signer for ApkSigner {
+    fn sign(&self, input: &Path, output: &Path, _ctx: &SignContext) -> Result<(), SignError> {
+        let mut inp = File::open(input)
+            .map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?;
+        let out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(output)
+            .map_err(|e| internal(format!("cannot create {}: {e}", output.display())))?;
+        self.sign_into(&mut inp, out)
+    }
+
+    fn verify(&self, _input: &Path, signed: &Path) -> Result<(), SignError> {
+        let found = if self.schemes.v2 || self.schemes.v3 {
+            block::verify(&self.key, signed)?
+        } else {
+            block::Verified::default()
+        };
+        if found.v2 != self.schemes.v2 || found.v3 != self.schemes.v3 {
+            return Err(reject(format!(
+                "APK signature: expected schemes {:?}, found {found:?}",
+                self.schemes
+            )));
+        }
+        if self.schemes.v1 {
+            self.verify_v1(signed)?;
+        }
+        Ok(())
+    }
+
+    fn probe(&self, scratch: &Path) -> Result<(), SignError> {
+        let input = scratch.join("apk-probe.apk");
+        let output = scratch.join("apk-probe-signed.apk");
+        for p in [&input, &output] {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(internal(format!(
+                        "probe: cannot remove {}: {e}",
+                        p.display()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        let mut nonce = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
+        zip::write_simple(
+            &input,
+            &[
+                (
+                    "AndroidManifest.xml",
+                    b"not a real manifest: the probe checks our own signature",
+                    false,
+                ),
+                ("classes.dex", &nonce, true),
+                ("lib/x86_64/libprobe.so", &nonce, false),
+            ],
+        )?;
+        self.sign(
+            &input,
+            &output,
+            &SignContext {
+                filename: "apk-probe.apk".into(),
+            },
+        )?;
+        self.verify(&input, &output)
+            .map_err(|e| internal(format!("probe: our own APK signature does not verify: {e}")))?;
+        // A flipped byte in the entries must be caught.
+        let mut data = std::fs::read(&output)?;
+        if let Some(b) = data.get_mut(40) {
+            *b ^= 1;
+        }
+        std::fs::write(&output, &data)?;
+        match self.verify(&input, &output) {
+            Ok(()) => Err(internal(
+                "probe: an APK signature verified over a modified file".into(),
+            )),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn key_id(&self) -> String {
+        self.cert_sha256.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;
