@@ -82,10 +82,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sign files (the default command).
-    #[command(after_help = format!("{SIGN_AFTER}\n{EXIT_CODES}"))]
+    #[command(after_help = format!("{SIGN_AFTER}\n{EXIT_CODES}"), args_override_self = true)]
     Sign(SignArgs),
     /// Mint a token for a build machine (the token-issuing host's job).
-    #[command(after_help = format!("{TOKEN_AFTER}\n{EXIT_CODES}"))]
+    #[command(after_help = format!("{TOKEN_AFTER}\n{EXIT_CODES}"), args_override_self = true)]
     Token(TokenArgs),
 }
 
@@ -297,9 +297,14 @@ mod tests {
         assert_eq!(a.get(1).unwrap(), "sign");
         let a = with_default_command(vec!["signtool".into(), "token".into()]);
         assert_eq!(a.get(1).unwrap(), "token");
-        Cli::try_parse_from(with_default_command(
-            ["signtool", "-H", "gpg:h:1", "-c", "ca", "-t", "t", "-n", "n", "-f", "gpg", "f"].map(Into::into).to_vec(),
+        let cli = Cli::try_parse_from(with_default_command(
+            ["signtool", "-H", "gpg:h:1", "-c", "ca", "-t", "t", "-f", "gpg", "--timeout", "5", "--timeout", "6", "-H", "gpg:i:2", "f"]
+                .map(Into::into)
+                .to_vec(),
         ))
         .unwrap();
+        let Command::Sign(a) = cli.command else { panic!("not sign") };
+        assert_eq!(a.hosts.len(), 2, "-H accumulates");
+        assert_eq!(a.timeout, 6.0, "the last value of a setting wins");
     }
 }
