@@ -69,10 +69,7 @@ async fn mint(args: &TokenArgs) -> Result<String, (u8, String)> {
         match status.as_u16() {
             200 if !body.trim().is_empty() => return Ok(body.trim().to_string()),
             401 => {
-                return Err((
-                    EXIT_FAILED,
-                    format!("bad credentials: {url} refused user {:?} with that password (401 {line})", args.user),
-                ))
+                return Err((EXIT_FAILED, format!("bad credentials: {url} refused user {:?} with that password (401 {line})", args.user)))
             }
             403 => return Err((EXIT_FAILED, format!("{url} refused: 403 {line} (is this host in new_token_allowed_ips?)"))),
             s if (400..500).contains(&s) => return Err((EXIT_FAILED, format!("{url} refused: {s} {line}"))),

@@ -159,7 +159,9 @@ pub fn describe(e: &reqwest::Error) -> String {
     while let Some(s) = inner.source() {
         inner = s;
     }
-    let kind = if e.is_timeout() {
+    let kind = if e.is_timeout() && e.is_connect() {
+        "timed out connecting"
+    } else if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "cannot connect"
@@ -168,7 +170,11 @@ pub fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let detail = inner.to_string();
+    let mut detail = inner.to_string();
+    // rustls appends a link to its manual: noise in a build log.
+    if let Some(cut) = detail.find(": https://docs.rs/") {
+        detail.truncate(cut);
+    }
     if detail == e.to_string() || e.is_timeout() && detail.contains("timed out") {
         kind.to_string()
     } else {
@@ -229,7 +235,8 @@ async fn download(r: reqwest::Response, out_dir: &Path, name: &str) -> Result<An
     if want256.is_none() && want1.is_none() {
         return Err(retry("200 without X-SHA256-Digest or X-SHA1-Digest: cannot verify the result; not written"));
     }
-    let (file, temp) = temp_in(out_dir, name).map_err(|e| TryError::Local(format!("cannot create a temp file in {}: {e}", out_dir.display())))?;
+    let (file, temp) =
+        temp_in(out_dir, name).map_err(|e| TryError::Local(format!("cannot create a temp file in {}: {e}", out_dir.display())))?;
     let local = |e: std::io::Error| TryError::Local(format!("cannot write {}: {e}", temp_display(out_dir)));
     let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
     let (mut h1, mut h256, mut size) = (Sha1::new(), Sha256::new(), 0u64);
@@ -289,14 +296,7 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
 
 /// Signs `input` (its digests `hashes`, shown to servers as `label`) with
 /// `format`; returns the verified result in a temp file in `out_dir`.
-pub async fn sign(
-    s: &Session,
-    format: &str,
-    input: &Path,
-    label: &str,
-    hashes: &Hashes,
-    out_dir: &Path,
-) -> Result<Signed, Failure> {
+pub async fn sign(s: &Session, format: &str, input: &Path, label: &str, hashes: &Hashes, out_dir: &Path) -> Result<Signed, Failure> {
     let Some(pool) = s.pools.get(format) else {
         return Err(Failure::Local(format!("no host for format {format}")));
     };
@@ -307,9 +307,8 @@ pub async fn sign(
     let mut tried: Vec<String> = Vec::new();
     let mut uploaded_here = false;
     let mut announced = None;
-    let give_up = |tried: &[String], why: &str| {
-        Failure::Remote(format!("could not sign {shown} with {format}{why}: {}", tried.join("; ")))
-    };
+    let give_up =
+        |tried: &[String], why: &str| Failure::Remote(format!("could not sign {shown} with {format}{why}:\n    {}", tried.join("\n    ")));
     loop {
         let url = pool.url(i);
         let wait = pool.wait_for(i);
@@ -371,7 +370,8 @@ pub async fn sign(
                 let next = pool.rotate(i);
                 let delay = s.backoff.delay(errors).min(s.remaining());
                 log::warn(format!(
-                    "{h}: {url} failed ({what}); failing over to {} in {} ms (error {errors} of at most {})",
+                    "{h}: {url} failed ({what}); {} {} in {} ms (error {errors} of at most {})",
+                    if next == i { "retrying" } else { "failing over to" },
                     pool.url(next),
                     delay.as_millis(),
                     s.max_errors

@@ -163,12 +163,13 @@ fn serve(tcp: TcpStream, fault: Fault, bytes: &AtomicU64, stop: &AtomicBool) -> 
         }
     }
     let is_get = request_line.starts_with("GET ");
-    let respond = |r: &mut BufReader<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>, head: &str, body: &[u8]| -> std::io::Result<()> {
-        let s = r.get_mut();
-        s.write_all(head.as_bytes())?;
-        s.write_all(body)?;
-        s.flush()
-    };
+    let respond =
+        |r: &mut BufReader<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>, head: &str, body: &[u8]| -> std::io::Result<()> {
+            let s = r.get_mut();
+            s.write_all(head.as_bytes())?;
+            s.write_all(body)?;
+            s.flush()
+        };
     match fault {
         Fault::Silent => Ok(()),
         Fault::Busy => {
@@ -223,10 +224,8 @@ fn serve(tcp: TcpStream, fault: Fault, bytes: &AtomicU64, stop: &AtomicBool) -> 
         }
         Fault::SlowSource => {
             let total = 64u64 << 20;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nX-SHA256-Digest: {}\r\nConnection: close\r\n\r\n",
-                "0".repeat(64)
-            );
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nX-SHA256-Digest: {}\r\nConnection: close\r\n\r\n", "0".repeat(64));
             respond(&mut reader, &head, b"")?;
             let chunk = vec![b'x'; 64 * 1024];
             let mut sent = 0u64;

@@ -241,3 +241,79 @@ fn token_command_mints_a_token_the_server_accepts_and_refuses_bad_credentials() 
     assert!(!log.contains("wrong-password"), "the password must not be echoed: {log}");
     assert!(!tok.exists());
 }
+
+#[test]
+fn formats_chain_in_order_replacing_the_file_in_place_and_gpg_signs_the_result() {
+    // A server whose format `mar` is (for this test) a gpg signer: its "signed file" is a
+    // detached signature, which lets gpgv check each step of the chain with real signatures.
+    let mut o = opts();
+    o.formats = format!("{}[format:mar]\ntype = gpg\nkey = {}\n", o.formats, certs().join("gpg/secret.asc").display());
+    o.stdin = format!("{}{}", o.stdin, o.stdin);
+    let s = Server::start(&o);
+    let dir = tempfile::tempdir().unwrap();
+    let tok = token_file(dir.path(), &s);
+    let (f, original) = (dir.path().join("update.mar"), dir.path().join("original"));
+    std::fs::write(&f, data(80_000, 21)).unwrap();
+    std::fs::copy(&f, &original).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o750)).unwrap();
+    // gpg given first still runs last.
+    let (code, log) = output(
+        signtool_sign(&[format!("gpg:mar:{}", s.url.trim_start_matches("https://"))], &tok, &dir.path().join("n"))
+            .args(["-f", "gpg", "-f", "mar"])
+            .arg(&f),
+    );
+    assert_eq!(code, 0, "{log}");
+    // The file was replaced by `mar`'s result (a signature of the original), mode kept...
+    let (ok, v) = gpgv(&f, &original);
+    assert!(ok, "the file is not mar's result: {v}");
+    assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o750);
+    // ...and gpg signed that result.
+    let (ok, v) = gpgv(&out_asc_of(&f), &f);
+    assert!(ok, "gpg did not sign the final content: {v}");
+    assert!(!gpgv(&out_asc_of(&f), &original).0);
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[test]
+fn overall_timeout_ends_the_run_and_says_so() {
+    let silent = FakePeer::start(Fault::Silent);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t"), "t").unwrap();
+    let f = dir.path().join("f.bin");
+    std::fs::write(&f, b"x").unwrap();
+    let (code, log) = output(
+        signtool_sign(&[silent.host("gpg")], &dir.path().join("t"), &dir.path().join("n"))
+            .args(["-f", "gpg", "--timeout", "1", "--connect-timeout", "30", "--read-timeout", "30"])
+            .arg(&f),
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("overall --timeout ran out"), "{log}");
+}
+
+#[test]
+fn a_large_upload_keeps_memory_flat() {
+    let mut o = opts();
+    o.security = o.security.replace("max_filesize = 64M", "max_filesize = 1G");
+    let s = Server::start(&o);
+    let dir = tempfile::tempdir().unwrap();
+    let tok = token_file(dir.path(), &s);
+    let f = dir.path().join("big.bin");
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&f).unwrap());
+        for k in 0..48 {
+            w.write_all(&data(4 << 20, 1000 + k)).unwrap();
+        }
+    }
+    // GNU time reports the peak resident set of signtool itself.
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-f").arg("maxrss_kb=%M").arg(bin("signtool"));
+    let sign = signtool_sign(&[host_of("gpg", &s.url)], &tok, &dir.path().join("n"));
+    cmd.args(sign.get_args()).args(["-f", "gpg", "--read-timeout", "60"]).arg(&f);
+    let (code, log) = output(&mut cmd);
+    assert_eq!(code, 0, "{log}");
+    assert!(gpgv(&out_asc_of(&f), &f).0);
+    let kb: u64 = log.split("maxrss_kb=").nth(1).and_then(|v| v.trim().lines().next()).and_then(|v| v.parse().ok()).expect(&log);
+    assert!(kb < 80 * 1024, "signtool peaked at {kb} KiB for a 192 MiB upload");
+}
