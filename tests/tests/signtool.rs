@@ -119,7 +119,7 @@ fn output_file_output_dir_and_a_pinned_server_certificate() {
         .arg("-out")
         .arg(&other_ca));
     assert!(ok, "{out}");
-    std::fs::remove_file(&out_asc_of(&f)).ok();
+    std::fs::remove_file(out_asc_of(&f)).ok();
     let (code, log) = with_cert(&other_ca);
     assert_eq!(code, 1, "{log}");
     assert!(log.contains(&s.url) && log.contains("certificate"), "{log}");

@@ -175,3 +175,26 @@ fn ctrl_c_during_a_large_download_removes_the_temp_file() {
     assert!(!asc(&f).exists());
     assert_eq!(std::fs::read(&f).unwrap(), data(10_000, 78));
 }
+
+#[test]
+fn a_413_for_a_large_file_fails_fast_without_failover() {
+    let mut o = opts();
+    o.security = o.security.replace("max_filesize = 64M", "max_filesize = 1M");
+    let (first, second) = (Server::start(&o), Server::start(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("token");
+    std::fs::write(&tok, first.mint("127.0.0.1", 300)).unwrap();
+    let f = dir.path().join("huge.bin");
+    // Just over the limit: the server refuses while reading the body. A file far over it is
+    // refused from Content-Length alone, before the body is read, and the server's close can
+    // then reset the connection before signtool reads the 413 (it then fails over like on any
+    // broken connection): a server-side lingering close would make that case fail fast too.
+    std::fs::write(&f, data((1 << 20) + 1000, 4)).unwrap();
+    let (code, log) = output(
+        signtool_sign(&[host_of("gpg", &first.url), host_of("gpg", &second.url)], &tok, &dir.path().join("n")).args(["-f", "gpg"]).arg(&f),
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains(&format!("{} answered 413 file too large", first.url)), "{log}");
+    assert!(!second.stderr().contains("/sign/gpg"), "no failover after a 413:\n{}", second.stderr());
+    assert!(!asc(&f).exists());
+}
