@@ -166,7 +166,7 @@ pub struct SignArgs {
     /// Only warnings and errors.
     #[arg(short = 'q', long, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Every request and answer.
+    /// Also log each request (GET, POST) and each pending answer.
     #[arg(short = 'v', long)]
     pub verbose: bool,
     /// Files, or directories to search (with -i/-x).

@@ -207,6 +207,10 @@ async fn process(s: &Session, job: &Job, formats: &[String], cache: Option<&Path
     let label = job.input.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let mut hashes = transfer::hash_file(&job.input).await.map_err(|e| Failure::Local(format!("cannot read it: {e}")))?;
     let dest_dir = parent(&job.dest);
+    let asc_dir = parent(&job.asc);
+    for d in [&dest_dir, &asc_dir] {
+        std::fs::create_dir_all(d).map_err(|e| Failure::Local(format!("cannot create {}: {e}", d.display())))?;
+    }
     let mut content: Option<Signed> = None;
     for format in formats.iter().filter(|f| !cli::is_detached(f)) {
         let input = content.as_ref().map(|c| c.temp.to_path_buf()).unwrap_or_else(|| job.input.clone());
@@ -223,7 +227,6 @@ async fn process(s: &Session, job: &Job, formats: &[String], cache: Option<&Path
         }
         None => job.input.clone(),
     };
-    let asc_dir = parent(&job.asc);
     for (k, format) in formats.iter().filter(|f| cli::is_detached(f)).enumerate() {
         let dest = if k == 0 { job.asc.clone() } else { with_suffix(&job.asc.with_extension(""), &format!(".{format}.asc")) };
         let sig = obtain(s, format, &signed_content, &label, &hashes, &asc_dir, cache).await?;
