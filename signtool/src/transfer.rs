@@ -269,7 +269,14 @@ fn temp_display(dir: &Path) -> String {
 async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str, hashes: &Hashes) -> Result<(), TryError> {
     use reqwest::multipart::{Form, Part};
     let file = tokio::fs::File::open(input).await.map_err(|e| TryError::Local(format!("cannot read {}: {e}", input.display())))?;
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect(move |c| {
+        if let Ok(c) = c {
+            counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let body = reqwest::Body::wrap_stream(stream);
     let part = Part::stream_with_length(body, hashes.size)
         .file_name(label.to_string())
         .mime_str("application/octet-stream")
@@ -284,7 +291,8 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
         .part("filedata", part);
     let target = format!("{url}/sign/{format}");
     log::debug(format!("{}: POST {target} ({} bytes)", hashes.sha256, hashes.size));
-    let r = s.client.post(&target).multipart(form).timeout(s.remaining()).send().await.map_err(|e| retry(describe(&e)))?;
+    let send = s.client.post(&target).multipart(form).timeout(s.remaining()).send();
+    let r = with_progress(send, &hashes.sha256, label, hashes.size, &sent).await.map_err(|e| retry(describe(&e)))?;
     if r.status().as_u16() == 202 {
         if let Some(n) = r.headers().get("x-nonce").and_then(|v| v.to_str().ok()) {
             s.nonce.store(n);
@@ -292,6 +300,33 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
         return Ok(());
     }
     Err(refusal(r).await)
+}
+
+/// Awaits `send`; on a terminal, a long upload also prints how far it got
+/// every few seconds (plain lines: safe with several uploads at once).
+async fn with_progress<F: std::future::Future>(
+    send: F,
+    hash: &str,
+    label: &str,
+    size: u64,
+    sent: &std::sync::atomic::AtomicU64,
+) -> F::Output {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || size < (16 << 20) {
+        return send.await;
+    }
+    tokio::pin!(send);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = &mut send => return r,
+            _ = tick.tick() => {
+                let done = sent.load(std::sync::atomic::Ordering::Relaxed).min(size);
+                log::info(format!("{hash}: uploading {label}: {}% of {} MiB", done * 100 / size.max(1), size >> 20));
+            }
+        }
+    }
 }
 
 /// Signs `input` (its digests `hashes`, shown to servers as `label`) with
