@@ -150,16 +150,18 @@ fn ctrl_c_during_a_large_upload_leaves_the_original_untouched() {
     assert!(temp_files(dir.path()).is_empty(), "{:?}", temp_files(dir.path()));
 }
 
+/// Format `mar` replaces the file in place: its result is downloaded into a temp file
+/// beside the original, which must survive the interrupt unchanged.
 #[test]
-fn ctrl_c_during_a_large_download_removes_the_temp_file() {
+fn ctrl_c_during_a_large_download_removes_the_temp_file_and_keeps_the_original() {
     let source = FakePeer::start(Fault::SlowSource);
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("token");
     std::fs::write(&tok, "t").unwrap();
     let f = dir.path().join("big.bin");
     std::fs::write(&f, data(10_000, 78)).unwrap();
-    let child = signtool_sign(&[source.host("gpg")], &tok, &dir.path().join("n"))
-        .args(["-f", "gpg"])
+    let child = signtool_sign(&[source.host("mar")], &tok, &dir.path().join("n"))
+        .args(["-f", "mar"])
         .arg(&f)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
