@@ -47,14 +47,7 @@ fn secs(v: f64, flag: &str) -> anyhow::Result<Duration> {
 
 fn client_config(certs: Vec<CertificateDer<'static>>, path: &Path) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    for c in &certs {
-        roots.add(c.clone()).with_context(|| format!("{}: unusable certificate", path.display()))?;
-    }
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .context("cannot build the certificate verifier")?;
-    let verifier = Arc::new(TrustCertFile { pinned: certs, webpki, provider: provider.clone() });
+    let verifier = verifier(certs, path, provider.clone())?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -63,6 +56,17 @@ fn client_config(certs: Vec<CertificateDer<'static>>, path: &Path) -> anyhow::Re
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+fn verifier(certs: Vec<CertificateDer<'static>>, path: &Path, provider: Arc<CryptoProvider>) -> anyhow::Result<Arc<TrustCertFile>> {
+    let mut roots = RootCertStore::empty();
+    for c in &certs {
+        roots.add(c.clone()).with_context(|| format!("{}: unusable certificate", path.display()))?;
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .context("cannot build the certificate verifier")?;
+    Ok(Arc::new(TrustCertFile { pinned: certs, webpki, provider }))
 }
 
 /// Chain to a `-c` certificate, or be exactly one of them (names checked either way).
@@ -110,5 +114,31 @@ impl ServerCertVerifier for TrustCertFile {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certs(name: &str) -> Vec<CertificateDer<'static>> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs").join(name);
+        CertificateDer::pem_file_iter(path).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    fn check(trust: &str, name: &str) -> Result<ServerCertVerified, rustls::Error> {
+        let v = verifier(certs(trust), Path::new(trust), Arc::new(rustls::crypto::ring::default_provider())).unwrap();
+        let chain = certs("server-chain.pem");
+        let (ee, rest) = chain.split_first().unwrap();
+        v.verify_server_cert(ee, rest, &ServerName::try_from(name.to_string()).unwrap(), &[], UnixTime::now())
+    }
+
+    #[test]
+    fn a_ca_or_the_server_cert_is_trusted_and_names_are_always_checked() {
+        assert!(check("ca.pem", "localhost").is_ok());
+        assert!(check("ca.pem", "127.0.0.1").is_ok());
+        assert!(check("ca.pem", "evil.example").is_err(), "host name not checked");
+        assert!(check("server.pem", "localhost").is_ok(), "pinned server certificate refused");
+        assert!(check("server.pem", "evil.example").is_err(), "pinned certificate: host name not checked");
     }
 }
