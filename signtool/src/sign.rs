@@ -256,6 +256,9 @@ async fn obtain(
     if let Some(path) = &cached {
         if path.is_file() {
             match copy_to_temp(path, out_dir, label).await {
+                Ok(signed) if Some(&signed.hashes.sha256) != read_digest(path).as_ref() => {
+                    log::warn(format!("warning: cache entry {} does not match its recorded digest; asking the servers", path.display()))
+                }
                 Ok(signed) => {
                     log::info(format!("{}: {} with {format} from the cache ({}); OK", hashes.sha256, input.display(), path.display()));
                     return Ok(signed);
@@ -266,7 +269,7 @@ async fn obtain(
     }
     let signed = transfer::sign(s, format, input, label, hashes, out_dir).await?;
     if let Some(path) = &cached {
-        if let Err(e) = store_in_cache(&signed.temp, path).await {
+        if let Err(e) = store_in_cache(&signed, path).await {
             log::warn(format!("warning: cannot store {} in the cache: {e}", path.display()));
         }
     }
@@ -284,15 +287,30 @@ async fn copy_to_temp(from: &Path, dir: &Path, name: &str) -> std::io::Result<Si
     Ok(Signed { temp, hashes })
 }
 
-async fn store_in_cache(from: &Path, to: &Path) -> std::io::Result<()> {
+/// `ENTRY.sha256`: the sha256 of the cached result, checked on every hit, so a
+/// damaged or foreign cache entry is never handed out as a signed file.
+fn digest_path(entry: &Path) -> PathBuf {
+    with_suffix(entry, ".sha256")
+}
+
+fn read_digest(entry: &Path) -> Option<String> {
+    std::fs::read_to_string(digest_path(entry)).ok().map(|s| s.trim().to_string())
+}
+
+/// Stores a verified result: the entry, then its digest (each by rename).
+async fn store_in_cache(signed: &Signed, to: &Path) -> std::io::Result<()> {
     let dir = parent(to);
     tokio::fs::create_dir_all(&dir).await?;
     let (file, temp) = transfer::temp_in(&dir, "cache")?;
     let mut out = tokio::fs::File::from_std(file);
-    tokio::io::copy(&mut tokio::fs::File::open(from).await?, &mut out).await?;
+    tokio::io::copy(&mut tokio::fs::File::open(&signed.temp).await?, &mut out).await?;
     out.sync_all().await?;
     drop(out);
-    temp.persist(to).map_err(|e| e.error)
+    temp.persist(to).map_err(|e| e.error)?;
+    let (mut file, temp) = transfer::temp_in(&dir, "cache")?;
+    std::io::Write::write_all(&mut file, signed.hashes.sha256.as_bytes())?;
+    file.sync_all()?;
+    temp.persist(digest_path(to)).map_err(|e| e.error)
 }
 
 /// Renames the verified temp file over `dest` (same directory: atomic), then

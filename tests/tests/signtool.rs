@@ -203,6 +203,16 @@ fn a_cache_hit_needs_no_network() {
     assert!(log.contains("from the cache"), "{log}");
     let (ok, v) = gpgv(&asc, &f);
     assert!(ok, "{v}");
+    // A damaged cache entry is not handed out: with the host gone the file fails.
+    std::fs::remove_file(&asc).unwrap();
+    let entry = cache.join("gpg").join(sha256_hex(&std::fs::read(&f).unwrap()));
+    let mut sig = std::fs::read(&entry).unwrap();
+    sig[40] ^= 1;
+    std::fs::write(&entry, &sig).unwrap();
+    let (code, log) = run(&[host_of("gpg", "https://127.0.0.1:1")]);
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("does not match its recorded digest"), "{log}");
+    assert!(!asc.exists());
     // A different file is not in the cache: with the host gone it fails, naming the host.
     std::fs::write(&f, data(70_000, 10)).unwrap();
     let (code, log) = run(&[host_of("gpg", "https://127.0.0.1:1")]);
