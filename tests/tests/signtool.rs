@@ -302,8 +302,9 @@ fn overall_timeout_ends_the_run_and_says_so() {
 }
 
 #[test]
-fn a_large_upload_keeps_memory_flat() {
-    let mut o = opts();
+fn a_large_upload_keeps_memory_flat_and_a_pending_result_is_polled_not_reuploaded() {
+    // long_poll = 0: the server answers "pending" at once while it signs the big file.
+    let mut o = ServerOpts { server_extra: "long_poll = 0\n".into(), ..ServerOpts::default() };
     o.security = o.security.replace("max_filesize = 64M", "max_filesize = 1G");
     let s = Server::start(&o);
     let dir = tempfile::tempdir().unwrap();
@@ -320,10 +321,13 @@ fn a_large_upload_keeps_memory_flat() {
     let mut cmd = Command::new("/usr/bin/time");
     cmd.arg("-f").arg("maxrss_kb=%M").arg(bin("signtool"));
     let sign = signtool_sign(&[host_of("gpg", &s.url)], &tok, &dir.path().join("n"));
-    cmd.args(sign.get_args()).args(["-f", "gpg", "--read-timeout", "60"]).arg(&f);
+    cmd.args(sign.get_args()).args(["-f", "gpg", "--read-timeout", "60", "-v"]).arg(&f);
     let (code, log) = output(&mut cmd);
     assert_eq!(code, 0, "{log}");
     assert!(gpgv(&out_asc_of(&f), &f).0);
+    assert!(log.contains(&format!("pending on {}", s.url)), "{log}");
+    let posts = s.stderr().lines().filter(|l| l.contains("method=POST") && l.contains("path=/sign/gpg")).count();
+    assert_eq!(posts, 1, "uploaded again while pending:\n{}", s.stderr());
     let kb: u64 = log.split("maxrss_kb=").nth(1).and_then(|v| v.trim().lines().next()).and_then(|v| v.parse().ok()).expect(&log);
     assert!(kb < 80 * 1024, "signtool peaked at {kb} KiB for a 192 MiB upload");
 }
