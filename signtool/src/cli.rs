@@ -100,8 +100,10 @@ pub struct Net {
     /// Seconds to wait for a TCP connection and TLS handshake.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub connect_timeout: f64,
-    /// Seconds without any data from a server before giving up on it. Must be
-    /// longer than the servers' long_poll (60 s by default).
+    /// Seconds of silence before giving up on a server: waiting for an answer,
+    /// between chunks of a result, or an upload making no progress (a slow
+    /// upload that keeps moving may take as long as it needs). Must be longer
+    /// than the servers' long_poll (60 s by default).
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     pub read_timeout: f64,
 }

@@ -74,6 +74,7 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> 
     }
     let client = crate::tls::client(&args.net).map_err(|e| format!("{e:#}"))?;
     let timeout = Duration::try_from_secs_f64(args.timeout).map_err(|_| "--timeout must be a number of seconds".to_string())?;
+    let read_timeout = crate::tls::secs(args.net.read_timeout, "--read-timeout").map_err(|e| e.to_string())?;
     let session = Session {
         client,
         pools,
@@ -82,6 +83,7 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> 
         backoff: Backoff { base: Duration::from_millis(args.backoff_base_ms), max: Duration::from_millis(args.backoff_max_ms) },
         max_errors: args.max_errors.max(1),
         deadline: Instant::now() + timeout,
+        read_timeout,
     };
     let jobs = jobs(args)?;
     Ok((session, jobs, formats))

@@ -34,14 +34,17 @@ pub fn client(net: &Net) -> anyhow::Result<reqwest::Client> {
         .use_preconfigured_tls(config)
         .http1_only()
         .connect_timeout(secs(net.connect_timeout, "--connect-timeout")?)
-        .read_timeout(secs(net.read_timeout, "--read-timeout")?)
+        // No reqwest read_timeout: it runs from the start of a request to its
+        // response headers, so it would cut off any upload longer than it.
+        // transfer.rs watches for stalls instead (no progress for --read-timeout).
         .pool_idle_timeout(Duration::from_secs(30))
         .user_agent(concat!("signtool/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot build the HTTPS client")
 }
 
-fn secs(v: f64, flag: &str) -> anyhow::Result<Duration> {
+/// A positive duration from a `--…-timeout` flag.
+pub fn secs(v: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v).ok().filter(|d| !d.is_zero()).with_context(|| format!("{flag} must be a positive number of seconds"))
 }
 

@@ -52,10 +52,11 @@ async fn mint(args: &TokenArgs) -> Result<String, (u8, String)> {
     }
     let password = password(args).map_err(local)?;
     let client = crate::tls::client(&args.net).map_err(|e| local(format!("{e:#}")))?;
+    let read_timeout = crate::tls::secs(args.net.read_timeout, "--read-timeout").map_err(|e| local(e.to_string()))?;
     let mut tried = Vec::new();
     for url in &urls {
         let form = [("slave_ip", args.slave_ip.to_string()), ("duration", args.duration.to_string())];
-        let r = client.post(format!("{url}/token")).basic_auth(&args.user, Some(&password)).form(&form).send().await;
+        let r = client.post(format!("{url}/token")).basic_auth(&args.user, Some(&password)).form(&form).timeout(read_timeout).send().await;
         let r = match r {
             Ok(r) => r,
             Err(e) => {

@@ -40,6 +40,9 @@ pub struct Session {
     pub max_errors: u32,
     /// End of the overall `--timeout`.
     pub deadline: Instant,
+    /// Longest silence tolerated from a server (`--read-timeout`): waiting for
+    /// an answer, between body chunks, or an upload making no progress.
+    pub read_timeout: Duration,
 }
 
 impl Session {
@@ -220,16 +223,20 @@ pub fn temp_in(dir: &Path, name: &str) -> std::io::Result<(std::fs::File, TempPa
 async fn get(s: &Session, url: &str, format: &str, hashes: &Hashes, out_dir: &Path, name: &str) -> Result<Answer, TryError> {
     let target = format!("{url}/sign/{format}/{}", hashes.sha256);
     log::debug(format!("{}: GET {target}", hashes.sha256));
-    let r = s.client.get(&target).timeout(s.remaining()).send().await.map_err(|e| retry(describe(&e)))?;
+    let send = s.client.get(&target).timeout(s.remaining()).send();
+    let r = match tokio::time::timeout(s.read_timeout, send).await {
+        Ok(r) => r.map_err(|e| retry(describe(&e)))?,
+        Err(_) => return Err(retry(format!("timed out: no answer in {} s (--read-timeout)", s.read_timeout.as_secs_f64()))),
+    };
     match r.status().as_u16() {
-        200 => download(r, out_dir, name).await,
+        200 => download(r, out_dir, name, s.read_timeout).await,
         404 if r.headers().contains_key("x-pending") => Ok(Answer::Pending),
         404 => Ok(Answer::Unknown),
         _ => Err(refusal(r).await),
     }
 }
 
-async fn download(r: reqwest::Response, out_dir: &Path, name: &str) -> Result<Answer, TryError> {
+async fn download(r: reqwest::Response, out_dir: &Path, name: &str, idle: Duration) -> Result<Answer, TryError> {
     let header = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
     let (want256, want1) = (header("x-sha256-digest"), header("x-sha1-digest"));
     if want256.is_none() && want1.is_none() {
@@ -241,8 +248,12 @@ async fn download(r: reqwest::Response, out_dir: &Path, name: &str) -> Result<An
     let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
     let (mut h1, mut h256, mut size) = (Sha1::new(), Sha256::new(), 0u64);
     let mut body = r.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| retry(describe(&e)))?;
+    loop {
+        let chunk = match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(chunk)) => chunk.map_err(|e| retry(describe(&e)))?,
+            Ok(None) => break,
+            Err(_) => return Err(retry(format!("timed out: the body stalled for {} s (--read-timeout)", idle.as_secs_f64()))),
+        };
         h1.update(&chunk);
         h256.update(&chunk);
         size += chunk.len() as u64;
@@ -292,7 +303,7 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
     let target = format!("{url}/sign/{format}");
     log::debug(format!("{}: POST {target} ({} bytes)", hashes.sha256, hashes.size));
     let send = s.client.post(&target).multipart(form).timeout(s.remaining()).send();
-    let r = with_progress(send, &hashes.sha256, label, hashes.size, &sent).await.map_err(|e| retry(describe(&e)))?;
+    let r = watch_upload(send, &hashes.sha256, label, hashes.size, &sent, s.read_timeout).await?.map_err(|e| retry(describe(&e)))?;
     if r.status().as_u16() == 202 {
         if let Some(n) = r.headers().get("x-nonce").and_then(|v| v.to_str().ok()) {
             s.nonce.store(n);
@@ -302,28 +313,40 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
     Err(refusal(r).await)
 }
 
-/// Awaits `send`; on a terminal, a long upload also prints how far it got
-/// every few seconds (plain lines: safe with several uploads at once).
-async fn with_progress<F: std::future::Future>(
+/// Awaits `send` (an upload whose body counts its bytes in `sent`). Fails it
+/// when nothing moved for `idle`: no byte sent and no answer (a stalled
+/// server), however long the whole upload takes. On a terminal, a long
+/// upload also prints how far it got every 5 s (plain lines: safe with
+/// several uploads at once).
+async fn watch_upload<F: std::future::Future>(
     send: F,
     hash: &str,
     label: &str,
     size: u64,
     sent: &std::sync::atomic::AtomicU64,
-) -> F::Output {
+    idle: Duration,
+) -> Result<F::Output, TryError> {
     use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() || size < (16 << 20) {
-        return send.await;
-    }
+    let show = std::io::stderr().is_terminal() && size >= (16 << 20);
     tokio::pin!(send);
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    tick.tick().await;
+    let step = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(step);
+    let (mut last, mut last_change, mut last_shown) = (0u64, Instant::now(), Instant::now());
     loop {
         tokio::select! {
-            r = &mut send => return r,
+            r = &mut send => return Ok(r),
             _ = tick.tick() => {
-                let done = sent.load(std::sync::atomic::Ordering::Relaxed).min(size);
-                log::info(format!("{hash}: uploading {label}: {}% of {} MiB", done * 100 / size.max(1), size >> 20));
+                let now_sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+                if now_sent != last {
+                    (last, last_change) = (now_sent, Instant::now());
+                } else if last_change.elapsed() >= idle {
+                    let what = if now_sent >= size { "no answer after the upload" } else { "upload stalled" };
+                    return Err(retry(format!("timed out: {what}, nothing moved for {} s (--read-timeout)", idle.as_secs_f64())));
+                }
+                if show && last_shown.elapsed() >= Duration::from_secs(5) {
+                    last_shown = Instant::now();
+                    log::info(format!("{hash}: uploading {label}: {}% of {} MiB", now_sent.min(size) * 100 / size.max(1), size >> 20));
+                }
             }
         }
     }

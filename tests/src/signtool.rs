@@ -62,6 +62,8 @@ pub enum Fault {
     SlowSink,
     /// GET: 200 with a 64 MiB body sent very slowly.
     SlowSource,
+    /// GET: plain 404 (unknown); POST: reads the headers, then never reads nor answers.
+    Stall,
 }
 
 /// The bogus body WrongDigest serves; it must never land in an output file.
@@ -203,22 +205,26 @@ fn serve(tcp: TcpStream, fault: Fault, bytes: &AtomicU64, stop: &AtomicBool) -> 
             let _ = reader.get_mut().sock.shutdown(std::net::Shutdown::Both);
             Ok(())
         }
-        Fault::SlowSink if is_get => {
+        Fault::SlowSink | Fault::Stall if is_get => {
             let body = b"unknown: upload the file first\n";
             let head = format!("HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             respond(&mut reader, &head, body)
         }
         Fault::SlowSink => {
-            let mut buf = [0u8; 16 * 1024];
+            // About 3 MB/s: 64 KiB, then a pause.
+            let mut buf = vec![0u8; 64 * 1024];
             let mut left = content_length;
             while left > 0 && !stop.load(Ordering::Relaxed) {
-                let n = reader.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                left = left.saturating_sub(n as u64);
-                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                reader.read_exact(&mut buf[..(left.min(64 * 1024) as usize)])?;
+                left = left.saturating_sub(64 * 1024);
+                bytes.fetch_add(64 * 1024, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        }
+        Fault::Stall => {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
             }
             Ok(())
         }

@@ -135,15 +135,18 @@ fn ctrl_c_during_a_large_upload_leaves_the_original_untouched() {
     let f = dir.path().join("big.bin");
     let body = data(32 << 20, 77);
     std::fs::write(&f, &body).unwrap();
+    // A slow upload (about 3 MB/s) that keeps moving for longer than --read-timeout is not a
+    // stalled one (progress comes in bursts as the socket buffers drain).
     let child = signtool_sign(&[sink.host("gpg")], &tok, &dir.path().join("n"))
-        .args(["-f", "gpg", "--read-timeout", "60"])
+        .args(["-f", "gpg", "--read-timeout", "4"])
         .arg(&f)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (code, log) = interrupt_when(child, || sink.bytes.load(std::sync::atomic::Ordering::Relaxed) > 1 << 20);
+    let (code, log) = interrupt_when(child, || sink.bytes.load(std::sync::atomic::Ordering::Relaxed) > 16 << 20);
     assert_eq!(code, Some(130), "{log}");
+    assert!(!log.contains("failed ("), "a moving upload was given up: {log}");
     assert!(log.contains("interrupted"), "{log}");
     assert!(std::fs::read(&f).unwrap() == body, "the original changed");
     assert!(!asc(&f).exists());
@@ -199,4 +202,23 @@ fn a_413_for_a_large_file_fails_fast_without_failover() {
     assert!(log.contains(&format!("{} answered 413 file too large", first.url)), "{log}");
     assert!(!second.stderr().contains("/sign/gpg"), "no failover after a 413:\n{}", second.stderr());
     assert!(!asc(&f).exists());
+}
+
+#[test]
+fn a_stalled_upload_is_abandoned_after_read_timeout_and_a_real_server_signs() {
+    let stall = FakePeer::start(Fault::Stall);
+    let s = Server::start(&opts());
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("token");
+    std::fs::write(&tok, s.mint("127.0.0.1", 300)).unwrap();
+    let f = dir.path().join("big.bin");
+    std::fs::write(&f, data(32 << 20, 79)).unwrap();
+    let (code, log) = output(
+        signtool_sign(&[stall.host("gpg"), host_of("gpg", &s.url)], &tok, &dir.path().join("n"))
+            .args(["-f", "gpg", "--read-timeout", "2"])
+            .arg(&f),
+    );
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains(&format!("{} failed (timed out: upload stalled", stall.url())), "{log}");
+    assert!(gpgv(&asc(&f), &f).0);
 }
