@@ -1,6 +1,5 @@
-//! signtool: the client build machines run (issue 3; not written yet).
+//! signtool: see the library (`signtool::main_with_args`) and `signtool --help`.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("signtool: not implemented yet; use Mozilla's signtool 4.x against signing-server for now");
-    std::process::ExitCode::from(2)
+    signtool::main_with_args(std::env::args_os().collect())
 }

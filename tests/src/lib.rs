@@ -12,6 +12,7 @@ use sha2::Digest;
 
 pub mod mar;
 pub mod apk;
+pub mod signtool;
 
 /// The repository's root.
 pub fn repo() -> PathBuf {

@@ -1,0 +1,330 @@
+//! `signtool sign`: finds the files, decides where each result goes, runs
+//! the files concurrently (`--jobs`), consults and fills the cache, and puts
+//! each verified result in place with a rename.
+//!
+//! Invariant: a destination is only ever replaced by `rename` of a complete,
+//! verified, fsynced temp file from the same directory; an input is never
+//! opened for writing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use crate::cli::{self, SignArgs};
+use crate::hosts::{Backoff, HostPool};
+use crate::log;
+use crate::transfer::{self, Failure, Hashes, Nonce, Session, Signed};
+use crate::{EXIT_FAILED, EXIT_LOCAL, EXIT_OK};
+
+/// Where one input's results go.
+#[derive(Debug)]
+struct Job {
+    input: PathBuf,
+    /// Destination of the signed content (content formats).
+    dest: PathBuf,
+    /// Destination of the detached signature(s): `.asc` and, for a second
+    /// detached format, `.FORMAT.asc`.
+    asc: PathBuf,
+}
+
+/// Runs the command; returns the exit code.
+pub async fn run(args: SignArgs) -> u8 {
+    log::set_level(if args.quiet {
+        log::QUIET
+    } else if args.verbose {
+        log::DEBUG
+    } else {
+        log::INFO
+    });
+    match prepare(&args) {
+        Ok((session, jobs, formats)) => execute(&args, &session, jobs, &formats).await,
+        Err(msg) => {
+            eprintln!("signtool: {msg}");
+            EXIT_LOCAL
+        }
+    }
+}
+
+fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> {
+    let formats = cli::formats(&args.formats)?;
+    let mut urls: HashMap<String, Vec<String>> = HashMap::new();
+    for spec in &args.hosts {
+        let (fmts, url) = cli::parse_host(spec)?;
+        let fmts = if fmts.is_empty() { formats.clone() } else { fmts };
+        for f in fmts {
+            let list = urls.entry(f).or_default();
+            if !list.contains(&url) {
+                list.push(url.clone());
+            }
+        }
+    }
+    let mut pools = HashMap::new();
+    for f in &formats {
+        let list = urls.remove(f).ok_or_else(|| format!("no host serves format {f}: add -H {f}:HOST:PORT"))?;
+        pools.insert(f.clone(), HostPool::new(list, !args.no_shuffle));
+    }
+    let token = std::fs::read_to_string(&args.token_file)
+        .map_err(|e| format!("cannot read the token file {}: {e}", args.token_file.display()))?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        return Err(format!("the token file {} is empty", args.token_file.display()));
+    }
+    let client = crate::tls::client(&args.net).map_err(|e| format!("{e:#}"))?;
+    let timeout = Duration::try_from_secs_f64(args.timeout).map_err(|_| "--timeout must be a number of seconds".to_string())?;
+    let read_timeout = crate::tls::secs(args.net.read_timeout, "--read-timeout").map_err(|e| e.to_string())?;
+    let session = Session {
+        client,
+        pools,
+        token,
+        nonce: Nonce::load(args.nonce_file.clone()),
+        backoff: Backoff { base: Duration::from_millis(args.backoff_base_ms), max: Duration::from_millis(args.backoff_max_ms) },
+        max_errors: args.max_errors.max(1),
+        deadline: Instant::now() + timeout,
+        read_timeout,
+    };
+    let jobs = jobs(args)?;
+    Ok((session, jobs, formats))
+}
+
+/// The inputs (directories searched with -i/-x) and their destinations.
+fn jobs(args: &SignArgs) -> Result<Vec<Job>, String> {
+    let pattern = |p: &String| glob::Pattern::new(p).map_err(|e| format!("bad pattern {p:?}: {e}"));
+    let includes = args.includes.iter().map(pattern).collect::<Result<Vec<_>, _>>()?;
+    let excludes = args.excludes.iter().map(pattern).collect::<Result<Vec<_>, _>>()?;
+    let mut inputs = Vec::new();
+    for p in &args.paths {
+        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if meta.is_dir() {
+            walk(p, &includes, &excludes, &mut inputs).map_err(|e| format!("cannot list {}: {e}", p.display()))?;
+        } else {
+            inputs.push(p.clone());
+        }
+    }
+    if let Some(o) = &args.output_file {
+        if inputs.len() != 1 || args.paths.iter().any(|p| p.is_dir()) {
+            return Err(format!("-o {} needs exactly one input file ({} given)", o.display(), inputs.len()));
+        }
+    }
+    if let Some(d) = &args.output_dir {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create the output directory {}: {e}", d.display()))?;
+    }
+    let only_detached = cli::formats(&args.formats)?.iter().all(|f| cli::is_detached(f));
+    inputs
+        .into_iter()
+        .map(|input| {
+            let name = input.file_name().ok_or_else(|| format!("{} is not a file name", input.display()))?.to_owned();
+            let (dest, asc) = match (&args.output_file, &args.output_dir) {
+                // Mozilla's `-f gpg -o FILE.asc`: -o names the signature.
+                (Some(o), _) if only_detached => (input.clone(), o.clone()),
+                (Some(o), _) => (o.clone(), with_suffix(o, ".asc")),
+                (None, Some(d)) => {
+                    let dest = d.join(&name);
+                    let asc = with_suffix(&dest, ".asc");
+                    (if only_detached { input.clone() } else { dest }, asc)
+                }
+                (None, None) => (input.clone(), with_suffix(&input, ".asc")),
+            };
+            Ok(Job { input, dest, asc })
+        })
+        .collect()
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn walk(dir: &Path, includes: &[glob::Pattern], excludes: &[glob::Pattern], out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let kind = e.file_type()?;
+        if kind.is_dir() {
+            walk(&path, includes, excludes, out)?;
+            continue;
+        }
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        // Our own leftovers from a killed run are never inputs.
+        if name.ends_with(".signtool-tmp") {
+            continue;
+        }
+        let included = includes.is_empty() || includes.iter().any(|p| p.matches(&name));
+        if included && !excludes.iter().any(|p| p.matches(&name)) {
+            out.push(path);
+        } else {
+            log::debug(format!("skipping {} (-i/-x)", path.display()));
+        }
+    }
+    Ok(())
+}
+
+async fn execute(args: &SignArgs, s: &Session, jobs: Vec<Job>, formats: &[String]) -> u8 {
+    if jobs.is_empty() {
+        eprintln!("signtool: no file to sign (check the -i/-x patterns)");
+        return EXIT_LOCAL;
+    }
+    let cache = args.cachedir.as_deref();
+    let total = jobs.len();
+    let results: Vec<(PathBuf, Result<(), Failure>)> = futures_util::stream::iter(jobs)
+        .map(|job| async move {
+            let r = process(s, &job, formats, cache).await;
+            (job.input, r)
+        })
+        .buffer_unordered(usize::from(args.jobs))
+        .collect()
+        .await;
+    let mut code = EXIT_OK;
+    let mut failed = 0;
+    for (input, r) in &results {
+        match r {
+            Ok(()) => {}
+            Err(Failure::Remote(msg)) => {
+                failed += 1;
+                eprintln!("signtool: FAILED: {msg}");
+                code = code.max(EXIT_FAILED);
+            }
+            Err(Failure::Local(msg)) => {
+                failed += 1;
+                eprintln!("signtool: FAILED: {}: {msg}", input.display());
+                code = EXIT_LOCAL;
+            }
+        }
+    }
+    if failed == 0 {
+        log::info(format!("Done: {total} file(s) signed."));
+    } else {
+        eprintln!("signtool: {failed} of {total} file(s) not signed");
+    }
+    code
+}
+
+/// All formats on one input, in order.
+async fn process(s: &Session, job: &Job, formats: &[String], cache: Option<&Path>) -> Result<(), Failure> {
+    let label = job.input.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let mut hashes = transfer::hash_file(&job.input).await.map_err(|e| Failure::Local(format!("cannot read it: {e}")))?;
+    let dest_dir = parent(&job.dest);
+    let asc_dir = parent(&job.asc);
+    for d in [&dest_dir, &asc_dir] {
+        std::fs::create_dir_all(d).map_err(|e| Failure::Local(format!("cannot create {}: {e}", d.display())))?;
+    }
+    let mut content: Option<Signed> = None;
+    for format in formats.iter().filter(|f| !cli::is_detached(f)) {
+        let input = content.as_ref().map(|c| c.temp.to_path_buf()).unwrap_or_else(|| job.input.clone());
+        let signed = obtain(s, format, &input, &label, &hashes, &dest_dir, cache).await?;
+        hashes = signed.hashes.clone();
+        content = Some(signed);
+    }
+    let signed_content = match content {
+        Some(signed) => {
+            // The signed file keeps the input's mode (executables stay executable).
+            let mode = std::fs::metadata(&job.input).map(|m| m.permissions()).ok();
+            put_in_place(signed, &job.dest, mode)?;
+            job.dest.clone()
+        }
+        None => job.input.clone(),
+    };
+    for (k, format) in formats.iter().filter(|f| cli::is_detached(f)).enumerate() {
+        let dest = if k == 0 { job.asc.clone() } else { with_suffix(&job.asc.with_extension(""), &format!(".{format}.asc")) };
+        let sig = obtain(s, format, &signed_content, &label, &hashes, &asc_dir, cache).await?;
+        put_in_place(sig, &dest, None)?;
+    }
+    Ok(())
+}
+
+fn parent(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The cache, else the servers; a server's result is then cached.
+async fn obtain(
+    s: &Session,
+    format: &str,
+    input: &Path,
+    label: &str,
+    hashes: &Hashes,
+    out_dir: &Path,
+    cache: Option<&Path>,
+) -> Result<Signed, Failure> {
+    let cached = cache.map(|c| c.join(format).join(&hashes.sha256));
+    if let Some(path) = &cached {
+        if path.is_file() {
+            match copy_to_temp(path, out_dir, label).await {
+                Ok(signed) if Some(&signed.hashes.sha256) != read_digest(path).as_ref() => {
+                    log::warn(format!("warning: cache entry {} does not match its recorded digest; asking the servers", path.display()))
+                }
+                Ok(signed) => {
+                    log::info(format!("{}: {} with {format} from the cache ({}); OK", hashes.sha256, input.display(), path.display()));
+                    return Ok(signed);
+                }
+                Err(e) => log::warn(format!("warning: cache entry {} unusable ({e}); asking the servers", path.display())),
+            }
+        }
+    }
+    let signed = transfer::sign(s, format, input, label, hashes, out_dir).await?;
+    if let Some(path) = &cached {
+        if let Err(e) = store_in_cache(&signed, path).await {
+            log::warn(format!("warning: cannot store {} in the cache: {e}", path.display()));
+        }
+    }
+    Ok(signed)
+}
+
+async fn copy_to_temp(from: &Path, dir: &Path, name: &str) -> std::io::Result<Signed> {
+    let (file, temp) = transfer::temp_in(dir, name)?;
+    let mut out = tokio::fs::File::from_std(file);
+    let mut src = tokio::fs::File::open(from).await?;
+    tokio::io::copy(&mut src, &mut out).await?;
+    out.sync_all().await?;
+    drop(out);
+    let hashes = transfer::hash_file(&temp).await?;
+    Ok(Signed { temp, hashes })
+}
+
+/// `ENTRY.sha256`: the sha256 of the cached result, checked on every hit, so a
+/// damaged or foreign cache entry is never handed out as a signed file.
+fn digest_path(entry: &Path) -> PathBuf {
+    with_suffix(entry, ".sha256")
+}
+
+fn read_digest(entry: &Path) -> Option<String> {
+    std::fs::read_to_string(digest_path(entry)).ok().map(|s| s.trim().to_string())
+}
+
+/// Stores a verified result: the entry, then its digest (each by rename).
+async fn store_in_cache(signed: &Signed, to: &Path) -> std::io::Result<()> {
+    let dir = parent(to);
+    tokio::fs::create_dir_all(&dir).await?;
+    let (file, temp) = transfer::temp_in(&dir, "cache")?;
+    let mut out = tokio::fs::File::from_std(file);
+    tokio::io::copy(&mut tokio::fs::File::open(&signed.temp).await?, &mut out).await?;
+    out.sync_all().await?;
+    drop(out);
+    temp.persist(to).map_err(|e| e.error)?;
+    let (mut file, temp) = transfer::temp_in(&dir, "cache")?;
+    std::io::Write::write_all(&mut file, signed.hashes.sha256.as_bytes())?;
+    file.sync_all()?;
+    temp.persist(digest_path(to)).map_err(|e| e.error)
+}
+
+/// Renames the verified temp file over `dest` (same directory: atomic), then
+/// syncs the directory so the rename survives a crash.
+fn put_in_place(signed: Signed, dest: &Path, mode: Option<std::fs::Permissions>) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let local = |e: std::io::Error| Failure::Local(format!("cannot write {}: {e}", dest.display()));
+    let perms = mode.unwrap_or_else(|| std::fs::Permissions::from_mode(0o644));
+    std::fs::set_permissions(&signed.temp, perms).map_err(local)?;
+    signed.temp.persist(dest).map_err(|e| local(e.error))?;
+    if let Ok(d) = std::fs::File::open(parent(dest)) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,445 @@
+//! One file, one format, against the hosts of that format: GET the result,
+//! upload on a plain 404, long-poll while pending, and stream a 200's body to
+//! a temp file while hashing it; the temp file is handed back only when its
+//! digest equals the server's `X-SHA256-Digest` (or `X-SHA1-Digest`).
+//!
+//! Uploads stream from disk (memory stays flat in file size). Failover
+//! follows the answer: connection errors, timeouts, TLS errors, 5xx and bad
+//! digests rotate to the next host after a backoff; 4xx answers that another
+//! host would repeat fail the file at once. This module never writes to a
+//! destination: `sign.rs` renames the verified temp file into place.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use tempfile::TempPath;
+use tokio::io::AsyncWriteExt;
+
+use crate::hosts::{Backoff, HostPool};
+use crate::log;
+
+/// Everything shared by the files of a run.
+pub struct Session {
+    /// The HTTPS client (TLS trust and timeouts set).
+    pub client: reqwest::Client,
+    /// Hosts per format name.
+    pub pools: HashMap<String, HostPool>,
+    /// Token text (sent with uploads).
+    pub token: String,
+    /// The nonce, sent with uploads and replaced by each 202's X-Nonce.
+    pub nonce: Nonce,
+    /// Delay between tries.
+    pub backoff: Backoff,
+    /// Errors tolerated per file and format.
+    pub max_errors: u32,
+    /// End of the overall `--timeout`.
+    pub deadline: Instant,
+    /// Longest silence tolerated from a server (`--read-timeout`): waiting for
+    /// an answer, between body chunks, or an upload making no progress.
+    pub read_timeout: Duration,
+}
+
+impl Session {
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// The nonce file of Mozilla's protocol (kept for compatibility).
+pub struct Nonce {
+    path: Option<PathBuf>,
+    value: Mutex<String>,
+}
+
+impl Nonce {
+    /// Reads `path` if it exists (a missing file means an empty nonce).
+    pub fn load(path: Option<PathBuf>) -> Nonce {
+        let value = path.as_deref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+        Nonce { path, value: Mutex::new(value.trim().to_string()) }
+    }
+
+    fn get(&self) -> String {
+        self.value.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    fn store(&self, new: &str) {
+        let Ok(mut v) = self.value.lock() else { return };
+        *v = new.to_string();
+        if let Some(path) = &self.path {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let written = tempfile::NamedTempFile::new_in(dir)
+                .and_then(|mut t| std::io::Write::write_all(&mut t, new.as_bytes()).map(|_| t))
+                .and_then(|t| t.persist(path).map_err(|e| e.error));
+            if let Err(e) = written {
+                log::warn(format!("warning: cannot update the nonce file {}: {e}", path.display()));
+            }
+        }
+    }
+}
+
+/// Digests of a file, hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hashes {
+    /// SHA-1.
+    pub sha1: String,
+    /// SHA-256 (the key of results, the cache and log lines).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Hashes a file in one pass, off the async threads.
+pub async fn hash_file(path: &Path) -> std::io::Result<Hashes> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::open(&path)?;
+        let (mut h1, mut h256, mut size) = (Sha1::new(), Sha256::new(), 0u64);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let chunk = buf.get(..n).unwrap_or_default();
+            h1.update(chunk);
+            h256.update(chunk);
+            size += n as u64;
+        }
+        Ok(Hashes { sha1: hex::encode(h1.finalize()), sha256: hex::encode(h256.finalize()), size })
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// A verified result in a temp file beside its destination (deleted on drop).
+#[derive(Debug)]
+pub struct Signed {
+    /// The temp file.
+    pub temp: TempPath,
+    /// Its digests (checked against the server's header).
+    pub hashes: Hashes,
+}
+
+/// Why a file could not be signed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The servers could not or would not sign it (exit 1).
+    Remote(String),
+    /// Our side: unreadable input, unwritable output (exit 2).
+    Local(String),
+}
+
+/// What one host did about one request.
+enum Answer {
+    Done(Signed),
+    Pending,
+    Unknown,
+}
+
+/// Why a request did not give an answer we can use.
+enum TryError {
+    /// Connection, timeout, TLS, 5xx, bad digest: the next host may do better.
+    Retry { what: String, retry_after: Option<Duration> },
+    /// An answer every host would give (4xx): fail the file now.
+    Fatal(String),
+    /// Our side.
+    Local(String),
+}
+
+fn retry(what: impl Into<String>) -> TryError {
+    TryError::Retry { what: what.into(), retry_after: None }
+}
+
+/// What a failed request looked like, shortest useful form.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(s) = inner.source() {
+        inner = s;
+    }
+    let kind = if e.is_timeout() && e.is_connect() {
+        "timed out connecting"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection broke in the body"
+    } else {
+        "request failed"
+    };
+    let mut detail = inner.to_string();
+    // rustls appends a link to its manual: noise in a build log.
+    if let Some(cut) = detail.find(": https://docs.rs/") {
+        detail.truncate(cut);
+    }
+    if detail == e.to_string() || e.is_timeout() && detail.contains("timed out") {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// The first line of an error body, bounded.
+async fn message(r: reqwest::Response) -> String {
+    let mut r = r;
+    let mut buf = Vec::new();
+    while buf.len() < 2048 {
+        match r.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let line = text.lines().next().unwrap_or("").trim();
+    line.chars().take(300).collect()
+}
+
+/// An answer that is neither success nor an expected 404.
+async fn refusal(r: reqwest::Response) -> TryError {
+    let status = r.status();
+    let retry_after =
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    let what = format!("{} {}", status.as_u16(), message(r).await);
+    let what = what.trim_end().to_string();
+    if status.is_client_error() {
+        TryError::Fatal(what)
+    } else {
+        TryError::Retry { what, retry_after }
+    }
+}
+
+/// Creates a temp file in `dir` named after `name`, closed-over by a TempPath.
+pub fn temp_in(dir: &Path, name: &str) -> std::io::Result<(std::fs::File, TempPath)> {
+    let t = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".signtool-tmp").tempfile_in(dir)?;
+    Ok(t.into_parts())
+}
+
+async fn get(s: &Session, url: &str, format: &str, hashes: &Hashes, out_dir: &Path, name: &str) -> Result<Answer, TryError> {
+    let target = format!("{url}/sign/{format}/{}", hashes.sha256);
+    log::debug(format!("{}: GET {target}", hashes.sha256));
+    let send = s.client.get(&target).timeout(s.remaining()).send();
+    let r = match tokio::time::timeout(s.read_timeout, send).await {
+        Ok(r) => r.map_err(|e| retry(describe(&e)))?,
+        Err(_) => return Err(retry(format!("timed out: no answer in {} s (--read-timeout)", s.read_timeout.as_secs_f64()))),
+    };
+    match r.status().as_u16() {
+        200 => download(r, out_dir, name, s.read_timeout).await,
+        404 if r.headers().contains_key("x-pending") => Ok(Answer::Pending),
+        404 => Ok(Answer::Unknown),
+        _ => Err(refusal(r).await),
+    }
+}
+
+async fn download(r: reqwest::Response, out_dir: &Path, name: &str, idle: Duration) -> Result<Answer, TryError> {
+    let header = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
+    let (want256, want1) = (header("x-sha256-digest"), header("x-sha1-digest"));
+    if want256.is_none() && want1.is_none() {
+        return Err(retry("200 without X-SHA256-Digest or X-SHA1-Digest: cannot verify the result; not written"));
+    }
+    let (file, temp) =
+        temp_in(out_dir, name).map_err(|e| TryError::Local(format!("cannot create a temp file in {}: {e}", out_dir.display())))?;
+    let local = |e: std::io::Error| TryError::Local(format!("cannot write {}: {e}", temp_display(out_dir)));
+    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+    let (mut h1, mut h256, mut size) = (Sha1::new(), Sha256::new(), 0u64);
+    let mut body = r.bytes_stream();
+    loop {
+        let chunk = match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(chunk)) => chunk.map_err(|e| retry(describe(&e)))?,
+            Ok(None) => break,
+            Err(_) => return Err(retry(format!("timed out: the body stalled for {} s (--read-timeout)", idle.as_secs_f64()))),
+        };
+        h1.update(&chunk);
+        h256.update(&chunk);
+        size += chunk.len() as u64;
+        out.write_all(&chunk).await.map_err(local)?;
+    }
+    out.flush().await.map_err(local)?;
+    let hashes = Hashes { sha1: hex::encode(h1.finalize()), sha256: hex::encode(h256.finalize()), size };
+    let (name, want, got) = match (&want256, &want1) {
+        (Some(w), _) => ("X-SHA256-Digest", w, &hashes.sha256),
+        (None, Some(w)) => ("X-SHA1-Digest", w, &hashes.sha1),
+        (None, None) => return Err(retry("no digest header")),
+    };
+    if want != got {
+        return Err(retry(format!("digest mismatch: the body ({size} bytes) hashes to {got}, {name} says {want}; not written")));
+    }
+    out.get_ref().sync_all().await.map_err(local)?;
+    Ok(Answer::Done(Signed { temp, hashes }))
+}
+
+fn temp_display(dir: &Path) -> String {
+    format!("a temp file in {}", dir.display())
+}
+
+async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str, hashes: &Hashes) -> Result<(), TryError> {
+    use reqwest::multipart::{Form, Part};
+    let file = tokio::fs::File::open(input).await.map_err(|e| TryError::Local(format!("cannot read {}: {e}", input.display())))?;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect(move |c| {
+        if let Ok(c) = c {
+            counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let body = reqwest::Body::wrap_stream(stream);
+    let part = Part::stream_with_length(body, hashes.size)
+        .file_name(label.to_string())
+        .mime_str("application/octet-stream")
+        .map_err(|e| TryError::Local(e.to_string()))?;
+    // filedata last: the server reads the text fields before the file.
+    let form = Form::new()
+        .text("token", s.token.clone())
+        .text("nonce", s.nonce.get())
+        .text("filename", label.to_string())
+        .text("sha1", hashes.sha1.clone())
+        .text("sha256", hashes.sha256.clone())
+        .part("filedata", part);
+    let target = format!("{url}/sign/{format}");
+    log::debug(format!("{}: POST {target} ({} bytes)", hashes.sha256, hashes.size));
+    let send = s.client.post(&target).multipart(form).timeout(s.remaining()).send();
+    let r = watch_upload(send, &hashes.sha256, label, hashes.size, &sent, s.read_timeout).await?.map_err(|e| retry(describe(&e)))?;
+    if r.status().as_u16() == 202 {
+        if let Some(n) = r.headers().get("x-nonce").and_then(|v| v.to_str().ok()) {
+            s.nonce.store(n);
+        }
+        return Ok(());
+    }
+    Err(refusal(r).await)
+}
+
+/// Awaits `send` (an upload whose body counts its bytes in `sent`). Fails it
+/// when nothing moved for `idle`: no byte sent and no answer (a stalled
+/// server), however long the whole upload takes. On a terminal, a long
+/// upload also prints how far it got every 5 s (plain lines: safe with
+/// several uploads at once).
+async fn watch_upload<F: std::future::Future>(
+    send: F,
+    hash: &str,
+    label: &str,
+    size: u64,
+    sent: &std::sync::atomic::AtomicU64,
+    idle: Duration,
+) -> Result<F::Output, TryError> {
+    use std::io::IsTerminal;
+    let show = std::io::stderr().is_terminal() && size >= (16 << 20);
+    tokio::pin!(send);
+    let step = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(step);
+    let (mut last, mut last_change, mut last_shown) = (0u64, Instant::now(), Instant::now());
+    loop {
+        tokio::select! {
+            r = &mut send => return Ok(r),
+            _ = tick.tick() => {
+                let now_sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+                if now_sent != last {
+                    (last, last_change) = (now_sent, Instant::now());
+                } else if last_change.elapsed() >= idle {
+                    let what = if now_sent >= size { "no answer after the upload" } else { "upload stalled" };
+                    return Err(retry(format!("timed out: {what}, nothing moved for {} s (--read-timeout)", idle.as_secs_f64())));
+                }
+                if show && last_shown.elapsed() >= Duration::from_secs(5) {
+                    last_shown = Instant::now();
+                    log::info(format!("{hash}: uploading {label}: {}% of {} MiB", now_sent.min(size) * 100 / size.max(1), size >> 20));
+                }
+            }
+        }
+    }
+}
+
+/// Signs `input` (its digests `hashes`, shown to servers as `label`) with
+/// `format`; returns the verified result in a temp file in `out_dir`.
+pub async fn sign(s: &Session, format: &str, input: &Path, label: &str, hashes: &Hashes, out_dir: &Path) -> Result<Signed, Failure> {
+    let Some(pool) = s.pools.get(format) else {
+        return Err(Failure::Local(format!("no host for format {format}")));
+    };
+    let h = &hashes.sha256;
+    let shown = input.display();
+    let mut i = pool.start();
+    let mut errors = 0u32;
+    let mut tried: Vec<String> = Vec::new();
+    let mut uploaded_here = false;
+    let mut announced = None;
+    let give_up =
+        |tried: &[String], why: &str| Failure::Remote(format!("could not sign {shown} with {format}{why}:\n    {}", tried.join("\n    ")));
+    loop {
+        let url = pool.url(i);
+        let wait = pool.wait_for(i);
+        if !wait.is_zero() {
+            log::debug(format!("{h}: {url} asked to wait {} ms", wait.as_millis()));
+            tokio::time::sleep(wait.min(s.remaining())).await;
+        }
+        if s.remaining().is_zero() {
+            tried.push("then the overall --timeout ran out".into());
+            return Err(give_up(&tried, ""));
+        }
+        if announced != Some(i) {
+            log::info(format!("{h}: processing {shown} on {url}"));
+            announced = Some(i);
+        }
+        let started = Instant::now();
+        let result = match get(s, url, format, hashes, out_dir, label).await {
+            Ok(Answer::Done(signed)) => {
+                log::info(format!("{h}: OK"));
+                return Ok(signed);
+            }
+            Ok(Answer::Pending) => {
+                log::debug(format!("{h}: pending on {url}"));
+                // A server without long polling answers at once: do not spin.
+                if started.elapsed() < Duration::from_millis(500) {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                continue;
+            }
+            Ok(Answer::Unknown) if uploaded_here => Err(retry("forgot the file it had accepted (restarted?)")),
+            Ok(Answer::Unknown) => {
+                log::info(format!("{h}: uploading {shown} to {url}"));
+                let r = upload(s, url, format, input, label, hashes).await;
+                if r.is_ok() {
+                    uploaded_here = true;
+                    continue;
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => continue,
+            Err(TryError::Local(msg)) => return Err(Failure::Local(msg)),
+            Err(TryError::Fatal(what)) => {
+                log::warn(format!("{h}: {url} answered {what}; no other host is tried for this answer"));
+                tried.push(format!("{url} answered {what}"));
+                return Err(give_up(&tried, ""));
+            }
+            Err(TryError::Retry { what, retry_after }) => {
+                errors += 1;
+                tried.push(format!("{url}: {what}"));
+                if let Some(ra) = retry_after {
+                    pool.hold_off(i, ra.min(Duration::from_secs(60)));
+                }
+                if errors >= s.max_errors {
+                    return Err(give_up(&tried, &format!(" (gave up after {errors} errors)")));
+                }
+                let next = pool.rotate(i);
+                let delay = s.backoff.delay(errors).min(s.remaining());
+                log::warn(format!(
+                    "{h}: {url} failed ({what}); {} {} in {} ms (error {errors} of at most {})",
+                    if next == i { "retrying" } else { "failing over to" },
+                    pool.url(next),
+                    delay.as_millis(),
+                    s.max_errors
+                ));
+                tokio::time::sleep(delay).await;
+                if next != i {
+                    uploaded_here = false;
+                }
+                i = next;
+            }
+        }
+    }
+}
