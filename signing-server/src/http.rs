@@ -99,11 +99,19 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// Refused on the form fields, before the file was read: the rest of the
+    /// upload may be drained (see [`linger`]) so the client reads this answer.
+    refused_before_reading: bool,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), headers: Vec::new() }
+        ApiError { status, message: message.into(), headers: Vec::new(), refused_before_reading: false }
+    }
+
+    fn before_reading(mut self) -> ApiError {
+        self.refused_before_reading = true;
+        self
     }
 
     fn with(mut self, name: header::HeaderName, value: &'static str) -> ApiError {
@@ -264,6 +272,9 @@ async fn upload(
     let peer = auth::canonical(ext.0 .0.ip());
     let dynamic = state.dynamic();
     let Some(fmt) = dynamic.formats.get(&format) else {
+        if let Ok(m) = multipart {
+            linger(m);
+        }
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown format {format:?}")));
     };
     if state.draining.load(Ordering::Relaxed) {
@@ -297,13 +308,48 @@ async fn upload(
             "filename" => form.filename = Some(read_text(&state, &mut field, "filename").await?),
             "sha1" => form.sha1 = Some(read_text(&state, &mut field, "sha1").await?.trim().to_ascii_lowercase()),
             "sha256" => form.sha256 = Some(read_text(&state, &mut field, "sha256").await?.trim().to_ascii_lowercase()),
-            "filedata" => return receive_file(&state, &dynamic.security, &format, fmt, peer, form, field, slot).await,
+            "filedata" => {
+                let result = receive_file(&state, &dynamic.security, &format, fmt, peer, form, field, slot).await;
+                if let Err(e) = &result {
+                    if e.refused_before_reading {
+                        linger(multipart);
+                    }
+                }
+                return result;
+            }
             // `nonce` and anything else: read (bounded) and ignored.
             _ => {
                 read_text(&state, &mut field, &name).await?;
             }
         }
     }
+}
+
+/// Longest a refused upload is drained, and how much of it at most.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: u64 = 64 << 20;
+
+/// After a refusal on the form fields (bad token, filename, unknown format),
+/// reads and discards the rest of the upload in the background, bounded in
+/// time and bytes: closing a connection with unread data resets it, and the
+/// client (still sending) would see a broken connection instead of our answer
+/// and fail over instead of failing fast. Nothing read here is kept. A 413 is
+/// never drained: there the server stops reading at once.
+fn linger(mut multipart: Multipart) {
+    tokio::spawn(async move {
+        let drain = async {
+            let mut seen = 0u64;
+            while let Ok(Some(mut field)) = multipart.next_field().await {
+                while let Ok(Some(chunk)) = field.chunk().await {
+                    seen += chunk.len() as u64;
+                    if seen > LINGER_BYTES {
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
 }
 
 fn too_large(limit: u64, format: &str) -> ApiError {
@@ -324,24 +370,24 @@ async fn receive_file(
 ) -> ApiResult {
     let token = auth::verify(form.token.as_deref().unwrap_or(""), &sec.token_secrets, peer, now()).map_err(|e| {
         state.metrics.inc("signing_token_rejections_total", format!("reason=\"{}\"", e.label()));
-        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+        ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).before_reading()
     })?;
     let filename = form.filename.or_else(|| field.file_name().map(str::to_string)).unwrap_or_default();
     if filename.is_empty() || !sec.allowed_filenames.iter().any(|re| re.is_match(&filename)) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("filename {filename:?} is not allowed on this server")));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("filename {filename:?} is not allowed on this server")).before_reading());
     }
     if let Some(h) = &form.sha1 {
         if !is_hex_digest(h, 40) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha1 must be 40 hex digits"));
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha1 must be 40 hex digits").before_reading());
         }
     }
     if let Some(h) = &form.sha256 {
         if !is_hex_digest(h, 64) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha256 must be 64 hex digits"));
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha256 must be 64 hex digits").before_reading());
         }
     }
     if form.sha1.is_none() && form.sha256.is_none() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha1 or sha256 of the file is required"));
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha1 or sha256 of the file is required").before_reading());
     }
 
     // Stream to a temp file, hashing as we go; the limit is checked per chunk.

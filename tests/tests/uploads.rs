@@ -125,3 +125,24 @@ fn not_multipart_is_400_and_the_server_keeps_serving() {
     let token = s.mint("127.0.0.1", 60);
     assert_eq!(Upload::new(&token, "x.bin", &data(100, 17)).send(&s.client(), &s.url, "gpg").0, 202);
 }
+
+#[test]
+fn a_large_upload_refused_on_its_form_fields_still_gets_the_answer() {
+    // The file is far larger than socket buffers: without draining, the
+    // client would see a reset connection instead of the 400/403.
+    let mut opts = ServerOpts::default();
+    opts.security = opts.security.replace("allowed_filenames = .+", r"allowed_filenames = .*\.bin");
+    let s = Server::start(&opts);
+    let dir = tempfile::tempdir().unwrap();
+    let big = data(24 << 20, 19);
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, &big).unwrap();
+    assert_eq!(curl_upload(&s, "not-a-token", &file, &sha256_hex(&big), false), "400");
+    let token = s.mint("127.0.0.1", 60);
+    // The same through reqwest, which reads the answer only once it has sent everything.
+    let (status, text) = Upload::new(&token, "big.exe", &big).send(&s.client(), &s.url, "gpg");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("not allowed"), "{text}");
+    assert!(stored_files(&s).is_empty());
+    assert_eq!(s.metric("signing_upload_bytes_total"), Some(0.0), "a drained upload is not received");
+}
