@@ -151,4 +151,5 @@ make_gpg gpg ed25519
 # RSA-4096: slower, but what many relying parties still expect.
 make_gpg gpg-rsa rsa4096
 
+"$CERTS/make-authenticode-keys.sh" $([ "$FORCE" = 1 ] && echo --force)
 say "done (everything in $CERTS is TEST-ONLY)"
