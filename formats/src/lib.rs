@@ -12,9 +12,11 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod authenticode;
 pub mod error;
 pub mod gpg;
 pub mod registry;
+pub mod timestamp;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -17,12 +17,20 @@ pub struct SignerType {
 }
 
 /// Every signer type this build knows.
-pub static REGISTRY: &[SignerType] = &[SignerType {
-    name: "gpg",
-    extra_keys: &[],
-    needs_passphrase: crate::gpg::needs_passphrase,
-    open: crate::gpg::open,
-}];
+pub static REGISTRY: &[SignerType] = &[
+    SignerType {
+        name: "gpg",
+        extra_keys: &[],
+        needs_passphrase: crate::gpg::needs_passphrase,
+        open: crate::gpg::open,
+    },
+    SignerType {
+        name: "authenticode",
+        extra_keys: crate::authenticode::EXTRA_KEYS,
+        needs_passphrase: crate::authenticode::needs_passphrase,
+        open: crate::authenticode::open,
+    },
+];
 
 /// Looks a signer type up by its config name.
 pub fn find(kind: &str) -> Option<&'static SignerType> {

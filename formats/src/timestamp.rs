@@ -1,0 +1,220 @@
+//! RFC 3161 time-stamping client with URL failover (shared by the signers
+//! that timestamp).
+//!
+//! [`TimestampClient::stamp`] sends a `TimeStampReq` (with a random nonce,
+//! asking for the TSA's certificate) to each configured URL in turn, by HTTP
+//! POST `application/timestamp-query`, with a per-URL timeout, and returns the
+//! first `TimeStampToken` that passes the checks: HTTP 200, PKIStatus
+//! granted (or granted with modifications), a token that is CMS SignedData
+//! over a TSTInfo whose message imprint and nonce are ours, and whose
+//! signature verifies with the TSA certificate carried in the token (which
+//! must have the critical extendedKeyUsage timeStamping). If every URL fails,
+//! the error lists what each one said: a signature is never silently left
+//! without its timestamp.
+//!
+//! Deliberately NOT done: the TSA certificate's chain is not validated here
+//! (the relying party does that against its own roots; a misconfigured URL is
+//! caught by the signature/EKU checks); no https trust store (TSAs speak plain
+//! HTTP: the token is signed), no legacy Authenticode (non-RFC 3161)
+//! timestamps, no retries of one URL.
+
+use std::io::Read;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use const_oid::db::rfc5912::ID_KP_TIME_STAMPING;
+use const_oid::ObjectIdentifier;
+use der::asn1::{Any, Int, OctetString};
+use der::{Decode, Encode};
+use rand::RngCore;
+use spki::AlgorithmIdentifierOwned;
+use x509_cert::ext::pkix::ExtendedKeyUsage;
+use x509_tsp::{MessageImprint, TimeStampReq, TimeStampResp, TspVersion, TstInfo};
+
+use crate::authenticode::digest::DigestAlg;
+use crate::authenticode::pkcs7;
+
+/// id-ct-TSTInfo.
+const ID_CT_TST_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
+/// Largest reply we read from a TSA.
+const MAX_REPLY: u64 = 1 << 20;
+/// Default per-URL timeout.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Asks RFC 3161 authorities for timestamps, trying URLs in order.
+pub(crate) struct TimestampClient {
+    urls: Vec<String>,
+    timeout: Duration,
+    /// Built on first use: a blocking reqwest client starts its own runtime
+    /// thread, which must not happen inside the server's async context.
+    http: OnceLock<reqwest::blocking::Client>,
+}
+
+impl std::fmt::Debug for TimestampClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimestampClient")
+            .field("urls", &self.urls)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TimestampClient {
+    /// A client for `urls` (tried in order), each given `timeout`.
+    pub(crate) fn new(urls: Vec<String>, timeout: Duration) -> Result<Self, String> {
+        for u in &urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(format!("timestamp URL {u:?} is not http:// or https://"));
+            }
+        }
+        Ok(TimestampClient {
+            urls,
+            timeout,
+            http: OnceLock::new(),
+        })
+    }
+
+    fn http(&self) -> Result<&reqwest::blocking::Client, String> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let c = reqwest::blocking::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(self.http.get_or_init(|| c))
+    }
+
+    /// A DER `TimeStampToken` (ContentInfo) over `message` hashed with
+    /// `alg`, from the first TSA that gives a valid one; else the list of
+    /// what each TSA said.
+    pub(crate) fn stamp(&self, alg: DigestAlg, message: &[u8]) -> Result<Vec<u8>, String> {
+        let imprint = alg.hash(message);
+        let mut errors = Vec::new();
+        for url in &self.urls {
+            match self.stamp_one(url, alg, &imprint) {
+                Ok(token) => return Ok(token),
+                Err(e) => errors.push(format!("{url}: {e}")),
+            }
+        }
+        Err(format!(
+            "no time-stamping authority gave a valid timestamp: {}",
+            errors.join("; ")
+        ))
+    }
+
+    fn stamp_one(&self, url: &str, alg: DigestAlg, imprint: &[u8]) -> Result<Vec<u8>, String> {
+        let mut nonce = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        // Positive and minimally encoded.
+        nonce[0] = (nonce[0] & 0x7f) | 0x01;
+        let nonce = Int::new(&nonce).map_err(|e| format!("nonce: {e}"))?;
+        let message_imprint = MessageImprint {
+            hash_algorithm: AlgorithmIdentifierOwned {
+                oid: alg.oid(),
+                parameters: Some(Any::null()),
+            },
+            hashed_message: OctetString::new(imprint).map_err(|e| format!("imprint: {e}"))?,
+        };
+        let req = TimeStampReq {
+            version: TspVersion::V1,
+            message_imprint: message_imprint.clone(),
+            req_policy: None,
+            nonce: Some(nonce.clone()),
+            cert_req: true,
+            extensions: None,
+        }
+        .to_der()
+        .map_err(|e| format!("cannot encode the request: {e}"))?;
+
+        let resp = self
+            .http()?
+            .post(url)
+            .header("Content-Type", "application/timestamp-query")
+            .header("Accept", "application/timestamp-reply")
+            .body(req)
+            .send()
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("HTTP status {status}"));
+        }
+        let mut body = Vec::new();
+        resp.take(MAX_REPLY + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| format!("reading the reply: {e}"))?;
+        if body.len() as u64 > MAX_REPLY {
+            return Err(format!("reply larger than {MAX_REPLY} bytes"));
+        }
+        check_reply(&body, &message_imprint, &nonce)
+    }
+}
+
+/// Checks a `TimeStampResp` and returns its token's DER.
+fn check_reply(body: &[u8], imprint: &MessageImprint, nonce: &Int) -> Result<Vec<u8>, String> {
+    let resp = TimeStampResp::from_der(body).map_err(|e| format!("not a TimeStampResp: {e}"))?;
+    let status = resp.status.status as u8;
+    // 0 granted, 1 granted with modifications.
+    if status > 1 {
+        let text = resp
+            .status
+            .status_string
+            .as_ref()
+            .map(|s| {
+                s.iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        return Err(format!("the TSA refused (PKIStatus {status}) {text}"));
+    }
+    let token = resp.time_stamp_token.ok_or("granted but no token")?;
+    let token_der = token.to_der().map_err(|e| format!("token: {e}"))?;
+    let sd = pkcs7::decode_signed_data(&token_der).map_err(|e| format!("token: {e}"))?;
+    if sd.encap_content_info.econtent_type != ID_CT_TST_INFO {
+        return Err("the token does not hold a TSTInfo".into());
+    }
+    let econtent = sd
+        .encap_content_info
+        .econtent
+        .as_ref()
+        .ok_or("the token has no TSTInfo")?;
+    let tst_der = econtent
+        .decode_as::<OctetString>()
+        .map_err(|e| format!("TSTInfo: {e}"))?;
+    let tst = TstInfo::from_der(tst_der.as_bytes()).map_err(|e| format!("TSTInfo: {e}"))?;
+    if tst.message_imprint.hash_algorithm.oid != imprint.hash_algorithm.oid
+        || tst.message_imprint.hashed_message != imprint.hashed_message
+    {
+        return Err("the timestamp is for another message (imprint mismatch)".into());
+    }
+    if tst.nonce.as_ref() != Some(nonce) {
+        return Err("the nonce in the reply is not ours".into());
+    }
+    let si = sd
+        .signer_infos
+        .0
+        .iter()
+        .next()
+        .ok_or("the token has no signer")?;
+    let cert = pkcs7::signer_cert(&sd, si).ok_or("the token does not carry the TSA certificate")?;
+    let eku_ok = cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .any(|e| {
+            e.critical
+                && ExtendedKeyUsage::from_der(e.extn_value.as_bytes())
+                    .is_ok_and(|eku| eku.0 == vec![ID_KP_TIME_STAMPING])
+        });
+    if !eku_ok {
+        return Err("the TSA certificate lacks the critical extendedKeyUsage timeStamping".into());
+    }
+    pkcs7::verify_signer_info(si, tst_der.as_bytes(), cert)
+        .map_err(|e| format!("the token's signature: {e}"))?;
+    Ok(token_der)
+}
