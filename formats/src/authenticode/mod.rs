@@ -281,7 +281,7 @@ impl AuthenticodeSigner {
 
     /// The WIN_CERTIFICATE (header, DER PKCS#7, zero padding to 8 bytes)
     /// for the image hash `digest`.
-    fn win_certificate(&self, digest: &[u8]) -> Result<Vec<u8>, SignError> {
+    fn win_certificate(&self, digest: &[u8], timestamp: bool) -> Result<Vec<u8>, SignError> {
         let params = pkcs7::SignParams {
             alg: self.alg,
             kind: self.kind,
@@ -292,7 +292,7 @@ impl AuthenticodeSigner {
         };
         let mut unfinished =
             pkcs7::build(&params, digest, |data| self.raw_sign(data)).map_err(internal)?;
-        if let Some(tsa) = &self.timestamps {
+        if let Some(tsa) = self.timestamps.as_ref().filter(|_| timestamp) {
             let token = tsa
                 .stamp(self.alg, unfinished.signature())
                 .map_err(internal)?;
@@ -310,7 +310,13 @@ impl AuthenticodeSigner {
         Ok(out)
     }
 
-    fn sign_to(&self, input: &mut File, l: &pe::PeLayout, out: &mut File) -> Result<(), SignError> {
+    fn sign_to(
+        &self,
+        input: &mut File,
+        l: &pe::PeLayout,
+        out: &mut File,
+        timestamp: bool,
+    ) -> Result<(), SignError> {
         if l.content_len >= u64::from(u32::MAX) - (1 << 20) {
             return Err(SignError::Rejected(format!(
                 "the PE image is {} bytes: too large for a signature (4 GiB limit)",
@@ -319,7 +325,7 @@ impl AuthenticodeSigner {
         }
         let mut w = BufWriter::with_capacity(64 << 10, &mut *out);
         let copied = digest::copy_and_hash(input, l, self.alg, Some(&mut w))?;
-        let table = self.win_certificate(&copied.digest)?;
+        let table = self.win_certificate(&copied.digest, timestamp)?;
         let mut checksum = copied.checksum;
         checksum.add(copied.table_offset, &table);
         w.write_all(&table)?;
@@ -384,10 +390,11 @@ impl AuthenticodeSigner {
         pkcs7::verify_signer_info(si, pkcs7::value_octets(&content)?, cert)?;
         Ok(())
     }
-}
 
-impl Signer for AuthenticodeSigner {
-    fn sign(&self, input: &Path, output: &Path, _ctx: &SignContext) -> Result<(), SignError> {
+    /// Signs `input` into the new file `output`; `timestamp`: whether to
+    /// ask the configured TSAs (the probe does not, so that a TSA outage
+    /// does not stop the server from starting).
+    fn sign_file(&self, input: &Path, output: &Path, timestamp: bool) -> Result<(), SignError> {
         let mut f = File::open(input).map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?;
         let len = f.metadata()?.len();
         let l = pe::parse(&mut f, len)?;
@@ -402,7 +409,13 @@ impl Signer for AuthenticodeSigner {
             .create_new(true)
             .open(output)
             .map_err(|e| internal(format!("cannot create {}: {e}", output.display())))?;
-        self.sign_to(&mut f, &l, &mut out)
+        self.sign_to(&mut f, &l, &mut out, timestamp)
+    }
+}
+
+impl Signer for AuthenticodeSigner {
+    fn sign(&self, input: &Path, output: &Path, _ctx: &SignContext) -> Result<(), SignError> {
+        self.sign_file(input, output, true)
     }
 
     fn verify(&self, _input: &Path, signed: &Path) -> Result<(), SignError> {
@@ -428,10 +441,7 @@ impl Signer for AuthenticodeSigner {
                 _ => {}
             }
         }
-        let ctx = SignContext {
-            filename: "authenticode-probe.exe".into(),
-        };
-        self.sign(&input, &output, &ctx)?;
+        self.sign_file(&input, &output, false)?;
         self.verify(&input, &output)
             .map_err(|e| internal(format!("probe: our own Authenticode signature does not verify: {e}")))?;
         let mut data = std::fs::read(&output)?;
