@@ -201,16 +201,11 @@ fn check_reply(body: &[u8], imprint: &MessageImprint, nonce: &Int) -> Result<Vec
         .next()
         .ok_or("the token has no signer")?;
     let cert = pkcs7::signer_cert(&sd, si).ok_or("the token does not carry the TSA certificate")?;
-    let eku_ok = cert
-        .tbs_certificate
-        .extensions
-        .iter()
-        .flatten()
-        .any(|e| {
-            e.critical
-                && ExtendedKeyUsage::from_der(e.extn_value.as_bytes())
-                    .is_ok_and(|eku| eku.0 == vec![ID_KP_TIME_STAMPING])
-        });
+    let eku_ok = cert.tbs_certificate.extensions.iter().flatten().any(|e| {
+        e.critical
+            && ExtendedKeyUsage::from_der(e.extn_value.as_bytes())
+                .is_ok_and(|eku| eku.0 == vec![ID_KP_TIME_STAMPING])
+    });
     if !eku_ok {
         return Err("the TSA certificate lacks the critical extendedKeyUsage timeStamping".into());
     }

@@ -50,6 +50,12 @@ pub fn osslsigncode_verify(file: &Path) -> (String, bool) {
     (text, succeeded)
 }
 
+/// Whether osslsigncode reported a wrong PE CheckSum (2.9 says "invalid PE
+/// checksum", 2.5 "MISMATCH").
+pub fn checksum_mismatch(text: &str) -> bool {
+    text.contains("invalid PE checksum") || text.contains("MISMATCH")
+}
+
 /// How a test TSA answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TsaMode {

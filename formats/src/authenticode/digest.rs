@@ -214,7 +214,11 @@ mod tests {
             sum = 0xffff & (sum + (sum >> 16));
             sum + data.len() as u32
         }
-        for data in [vec![0u8; 64], vec![0xffu8; 64], (0..=255u8).cycle().take(10_001).collect()] {
+        for data in [
+            vec![0u8; 64],
+            vec![0xffu8; 64],
+            (0..=255u8).cycle().take(10_001).collect(),
+        ] {
             let mut ck = PeChecksum::default();
             let mut zeroed = data.clone();
             zeroed[8..12].fill(0);

@@ -74,7 +74,8 @@ fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, SignError> {
 
 fn is_encrypted_pem(pem: &[u8]) -> bool {
     let text = String::from_utf8_lossy(pem);
-    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED")
+    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
 }
 
 /// Whether the key file at `cfg.key` is passphrase-protected.
@@ -137,11 +138,9 @@ impl AuthenticodeSigner {
                 "sha256" => DigestAlg::Sha256,
                 "sha384" => DigestAlg::Sha384,
                 "sha512" => DigestAlg::Sha512,
-                _ => {
-                    return Err(cfg_err(format!(
-                        "digest {d:?} is not supported for Authenticode (use sha256, sha384 or sha512)"
-                    )))
-                }
+                _ => return Err(cfg_err(format!(
+                    "digest {d:?} is not supported for Authenticode (use sha256, sha384 or sha512)"
+                ))),
             },
         };
         let mut resign = Resign::Replace;
@@ -170,10 +169,16 @@ impl AuthenticodeSigner {
                         .parse()
                         .ok()
                         .filter(|s| (1..=600).contains(s))
-                        .ok_or_else(|| cfg_err(format!("timestamp_timeout = {v:?}: seconds, 1 to 600")))?;
+                        .ok_or_else(|| {
+                            cfg_err(format!("timestamp_timeout = {v:?}: seconds, 1 to 600"))
+                        })?;
                     timeout = Duration::from_secs(secs);
                 }
-                _ => return Err(cfg_err(format!("unknown setting {k:?} for type authenticode"))),
+                _ => {
+                    return Err(cfg_err(format!(
+                        "unknown setting {k:?} for type authenticode"
+                    )))
+                }
             }
         }
         let timestamps = if cfg.timestamp_urls.is_empty() {
@@ -188,7 +193,10 @@ impl AuthenticodeSigner {
             .ok_or_else(|| cfg_err("`cert` (the PEM certificate chain) is required".into()))?;
         let chain_pem = read_small(cert_path, "Authenticode certificate chain")?;
         let chain = Certificate::load_pem_chain(&chain_pem).map_err(|e| {
-            cfg_err(format!("{}: not a PEM certificate chain: {e}", cert_path.display()))
+            cfg_err(format!(
+                "{}: not a PEM certificate chain: {e}",
+                cert_path.display()
+            ))
         })?;
 
         let key_path = cfg.key.display();
@@ -199,8 +207,13 @@ impl AuthenticodeSigner {
                     "the Authenticode key {key_path} is passphrase-protected but no passphrase was given"
                 )));
             };
-            PKey::private_key_from_pem_passphrase(&pem, pw.expose_secret().as_bytes())
-                .map_err(|_| SignError::Key(format!("wrong passphrase for {key_path} (or not a PEM private key)")))?
+            PKey::private_key_from_pem_passphrase(&pem, pw.expose_secret().as_bytes()).map_err(
+                |_| {
+                    SignError::Key(format!(
+                        "wrong passphrase for {key_path} (or not a PEM private key)"
+                    ))
+                },
+            )?
         } else {
             PKey::private_key_from_pem(&pem)
                 .map_err(|e| SignError::Key(format!("{key_path}: not a PEM private key: {e}")))?
@@ -208,7 +221,9 @@ impl AuthenticodeSigner {
         let kind = match key.id() {
             Id::RSA => {
                 if key.bits() < 2048 {
-                    return Err(SignError::Key(format!("{key_path}: RSA keys need at least 2048 bits")));
+                    return Err(SignError::Key(format!(
+                        "{key_path}: RSA keys need at least 2048 bits"
+                    )));
                 }
                 KeyKind::Rsa
             }
@@ -355,7 +370,7 @@ impl AuthenticodeSigner {
         let len = f.metadata().map_err(|e| e.to_string())?.len();
         let l = pe::parse(&mut f, len).map_err(|e| e.to_string())?;
         let (addr, size) = l.existing_signature.ok_or("the file is not signed")?;
-        if size > MAX_CERT_TABLE || size < 8 {
+        if !(8..=MAX_CERT_TABLE).contains(&size) {
             return Err(format!("certificate table of {size} bytes"));
         }
         let mut table = Vec::new();
@@ -370,7 +385,8 @@ impl AuthenticodeSigner {
             return Err("the WIN_CERTIFICATE is not revision 2 PKCS#7".into());
         }
         let parsed = pkcs7::parse_authenticode(der)?;
-        let copied = digest::copy_and_hash(&mut f, &l, parsed.alg, None).map_err(|e| e.to_string())?;
+        let copied =
+            digest::copy_and_hash(&mut f, &l, parsed.alg, None).map_err(|e| e.to_string())?;
         if copied.digest != parsed.image_hash {
             return Err("the image hash does not match the file (modified after signing?)".into());
         }
@@ -395,12 +411,14 @@ impl AuthenticodeSigner {
     /// ask the configured TSAs (the probe does not, so that a TSA outage
     /// does not stop the server from starting).
     fn sign_file(&self, input: &Path, output: &Path, timestamp: bool) -> Result<(), SignError> {
-        let mut f = File::open(input).map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?;
+        let mut f = File::open(input)
+            .map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?;
         let len = f.metadata()?.len();
         let l = pe::parse(&mut f, len)?;
         if l.existing_signature.is_some() && self.resign == Resign::Refuse {
             return Err(SignError::Rejected(
-                "the PE file is already signed (this format is configured with resign = refuse)".into(),
+                "the PE file is already signed (this format is configured with resign = refuse)"
+                    .into(),
             ));
         }
         let mut out = OpenOptions::new()
@@ -419,8 +437,12 @@ impl Signer for AuthenticodeSigner {
     }
 
     fn verify(&self, _input: &Path, signed: &Path) -> Result<(), SignError> {
-        self.check(signed)
-            .map_err(|e| internal(format!("the Authenticode signature of {} does not verify: {e}", signed.display())))
+        self.check(signed).map_err(|e| {
+            internal(format!(
+                "the Authenticode signature of {} does not verify: {e}",
+                signed.display()
+            ))
+        })
     }
 
     fn probe(&self, scratch: &Path) -> Result<(), SignError> {
@@ -430,20 +452,27 @@ impl Signer for AuthenticodeSigner {
         let mut nonce = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut nonce);
         let write = |p: &Path, d: &[u8]| {
-            std::fs::write(p, d).map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
+            std::fs::write(p, d)
+                .map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
         };
         write(&input, &pe::minimal_pe32_plus(&nonce))?;
         for p in [&output, &tampered] {
             match std::fs::remove_file(p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(internal(format!("probe: cannot remove {}: {e}", p.display())))
+                    return Err(internal(format!(
+                        "probe: cannot remove {}: {e}",
+                        p.display()
+                    )))
                 }
                 _ => {}
             }
         }
         self.sign_file(&input, &output, false)?;
-        self.verify(&input, &output)
-            .map_err(|e| internal(format!("probe: our own Authenticode signature does not verify: {e}")))?;
+        self.verify(&input, &output).map_err(|e| {
+            internal(format!(
+                "probe: our own Authenticode signature does not verify: {e}"
+            ))
+        })?;
         let mut data = std::fs::read(&output)?;
         // Flip a byte of the code section.
         if let Some(b) = data.get_mut(0x200) {
@@ -451,7 +480,9 @@ impl Signer for AuthenticodeSigner {
         }
         write(&tampered, &data)?;
         match self.verify(&input, &tampered) {
-            Ok(()) => Err(internal("probe: an Authenticode signature verified over a modified file")),
+            Ok(()) => Err(internal(
+                "probe: an Authenticode signature verified over a modified file",
+            )),
             Err(_) => Ok(()),
         }
     }

@@ -91,7 +91,9 @@ pub(crate) fn parse_headers(mut buf: Vec<u8>, file_len: u64) -> Result<PeLayout,
         )));
     }
     if buf.get(pe_off..pe_off + 4) != Some(b"PE\0\0".as_slice()) {
-        return Err(reject(format!("no PE\\0\\0 signature at offset {pe_off:#x}")));
+        return Err(reject(format!(
+            "no PE\\0\\0 signature at offset {pe_off:#x}"
+        )));
     }
     let header = Header::parse(&buf).map_err(|e| reject(format!("bad headers: {e}")))?;
     let Some(opt) = header.optional_header else {
@@ -237,7 +239,7 @@ pub(crate) fn minimal_pe32_plus(extra: &[u8]) -> Vec<u8> {
     put(0x86, &1u16.to_le_bytes()); // one section
     put(0x94, &240u16.to_le_bytes()); // SizeOfOptionalHeader
     put(0x96, &0x0022u16.to_le_bytes()); // executable, large-address-aware
-    // Optional header (PE32+) at 0x98.
+                                         // Optional header (PE32+) at 0x98.
     let o = 0x98;
     put(o, &MAGIC_PE32_PLUS.to_le_bytes());
     put(o + 4, &0x200u32.to_le_bytes()); // SizeOfCode
@@ -257,7 +259,7 @@ pub(crate) fn minimal_pe32_plus(extra: &[u8]) -> Vec<u8> {
     put(o + 88, &0x10_0000u64.to_le_bytes()); // heap reserve
     put(o + 96, &0x1000u64.to_le_bytes()); // heap commit
     put(o + 108, &16u32.to_le_bytes()); // NumberOfRvaAndSizes
-    // Section table at 0x98 + 240 = 0x188.
+                                        // Section table at 0x98 + 240 = 0x188.
     let s = 0x188;
     put(s, b".text\0\0\0");
     put(s + 8, &(PROBE_CODE.len() as u32).to_le_bytes()); // VirtualSize

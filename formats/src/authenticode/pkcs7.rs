@@ -44,7 +44,8 @@ const SPC_STATEMENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6
 /// SPC_INDIVIDUAL_SP_KEY_PURPOSE_OBJID.
 const SPC_INDIVIDUAL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.21");
 /// szOID_RFC3161_counterSign: the unsigned attribute holding an RFC 3161 token.
-pub(crate) const SPC_RFC3161: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.3.3.1");
+pub(crate) const SPC_RFC3161: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.3.3.1");
 
 /// Errors while encoding: all are our bugs (or a certificate der cannot
 /// re-encode), so they are reported as strings for `SignError::Internal`.
@@ -99,7 +100,10 @@ pub(crate) fn spc_indirect_data(alg: DigestAlg, digest: &[u8]) -> Result<Vec<u8>
         .collect();
     let pe_image_data = tlv(
         0x30,
-        &cat(&[&[0x03, 0x01, 0x00], &tlv(0xa0, &tlv(0xa2, &tlv(0x80, &obsolete)))]),
+        &cat(&[
+            &[0x03, 0x01, 0x00],
+            &tlv(0xa0, &tlv(0xa2, &tlv(0x80, &obsolete))),
+        ]),
     );
     let data = tlv(0x30, &cat(&[&oid_der(&SPC_PE_IMAGE_DATA)?, &pe_image_data]));
     let alg_id = tlv(0x30, &cat(&[&oid_der(&alg.oid())?, &[0x05, 0x00]]));
@@ -219,7 +223,9 @@ pub(crate) fn build(
         attribute(SPC_SP_OPUS_INFO, &opus_info(p.program_name, p.program_url))?,
     ];
     let signed_attrs = SetOfVec::try_from(attrs).map_err(der_err("signed attributes"))?;
-    let to_sign = signed_attrs.to_der().map_err(der_err("signed attributes"))?;
+    let to_sign = signed_attrs
+        .to_der()
+        .map_err(der_err("signed attributes"))?;
     let signature = sign(&to_sign)?;
 
     let tbs = &p.leaf.tbs_certificate;
@@ -267,7 +273,10 @@ pub(crate) fn decode_signed_data(der: &[u8]) -> Result<SignedData> {
     let mut r = SliceReader::new(der).map_err(der_err("DER"))?;
     let ci = ContentInfo::decode(&mut r).map_err(der_err("ContentInfo"))?;
     if ci.content_type != ID_SIGNED_DATA {
-        return Err(format!("content type {} is not signedData", ci.content_type));
+        return Err(format!(
+            "content type {} is not signedData",
+            ci.content_type
+        ));
     }
     ci.content
         .decode_as::<SignedData>()
@@ -327,8 +336,8 @@ pub(crate) fn verify_signer_info(
         .map_err(der_err("public key"))?;
     let key = openssl::pkey::PKey::public_key_from_der(&spki)
         .map_err(|e| format!("the signer's public key: {e}"))?;
-    let mut v = openssl::sign::Verifier::new(alg.openssl(), &key)
-        .map_err(|e| format!("verifier: {e}"))?;
+    let mut v =
+        openssl::sign::Verifier::new(alg.openssl(), &key).map_err(|e| format!("verifier: {e}"))?;
     v.update(&signed).map_err(|e| format!("verifier: {e}"))?;
     match v.verify(si.signature.as_bytes()) {
         Ok(true) => Ok(alg),
@@ -398,6 +407,11 @@ mod tests {
         // The PE image data as osslsigncode and signtool.exe write it.
         let hex = hex::encode(&der);
         assert!(hex.contains("060a2b06010401823702010f"), "{hex}");
-        assert!(hex.contains("3025030100a020a21e801c003c003c003c004f00620073006f006c006500740065003e003e003e"), "{hex}");
+        assert!(
+            hex.contains(
+                "3025030100a020a21e801c003c003c003c004f00620073006f006c006500740065003e003e003e"
+            ),
+            "{hex}"
+        );
     }
 }
