@@ -106,29 +106,7 @@ impl TimestampClient {
     }
 
     fn stamp_one(&self, url: &str, alg: DigestAlg, imprint: &[u8]) -> Result<Vec<u8>, String> {
-        let mut nonce = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        // Positive and minimally encoded.
-        nonce[0] = (nonce[0] & 0x7f) | 0x01;
-        let nonce = Int::new(&nonce).map_err(|e| format!("nonce: {e}"))?;
-        let message_imprint = MessageImprint {
-            hash_algorithm: AlgorithmIdentifierOwned {
-                oid: alg.oid(),
-                parameters: Some(Any::null()),
-            },
-            hashed_message: OctetString::new(imprint).map_err(|e| format!("imprint: {e}"))?,
-        };
-        let req = TimeStampReq {
-            version: TspVersion::V1,
-            message_imprint: message_imprint.clone(),
-            req_policy: None,
-            nonce: Some(nonce.clone()),
-            cert_req: true,
-            extensions: None,
-        }
-        .to_der()
-        .map_err(|e| format!("cannot encode the request: {e}"))?;
-
+        let (message_imprint, nonce, req) = request(alg, imprint)?;
         let resp = self
             .http()?
             .post(url)
@@ -150,6 +128,34 @@ impl TimestampClient {
         }
         check_reply(&body, &message_imprint, &nonce)
     }
+}
+
+/// A DER `TimeStampReq` for `imprint` with a fresh random nonce, asking
+/// for the TSA's certificate; also returns the imprint and nonce to check.
+fn request(alg: DigestAlg, imprint: &[u8]) -> Result<(MessageImprint, Int, Vec<u8>), String> {
+    let mut nonce = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    // Positive and minimally encoded.
+    nonce[0] = (nonce[0] & 0x7f) | 0x01;
+    let nonce = Int::new(&nonce).map_err(|e| format!("nonce: {e}"))?;
+    let message_imprint = MessageImprint {
+        hash_algorithm: AlgorithmIdentifierOwned {
+            oid: alg.oid(),
+            parameters: Some(Any::null()),
+        },
+        hashed_message: OctetString::new(imprint).map_err(|e| format!("imprint: {e}"))?,
+    };
+    let req = TimeStampReq {
+        version: TspVersion::V1,
+        message_imprint: message_imprint.clone(),
+        req_policy: None,
+        nonce: Some(nonce.clone()),
+        cert_req: true,
+        extensions: None,
+    }
+    .to_der()
+    .map_err(|e| format!("cannot encode the request: {e}"))?;
+    Ok((message_imprint, nonce, req))
 }
 
 /// Checks a `TimeStampResp` and returns its token's DER.
@@ -212,4 +218,99 @@ fn check_reply(body: &[u8], imprint: &MessageImprint, nonce: &Int) -> Result<Vec
     pkcs7::verify_signer_info(si, tst_der.as_bytes(), cert)
         .map_err(|e| format!("the token's signature: {e}"))?;
     Ok(token_der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn certs() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs/authenticode")
+    }
+
+    /// `openssl ts -reply` to `req`, accepting only `digests`.
+    fn openssl_reply(req: &[u8], digests: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let c = certs();
+        std::fs::write(dir.path().join("serial"), "01\n").unwrap();
+        let cnf = dir.path().join("tsa.cnf");
+        std::fs::write(
+            &cnf,
+            format!(
+                "[tsa]\ndefault_tsa = t\n[t]\nserial = {}/serial\ncrypto_device = builtin\n\
+                 signer_cert = {}\nsigner_key = {}\nsigner_digest = sha256\n\
+                 default_policy = 1.3.6.1.4.1.55555.1\ndigests = {digests}\n\
+                 ess_cert_id_alg = sha256\n",
+                dir.path().display(),
+                c.join("tsa.pem").display(),
+                c.join("tsa.key").display()
+            ),
+        )
+        .unwrap();
+        let (q, r) = (dir.path().join("q"), dir.path().join("r"));
+        std::fs::write(&q, req).unwrap();
+        let st = Command::new("openssl")
+            .args(["ts", "-reply", "-config"])
+            .arg(&cnf)
+            .arg("-queryfile")
+            .arg(&q)
+            .arg("-out")
+            .arg(&r)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read(&r).unwrap()
+    }
+
+    #[test]
+    fn a_real_reply_passes_and_each_mismatch_is_caught() {
+        let imprint = DigestAlg::Sha256.hash(b"a signature value");
+        let (mi, nonce, req) = request(DigestAlg::Sha256, &imprint).unwrap();
+        let reply = openssl_reply(&req, "sha256, sha384");
+        let token = check_reply(&reply, &mi, &nonce).unwrap();
+        assert!(pkcs7::decode_signed_data(&token).is_ok());
+
+        let (_, other_nonce, _) = request(DigestAlg::Sha256, &imprint).unwrap();
+        let e = check_reply(&reply, &mi, &other_nonce).unwrap_err();
+        assert!(e.contains("nonce"), "{e}");
+
+        let (other_mi, _, _) = request(DigestAlg::Sha256, &[9u8; 32]).unwrap();
+        let e = check_reply(&reply, &other_mi, &nonce).unwrap_err();
+        assert!(e.contains("imprint"), "{e}");
+
+        let e = check_reply(b"garbage", &mi, &nonce).unwrap_err();
+        assert!(e.contains("not a TimeStampResp"), "{e}");
+
+        // A modified token no longer verifies.
+        let mut bad = reply.clone();
+        let n = bad.len();
+        bad[n - 5] ^= 0x01;
+        assert!(check_reply(&bad, &mi, &nonce).is_err());
+    }
+
+    #[test]
+    fn a_refusal_is_reported_with_its_status() {
+        let imprint = DigestAlg::Sha256.hash(b"x");
+        let (mi, nonce, req) = request(DigestAlg::Sha256, &imprint).unwrap();
+        let reply = openssl_reply(&req, "sha512");
+        let e = check_reply(&reply, &mi, &nonce).unwrap_err();
+        assert!(e.contains("refused (PKIStatus 2)"), "{e}");
+    }
+
+    #[test]
+    fn every_failing_url_is_listed() {
+        let dead = |_: ()| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/", l.local_addr().unwrap())
+        };
+        let urls = vec![dead(()), dead(())];
+        let c = TimestampClient::new(urls.clone(), Duration::from_secs(2)).unwrap();
+        let e = c.stamp(DigestAlg::Sha256, b"sig").unwrap_err();
+        for u in &urls {
+            assert!(e.contains(u.as_str()), "{e}");
+        }
+        assert!(TimestampClient::new(vec!["ftp://x/".into()], DEFAULT_TIMEOUT).is_err());
+    }
 }

@@ -278,3 +278,28 @@ fn probe_passes_and_config_errors_are_precise() {
     c.cert = Some(certs().join("authenticode/ec-chain.pem"));
     assert!(matches!(err(c, Some(&passphrase())), SignError::Config(_)));
 }
+
+#[test]
+fn overlay_of_odd_length_is_padded_and_hashed_as_osslsigncode_does() {
+    // Data after the last section (an installer's payload), 20 MiB + 3 bytes:
+    // hashed as a stream, padded to 8 bytes before the certificate table.
+    let tmp = tempfile::tempdir().unwrap();
+    let pe = build_pe(tmp.path(), "i686", false);
+    let mut data = std::fs::read(&pe).unwrap();
+    data.extend((0..(20u32 << 20) + 3).map(|i| (i % 251) as u8));
+    std::fs::write(&pe, &data).unwrap();
+    for key in ["rsa", "ec"] {
+        let s = signer(key, None, &[]);
+        let signed = sign_file(&s, &pe, &format!("signed-{key}.exe"));
+        let (text, ok) = osslsigncode_verify(&signed);
+        assert!(ok, "{text}");
+        assert!(!checksum_mismatch(&text), "{text}");
+        let signed_len = std::fs::metadata(&signed).unwrap().len();
+        assert_eq!(signed_len % 8, 0);
+        // Flip a byte deep in the overlay.
+        flip(&signed, (data.len() - 10) as u64);
+        let (text, ok) = osslsigncode_verify(&signed);
+        assert!(!ok, "{text}");
+        assert!(s.verify(&pe, &signed).is_err());
+    }
+}
