@@ -179,7 +179,19 @@ fn check_reply(body: &[u8], imprint: &MessageImprint, nonce: &Int) -> Result<Vec
     }
     let token = resp.time_stamp_token.ok_or("granted but no token")?;
     let token_der = token.to_der().map_err(|e| format!("token: {e}"))?;
-    let sd = pkcs7::decode_signed_data(&token_der).map_err(|e| format!("token: {e}"))?;
+    check_token(&token_der, imprint, Some(nonce))?;
+    Ok(token_der)
+}
+
+/// Checks a DER `TimeStampToken`: a SignedData over a TSTInfo for
+/// `imprint` (and `nonce`, if given), signed by the certificate it carries,
+/// which has the critical extendedKeyUsage timeStamping.
+pub(crate) fn check_token(
+    token_der: &[u8],
+    imprint: &MessageImprint,
+    nonce: Option<&Int>,
+) -> Result<(), String> {
+    let sd = pkcs7::decode_signed_data(token_der).map_err(|e| format!("token: {e}"))?;
     if sd.encap_content_info.econtent_type != ID_CT_TST_INFO {
         return Err("the token does not hold a TSTInfo".into());
     }
@@ -197,7 +209,7 @@ fn check_reply(body: &[u8], imprint: &MessageImprint, nonce: &Int) -> Result<Vec
     {
         return Err("the timestamp is for another message (imprint mismatch)".into());
     }
-    if tst.nonce.as_ref() != Some(nonce) {
+    if nonce.is_some() && tst.nonce.as_ref() != nonce {
         return Err("the nonce in the reply is not ours".into());
     }
     let si = sd
@@ -217,11 +229,22 @@ fn check_reply(body: &[u8], imprint: &MessageImprint, nonce: &Int) -> Result<Vec
     }
     pkcs7::verify_signer_info(si, tst_der.as_bytes(), cert)
         .map_err(|e| format!("the token's signature: {e}"))?;
-    Ok(token_der)
+    Ok(())
+}
+
+/// The message imprint an RFC 3161 token over `message` carries.
+pub(crate) fn imprint_of(alg: DigestAlg, message: &[u8]) -> Result<MessageImprint, String> {
+    Ok(MessageImprint {
+        hash_algorithm: AlgorithmIdentifierOwned {
+            oid: alg.oid(),
+            parameters: Some(Any::null()),
+        },
+        hashed_message: OctetString::new(alg.hash(message)).map_err(|e| format!("imprint: {e}"))?,
+    })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
     use std::process::Command;
@@ -231,7 +254,7 @@ mod tests {
     }
 
     /// `openssl ts -reply` to `req`, accepting only `digests`.
-    fn openssl_reply(req: &[u8], digests: &str) -> Vec<u8> {
+    pub(crate) fn openssl_reply(req: &[u8], digests: &str) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let c = certs();
         std::fs::write(dir.path().join("serial"), "01\n").unwrap();
@@ -313,4 +336,41 @@ mod tests {
         }
         assert!(TimestampClient::new(vec!["ftp://x/".into()], DEFAULT_TIMEOUT).is_err());
     }
+}
+
+/// A one-connection-at-a-time HTTP time-stamping authority on loopback
+/// (`openssl ts -reply`), for the signers' tests. Returns its URL.
+#[cfg(test)]
+pub(crate) fn test_tsa() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let reply = tests::openssl_reply(&body, "sha256, sha384, sha512");
+            let mut w = stream;
+            let _ = write!(
+                w,
+                "HTTP/1.0 200 OK\r\nContent-Type: application/timestamp-reply\r\nContent-Length: {}\r\n\r\n",
+                reply.len()
+            );
+            let _ = w.write_all(&reply);
+        }
+    });
+    url
 }

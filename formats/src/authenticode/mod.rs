@@ -138,9 +138,11 @@ impl AuthenticodeSigner {
                 "sha256" => DigestAlg::Sha256,
                 "sha384" => DigestAlg::Sha384,
                 "sha512" => DigestAlg::Sha512,
-                _ => return Err(cfg_err(format!(
+                _ => {
+                    return Err(cfg_err(format!(
                     "digest {d:?} is not supported for Authenticode (use sha256, sha384 or sha512)"
-                ))),
+                )))
+                }
             },
         };
         let mut resign = Resign::Replace;
@@ -404,6 +406,19 @@ impl AuthenticodeSigner {
             .to_der()
             .map_err(|e| e.to_string())?;
         pkcs7::verify_signer_info(si, pkcs7::value_octets(&content)?, cert)?;
+        // An RFC 3161 timestamp, if any, must stamp this signature.
+        let tokens = si
+            .unsigned_attrs
+            .iter()
+            .flat_map(|a| a.iter())
+            .filter(|a| a.oid == pkcs7::SPC_RFC3161)
+            .flat_map(|a| a.values.iter());
+        for token in tokens {
+            let der = token.to_der().map_err(|e| e.to_string())?;
+            let imprint = crate::timestamp::imprint_of(self.alg, si.signature.as_bytes())?;
+            crate::timestamp::check_token(&der, &imprint, None)
+                .map_err(|e| format!("the timestamp: {e}"))?;
+        }
         Ok(())
     }
 

@@ -303,3 +303,28 @@ fn overlay_of_odd_length_is_padded_and_hashed_as_osslsigncode_does() {
         assert!(s.verify(&pe, &signed).is_err());
     }
 }
+
+#[test]
+fn timestamped_signature_verifies_and_a_dead_tsa_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pe = build_pe(tmp.path(), "x86_64", true);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/", l.local_addr().unwrap())
+    };
+    let tsa = crate::timestamp::test_tsa();
+    for (key, digest) in [("rsa", None), ("ec", Some("sha384"))] {
+        let c = cfg(key, digest, &[], &[dead.clone(), tsa.clone()]);
+        let s = AuthenticodeSigner::open(&c, Some(&passphrase())).unwrap();
+        // The probe works without asking the TSA.
+        s.probe(tmp.path()).unwrap();
+        let signed = sign_file(&s, &pe, &format!("ts-{key}.dll"));
+        let (text, ok) = osslsigncode_verify(&signed);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("Timestamp Server Signature verification: ok"),
+            "{text}"
+        );
+        s.verify(&pe, &signed).unwrap();
+    }
+}
