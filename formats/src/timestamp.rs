@@ -336,41 +336,40 @@ pub(crate) mod tests {
         }
         assert!(TimestampClient::new(vec!["ftp://x/".into()], DEFAULT_TIMEOUT).is_err());
     }
-}
 
-/// A one-connection-at-a-time HTTP time-stamping authority on loopback
-/// (`openssl ts -reply`), for the signers' tests. Returns its URL.
-#[cfg(test)]
-pub(crate) fn test_tsa() -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut r = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                    break;
+    /// A one-connection-at-a-time HTTP time-stamping authority on loopback
+    /// (`openssl ts -reply`), for the signers' tests. Returns its URL.
+    pub(crate) fn test_tsa() -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
                 }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
+                let mut body = vec![0u8; len];
+                if r.read_exact(&mut body).is_err() {
+                    continue;
                 }
+                let reply = openssl_reply(&body, "sha256, sha384, sha512");
+                let mut w = stream;
+                let _ = write!(
+                    w,
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/timestamp-reply\r\nContent-Length: {}\r\n\r\n",
+                    reply.len()
+                );
+                let _ = w.write_all(&reply);
             }
-            let mut body = vec![0u8; len];
-            if r.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let reply = tests::openssl_reply(&body, "sha256, sha384, sha512");
-            let mut w = stream;
-            let _ = write!(
-                w,
-                "HTTP/1.0 200 OK\r\nContent-Type: application/timestamp-reply\r\nContent-Length: {}\r\n\r\n",
-                reply.len()
-            );
-            let _ = w.write_all(&reply);
-        }
-    });
-    url
+        });
+        url
+    }
 }

@@ -312,7 +312,7 @@ fn timestamped_signature_verifies_and_a_dead_tsa_is_skipped() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}/", l.local_addr().unwrap())
     };
-    let tsa = crate::timestamp::test_tsa();
+    let tsa = crate::timestamp::tests::test_tsa();
     for (key, digest) in [("rsa", None), ("ec", Some("sha384"))] {
         let c = cfg(key, digest, &[], &[dead.clone(), tsa.clone()]);
         let s = AuthenticodeSigner::open(&c, Some(&passphrase())).unwrap();
