@@ -153,4 +153,5 @@ make_gpg gpg-rsa rsa4096
 
 "$CERTS/make-mar-keys.sh" $([ "$FORCE" = 1 ] && echo --force)
 "$CERTS/make-apk-keys.sh" $([ "$FORCE" = 1 ] && echo --force)
+"$CERTS/make-authenticode-keys.sh" $([ "$FORCE" = 1 ] && echo --force)
 say "done (everything in $CERTS is TEST-ONLY)"

@@ -45,6 +45,10 @@ VENV_PIP_EXTRA+=("mar>=3,<4:bin/mar")
 # apksigner verifies what we sign.
 apt_install pkg-config libssl-dev
 apt_install aapt zipalign android-framework-res apksigner
+# --- authenticode ---
+# libssl-dev + pkg-config: rust-openssl (raw RSA/ECDSA signatures, encrypted PKCS#8 keys);
+# osslsigncode: the verifier in the tests; mingw-w64: the tests compile their PE fixtures.
+apt_install libssl-dev pkg-config osslsigncode gcc-mingw-w64-x86-64-win32 gcc-mingw-w64-i686-win32
 
 if [ ! -x "$SIGNING_TEST_VENV/bin/signtool" ]; then
     say "creating the Python venv $SIGNING_TEST_VENV (Mozilla's signtool 4.x)"

@@ -13,10 +13,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod apk;
+pub mod authenticode;
 pub mod error;
 pub mod gpg;
 pub mod mar;
 pub mod registry;
+pub mod timestamp;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

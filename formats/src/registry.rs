@@ -36,6 +36,12 @@ pub static REGISTRY: &[SignerType] = &[
         needs_passphrase: crate::apk::needs_passphrase,
         open: crate::apk::open,
     },
+    SignerType {
+        name: "authenticode",
+        extra_keys: crate::authenticode::EXTRA_KEYS,
+        needs_passphrase: crate::authenticode::needs_passphrase,
+        open: crate::authenticode::open,
+    },
 ];
 
 /// Looks a signer type up by its config name.

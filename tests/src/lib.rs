@@ -2,6 +2,8 @@
 //! on loopback with a config of the test's making, talk to it over real TLS,
 //! and stop it. Nothing here mocks a server, a signer or a verifier.
 
+pub mod authenticode;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

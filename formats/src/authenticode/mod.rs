@@ -1,0 +1,511 @@
+//! Authenticode: Windows PE images (.exe, .dll; PE32 and PE32+) signed
+//! in-process, the way `signtool.exe sign` / `osslsigncode sign` do.
+//!
+//! What it does, per file:
+//! - parses the headers with goblin ([`pe`]), refusing with a precise reason
+//!   anything that is not a PE image we can hash unambiguously;
+//! - copies the image to the output while hashing it ([`digest`]): the
+//!   Authenticode image hash (CheckSum field, certificate-table entry and any
+//!   old certificate table excluded; zero padding to 8 bytes) and the PE
+//!   CheckSum, in one streaming pass;
+//! - builds the PKCS#7 SignedData ([`pkcs7`]) signed with the configured RSA
+//!   or ECDSA key, embeds the whole certificate chain from `cert`, optionally
+//!   adds an RFC 3161 timestamp ([`crate::timestamp`]), appends it as a
+//!   WIN_CERTIFICATE, and patches the certificate-table entry and CheckSum.
+//!
+//! Config (`[format:NAME]` with `type = authenticode`): `key` (PEM private
+//! key, PKCS#8 encrypted or not), `cert` (PEM chain, the key's certificate
+//! first or anywhere), `digest` (sha256 default, sha384, sha512),
+//! `timestamp_urls`, and the extra keys `resign` (`replace`, the default, or
+//! `refuse`), `program_name`, `program_url` and `timestamp_timeout` (seconds).
+//!
+//! Deliberately NOT done: page hashes, nested (dual) signatures, SHA-1,
+//! catalog (.cat), MSI or script signing, and any child process.
+
+pub(crate) mod digest;
+pub(crate) mod pe;
+pub(crate) mod pkcs7;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use der::Encode;
+use openssl::pkey::{Id, PKey, Private};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use x509_cert::Certificate;
+
+use self::digest::DigestAlg;
+use self::pkcs7::KeyKind;
+use crate::timestamp::TimestampClient;
+use crate::{FormatConfig, SignContext, SignError, Signer};
+
+/// Largest key or certificate file we read.
+const MAX_PEM_FILE: u64 = 1 << 20;
+/// Largest certificate table we read back when verifying.
+const MAX_CERT_TABLE: u64 = 16 << 20;
+/// WIN_CERT_REVISION_2_0.
+const WIN_CERT_REVISION_2_0: u16 = 0x0200;
+/// WIN_CERT_TYPE_PKCS_SIGNED_DATA.
+const WIN_CERT_TYPE_PKCS_SIGNED_DATA: u16 = 0x0002;
+
+/// Config keys of this type besides the common ones.
+pub const EXTRA_KEYS: &[&str] = &["resign", "program_name", "program_url", "timestamp_timeout"];
+
+fn internal(msg: impl std::fmt::Display) -> SignError {
+    SignError::Internal(anyhow!("{msg}"))
+}
+
+fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, SignError> {
+    let bad = |e: String| SignError::Config(format!("{what} {}: {e}", path.display()));
+    let f = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_PEM_FILE {
+        return Err(bad(format!("larger than {MAX_PEM_FILE} bytes")));
+    }
+    Ok(bytes)
+}
+
+fn is_encrypted_pem(pem: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+}
+
+/// Whether the key file at `cfg.key` is passphrase-protected.
+pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
+    let pem = zeroize::Zeroizing::new(read_small(&cfg.key, "Authenticode key")?);
+    Ok(is_encrypted_pem(&pem))
+}
+
+/// Unlocks the key and builds an [`AuthenticodeSigner`].
+pub fn open(
+    cfg: &FormatConfig,
+    passphrase: Option<&SecretString>,
+) -> Result<Box<dyn Signer>, SignError> {
+    Ok(Box::new(AuthenticodeSigner::open(cfg, passphrase)?))
+}
+
+/// What to do with a PE that is already signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resign {
+    Replace,
+    Refuse,
+}
+
+/// Signs PE images with one unlocked key.
+pub struct AuthenticodeSigner {
+    name: String,
+    /// The unlocked private key (openssl frees it on drop).
+    key: PKey<Private>,
+    kind: KeyKind,
+    alg: DigestAlg,
+    leaf: Certificate,
+    chain: Vec<Certificate>,
+    resign: Resign,
+    program_name: Option<String>,
+    program_url: Option<String>,
+    timestamps: Option<TimestampClient>,
+    /// SHA-256 of the leaf certificate, hex: the key id.
+    fingerprint: String,
+    key_path: PathBuf,
+}
+
+impl std::fmt::Debug for AuthenticodeSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthenticodeSigner")
+            .field("name", &self.name)
+            .field("fingerprint", &self.fingerprint)
+            .field("alg", &self.alg)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthenticodeSigner {
+    /// See [`open`].
+    pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Self, SignError> {
+        let cfg_err = |m: String| SignError::Config(format!("format {}: {m}", cfg.name));
+        let alg = match cfg.digest.as_deref().map(|d| d.trim().to_ascii_lowercase()) {
+            None => DigestAlg::Sha256,
+            Some(d) => match d.as_str() {
+                "sha256" => DigestAlg::Sha256,
+                "sha384" => DigestAlg::Sha384,
+                "sha512" => DigestAlg::Sha512,
+                _ => {
+                    return Err(cfg_err(format!(
+                    "digest {d:?} is not supported for Authenticode (use sha256, sha384 or sha512)"
+                )))
+                }
+            },
+        };
+        let mut resign = Resign::Replace;
+        let mut program_name = None;
+        let mut program_url = None;
+        let mut timeout = crate::timestamp::DEFAULT_TIMEOUT;
+        for (k, v) in &cfg.extra {
+            let v = v.trim();
+            match k.as_str() {
+                "resign" => {
+                    resign = match v {
+                        "replace" => Resign::Replace,
+                        "refuse" => Resign::Refuse,
+                        _ => return Err(cfg_err(format!("resign = {v:?}: use replace or refuse"))),
+                    }
+                }
+                "program_name" => program_name = Some(v.to_string()),
+                "program_url" => {
+                    if !v.is_ascii() {
+                        return Err(cfg_err("program_url must be ASCII".into()));
+                    }
+                    program_url = Some(v.to_string())
+                }
+                "timestamp_timeout" => {
+                    let secs: u64 = v
+                        .parse()
+                        .ok()
+                        .filter(|s| (1..=600).contains(s))
+                        .ok_or_else(|| {
+                            cfg_err(format!("timestamp_timeout = {v:?}: seconds, 1 to 600"))
+                        })?;
+                    timeout = Duration::from_secs(secs);
+                }
+                _ => {
+                    return Err(cfg_err(format!(
+                        "unknown setting {k:?} for type authenticode"
+                    )))
+                }
+            }
+        }
+        let timestamps = if cfg.timestamp_urls.is_empty() {
+            None
+        } else {
+            Some(TimestampClient::new(cfg.timestamp_urls.clone(), timeout).map_err(cfg_err)?)
+        };
+
+        let cert_path = cfg
+            .cert
+            .as_ref()
+            .ok_or_else(|| cfg_err("`cert` (the PEM certificate chain) is required".into()))?;
+        let chain_pem = read_small(cert_path, "Authenticode certificate chain")?;
+        let chain = Certificate::load_pem_chain(&chain_pem).map_err(|e| {
+            cfg_err(format!(
+                "{}: not a PEM certificate chain: {e}",
+                cert_path.display()
+            ))
+        })?;
+
+        let key_path = cfg.key.display();
+        let pem = zeroize::Zeroizing::new(read_small(&cfg.key, "Authenticode key")?);
+        let key = if is_encrypted_pem(&pem) {
+            let Some(pw) = passphrase else {
+                return Err(SignError::Key(format!(
+                    "the Authenticode key {key_path} is passphrase-protected but no passphrase was given"
+                )));
+            };
+            PKey::private_key_from_pem_passphrase(&pem, pw.expose_secret().as_bytes()).map_err(
+                |_| {
+                    SignError::Key(format!(
+                        "wrong passphrase for {key_path} (or not a PEM private key)"
+                    ))
+                },
+            )?
+        } else {
+            PKey::private_key_from_pem(&pem)
+                .map_err(|e| SignError::Key(format!("{key_path}: not a PEM private key: {e}")))?
+        };
+        let kind = match key.id() {
+            Id::RSA => {
+                if key.bits() < 2048 {
+                    return Err(SignError::Key(format!(
+                        "{key_path}: RSA keys need at least 2048 bits"
+                    )));
+                }
+                KeyKind::Rsa
+            }
+            Id::EC => KeyKind::Ecdsa,
+            other => {
+                return Err(SignError::Key(format!(
+                    "{key_path}: unsupported key type {other:?} (use RSA or ECDSA)"
+                )))
+            }
+        };
+        let public = key
+            .public_key_to_der()
+            .map_err(|e| SignError::Key(format!("{key_path}: {e}")))?;
+        let leaf = chain
+            .iter()
+            .find(|c| {
+                c.tbs_certificate
+                    .subject_public_key_info
+                    .to_der()
+                    .is_ok_and(|d| d == public)
+            })
+            .cloned()
+            .ok_or_else(|| {
+                cfg_err(format!(
+                    "no certificate in {} matches the key {key_path}",
+                    cert_path.display()
+                ))
+            })?;
+        let leaf_der = leaf
+            .to_der()
+            .map_err(|e| cfg_err(format!("cannot encode the certificate: {e}")))?;
+        let fingerprint = hex::encode_upper(DigestAlg::Sha256.hash(&leaf_der));
+
+        let signer = AuthenticodeSigner {
+            name: cfg.name.clone(),
+            key,
+            kind,
+            alg,
+            leaf,
+            chain,
+            resign,
+            program_name,
+            program_url,
+            timestamps,
+            fingerprint,
+            key_path: cfg.key.clone(),
+        };
+        // Prove the key signs and matches the certificate.
+        let check = b"signing-server authenticode key self-check";
+        let sig = signer.raw_sign(check).map_err(SignError::Key)?;
+        let ok = openssl::sign::Verifier::new(alg.openssl(), &signer.key)
+            .and_then(|mut v| {
+                v.update(check)?;
+                v.verify(&sig)
+            })
+            .unwrap_or(false);
+        if !ok {
+            return Err(SignError::Key(format!("the key {key_path} cannot sign")));
+        }
+        Ok(signer)
+    }
+
+    /// The raw signature of `data` (RSA PKCS#1 v1.5, or DER ECDSA).
+    fn raw_sign(&self, data: &[u8]) -> Result<Vec<u8>, String> {
+        let mut s = openssl::sign::Signer::new(self.alg.openssl(), &self.key)
+            .map_err(|e| format!("signing: {e}"))?;
+        s.update(data).map_err(|e| format!("signing: {e}"))?;
+        s.sign_to_vec().map_err(|e| format!("signing: {e}"))
+    }
+
+    /// The WIN_CERTIFICATE (header, DER PKCS#7, zero padding to 8 bytes)
+    /// for the image hash `digest`.
+    fn win_certificate(&self, digest: &[u8], timestamp: bool) -> Result<Vec<u8>, SignError> {
+        let params = pkcs7::SignParams {
+            alg: self.alg,
+            kind: self.kind,
+            leaf: &self.leaf,
+            chain: &self.chain,
+            program_name: self.program_name.as_deref(),
+            program_url: self.program_url.as_deref(),
+        };
+        let mut unfinished =
+            pkcs7::build(&params, digest, |data| self.raw_sign(data)).map_err(internal)?;
+        if let Some(tsa) = self.timestamps.as_ref().filter(|_| timestamp) {
+            let token = tsa
+                .stamp(self.alg, unfinished.signature())
+                .map_err(internal)?;
+            unfinished.add_timestamp(&token).map_err(internal)?;
+        }
+        let der = unfinished.finish().map_err(internal)?;
+        let len = 8 + der.len() as u64 + digest::pad8(der.len() as u64);
+        let dw_length = u32::try_from(len).map_err(|_| internal("signature too large"))?;
+        let mut out = Vec::with_capacity(len as usize);
+        out.extend_from_slice(&dw_length.to_le_bytes());
+        out.extend_from_slice(&WIN_CERT_REVISION_2_0.to_le_bytes());
+        out.extend_from_slice(&WIN_CERT_TYPE_PKCS_SIGNED_DATA.to_le_bytes());
+        out.extend_from_slice(&der);
+        out.resize(len as usize, 0);
+        Ok(out)
+    }
+
+    fn sign_to(
+        &self,
+        input: &mut File,
+        l: &pe::PeLayout,
+        out: &mut File,
+        timestamp: bool,
+    ) -> Result<(), SignError> {
+        if l.content_len >= u64::from(u32::MAX) - (1 << 20) {
+            return Err(SignError::Rejected(format!(
+                "the PE image is {} bytes: too large for a signature (4 GiB limit)",
+                l.content_len
+            )));
+        }
+        let mut w = BufWriter::with_capacity(64 << 10, &mut *out);
+        let copied = digest::copy_and_hash(input, l, self.alg, Some(&mut w))?;
+        let table = self.win_certificate(&copied.digest, timestamp)?;
+        let mut checksum = copied.checksum;
+        checksum.add(copied.table_offset, &table);
+        w.write_all(&table)?;
+        w.flush()?;
+        drop(w);
+        let total = copied.table_offset + table.len() as u64;
+        let table_offset = u32::try_from(copied.table_offset)
+            .map_err(|_| SignError::Rejected("the PE image is too large for a signature".into()))?;
+        let table_len = u32::try_from(table.len()).map_err(|_| internal("signature too large"))?;
+        let mut dir = [0u8; 8];
+        dir[..4].copy_from_slice(&table_offset.to_le_bytes());
+        dir[4..].copy_from_slice(&table_len.to_le_bytes());
+        checksum.add(l.cert_dir_offset as u64, &dir);
+        let sum = checksum.finish(total);
+        out.seek(SeekFrom::Start(l.cert_dir_offset as u64))?;
+        out.write_all(&dir)?;
+        out.seek(SeekFrom::Start(l.checksum_offset as u64))?;
+        out.write_all(&sum.to_le_bytes())?;
+        out.sync_data()?;
+        Ok(())
+    }
+
+    /// Checks the signature of `signed` against our key: the image hash, the
+    /// messageDigest and the signature. Errors are strings for the caller.
+    fn check(&self, signed: &Path) -> Result<(), String> {
+        let mut f = File::open(signed).map_err(|e| format!("cannot open: {e}"))?;
+        let len = f.metadata().map_err(|e| e.to_string())?.len();
+        let l = pe::parse(&mut f, len).map_err(|e| e.to_string())?;
+        let (addr, size) = l.existing_signature.ok_or("the file is not signed")?;
+        if !(8..=MAX_CERT_TABLE).contains(&size) {
+            return Err(format!("certificate table of {size} bytes"));
+        }
+        let mut table = Vec::new();
+        f.seek(SeekFrom::Start(addr)).map_err(|e| e.to_string())?;
+        (&mut f)
+            .take(size)
+            .read_to_end(&mut table)
+            .map_err(|e| e.to_string())?;
+        let der = table.get(8..).ok_or("short certificate table")?;
+        let hdr = table.get(4..8).ok_or("short certificate table")?;
+        if hdr != [0x00, 0x02, 0x02, 0x00] {
+            return Err("the WIN_CERTIFICATE is not revision 2 PKCS#7".into());
+        }
+        let parsed = pkcs7::parse_authenticode(der)?;
+        let copied =
+            digest::copy_and_hash(&mut f, &l, parsed.alg, None).map_err(|e| e.to_string())?;
+        if copied.digest != parsed.image_hash {
+            return Err("the image hash does not match the file (modified after signing?)".into());
+        }
+        let sd = &parsed.signed_data;
+        let si = sd.signer_infos.0.iter().next().ok_or("no signer")?;
+        let cert = pkcs7::signer_cert(sd, si).ok_or("the signer's certificate is not embedded")?;
+        if cert != &self.leaf {
+            return Err("signed with another certificate".into());
+        }
+        let content = sd
+            .encap_content_info
+            .econtent
+            .as_ref()
+            .ok_or("no content")?
+            .to_der()
+            .map_err(|e| e.to_string())?;
+        pkcs7::verify_signer_info(si, pkcs7::value_octets(&content)?, cert)?;
+        // An RFC 3161 timestamp, if any, must stamp this signature.
+        let tokens = si
+            .unsigned_attrs
+            .iter()
+            .flat_map(|a| a.iter())
+            .filter(|a| a.oid == pkcs7::SPC_RFC3161)
+            .flat_map(|a| a.values.iter());
+        for token in tokens {
+            let der = token.to_der().map_err(|e| e.to_string())?;
+            let imprint = crate::timestamp::imprint_of(self.alg, si.signature.as_bytes())?;
+            crate::timestamp::check_token(&der, &imprint, None)
+                .map_err(|e| format!("the timestamp: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Signs `input` into the new file `output`; `timestamp`: whether to
+    /// ask the configured TSAs (the probe does not, so that a TSA outage
+    /// does not stop the server from starting).
+    fn sign_file(&self, input: &Path, output: &Path, timestamp: bool) -> Result<(), SignError> {
+        let mut f = File::open(input)
+            .map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?;
+        let len = f.metadata()?.len();
+        let l = pe::parse(&mut f, len)?;
+        if l.existing_signature.is_some() && self.resign == Resign::Refuse {
+            return Err(SignError::Rejected(
+                "the PE file is already signed (this format is configured with resign = refuse)"
+                    .into(),
+            ));
+        }
+        let mut out = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(output)
+            .map_err(|e| internal(format!("cannot create {}: {e}", output.display())))?;
+        self.sign_to(&mut f, &l, &mut out, timestamp)
+    }
+}
+
+impl Signer for AuthenticodeSigner {
+    fn sign(&self, input: &Path, output: &Path, _ctx: &SignContext) -> Result<(), SignError> {
+        self.sign_file(input, output, true)
+    }
+
+    fn verify(&self, _input: &Path, signed: &Path) -> Result<(), SignError> {
+        self.check(signed).map_err(|e| {
+            internal(format!(
+                "the Authenticode signature of {} does not verify: {e}",
+                signed.display()
+            ))
+        })
+    }
+
+    fn probe(&self, scratch: &Path) -> Result<(), SignError> {
+        let input = scratch.join("authenticode-probe.exe");
+        let output = scratch.join("authenticode-probe.signed.exe");
+        let tampered = scratch.join("authenticode-probe.tampered.exe");
+        let mut nonce = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let write = |p: &Path, d: &[u8]| {
+            std::fs::write(p, d)
+                .map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
+        };
+        write(&input, &pe::minimal_pe32_plus(&nonce))?;
+        for p in [&output, &tampered] {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(internal(format!(
+                        "probe: cannot remove {}: {e}",
+                        p.display()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        self.sign_file(&input, &output, false)?;
+        self.verify(&input, &output).map_err(|e| {
+            internal(format!(
+                "probe: our own Authenticode signature does not verify: {e}"
+            ))
+        })?;
+        let mut data = std::fs::read(&output)?;
+        // Flip a byte of the code section.
+        if let Some(b) = data.get_mut(0x200) {
+            *b ^= 0x01;
+        }
+        write(&tampered, &data)?;
+        match self.verify(&input, &tampered) {
+            Ok(()) => Err(internal(
+                "probe: an Authenticode signature verified over a modified file",
+            )),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn key_id(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,417 @@
+//! The Authenticode PKCS#7 `SignedData` (version 1) over an
+//! `SpcIndirectDataContent`, built from `cms`/`der`/`x509-cert` types, and
+//! its verification.
+//!
+//! Structure (Microsoft's "Windows Authenticode Portable Executable Signature
+//! Format"): the encapsulated content is an `SpcIndirectDataContent` holding
+//! the PE image hash; the one `SignerInfo` signs the attributes contentType,
+//! messageDigest (over the content's value octets, without the outer SEQUENCE
+//! tag and length), SpcStatementType (individual code signing) and
+//! SpcSpOpusInfo (program name and URL); an RFC 3161 token, when present, is
+//! the unsigned attribute 1.3.6.1.4.1.311.3.3.1.
+//!
+//! Only the raw signature comes from the key (openssl); everything else is
+//! encoded here. Deliberately NOT done: legacy (Authenticode-countersignature)
+//! timestamps, nested signatures, page hashes, catalog files.
+
+use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+use cms::content_info::{CmsVersion, ContentInfo};
+use cms::signed_data::{
+    CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+};
+use const_oid::db::rfc5911::{ID_CONTENT_TYPE, ID_MESSAGE_DIGEST, ID_SIGNED_DATA};
+use const_oid::db::rfc5912::{
+    ECDSA_WITH_SHA_256, ECDSA_WITH_SHA_384, ECDSA_WITH_SHA_512, RSA_ENCRYPTION,
+};
+use const_oid::ObjectIdentifier;
+use der::asn1::{Any, OctetString, SetOfVec};
+use der::{Decode, Encode, Reader, SliceReader};
+use spki::AlgorithmIdentifierOwned;
+use x509_cert::attr::Attribute;
+use x509_cert::Certificate;
+
+use super::digest::DigestAlg;
+
+/// SPC_INDIRECT_DATA_OBJID.
+pub(crate) const SPC_INDIRECT_DATA: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.4");
+/// SPC_PE_IMAGE_DATAOBJ.
+const SPC_PE_IMAGE_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.15");
+/// SPC_SP_OPUS_INFO_OBJID.
+const SPC_SP_OPUS_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.12");
+/// SPC_STATEMENT_TYPE_OBJID.
+const SPC_STATEMENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.11");
+/// SPC_INDIVIDUAL_SP_KEY_PURPOSE_OBJID.
+const SPC_INDIVIDUAL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.21");
+/// szOID_RFC3161_counterSign: the unsigned attribute holding an RFC 3161 token.
+pub(crate) const SPC_RFC3161: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.3.3.1");
+
+/// Errors while encoding: all are our bugs (or a certificate der cannot
+/// re-encode), so they are reported as strings for `SignError::Internal`.
+pub(crate) type Result<T> = std::result::Result<T, String>;
+
+fn der_err(what: &str) -> impl Fn(der::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// One DER TLV with a one-byte tag.
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        let significant = bytes.get(skip..).unwrap_or_default();
+        out.push(0x80 | significant.len() as u8);
+        out.extend_from_slice(significant);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn oid_der(oid: &ObjectIdentifier) -> Result<Vec<u8>> {
+    oid.to_der().map_err(der_err("OID"))
+}
+
+/// The value octets of a DER TLV (what follows the tag and length).
+pub(crate) fn value_octets(der: &[u8]) -> Result<&[u8]> {
+    let mut r = SliceReader::new(der).map_err(der_err("DER"))?;
+    let header = der::Header::decode(&mut r).map_err(der_err("DER header"))?;
+    let start = der.len() - usize::try_from(r.remaining_len()).map_err(der_err("length"))?;
+    let len = usize::try_from(header.length).map_err(der_err("length"))?;
+    der.get(start..start + len)
+        .ok_or_else(|| "truncated DER value".to_string())
+}
+
+/// `SpcIndirectDataContent` for a PE image hash `digest`.
+pub(crate) fn spc_indirect_data(alg: DigestAlg, digest: &[u8]) -> Result<Vec<u8>> {
+    // SpcPeImageData ::= SEQUENCE { flags BIT STRING (empty),
+    //   file [0] EXPLICIT SpcLink: file [2] EXPLICIT SpcString: unicode [0] IMPLICIT "<<<Obsolete>>>" }
+    let obsolete: Vec<u8> = "<<<Obsolete>>>"
+        .encode_utf16()
+        .flat_map(u16::to_be_bytes)
+        .collect();
+    let pe_image_data = tlv(
+        0x30,
+        &cat(&[
+            &[0x03, 0x01, 0x00],
+            &tlv(0xa0, &tlv(0xa2, &tlv(0x80, &obsolete))),
+        ]),
+    );
+    let data = tlv(0x30, &cat(&[&oid_der(&SPC_PE_IMAGE_DATA)?, &pe_image_data]));
+    let alg_id = tlv(0x30, &cat(&[&oid_der(&alg.oid())?, &[0x05, 0x00]]));
+    let digest_info = tlv(0x30, &cat(&[&alg_id, &tlv(0x04, digest)]));
+    Ok(tlv(0x30, &cat(&[&data, &digest_info])))
+}
+
+/// `SpcSpOpusInfo ::= SEQUENCE { programName [0] EXPLICIT SpcString OPTIONAL,
+/// moreInfo [1] EXPLICIT SpcLink OPTIONAL }`.
+fn opus_info(program_name: Option<&str>, program_url: Option<&str>) -> Vec<u8> {
+    let mut inner = Vec::new();
+    if let Some(name) = program_name {
+        let bmp: Vec<u8> = name.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        inner.extend(tlv(0xa0, &tlv(0x80, &bmp)));
+    }
+    if let Some(url) = program_url {
+        inner.extend(tlv(0xa1, &tlv(0x80, url.as_bytes())));
+    }
+    tlv(0x30, &inner)
+}
+
+fn attribute(oid: ObjectIdentifier, value_der: &[u8]) -> Result<Attribute> {
+    let value = Any::from_der(value_der).map_err(der_err("attribute value"))?;
+    let values = SetOfVec::try_from(vec![value]).map_err(der_err("attribute set"))?;
+    Ok(Attribute { oid, values })
+}
+
+fn alg_with_null(oid: ObjectIdentifier) -> AlgorithmIdentifierOwned {
+    AlgorithmIdentifierOwned {
+        oid,
+        parameters: Some(Any::null()),
+    }
+}
+
+/// The kind of signing key, which fixes the signatureAlgorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    Rsa,
+    Ecdsa,
+}
+
+fn signature_algorithm(kind: KeyKind, alg: DigestAlg) -> AlgorithmIdentifierOwned {
+    match kind {
+        KeyKind::Rsa => alg_with_null(RSA_ENCRYPTION),
+        KeyKind::Ecdsa => AlgorithmIdentifierOwned {
+            oid: match alg {
+                DigestAlg::Sha256 => ECDSA_WITH_SHA_256,
+                DigestAlg::Sha384 => ECDSA_WITH_SHA_384,
+                DigestAlg::Sha512 => ECDSA_WITH_SHA_512,
+            },
+            parameters: None,
+        },
+    }
+}
+
+/// What goes into one signature besides the image hash.
+pub(crate) struct SignParams<'a> {
+    pub(crate) alg: DigestAlg,
+    pub(crate) kind: KeyKind,
+    /// The signing certificate.
+    pub(crate) leaf: &'a Certificate,
+    /// Every certificate to embed (the leaf included).
+    pub(crate) chain: &'a [Certificate],
+    pub(crate) program_name: Option<&'a str>,
+    pub(crate) program_url: Option<&'a str>,
+}
+
+/// A signed `SignerInfo` and the rest of the `SignedData`, before an
+/// optional timestamp is added and it is encoded.
+pub(crate) struct Unfinished {
+    signed_data: SignedData,
+    signer_info: SignerInfo,
+}
+
+impl Unfinished {
+    /// The SignerInfo's signature value: what an RFC 3161 token stamps.
+    pub(crate) fn signature(&self) -> &[u8] {
+        self.signer_info.signature.as_bytes()
+    }
+
+    /// Adds an RFC 3161 `TimeStampToken` (a DER ContentInfo) as unsigned attribute.
+    pub(crate) fn add_timestamp(&mut self, token_der: &[u8]) -> Result<()> {
+        let attr = attribute(SPC_RFC3161, token_der)?;
+        let attrs = SetOfVec::try_from(vec![attr]).map_err(der_err("unsigned attributes"))?;
+        self.signer_info.unsigned_attrs = Some(attrs);
+        Ok(())
+    }
+
+    /// The DER `ContentInfo` that goes into the WIN_CERTIFICATE.
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>> {
+        self.signed_data.signer_infos = SignerInfos(
+            SetOfVec::try_from(vec![self.signer_info]).map_err(der_err("signer infos"))?,
+        );
+        let content = Any::encode_from(&self.signed_data).map_err(der_err("SignedData"))?;
+        ContentInfo {
+            content_type: ID_SIGNED_DATA,
+            content,
+        }
+        .to_der()
+        .map_err(der_err("ContentInfo"))
+    }
+}
+
+/// Builds the SignedData for the image hash `digest`; `sign` makes the raw
+/// signature (RSA PKCS#1 v1.5 or DER ECDSA) of the bytes it is given.
+pub(crate) fn build(
+    p: &SignParams<'_>,
+    digest: &[u8],
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
+) -> Result<Unfinished> {
+    let content = spc_indirect_data(p.alg, digest)?;
+    let message_digest = p.alg.hash(value_octets(&content)?);
+    let attrs = vec![
+        attribute(ID_CONTENT_TYPE, &oid_der(&SPC_INDIRECT_DATA)?)?,
+        attribute(ID_MESSAGE_DIGEST, &tlv(0x04, &message_digest))?,
+        attribute(SPC_STATEMENT_TYPE, &tlv(0x30, &oid_der(&SPC_INDIVIDUAL)?))?,
+        attribute(SPC_SP_OPUS_INFO, &opus_info(p.program_name, p.program_url))?,
+    ];
+    let signed_attrs = SetOfVec::try_from(attrs).map_err(der_err("signed attributes"))?;
+    let to_sign = signed_attrs
+        .to_der()
+        .map_err(der_err("signed attributes"))?;
+    let signature = sign(&to_sign)?;
+
+    let tbs = &p.leaf.tbs_certificate;
+    let signer_info = SignerInfo {
+        version: CmsVersion::V1,
+        sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer: tbs.issuer.clone(),
+            serial_number: tbs.serial_number.clone(),
+        }),
+        digest_alg: alg_with_null(p.alg.oid()),
+        signed_attrs: Some(signed_attrs),
+        signature_algorithm: signature_algorithm(p.kind, p.alg),
+        signature: OctetString::new(signature).map_err(der_err("signature"))?,
+        unsigned_attrs: None,
+    };
+    let certs = p
+        .chain
+        .iter()
+        .cloned()
+        .map(CertificateChoices::Certificate)
+        .collect::<Vec<_>>();
+    let signed_data = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: SetOfVec::try_from(vec![alg_with_null(p.alg.oid())])
+            .map_err(der_err("digest algorithms"))?,
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: SPC_INDIRECT_DATA,
+            econtent: Some(Any::from_der(&content).map_err(der_err("content"))?),
+        },
+        certificates: Some(CertificateSet(
+            SetOfVec::try_from(certs).map_err(der_err("certificates"))?,
+        )),
+        crls: None,
+        signer_infos: SignerInfos(SetOfVec::new()),
+    };
+    Ok(Unfinished {
+        signed_data,
+        signer_info,
+    })
+}
+
+/// Decodes a DER `ContentInfo` holding a SignedData (trailing bytes, such
+/// as WIN_CERTIFICATE padding, are ignored).
+pub(crate) fn decode_signed_data(der: &[u8]) -> Result<SignedData> {
+    let mut r = SliceReader::new(der).map_err(der_err("DER"))?;
+    let ci = ContentInfo::decode(&mut r).map_err(der_err("ContentInfo"))?;
+    if ci.content_type != ID_SIGNED_DATA {
+        return Err(format!(
+            "content type {} is not signedData",
+            ci.content_type
+        ));
+    }
+    ci.content
+        .decode_as::<SignedData>()
+        .map_err(der_err("SignedData"))
+}
+
+/// The single value of the signed attribute `oid`.
+pub(crate) fn signed_attr<'a>(si: &'a SignerInfo, oid: &ObjectIdentifier) -> Option<&'a Any> {
+    si.signed_attrs
+        .as_ref()?
+        .iter()
+        .find(|a| a.oid == *oid)?
+        .values
+        .iter()
+        .next()
+}
+
+/// The certificate in `sd` that `si` names.
+pub(crate) fn signer_cert<'a>(sd: &'a SignedData, si: &SignerInfo) -> Option<&'a Certificate> {
+    let SignerIdentifier::IssuerAndSerialNumber(ias) = &si.sid else {
+        return None;
+    };
+    sd.certificates.as_ref()?.0.iter().find_map(|c| match c {
+        CertificateChoices::Certificate(c)
+            if c.tbs_certificate.issuer == ias.issuer
+                && c.tbs_certificate.serial_number == ias.serial_number =>
+        {
+            Some(c)
+        }
+        _ => None,
+    })
+}
+
+/// Checks that `si` signs `content` (the encapsulated content's value
+/// octets): its messageDigest matches, and its signature over the signed
+/// attributes verifies with `cert`'s public key. Returns the digest algorithm.
+pub(crate) fn verify_signer_info(
+    si: &SignerInfo,
+    content: &[u8],
+    cert: &Certificate,
+) -> Result<DigestAlg> {
+    let alg = DigestAlg::from_oid(&si.digest_alg.oid)
+        .ok_or_else(|| format!("unsupported digest algorithm {}", si.digest_alg.oid))?;
+    let md = signed_attr(si, &ID_MESSAGE_DIGEST).ok_or("no messageDigest attribute")?;
+    let md = md
+        .decode_as::<OctetString>()
+        .map_err(der_err("messageDigest"))?;
+    if md.as_bytes() != alg.hash(content).as_slice() {
+        return Err("the messageDigest attribute does not match the content".into());
+    }
+    let attrs = si.signed_attrs.as_ref().ok_or("no signed attributes")?;
+    let signed = attrs.to_der().map_err(der_err("signed attributes"))?;
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(der_err("public key"))?;
+    let key = openssl::pkey::PKey::public_key_from_der(&spki)
+        .map_err(|e| format!("the signer's public key: {e}"))?;
+    let mut v =
+        openssl::sign::Verifier::new(alg.openssl(), &key).map_err(|e| format!("verifier: {e}"))?;
+    v.update(&signed).map_err(|e| format!("verifier: {e}"))?;
+    match v.verify(si.signature.as_bytes()) {
+        Ok(true) => Ok(alg),
+        Ok(false) => Err("the signature does not verify".into()),
+        Err(e) => Err(format!("the signature does not verify: {e}")),
+    }
+}
+
+/// What an Authenticode signature says about the image.
+pub(crate) struct Parsed {
+    /// Digest algorithm and image hash from the SpcIndirectDataContent.
+    pub(crate) alg: DigestAlg,
+    pub(crate) image_hash: Vec<u8>,
+    pub(crate) signed_data: SignedData,
+}
+
+/// Parses an Authenticode SignedData and returns the image hash it carries.
+/// Does not check the signature: see [`verify_signer_info`].
+pub(crate) fn parse_authenticode(der: &[u8]) -> Result<Parsed> {
+    let sd = decode_signed_data(der)?;
+    if sd.encap_content_info.econtent_type != SPC_INDIRECT_DATA {
+        return Err(format!(
+            "content type {} is not SpcIndirectDataContent",
+            sd.encap_content_info.econtent_type
+        ));
+    }
+    let content = sd
+        .encap_content_info
+        .econtent
+        .as_ref()
+        .ok_or("no encapsulated content")?
+        .to_der()
+        .map_err(der_err("content"))?;
+    // SEQUENCE { data SEQUENCE, messageDigest DigestInfo }
+    let mut r = SliceReader::new(value_octets(&content)?).map_err(der_err("content"))?;
+    let _data = Any::decode(&mut r).map_err(der_err("SpcAttributeTypeAndOptionalValue"))?;
+    let digest_info = Any::decode(&mut r).map_err(der_err("DigestInfo"))?;
+    let mut r = SliceReader::new(digest_info.value()).map_err(der_err("DigestInfo"))?;
+    let alg_id = AlgorithmIdentifierOwned::decode(&mut r).map_err(der_err("DigestInfo"))?;
+    let hash = OctetString::decode(&mut r).map_err(der_err("DigestInfo"))?;
+    let alg = DigestAlg::from_oid(&alg_id.oid)
+        .ok_or_else(|| format!("unsupported image digest algorithm {}", alg_id.oid))?;
+    Ok(Parsed {
+        alg,
+        image_hash: hash.as_bytes().to_vec(),
+        signed_data: sd,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tlv_lengths() {
+        assert_eq!(tlv(0x04, &[1, 2]), vec![0x04, 2, 1, 2]);
+        assert_eq!(&tlv(0x04, &[0; 200])[..3], &[0x04, 0x81, 200]);
+        assert_eq!(&tlv(0x04, &[0; 300])[..4], &[0x04, 0x82, 1, 44]);
+    }
+
+    #[test]
+    fn spc_indirect_data_round_trips() {
+        let d = [7u8; 32];
+        let der = spc_indirect_data(DigestAlg::Sha256, &d).unwrap();
+        let any = Any::from_der(&der).unwrap();
+        assert_eq!(any.value(), value_octets(&der).unwrap());
+        // The PE image data as osslsigncode and signtool.exe write it.
+        let hex = hex::encode(&der);
+        assert!(hex.contains("060a2b06010401823702010f"), "{hex}");
+        assert!(
+            hex.contains(
+                "3025030100a020a21e801c003c003c003c004f00620073006f006c006500740065003e003e003e"
+            ),
+            "{hex}"
+        );
+    }
+}
