@@ -152,3 +152,4 @@ make_gpg gpg ed25519
 make_gpg gpg-rsa rsa4096
 
 say "done (everything in $CERTS is TEST-ONLY)"
+"$CERTS/make-apple-keys.sh" $([ "$FORCE" = 1 ] && echo --force)

@@ -33,6 +33,20 @@ if ! command -v cargo >/dev/null 2>&1; then
     apt_install cargo rustc
 fi
 
+# --- apple ---
+# clang + lld (ld64.lld) + llvm (llvm-lipo) build the Darwin Mach-O test inputs without an SDK;
+# libssl-dev + pkg-config for the `openssl` crate (decrypts the Apple signing key in-process).
+apt_install clang lld llvm libssl-dev pkg-config
+# rcodesign (apple-codesign's CLI), for the tests' cross-check only: built once into the cache
+# (`cargo install`, no notarization features: several minutes on 2 cores). The server never runs it.
+: "${SIGNING_RCODESIGN_ROOT:=$SIGNING_CACHE/rcodesign}"
+if [ ! -x "$SIGNING_RCODESIGN_ROOT/bin/rcodesign" ] && command -v cargo >/dev/null 2>&1; then
+    say "building rcodesign into $SIGNING_RCODESIGN_ROOT (test cross-check; takes several minutes)"
+    cargo install -q apple-codesign --version 0.29.0 --no-default-features --locked \
+        --root "$SIGNING_RCODESIGN_ROOT" --target-dir "$SIGNING_CACHE/rcodesign-target" \
+        || say "could not build rcodesign: the Apple tests will skip its cross-check"
+fi
+
 if [ ! -x "$SIGNING_TEST_VENV/bin/signtool" ]; then
     say "creating the Python venv $SIGNING_TEST_VENV (Mozilla's signtool 4.x)"
     python3 -m venv "$SIGNING_TEST_VENV"

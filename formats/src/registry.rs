@@ -22,6 +22,11 @@ pub static REGISTRY: &[SignerType] = &[SignerType {
     extra_keys: &[],
     needs_passphrase: crate::gpg::needs_passphrase,
     open: crate::gpg::open,
+}, SignerType {
+    name: "apple",
+    extra_keys: crate::apple::EXTRA_KEYS,
+    needs_passphrase: crate::apple::needs_passphrase,
+    open: crate::apple::open,
 }];
 
 /// Looks a signer type up by its config name.
