@@ -102,13 +102,16 @@ pub fn precheck_dmg(path: &Path) -> Result<(), SignError> {
 
 /// Checks every slice of the Mach-O `data`.
 pub fn check_macho(data: &[u8], expect: &Expect<'_>) -> anyhow::Result<()> {
-    check_macho_with_resources(data, expect, None)
+    check_macho_with_resources(data, expect, None).map(|_| ())
 }
 
-fn check_macho_with_resources(data: &[u8], expect: &Expect<'_>, resources: Option<&[u8]>) -> anyhow::Result<()> {
+/// As [`check_macho`]; with `resources` (the bundle's `CodeResources`), a
+/// slice that seals resources must seal exactly these. Returns whether every
+/// slice sealed them.
+fn check_macho_with_resources(data: &[u8], expect: &Expect<'_>, resources: Option<&[u8]>) -> anyhow::Result<bool> {
     guard("Mach-O", || {
         let mach = MachFile::parse(data).map_err(|e| anyhow!("not a valid Mach-O: {e}"))?;
-        let mut n = 0;
+        let (mut n, mut sealed) = (0, 0);
         for macho in mach.iter_macho() {
             let slice = macho.index.map(|i| format!("slice {i}")).unwrap_or_else(|| "Mach-O".into());
             let sig = macho
@@ -122,12 +125,14 @@ fn check_macho_with_resources(data: &[u8], expect: &Expect<'_>, resources: Optio
                 bail!("{slice}: {}", list.join("; "));
             }
             if let Some(res) = resources {
-                check_resources(&sig, res).with_context(|| slice.clone())?;
+                if check_resources(&sig, res).with_context(|| slice.clone())? {
+                    sealed += 1;
+                }
             }
             n += 1;
         }
         ensure!(n > 0, "no Mach-O slices");
-        Ok(())
+        Ok(sealed == n)
     })
 }
 
@@ -184,20 +189,19 @@ fn check_embedded(sig: &EmbeddedSignature<'_>, expect: &Expect<'_>, code: bool) 
     Ok(())
 }
 
-/// The executable's code directory must record the digest of its bundle's
-/// `CodeResources` file.
-fn check_resources(sig: &EmbeddedSignature<'_>, resources: &[u8]) -> anyhow::Result<()> {
+/// Whether the code directory seals resources; if it does, the digest it
+/// records must be that of `resources` (the bundle's `CodeResources`).
+fn check_resources(sig: &EmbeddedSignature<'_>, resources: &[u8]) -> anyhow::Result<bool> {
     let cd = sig
         .code_directory()
         .map_err(|e| anyhow!("code directory: {e}"))?
         .ok_or_else(|| anyhow!("no code directory"))?;
-    let recorded = cd
-        .special_digests
-        .get(&CodeSigningSlot::ResourceDir)
-        .ok_or_else(|| anyhow!("the code directory does not seal the bundle's resources"))?;
+    let Some(recorded) = cd.special_digests.get(&CodeSigningSlot::ResourceDir) else {
+        return Ok(false);
+    };
     let actual = cd.digest_type.digest_data(resources).map_err(|e| anyhow!("{e}"))?;
     ensure!(recorded.data.as_ref() == actual.as_slice(), "CodeResources digest mismatch");
-    Ok(())
+    Ok(true)
 }
 
 /// Checks the signature of the DMG at `path`, recomputing its digests.
@@ -235,10 +239,11 @@ pub fn check_dmg(path: &Path, expect: &Expect<'_>) -> anyhow::Result<()> {
 }
 
 /// Checks every Mach-O file of the signed bundle at `app` (symlinks are not
-/// followed) and the bundle's sealed resources.
+/// followed) and that the bundle's main executable seals its resources.
 pub fn check_bundle(app: &Path, expect: &Expect<'_>) -> anyhow::Result<()> {
-    let resources = std::fs::read(app.join("Contents/_CodeSignature/CodeResources"))
-        .context("the bundle has no Contents/_CodeSignature/CodeResources")?;
+    if !app.join("Contents/_CodeSignature/CodeResources").is_file() {
+        bail!("the bundle has no Contents/_CodeSignature/CodeResources");
+    }
     let main_dir = app.join("Contents/MacOS");
     let mut stack = vec![app.to_path_buf()];
     let mut machos = 0usize;
@@ -253,21 +258,25 @@ pub fn check_bundle(app: &Path, expect: &Expect<'_>) -> anyhow::Result<()> {
             } else if kind.is_file() {
                 let mut head = [0u8; 4];
                 let n = File::open(&path)?.read(&mut head)?;
-                if n == 4 && is_macho_magic(&head) {
-                    let rel = path.strip_prefix(app).unwrap_or(&path).display().to_string();
-                    let data = std::fs::read(&path)?;
-                    // Executables directly in Contents/MacOS seal the resources.
-                    let main = path.parent() == Some(main_dir.as_path());
-                    let res = if main { Some(resources.as_slice()) } else { None };
-                    check_macho_with_resources(&data, expect, res).with_context(|| rel)?;
-                    sealed_main |= main;
-                    machos += 1;
+                if n != 4 || !is_macho_magic(&head) {
+                    continue;
                 }
+                let rel = path.strip_prefix(app).unwrap_or(&path).display().to_string();
+                let data = std::fs::read(&path)?;
+                // Code in some bundle's Contents/MacOS: that bundle's CodeResources.
+                let contents = path.parent().filter(|d| d.ends_with("Contents/MacOS")).and_then(Path::parent);
+                let resources = match contents.map(|c| c.join("_CodeSignature/CodeResources")) {
+                    Some(p) if p.is_file() => Some(std::fs::read(p)?),
+                    _ => None,
+                };
+                let sealed = check_macho_with_resources(&data, expect, resources.as_deref()).with_context(|| rel)?;
+                sealed_main |= sealed && path.parent() == Some(main_dir.as_path());
+                machos += 1;
             }
         }
     }
     ensure!(machos > 0, "no Mach-O code in the bundle");
-    ensure!(sealed_main, "no executable in Contents/MacOS");
+    ensure!(sealed_main, "no executable in Contents/MacOS seals the bundle's resources");
     Ok(())
 }
 

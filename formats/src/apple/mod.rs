@@ -329,6 +329,8 @@ impl AppleSigner {
             })
             .map_err(SignError::Internal)
         })?;
+        // apple-codesign copies files, not empty directories: restore them.
+        tarball::copy_dir_tree(&src, &dst)?;
         check::check_bundle(&dst, &self.expectations()).map_err(|e| SignError::Internal(e.context("checking our own signature")))?;
         tarball::pack(&signed, &app, output).map_err(|e| SignError::Internal(e.context("repacking the bundle")))
     }

@@ -217,6 +217,23 @@ pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, Sign
         .ok_or_else(|| reject("the .app name is not UTF-8"))
 }
 
+/// Creates below `to` every directory that exists below `from` (not
+/// following symlinks), so empty directories survive signing.
+pub fn copy_dir_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(from.join(&rel))? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                let sub = rel.join(entry.file_name());
+                std::fs::create_dir_all(to.join(&sub))?;
+                stack.push(sub);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Packs `root/app` (recursively, symlinks as symlinks) into a `.tar.gz` at
 /// `output`, paths relative to `root` as in the input. Times and owners are
 /// normalised (deterministic headers); modes are kept.
