@@ -10,7 +10,8 @@
 # encrypted PKCS#8 PEM (apple/developer-id.key, passphrase = certs/PASSPHRASE),
 # and apple/chain.pem (leaf then CA) for the `cert` setting.
 # A second, unrelated leaf (apple/other.pem/.key, same passphrase) lets tests
-# prove a wrong certificate is refused.
+# prove a wrong certificate is refused; apple/tsa.pem/.key is a test RFC 3161
+# time-stamping authority (key unencrypted) for the tests' local responder.
 #
 # EVERYTHING THIS SCRIPT MAKES IS FOR TESTS ONLY: never trust it.
 # Needs: bash, openssl (3.x).
@@ -20,7 +21,7 @@ FORCE=0
 case "${1:-}" in
     "") ;;
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "usage: $0 [--force]" >&2; exit 2 ;;
 esac
 
@@ -100,6 +101,32 @@ make_leaf() {
 }
 make_leaf developer-id
 make_leaf other
+
+# A test time-stamping authority (for the RFC 3161 tests; key unencrypted, tests only).
+cat > "$TMP/tsa.cnf" <<'CNF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+O = signing-server TEST ONLY
+CN = signing-server TEST TSA (never for production)
+[v3_tsa]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = critical, timeStamping
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+CNF
+if [ "$regen" = 1 ] || need tsa.pem || need tsa.key; then
+    openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out tsa.key.tmp
+    openssl req -new -config "$TMP/tsa.cnf" -key tsa.key.tmp -sha256 -out "$TMP/tsa.csr"
+    openssl x509 -req -in "$TMP/tsa.csr" -CA ca.pem -CAkey ca.key -sha256 -days 3650 \
+        -set_serial "0x$(openssl rand -hex 16)" \
+        -extfile "$TMP/tsa.cnf" -extensions v3_tsa -out tsa.pem.tmp
+    mv tsa.key.tmp tsa.key
+    mv tsa.pem.tmp tsa.pem
+    say "wrote apple/tsa.pem apple/tsa.key"
+fi
 
 if [ "$regen" = 1 ] || need chain.pem; then
     cat developer-id.pem ca.pem > chain.pem

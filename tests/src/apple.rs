@@ -262,3 +262,67 @@ pub fn build_dmg(dir: &Path, file: &Path) -> Vec<u8> {
     apple_dmg::create_dmg(&src, &out, "FIREFOX", 2 * 1024 * 64).expect("apple-dmg");
     std::fs::read(out).unwrap()
 }
+
+/// A local RFC 3161 time-stamping authority on loopback: each HTTP POST body
+/// (a TimeStampReq) is answered by `openssl ts -reply` with the test TSA
+/// (certs/apple/tsa.pem). Returns its URL; the thread lives as long as the test.
+pub fn local_tsa() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/tsa", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap().keep();
+    let c = certs().join("apple");
+    let cnf = dir.join("tsa.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[tsa]\ndefault_tsa = tsa_config\n[tsa_config]\ndir = {d}\nserial = {d}/serial\nsigner_cert = {cert}\n\
+             certs = {ca}\nsigner_key = {key}\nsigner_digest = sha256\ndefault_policy = 1.2.3.4.1\n\
+             digests = sha256, sha384, sha512\naccuracy = secs:1\nordering = yes\ness_cert_id_chain = no\n\
+             ess_cert_id_alg = sha256\n",
+            d = dir.display(),
+            cert = c.join("tsa.pem").display(),
+            ca = c.join("ca.pem").display(),
+            key = c.join("tsa.key").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("serial"), "01\n").unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let (q, r) = (dir.join("req.tsq"), dir.join("resp.tsr"));
+            std::fs::write(&q, &body).unwrap();
+            let (ok, out) = run(Command::new("openssl")
+                .args(["ts", "-reply", "-config"])
+                .arg(&cnf)
+                .arg("-queryfile")
+                .arg(&q)
+                .arg("-out")
+                .arg(&r));
+            let resp = if ok { std::fs::read(&r).unwrap() } else { eprintln!("openssl ts -reply: {out}"); Vec::new() };
+            let status = if ok { "200 OK" } else { "500 Internal Server Error" };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/timestamp-reply\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                resp.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&resp));
+        }
+    });
+    url
+}

@@ -243,3 +243,23 @@ impl TapMkdir for std::path::PathBuf {
         self
     }
 }
+
+#[test]
+fn timestamp_urls_fail_over_to_a_working_authority_and_the_token_verifies() {
+    let tsa = local_tsa();
+    // The first authority refuses connections: the second one answers.
+    let s = Server::start(&apple_opts(&format!("timestamp_urls = http://127.0.0.1:9/, {tsa}")));
+    let dir = tempfile::tempdir().unwrap();
+    let body = std::fs::read(build_macho(dir.path(), "x86_64", "exe")).unwrap();
+    let (status, signed) = sign(&s, "macapp", "firefox", &body);
+    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&signed), s.stderr());
+    let blobs = &macho_blobs(&signed)[0];
+    assert_cms_ok(blobs);
+    // The CMS signer info carries an RFC 3161 token (id-aa-timeStampToken, 1.2.840.113549.1.9.16.2.14).
+    let cms = dir.path().join("cms.der");
+    std::fs::write(&cms, &blobs.cms).unwrap();
+    let (ok, out) = run(Command::new("openssl").args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"]).arg(&cms));
+    assert!(ok, "{out}");
+    assert!(out.contains("id-smime-aa-timeStampToken"), "no time-stamp token:\n{out}");
+    assert!(out.contains("signing-server TEST TSA"), "token not from our TSA:\n{out}");
+}
