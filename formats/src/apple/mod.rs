@@ -259,7 +259,7 @@ impl AppleSigner {
             match f(&UnifiedSigner::new(self.settings(Some(url))?)) {
                 Ok(()) => return Ok(()),
                 Err(SignError::Internal(e)) => {
-                    tracing_free_warn(&self.name, url, &e);
+                    warn_tsa_failover(&self.name, url, &e);
                     last = Some(e);
                 }
                 Err(other) => return Err(other),
@@ -336,7 +336,7 @@ impl AppleSigner {
     }
 }
 
-fn tracing_free_warn(format: &str, url: &str, e: &anyhow::Error) {
+fn warn_tsa_failover(format: &str, url: &str, e: &anyhow::Error) {
     // The formats crate has no logger of its own; the server logs the final
     // error. Keep the per-authority failure on stderr for the operator.
     eprintln!("format {format}: timestamp authority {url} failed, trying the next one: {e:#}");
