@@ -27,7 +27,8 @@ sed "s/^port = .*/port = $port/" signing.ini.example > "$work/signing.ini"
 sed -i "s#= certs/#= $PWD/certs/#" "$work/signing.ini"
 
 say "starting signing-server on https://127.0.0.1:$port (passphrase from certs/PASSPHRASE: TEST-ONLY)"
-{ cat certs/PASSPHRASE; echo; } | "$bin/signing-server" "$work/signing.ini" >"$work/server.out" 2>"$work/server.log" &
+# One line per encrypted key file (gpg, apple, …): repeat the test passphrase.
+yes "$(cat certs/PASSPHRASE)" | "$bin/signing-server" "$work/signing.ini" >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 1 100); do
     grep -q "listening on" "$work/server.out" 2>/dev/null && break

@@ -44,7 +44,7 @@ if [ ! -x "$SIGNING_RCODESIGN_ROOT/bin/rcodesign" ] && command -v cargo >/dev/nu
     say "building rcodesign into $SIGNING_RCODESIGN_ROOT (test cross-check; takes several minutes)"
     cargo install -q apple-codesign --version 0.29.0 --no-default-features --locked \
         --root "$SIGNING_RCODESIGN_ROOT" --target-dir "$SIGNING_CACHE/rcodesign-target" \
-        || say "could not build rcodesign: the Apple tests will skip its cross-check"
+        || say "could not build rcodesign: the Apple tests (tests/tests/apple.rs) need it"
 fi
 
 if [ ! -x "$SIGNING_TEST_VENV/bin/signtool" ]; then
