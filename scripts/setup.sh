@@ -40,6 +40,7 @@ apt_install clang lld llvm libssl-dev pkg-config
 # rcodesign (apple-codesign's CLI), for the tests' cross-check only: built once into the cache
 # (`cargo install`, no notarization features: several minutes on 2 cores). The server never runs it.
 : "${SIGNING_RCODESIGN_ROOT:=$SIGNING_CACHE/rcodesign}"
+export SIGNING_RCODESIGN="${SIGNING_RCODESIGN:-$SIGNING_RCODESIGN_ROOT/bin/rcodesign}"
 if [ ! -x "$SIGNING_RCODESIGN_ROOT/bin/rcodesign" ] && command -v cargo >/dev/null 2>&1; then
     say "building rcodesign into $SIGNING_RCODESIGN_ROOT (test cross-check; takes several minutes)"
     cargo install -q apple-codesign --version 0.29.0 --no-default-features --locked \
