@@ -55,7 +55,11 @@ pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> any
 pub fn is_macho_magic(head: &[u8]) -> bool {
     matches!(
         head.get(..4),
-        Some([0xfe, 0xed, 0xfa, 0xce | 0xcf] | [0xce | 0xcf, 0xfa, 0xed, 0xfe] | [0xca, 0xfe, 0xba, 0xbe | 0xbf])
+        Some(
+            [0xfe, 0xed, 0xfa, 0xce | 0xcf]
+                | [0xce | 0xcf, 0xfa, 0xed, 0xfe]
+                | [0xca, 0xfe, 0xba, 0xbe | 0xbf]
+        )
     )
 }
 
@@ -84,10 +88,18 @@ pub fn precheck_dmg(path: &Path) -> Result<(), SignError> {
     let len = f.metadata()?.len();
     guard("DMG", || {
         let koly = KolyTrailer::read_from(&mut f).map_err(|e| anyhow!("not a valid .dmg: {e}"))?;
-        let content_end = len.checked_sub(512).ok_or_else(|| anyhow!("not a valid .dmg: too short"))?;
+        let content_end = len
+            .checked_sub(512)
+            .ok_or_else(|| anyhow!("not a valid .dmg: too short"))?;
         let within = |off: u64, n: u64| off.checked_add(n).is_some_and(|end| end <= content_end);
-        ensure!(within(koly.plist_offset, koly.plist_length), "not a valid .dmg: plist outside the file");
-        ensure!(within(koly.data_fork_offset, koly.data_fork_length), "not a valid .dmg: data fork outside the file");
+        ensure!(
+            within(koly.plist_offset, koly.plist_length),
+            "not a valid .dmg: plist outside the file"
+        );
+        ensure!(
+            within(koly.data_fork_offset, koly.data_fork_length),
+            "not a valid .dmg: data fork outside the file"
+        );
         ensure!(koly.plist_length > 0, "not a valid .dmg: no resource plist");
         if koly.code_signature_offset != 0 {
             ensure!(
@@ -108,12 +120,19 @@ pub fn check_macho(data: &[u8], expect: &Expect<'_>) -> anyhow::Result<()> {
 /// As [`check_macho`]; with `resources` (the bundle's `CodeResources`), a
 /// slice that seals resources must seal exactly these. Returns whether every
 /// slice sealed them.
-fn check_macho_with_resources(data: &[u8], expect: &Expect<'_>, resources: Option<&[u8]>) -> anyhow::Result<bool> {
+fn check_macho_with_resources(
+    data: &[u8],
+    expect: &Expect<'_>,
+    resources: Option<&[u8]>,
+) -> anyhow::Result<bool> {
     guard("Mach-O", || {
         let mach = MachFile::parse(data).map_err(|e| anyhow!("not a valid Mach-O: {e}"))?;
         let (mut n, mut sealed) = (0, 0);
         for macho in mach.iter_macho() {
-            let slice = macho.index.map(|i| format!("slice {i}")).unwrap_or_else(|| "Mach-O".into());
+            let slice = macho
+                .index
+                .map(|i| format!("slice {i}"))
+                .unwrap_or_else(|| "Mach-O".into());
             let sig = macho
                 .code_signature()
                 .map_err(|e| anyhow!("{slice}: {e}"))?
@@ -138,14 +157,24 @@ fn check_macho_with_resources(data: &[u8], expect: &Expect<'_>, resources: Optio
 
 /// The checks common to Mach-O and DMG signatures; `code` is whether the
 /// signed thing is code (the hardened runtime flag applies).
-fn check_embedded(sig: &EmbeddedSignature<'_>, expect: &Expect<'_>, code: bool) -> anyhow::Result<()> {
+fn check_embedded(
+    sig: &EmbeddedSignature<'_>,
+    expect: &Expect<'_>,
+    code: bool,
+) -> anyhow::Result<()> {
     let cd = sig
         .code_directory()
         .map_err(|e| anyhow!("code directory: {e}"))?
         .ok_or_else(|| anyhow!("no code directory"))?;
-    ensure!(!cd.flags.contains(CodeSignatureFlags::ADHOC), "ad-hoc signature (no key was used)");
+    ensure!(
+        !cd.flags.contains(CodeSignatureFlags::ADHOC),
+        "ad-hoc signature (no key was used)"
+    );
     if code && expect.hardened_runtime {
-        ensure!(cd.flags.contains(CodeSignatureFlags::RUNTIME), "hardened runtime flag missing");
+        ensure!(
+            cd.flags.contains(CodeSignatureFlags::RUNTIME),
+            "hardened runtime flag missing"
+        );
     }
     let cd_blob = sig
         .find_slot(CodeSigningSlot::CodeDirectory)
@@ -199,8 +228,14 @@ fn check_resources(sig: &EmbeddedSignature<'_>, resources: &[u8]) -> anyhow::Res
     let Some(recorded) = cd.special_digests.get(&CodeSigningSlot::ResourceDir) else {
         return Ok(false);
     };
-    let actual = cd.digest_type.digest_data(resources).map_err(|e| anyhow!("{e}"))?;
-    ensure!(recorded.data.as_ref() == actual.as_slice(), "CodeResources digest mismatch");
+    let actual = cd
+        .digest_type
+        .digest_data(resources)
+        .map_err(|e| anyhow!("{e}"))?;
+    ensure!(
+        recorded.data.as_ref() == actual.as_slice(),
+        "CodeResources digest mismatch"
+    );
     Ok(true)
 }
 
@@ -224,7 +259,10 @@ pub fn check_dmg(path: &Path, expect: &Expect<'_>) -> anyhow::Result<()> {
         let [recorded] = cd.code_digests.as_slice() else {
             bail!("{} code digests, a DMG has 1", cd.code_digests.len());
         };
-        ensure!(recorded.data.as_ref() == content.data.as_ref(), "image content digest mismatch");
+        ensure!(
+            recorded.data.as_ref() == content.data.as_ref(),
+            "image content digest mismatch"
+        );
         let koly = reader
             .koly()
             .digest_for_code_directory(cd.digest_type)
@@ -233,7 +271,10 @@ pub fn check_dmg(path: &Path, expect: &Expect<'_>) -> anyhow::Result<()> {
             .special_digests
             .get(&CodeSigningSlot::RepSpecific)
             .ok_or_else(|| anyhow!("no trailer digest"))?;
-        ensure!(slot.data.as_ref() == koly.as_slice(), "trailer digest mismatch");
+        ensure!(
+            slot.data.as_ref() == koly.as_slice(),
+            "trailer digest mismatch"
+        );
         Ok(())
     })
 }
@@ -249,7 +290,9 @@ pub fn check_bundle(app: &Path, expect: &Expect<'_>) -> anyhow::Result<()> {
     let mut machos = 0usize;
     let mut sealed_main = false;
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
             let entry = entry?;
             let kind = entry.file_type()?;
             let path = entry.path();
@@ -261,22 +304,33 @@ pub fn check_bundle(app: &Path, expect: &Expect<'_>) -> anyhow::Result<()> {
                 if n != 4 || !is_macho_magic(&head) {
                     continue;
                 }
-                let rel = path.strip_prefix(app).unwrap_or(&path).display().to_string();
+                let rel = path
+                    .strip_prefix(app)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
                 let data = std::fs::read(&path)?;
                 // Code in some bundle's Contents/MacOS: that bundle's CodeResources.
-                let contents = path.parent().filter(|d| d.ends_with("Contents/MacOS")).and_then(Path::parent);
+                let contents = path
+                    .parent()
+                    .filter(|d| d.ends_with("Contents/MacOS"))
+                    .and_then(Path::parent);
                 let resources = match contents.map(|c| c.join("_CodeSignature/CodeResources")) {
                     Some(p) if p.is_file() => Some(std::fs::read(p)?),
                     _ => None,
                 };
-                let sealed = check_macho_with_resources(&data, expect, resources.as_deref()).with_context(|| rel)?;
+                let sealed = check_macho_with_resources(&data, expect, resources.as_deref())
+                    .with_context(|| rel)?;
                 sealed_main |= sealed && path.parent() == Some(main_dir.as_path());
                 machos += 1;
             }
         }
     }
     ensure!(machos > 0, "no Mach-O code in the bundle");
-    ensure!(sealed_main, "no executable in Contents/MacOS seals the bundle's resources");
+    ensure!(
+        sealed_main,
+        "no executable in Contents/MacOS seals the bundle's resources"
+    );
     Ok(())
 }
 
@@ -304,7 +358,14 @@ pub fn minimal_macho() -> Vec<u8> {
     const LC_SEGMENT_64: u32 = 0x19;
     const BASE: u64 = 0x1_0000_0000;
     const CODE_OFF: u32 = 0x800;
-    let segment = |out: &mut Vec<u8>, name: &str, vmaddr: u64, vmsize: u64, fileoff: u64, filesize: u64, prot: u32, nsects: u32| {
+    let segment = |out: &mut Vec<u8>,
+                   name: &str,
+                   vmaddr: u64,
+                   vmsize: u64,
+                   fileoff: u64,
+                   filesize: u64,
+                   prot: u32,
+                   nsects: u32| {
         u32s(out, &[LC_SEGMENT_64, 72 + 80 * nsects]);
         name16(out, name);
         u64s(out, &[vmaddr, vmsize, fileoff, filesize]);
@@ -318,14 +379,35 @@ pub fn minimal_macho() -> Vec<u8> {
     name16(&mut cmds, "__TEXT");
     u64s(&mut cmds, &[BASE + u64::from(CODE_OFF), code.len() as u64]);
     u32s(&mut cmds, &[CODE_OFF, 4, 0, 0, 0x8000_0400, 0, 0, 0]);
-    segment(&mut cmds, "__LINKEDIT", BASE + 0x1000, 0x1000, 0x1000, 16, 1, 0);
+    segment(
+        &mut cmds,
+        "__LINKEDIT",
+        BASE + 0x1000,
+        0x1000,
+        0x1000,
+        16,
+        1,
+        0,
+    );
     u32s(&mut cmds, &[0x8000_0028, 24]); // LC_MAIN
     u64s(&mut cmds, &[u64::from(CODE_OFF), 0]);
     u32s(&mut cmds, &[0x32, 24, 1, 0x000b_0000, 0x000b_0000, 0]); // LC_BUILD_VERSION macOS 11.0
     let mut out = Vec::with_capacity(0x1010);
     // magic, CPU_TYPE_X86_64, CPU_SUBTYPE_X86_64_ALL, MH_EXECUTE, ncmds, sizeofcmds,
     // MH_NOUNDEFS | MH_DYLDLINK | MH_TWOLEVEL | MH_PIE, reserved.
-    u32s(&mut out, &[0xfeed_facf, 0x0100_0007, 3, 2, 5, cmds.len() as u32, 0x0020_0085, 0]);
+    u32s(
+        &mut out,
+        &[
+            0xfeed_facf,
+            0x0100_0007,
+            3,
+            2,
+            5,
+            cmds.len() as u32,
+            0x0020_0085,
+            0,
+        ],
+    );
     out.extend_from_slice(&cmds);
     out.resize(CODE_OFF as usize, 0);
     out.extend_from_slice(code);
@@ -350,6 +432,9 @@ mod tests {
         let mut data = minimal_macho();
         data.truncate(100);
         assert!(matches!(precheck_macho(&data), Err(SignError::Rejected(_))));
-        assert!(matches!(precheck_macho(&[0xcf, 0xfa, 0xed, 0xfe, 1, 2]), Err(SignError::Rejected(_))));
+        assert!(matches!(
+            precheck_macho(&[0xcf, 0xfa, 0xed, 0xfe, 1, 2]),
+            Err(SignError::Rejected(_))
+        ));
     }
 }

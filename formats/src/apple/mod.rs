@@ -56,12 +56,16 @@ pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements"];
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
     let pem = read_small(&cfg.key, "key").map_err(SignError::Key)?;
     let text = String::from_utf8_lossy(&pem);
-    Ok(text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED"))
+    Ok(text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED"))
 }
 
 /// Unlocks the key at `cfg.key` with `passphrase`, loads the chain at
 /// `cfg.cert` and returns an [`AppleSigner`].
-pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Box<dyn Signer>, SignError> {
+pub fn open(
+    cfg: &FormatConfig,
+    passphrase: Option<&SecretString>,
+) -> Result<Box<dyn Signer>, SignError> {
     Ok(Box::new(AppleSigner::open(cfg, passphrase)?))
 }
 
@@ -89,12 +93,17 @@ pub fn detect(path: &Path) -> Result<InputKind, SignError> {
     if let Some(magic) = head.get(..4) {
         match magic {
             // MH_MAGIC(_64) in either byte order.
-            [0xfe, 0xed, 0xfa, 0xce | 0xcf] | [0xce | 0xcf, 0xfa, 0xed, 0xfe] => return Ok(InputKind::MachO),
+            [0xfe, 0xed, 0xfa, 0xce | 0xcf] | [0xce | 0xcf, 0xfa, 0xed, 0xfe] => {
+                return Ok(InputKind::MachO)
+            }
             // FAT_MAGIC(_64); FAT_MAGIC is also a Java class file's magic:
             // a fat header has a handful of architectures where a class file
             // has its version (45 and above).
             [0xca, 0xfe, 0xba, 0xbe | 0xbf] => {
-                let narch = head.get(4..8).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes);
+                let narch = head
+                    .get(4..8)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes);
                 if matches!(narch, Some(1..=32)) {
                     return Ok(InputKind::MachO);
                 }
@@ -135,7 +144,10 @@ fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, String> {
         .read_to_end(&mut bytes)
         .map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
     if bytes.len() as u64 > MAX_SMALL_FILE {
-        return Err(format!("{what} {}: larger than {MAX_SMALL_FILE} bytes", path.display()));
+        return Err(format!(
+            "{what} {}: larger than {MAX_SMALL_FILE} bytes",
+            path.display()
+        ));
     }
     Ok(bytes)
 }
@@ -156,25 +168,41 @@ pub struct AppleSigner {
 
 impl AppleSigner {
     /// Unlocks the key, loads the chain and validates the settings.
-    pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<AppleSigner, SignError> {
+    pub fn open(
+        cfg: &FormatConfig,
+        passphrase: Option<&SecretString>,
+    ) -> Result<AppleSigner, SignError> {
         let name = cfg.name.clone();
         let config = |m: String| SignError::Config(format!("format {name}: {m}"));
         match cfg.digest.as_deref().map(|d| d.trim().to_ascii_lowercase()) {
             None => {}
             Some(d) if d == "sha256" => {}
-            Some(d) => return Err(config(format!("digest {d:?} is not supported for Apple signatures (sha256 only)"))),
+            Some(d) => {
+                return Err(config(format!(
+                    "digest {d:?} is not supported for Apple signatures (sha256 only)"
+                )))
+            }
         }
-        let hardened_runtime = match cfg.extra.get("hardened_runtime").map(|v| v.trim().to_ascii_lowercase()) {
+        let hardened_runtime = match cfg
+            .extra
+            .get("hardened_runtime")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
             None => false,
             Some(v) if matches!(v.as_str(), "true" | "yes" | "1" | "on") => true,
             Some(v) if matches!(v.as_str(), "false" | "no" | "0" | "off") => false,
-            Some(v) => return Err(config(format!("hardened_runtime = {v:?}: expected true or false"))),
+            Some(v) => {
+                return Err(config(format!(
+                    "hardened_runtime = {v:?}: expected true or false"
+                )))
+            }
         };
         let entitlements = match cfg.extra.get("entitlements") {
             None => None,
             Some(p) => {
                 let bytes = read_small(Path::new(p.trim()), "entitlements").map_err(config)?;
-                let xml = String::from_utf8(bytes).map_err(|_| config(format!("entitlements {p}: not UTF-8 XML")))?;
+                let xml = String::from_utf8(bytes)
+                    .map_err(|_| config(format!("entitlements {p}: not UTF-8 XML")))?;
                 // Parse once now, so a bad plist fails at start-up, not per request.
                 SigningSettings::default()
                     .set_entitlements_xml(SettingsScope::Main, &xml)
@@ -184,23 +212,39 @@ impl AppleSigner {
         };
         for url in &cfg.timestamp_urls {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(config(format!("timestamp URL {url:?} must be http:// or https://")));
+                return Err(config(format!(
+                    "timestamp URL {url:?} must be http:// or https://"
+                )));
             }
         }
 
-        let cert_path = cfg.cert.as_ref().ok_or_else(|| config("`cert` (PEM certificate chain, leaf first) is required".into()))?;
+        let cert_path = cfg.cert.as_ref().ok_or_else(|| {
+            config("`cert` (PEM certificate chain, leaf first) is required".into())
+        })?;
         let cert_pem = read_small(cert_path, "certificate").map_err(config)?;
         let mut certs = CapturedX509Certificate::from_pem_multiple(&cert_pem)
-            .map_err(|e| config(format!("certificate {}: not PEM certificates: {e}", cert_path.display())))?
+            .map_err(|e| {
+                config(format!(
+                    "certificate {}: not PEM certificates: {e}",
+                    cert_path.display()
+                ))
+            })?
             .into_iter();
-        let cert = certs.next().ok_or_else(|| config(format!("certificate {}: no certificate", cert_path.display())))?;
+        let cert = certs.next().ok_or_else(|| {
+            config(format!(
+                "certificate {}: no certificate",
+                cert_path.display()
+            ))
+        })?;
         let chain: Vec<_> = certs.collect();
 
         let key = unlock_key(&cfg.key, passphrase)?;
         // The key must belong to the leaf certificate.
         let ossl_cert = openssl::x509::X509::from_pem(&cert_pem)
             .map_err(|e| config(format!("certificate {}: {e}", cert_path.display())))?;
-        let cert_pub = ossl_cert.public_key().map_err(|e| config(format!("certificate {}: {e}", cert_path.display())))?;
+        let cert_pub = ossl_cert
+            .public_key()
+            .map_err(|e| config(format!("certificate {}: {e}", cert_path.display())))?;
         if !cert_pub.public_eq(&key.0) {
             return Err(SignError::Key(format!(
                 "key {} does not belong to the certificate {}",
@@ -239,8 +283,9 @@ impl AppleSigner {
                 .map_err(|e| SignError::Internal(anyhow!("entitlements: {e}")))?;
         }
         if let Some(url) = tsa {
-            s.set_time_stamp_url(url)
-                .map_err(|e| SignError::Config(format!("format {}: timestamp URL {url}: {e}", self.name)))?;
+            s.set_time_stamp_url(url).map_err(|e| {
+                SignError::Config(format!("format {}: timestamp URL {url}: {e}", self.name))
+            })?;
         }
         Ok(s)
     }
@@ -266,7 +311,8 @@ impl AppleSigner {
             }
         }
         Err(SignError::Internal(
-            last.unwrap_or_else(|| anyhow!("no timestamp authority")).context("every timestamp authority failed"),
+            last.unwrap_or_else(|| anyhow!("no timestamp authority"))
+                .context("every timestamp authority failed"),
         ))
     }
 
@@ -285,30 +331,40 @@ impl AppleSigner {
         // apple-codesign names an unsigned binary after its file: give it the
         // client's file name, not our spool name.
         let scratch = scratch_dir(output)?;
-        let named = scratch.path().join(identifier_from(&ctx.filename, "binary"));
+        let named = scratch
+            .path()
+            .join(identifier_from(&ctx.filename, "binary"));
         std::os::unix::fs::symlink(std::fs::canonicalize(input)?, &named)?;
         self.with_failover(|signer| {
             check::guard("apple-codesign", || {
-                signer.sign_macho(&named, output).map_err(|e| anyhow!("signing the Mach-O: {e}"))
+                signer
+                    .sign_macho(&named, output)
+                    .map_err(|e| anyhow!("signing the Mach-O: {e}"))
             })
             .map_err(SignError::Internal)
         })?;
         let signed = std::fs::read(output)?;
-        check::check_macho(&signed, &self.expectations()).map_err(|e| SignError::Internal(e.context("checking our own signature")))
+        check::check_macho(&signed, &self.expectations())
+            .map_err(|e| SignError::Internal(e.context("checking our own signature")))
     }
 
     fn sign_dmg(&self, input: &Path, output: &Path, ctx: &SignContext) -> Result<(), SignError> {
         check::precheck_dmg(input)?;
         let scratch = scratch_dir(output)?;
-        let named = scratch.path().join(format!("{}.dmg", identifier_from(&ctx.filename, "image")));
+        let named = scratch
+            .path()
+            .join(format!("{}.dmg", identifier_from(&ctx.filename, "image")));
         std::os::unix::fs::symlink(std::fs::canonicalize(input)?, &named)?;
         self.with_failover(|signer| {
             check::guard("apple-codesign", || {
-                signer.sign_dmg(&named, output).map_err(|e| anyhow!("signing the DMG: {e}"))
+                signer
+                    .sign_dmg(&named, output)
+                    .map_err(|e| anyhow!("signing the DMG: {e}"))
             })
             .map_err(SignError::Internal)
         })?;
-        check::check_dmg(output, &self.expectations()).map_err(|e| SignError::Internal(e.context("checking our own signature")))
+        check::check_dmg(output, &self.expectations())
+            .map_err(|e| SignError::Internal(e.context("checking our own signature")))
     }
 
     fn sign_tarball(&self, input: &Path, output: &Path) -> Result<(), SignError> {
@@ -325,14 +381,18 @@ impl AppleSigner {
                 std::fs::remove_dir_all(&dst)?;
             }
             check::guard("apple-codesign", || {
-                signer.sign_bundle(&src, &dst).map_err(|e| anyhow!("signing the bundle {app}: {e}"))
+                signer
+                    .sign_bundle(&src, &dst)
+                    .map_err(|e| anyhow!("signing the bundle {app}: {e}"))
             })
             .map_err(SignError::Internal)
         })?;
         // apple-codesign copies files, not empty directories: restore them.
         tarball::copy_dir_tree(&src, &dst)?;
-        check::check_bundle(&dst, &self.expectations()).map_err(|e| SignError::Internal(e.context("checking our own signature")))?;
-        tarball::pack(&signed, &app, output).map_err(|e| SignError::Internal(e.context("repacking the bundle")))
+        check::check_bundle(&dst, &self.expectations())
+            .map_err(|e| SignError::Internal(e.context("checking our own signature")))?;
+        tarball::pack(&signed, &app, output)
+            .map_err(|e| SignError::Internal(e.context("repacking the bundle")))
     }
 }
 
@@ -344,8 +404,13 @@ fn warn_tsa_failover(format: &str, url: &str, e: &anyhow::Error) {
 
 /// A private scratch directory beside `output` (same file system, 0700).
 fn scratch_dir(output: &Path) -> Result<tempfile::TempDir, SignError> {
-    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Ok(tempfile::Builder::new().prefix(".apple-").tempdir_in(parent)?)
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok(tempfile::Builder::new()
+        .prefix(".apple-")
+        .tempdir_in(parent)?)
 }
 
 /// A code identifier from the client's file name: `[A-Za-z0-9._-]` only,
@@ -371,21 +436,36 @@ fn identifier_from(filename: &str, fallback: &str) -> String {
 fn unlock_key(
     path: &Path,
     passphrase: Option<&SecretString>,
-) -> Result<(openssl::pkey::PKey<openssl::pkey::Private>, InMemoryPrivateKey), SignError> {
+) -> Result<
+    (
+        openssl::pkey::PKey<openssl::pkey::Private>,
+        InMemoryPrivateKey,
+    ),
+    SignError,
+> {
     let bad = |m: String| SignError::Key(format!("Apple signing key {}: {m}", path.display()));
     let pem = Zeroizing::new(read_small(path, "key").map_err(SignError::Key)?);
-    let pkey = match passphrase {
-        Some(p) => openssl::pkey::PKey::private_key_from_pem_passphrase(&pem, p.expose_secret().as_bytes())
-            .map_err(|_| bad("cannot decrypt (wrong passphrase, or not an encrypted PKCS#8 PEM key)".into()))?,
-        None => openssl::pkey::PKey::private_key_from_pem(&pem)
-            .map_err(|e| bad(format!("not a PEM private key: {e}")))?,
-    };
+    let pkey =
+        match passphrase {
+            Some(p) => openssl::pkey::PKey::private_key_from_pem_passphrase(
+                &pem,
+                p.expose_secret().as_bytes(),
+            )
+            .map_err(|_| {
+                bad("cannot decrypt (wrong passphrase, or not an encrypted PKCS#8 PEM key)".into())
+            })?,
+            None => openssl::pkey::PKey::private_key_from_pem(&pem)
+                .map_err(|e| bad(format!("not a PEM private key: {e}")))?,
+        };
     let der = Zeroizing::new(
         pkey.private_key_to_pkcs8()
             .map_err(|e| bad(format!("cannot encode as PKCS#8: {e}")))?,
     );
-    let key = InMemoryPrivateKey::from_pkcs8_der(der.as_slice())
-        .map_err(|e| bad(format!("apple-codesign cannot use this key (RSA 2048+ or P-256 expected): {e}")))?;
+    let key = InMemoryPrivateKey::from_pkcs8_der(der.as_slice()).map_err(|e| {
+        bad(format!(
+            "apple-codesign cannot use this key (RSA 2048+ or P-256 expected): {e}"
+        ))
+    })?;
     Ok((pkey, key))
 }
 
@@ -406,7 +486,9 @@ impl Signer for AppleSigner {
             InputKind::Dmg => check::check_dmg(signed, &expect).map_err(fail),
             InputKind::TarGz => {
                 let parent = signed.parent().unwrap_or(Path::new("."));
-                let scratch = tempfile::Builder::new().prefix(".apple-verify-").tempdir_in(parent)?;
+                let scratch = tempfile::Builder::new()
+                    .prefix(".apple-verify-")
+                    .tempdir_in(parent)?;
                 let app = tarball::unpack(signed, scratch.path(), &tarball::Limits::default())?;
                 check::check_bundle(&scratch.path().join(app), &expect).map_err(fail)
             }
@@ -417,7 +499,9 @@ impl Signer for AppleSigner {
         let input = scratch.join("probe-input");
         let output = scratch.join("probe-output");
         std::fs::write(&input, check::minimal_macho())?;
-        let ctx = SignContext { filename: "signing-probe".into() };
+        let ctx = SignContext {
+            filename: "signing-probe".into(),
+        };
         self.sign(&input, &output, &ctx)?;
         self.verify(&input, &output)
             .map_err(|e| SignError::Internal(anyhow!("probe signature does not verify: {e}")))

@@ -36,7 +36,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // A Firefox.app is ~1,500 entries and ~400 MB unpacked.
-        Limits { max_entries: 200_000, max_bytes: 8 << 30 }
+        Limits {
+            max_entries: 200_000,
+            max_bytes: 8 << 30,
+        }
     }
 }
 
@@ -53,7 +56,9 @@ fn clean(raw: &Path) -> Result<PathBuf, SignError> {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
             Component::ParentDir => return Err(reject(format!("{:?} contains `..`", raw))),
-            Component::RootDir | Component::Prefix(_) => return Err(reject(format!("{:?} is absolute", raw))),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(reject(format!("{:?} is absolute", raw)))
+            }
         }
     }
     Ok(out)
@@ -87,9 +92,14 @@ fn no_symlink_ancestor(root: &Path, rel: &Path) -> Result<(), SignError> {
         p.push(c);
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(reject(format!("{} is written through a symlink", rel.display())))
+                return Err(reject(format!(
+                    "{} is written through a symlink",
+                    rel.display()
+                )))
             }
-            Ok(m) if !m.is_dir() => return Err(reject(format!("{} is below a file", rel.display()))),
+            Ok(m) if !m.is_dir() => {
+                return Err(reject(format!("{} is below a file", rel.display())))
+            }
             Ok(_) => {}
             Err(_) => std::fs::create_dir_all(&p)?,
         }
@@ -104,14 +114,19 @@ pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, Sign
     let mut archive = tar::Archive::new(gz);
     let mut app: Option<PathBuf> = None;
     let (mut entries, mut bytes) = (0u64, 0u64);
-    let iter = archive.entries().map_err(|e| reject(format!("not a tar.gz: {e}")))?;
+    let iter = archive
+        .entries()
+        .map_err(|e| reject(format!("not a tar.gz: {e}")))?;
     for entry in iter {
         let mut entry = entry.map_err(|e| reject(format!("not a tar.gz: {e}")))?;
         entries += 1;
         if entries > limits.max_entries {
             return Err(reject(format!("more than {} entries", limits.max_entries)));
         }
-        let raw = entry.path().map_err(|e| reject(format!("bad path: {e}")))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(|e| reject(format!("bad path: {e}")))?
+            .into_owned();
         let rel = clean(&raw)?;
         let Some(first) = rel.components().next() else {
             continue; // the archive's "./" entry
@@ -120,12 +135,19 @@ pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, Sign
         match &app {
             None => {
                 if first.extension().and_then(|e| e.to_str()) != Some("app") {
-                    return Err(reject(format!("{} is not inside a NAME.app directory", raw.display())));
+                    return Err(reject(format!(
+                        "{} is not inside a NAME.app directory",
+                        raw.display()
+                    )));
                 }
                 app = Some(first.clone());
             }
             Some(a) if *a != first => {
-                return Err(reject(format!("{} is outside {} (one .app per tarball)", raw.display(), a.display())))
+                return Err(reject(format!(
+                    "{} is outside {} (one .app per tarball)",
+                    raw.display(),
+                    a.display()
+                )))
             }
             Some(_) => {}
         }
@@ -143,10 +165,16 @@ pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, Sign
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode | 0o700))?;
             }
             EntryType::Regular | EntryType::Continuous => {
-                let size = entry.header().size().map_err(|e| reject(format!("bad size: {e}")))?;
+                let size = entry
+                    .header()
+                    .size()
+                    .map_err(|e| reject(format!("bad size: {e}")))?;
                 bytes = bytes.saturating_add(size);
                 if bytes > limits.max_bytes {
-                    return Err(reject(format!("more than {} bytes unpacked", limits.max_bytes)));
+                    return Err(reject(format!(
+                        "more than {} bytes unpacked",
+                        limits.max_bytes
+                    )));
                 }
                 let mut out = OpenOptions::new()
                     .write(true)
@@ -154,7 +182,9 @@ pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, Sign
                     .mode(mode | 0o600)
                     .open(&target)
                     .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::AlreadyExists => reject(format!("duplicate entry {}", raw.display())),
+                        std::io::ErrorKind::AlreadyExists => {
+                            reject(format!("duplicate entry {}", raw.display()))
+                        }
                         _ => e.into(),
                     })?;
                 let copied = std::io::copy(&mut (&mut entry).take(size), &mut out)
@@ -170,11 +200,17 @@ pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, Sign
                     .ok_or_else(|| reject(format!("symlink {} without target", raw.display())))?
                     .into_owned();
                 if link.is_absolute() {
-                    return Err(reject(format!("symlink {} points to an absolute path", raw.display())));
+                    return Err(reject(format!(
+                        "symlink {} points to an absolute path",
+                        raw.display()
+                    )));
                 }
                 let base = rel.parent().unwrap_or(Path::new(""));
                 if !inside(&first, &base.join(&link)) {
-                    return Err(reject(format!("symlink {} points outside the bundle", raw.display())));
+                    return Err(reject(format!(
+                        "symlink {} points outside the bundle",
+                        raw.display()
+                    )));
                 }
                 std::os::unix::fs::symlink(&link, &target)
                     .map_err(|_| reject(format!("duplicate entry {}", raw.display())))?;
@@ -187,30 +223,48 @@ pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, Sign
                     .into_owned();
                 let link_rel = clean(&link)?;
                 if !inside(&first, &link_rel) {
-                    return Err(reject(format!("hard link {} points outside the bundle", raw.display())));
+                    return Err(reject(format!(
+                        "hard link {} points outside the bundle",
+                        raw.display()
+                    )));
                 }
                 no_symlink_ancestor(dest, &link_rel)?;
                 let src = dest.join(&link_rel);
                 match std::fs::symlink_metadata(&src) {
                     Ok(m) if m.is_file() => {}
-                    _ => return Err(reject(format!("hard link {} to a missing file", raw.display()))),
+                    _ => {
+                        return Err(reject(format!(
+                            "hard link {} to a missing file",
+                            raw.display()
+                        )))
+                    }
                 }
-                std::fs::hard_link(&src, &target).map_err(|_| reject(format!("duplicate entry {}", raw.display())))?;
+                std::fs::hard_link(&src, &target)
+                    .map_err(|_| reject(format!("duplicate entry {}", raw.display())))?;
             }
             EntryType::Char | EntryType::Block => {
                 return Err(reject(format!("{} is a device file", raw.display())))
             }
             EntryType::Fifo => return Err(reject(format!("{} is a fifo", raw.display()))),
-            other => return Err(reject(format!("{} has unsupported type {other:?}", raw.display()))),
+            other => {
+                return Err(reject(format!(
+                    "{} has unsupported type {other:?}",
+                    raw.display()
+                )))
+            }
         }
     }
     let app = app.ok_or_else(|| reject("no NAME.app directory"))?;
-    let meta = std::fs::symlink_metadata(dest.join(&app)).map_err(|_| reject("no NAME.app directory"))?;
+    let meta =
+        std::fs::symlink_metadata(dest.join(&app)).map_err(|_| reject("no NAME.app directory"))?;
     if !meta.is_dir() {
         return Err(reject(format!("{} is not a directory", app.display())));
     }
     if !dest.join(&app).join("Contents/Info.plist").is_file() {
-        return Err(reject(format!("{} has no Contents/Info.plist", app.display())));
+        return Err(reject(format!(
+            "{} has no Contents/Info.plist",
+            app.display()
+        )));
     }
     app.to_str()
         .map(str::to_string)
@@ -238,7 +292,10 @@ pub fn copy_dir_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 /// `output`, paths relative to `root` as in the input. Times and owners are
 /// normalised (deterministic headers); modes are kept.
 pub fn pack(root: &Path, app: &str, output: &Path) -> anyhow::Result<()> {
-    let file = OpenOptions::new().write(true).create_new(true).open(output)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(output)?;
     let gz = GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
     let mut builder = tar::Builder::new(gz);
     builder.follow_symlinks(false);
@@ -295,7 +352,8 @@ mod tests {
         }
     }
 
-    const PLIST: (&str, EntryType, &str) = ("A.app/Contents/Info.plist", EntryType::Regular, "<plist/>");
+    const PLIST: (&str, EntryType, &str) =
+        ("A.app/Contents/Info.plist", EntryType::Regular, "<plist/>");
 
     #[test]
     fn good_bundle_unpacks() {
@@ -304,20 +362,40 @@ mod tests {
             PLIST,
             ("A.app/Contents/MacOS/a", EntryType::Regular, "x"),
             ("A.app/Contents/l", EntryType::Symlink, "MacOS/a"),
-            ("A.app/Contents/h", EntryType::Link, "A.app/Contents/MacOS/a"),
+            (
+                "A.app/Contents/h",
+                EntryType::Link,
+                "A.app/Contents/MacOS/a",
+            ),
         ]);
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(unpack(t.path(), d.path(), &Limits::default()).unwrap(), "A.app");
-        assert_eq!(std::fs::read(d.path().join("A.app/Contents/h")).unwrap(), b"x");
+        assert_eq!(
+            unpack(t.path(), d.path(), &Limits::default()).unwrap(),
+            "A.app"
+        );
+        assert_eq!(
+            std::fs::read(d.path().join("A.app/Contents/h")).unwrap(),
+            b"x"
+        );
     }
 
     #[test]
     fn hostile_entries_are_rejected() {
-        assert!(unpack_err(&[PLIST, ("A.app/../../etc/x", EntryType::Regular, "x")]).contains(".."));
+        assert!(
+            unpack_err(&[PLIST, ("A.app/../../etc/x", EntryType::Regular, "x")]).contains("..")
+        );
         assert!(unpack_err(&[PLIST, ("/A.app/x", EntryType::Regular, "x")]).contains("absolute"));
-        assert!(unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "../../etc/passwd")]).contains("outside"));
-        assert!(unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "/etc/passwd")]).contains("absolute"));
-        assert!(unpack_err(&[PLIST, ("A.app/h", EntryType::Link, "etc/passwd")]).contains("outside"));
+        assert!(
+            unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "../../etc/passwd")])
+                .contains("outside")
+        );
+        assert!(
+            unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "/etc/passwd")])
+                .contains("absolute")
+        );
+        assert!(
+            unpack_err(&[PLIST, ("A.app/h", EntryType::Link, "etc/passwd")]).contains("outside")
+        );
         assert!(unpack_err(&[PLIST, ("A.app/dev", EntryType::Char, "")]).contains("device"));
         assert!(unpack_err(&[PLIST, ("A.app/dev", EntryType::Block, "")]).contains("device"));
         assert!(unpack_err(&[PLIST, ("A.app/p", EntryType::Fifo, "")]).contains("fifo"));
@@ -325,8 +403,12 @@ mod tests {
         assert!(unpack_err(&[("x", EntryType::Regular, "x")]).contains("NAME.app"));
         assert!(unpack_err(&[PLIST, PLIST]).contains("duplicate"));
         // A symlink inside the bundle may not be used to write elsewhere.
-        assert!(unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "Contents"), ("A.app/l/x", EntryType::Regular, "x")])
-            .contains("symlink"));
+        assert!(unpack_err(&[
+            PLIST,
+            ("A.app/l", EntryType::Symlink, "Contents"),
+            ("A.app/l/x", EntryType::Regular, "x")
+        ])
+        .contains("symlink"));
         assert!(unpack_err(&[("A.app/x", EntryType::Regular, "x")]).contains("Info.plist"));
     }
 
@@ -334,10 +416,24 @@ mod tests {
     fn limits_are_enforced() {
         let t = tarball(&[PLIST, ("A.app/big", EntryType::Regular, "0123456789")]);
         let d = tempfile::tempdir().unwrap();
-        let r = unpack(t.path(), d.path(), &Limits { max_entries: 10, max_bytes: 12 });
+        let r = unpack(
+            t.path(),
+            d.path(),
+            &Limits {
+                max_entries: 10,
+                max_bytes: 12,
+            },
+        );
         assert!(matches!(r, Err(SignError::Rejected(m)) if m.contains("bytes")));
         let d = tempfile::tempdir().unwrap();
-        let r = unpack(t.path(), d.path(), &Limits { max_entries: 1, max_bytes: 1000 });
+        let r = unpack(
+            t.path(),
+            d.path(),
+            &Limits {
+                max_entries: 1,
+                max_bytes: 1000,
+            },
+        );
         assert!(matches!(r, Err(SignError::Rejected(m)) if m.contains("entries")));
     }
 
@@ -346,6 +442,9 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), b"\x1f\x8bnot really gzip at all").unwrap();
         let d = tempfile::tempdir().unwrap();
-        assert!(matches!(unpack(f.path(), d.path(), &Limits::default()), Err(SignError::Rejected(_))));
+        assert!(matches!(
+            unpack(f.path(), d.path(), &Limits::default()),
+            Err(SignError::Rejected(_))
+        ));
     }
 }
