@@ -155,3 +155,4 @@ make_gpg gpg-rsa rsa4096
 "$CERTS/make-apk-keys.sh" $([ "$FORCE" = 1 ] && echo --force)
 "$CERTS/make-authenticode-keys.sh" $([ "$FORCE" = 1 ] && echo --force)
 say "done (everything in $CERTS is TEST-ONLY)"
+"$CERTS/make-apple-keys.sh" $([ "$FORCE" = 1 ] && echo --force)

@@ -49,6 +49,20 @@ apt_install aapt zipalign android-framework-res apksigner
 # libssl-dev + pkg-config: rust-openssl (raw RSA/ECDSA signatures, encrypted PKCS#8 keys);
 # osslsigncode: the verifier in the tests; mingw-w64: the tests compile their PE fixtures.
 apt_install libssl-dev pkg-config osslsigncode gcc-mingw-w64-x86-64-win32 gcc-mingw-w64-i686-win32
+# --- apple ---
+# clang + lld (ld64.lld) + llvm (llvm-lipo) build the Darwin Mach-O test inputs without an SDK;
+# libssl-dev + pkg-config for the `openssl` crate (decrypts the Apple signing key in-process).
+apt_install clang lld llvm libssl-dev pkg-config
+# rcodesign (apple-codesign's CLI), for the tests' cross-check only: built once into the cache
+# (`cargo install`, no notarization features: several minutes on 2 cores). The server never runs it.
+: "${SIGNING_RCODESIGN_ROOT:=$SIGNING_CACHE/rcodesign}"
+export SIGNING_RCODESIGN="${SIGNING_RCODESIGN:-$SIGNING_RCODESIGN_ROOT/bin/rcodesign}"
+if [ ! -x "$SIGNING_RCODESIGN_ROOT/bin/rcodesign" ] && command -v cargo >/dev/null 2>&1; then
+    say "building rcodesign into $SIGNING_RCODESIGN_ROOT (test cross-check; takes several minutes)"
+    cargo install -q apple-codesign --version 0.29.0 --no-default-features --locked \
+        --root "$SIGNING_RCODESIGN_ROOT" --target-dir "$SIGNING_CACHE/rcodesign-target" \
+        || say "could not build rcodesign: the Apple tests (tests/tests/apple.rs) need it"
+fi
 
 if [ ! -x "$SIGNING_TEST_VENV/bin/signtool" ]; then
     say "creating the Python venv $SIGNING_TEST_VENV (Mozilla's signtool 4.x)"

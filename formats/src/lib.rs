@@ -14,6 +14,7 @@
 
 pub mod apk;
 pub mod authenticode;
+pub mod apple;
 pub mod error;
 pub mod gpg;
 pub mod mar;

@@ -42,6 +42,12 @@ pub static REGISTRY: &[SignerType] = &[
         needs_passphrase: crate::authenticode::needs_passphrase,
         open: crate::authenticode::open,
     },
+    SignerType {
+        name: "apple",
+        extra_keys: crate::apple::EXTRA_KEYS,
+        needs_passphrase: crate::apple::needs_passphrase,
+        open: crate::apple::open,
+    },
 ];
 
 /// Looks a signer type up by its config name.

@@ -1,0 +1,450 @@
+//! `.tar.gz` holding one `.app` bundle: strict unpacking into a private
+//! scratch directory, and repacking after signing.
+//!
+//! Uses the `tar` and `flate2` crates (the standard, well-kept tar and gzip
+//! implementations; apple-codesign works on directories, so the bundle has
+//! to be on disk) and streams: no archive member is held in memory.
+//!
+//! Refused with [`SignError::Rejected`] (422): absolute paths, `..`, paths
+//! outside the one top-level `NAME.app` directory, paths through a symlink,
+//! symlinks or hard links pointing outside the bundle, device files, fifos,
+//! unknown entry types, duplicate files, more than [`Limits::max_entries`]
+//! entries or more than [`Limits::max_bytes`] unpacked bytes. Set-id bits are
+//! dropped from modes. Owners and times are not restored.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use tar::EntryType;
+
+use crate::SignError;
+
+/// Bounds on what an uploaded bundle may unpack to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most archive entries.
+    pub max_entries: u64,
+    /// Most bytes of file content, all files together.
+    pub max_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A Firefox.app is ~1,500 entries and ~400 MB unpacked.
+        Limits {
+            max_entries: 200_000,
+            max_bytes: 8 << 30,
+        }
+    }
+}
+
+fn reject(msg: impl std::fmt::Display) -> SignError {
+    SignError::Rejected(format!("bad .app tarball: {msg}"))
+}
+
+/// `raw` as a clean relative path of normal components (`.` dropped), or a
+/// rejection.
+fn clean(raw: &Path) -> Result<PathBuf, SignError> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(reject(format!("{:?} contains `..`", raw))),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(reject(format!("{:?} is absolute", raw)))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the relative path `rel` (inside the bundle `app`) stays inside
+/// it, resolving `..` lexically.
+fn inside(app: &Path, rel: &Path) -> bool {
+    let mut depth: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => depth.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    depth.first().is_some_and(|first| Path::new(first) == app)
+}
+
+/// Refuses `rel` if any existing ancestor below `root` is a symlink (so no
+/// entry is ever written through a link).
+fn no_symlink_ancestor(root: &Path, rel: &Path) -> Result<(), SignError> {
+    let mut p = root.to_path_buf();
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    for c in parent.components() {
+        p.push(c);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(reject(format!(
+                    "{} is written through a symlink",
+                    rel.display()
+                )))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(reject(format!("{} is below a file", rel.display())))
+            }
+            Ok(_) => {}
+            Err(_) => std::fs::create_dir_all(&p)?,
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks the `.tar.gz` at `input` into the empty directory `dest`; returns
+/// the name of the one top-level `.app` directory.
+pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, SignError> {
+    let gz = GzDecoder::new(BufReader::new(File::open(input)?));
+    let mut archive = tar::Archive::new(gz);
+    let mut app: Option<PathBuf> = None;
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    let iter = archive
+        .entries()
+        .map_err(|e| reject(format!("not a tar.gz: {e}")))?;
+    for entry in iter {
+        let mut entry = entry.map_err(|e| reject(format!("not a tar.gz: {e}")))?;
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(reject(format!("more than {} entries", limits.max_entries)));
+        }
+        let raw = entry
+            .path()
+            .map_err(|e| reject(format!("bad path: {e}")))?
+            .into_owned();
+        let rel = clean(&raw)?;
+        let Some(first) = rel.components().next() else {
+            continue; // the archive's "./" entry
+        };
+        let first = PathBuf::from(first.as_os_str());
+        match &app {
+            None => {
+                if first.extension().and_then(|e| e.to_str()) != Some("app") {
+                    return Err(reject(format!(
+                        "{} is not inside a NAME.app directory",
+                        raw.display()
+                    )));
+                }
+                app = Some(first.clone());
+            }
+            Some(a) if *a != first => {
+                return Err(reject(format!(
+                    "{} is outside {} (one .app per tarball)",
+                    raw.display(),
+                    a.display()
+                )))
+            }
+            Some(_) => {}
+        }
+        let target = dest.join(&rel);
+        no_symlink_ancestor(dest, &rel)?;
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+        let kind = entry.header().entry_type();
+        match kind {
+            EntryType::Directory => {
+                match std::fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => return Err(reject(format!("duplicate entry {}", raw.display()))),
+                    Err(_) => std::fs::create_dir(&target)?,
+                }
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode | 0o700))?;
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                let size = entry
+                    .header()
+                    .size()
+                    .map_err(|e| reject(format!("bad size: {e}")))?;
+                bytes = bytes.saturating_add(size);
+                if bytes > limits.max_bytes {
+                    return Err(reject(format!(
+                        "more than {} bytes unpacked",
+                        limits.max_bytes
+                    )));
+                }
+                let mut out = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode | 0o600)
+                    .open(&target)
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::AlreadyExists => {
+                            reject(format!("duplicate entry {}", raw.display()))
+                        }
+                        _ => e.into(),
+                    })?;
+                let copied = std::io::copy(&mut (&mut entry).take(size), &mut out)
+                    .map_err(|e| reject(format!("truncated: {e}")))?;
+                if copied != size {
+                    return Err(reject(format!("{} is truncated", raw.display())));
+                }
+            }
+            EntryType::Symlink => {
+                let link = entry
+                    .link_name()
+                    .map_err(|e| reject(format!("bad link: {e}")))?
+                    .ok_or_else(|| reject(format!("symlink {} without target", raw.display())))?
+                    .into_owned();
+                if link.is_absolute() {
+                    return Err(reject(format!(
+                        "symlink {} points to an absolute path",
+                        raw.display()
+                    )));
+                }
+                let base = rel.parent().unwrap_or(Path::new(""));
+                if !inside(&first, &base.join(&link)) {
+                    return Err(reject(format!(
+                        "symlink {} points outside the bundle",
+                        raw.display()
+                    )));
+                }
+                std::os::unix::fs::symlink(&link, &target)
+                    .map_err(|_| reject(format!("duplicate entry {}", raw.display())))?;
+            }
+            EntryType::Link => {
+                let link = entry
+                    .link_name()
+                    .map_err(|e| reject(format!("bad link: {e}")))?
+                    .ok_or_else(|| reject(format!("hard link {} without target", raw.display())))?
+                    .into_owned();
+                let link_rel = clean(&link)?;
+                if !inside(&first, &link_rel) {
+                    return Err(reject(format!(
+                        "hard link {} points outside the bundle",
+                        raw.display()
+                    )));
+                }
+                no_symlink_ancestor(dest, &link_rel)?;
+                let src = dest.join(&link_rel);
+                match std::fs::symlink_metadata(&src) {
+                    Ok(m) if m.is_file() => {}
+                    _ => {
+                        return Err(reject(format!(
+                            "hard link {} to a missing file",
+                            raw.display()
+                        )))
+                    }
+                }
+                std::fs::hard_link(&src, &target)
+                    .map_err(|_| reject(format!("duplicate entry {}", raw.display())))?;
+            }
+            EntryType::Char | EntryType::Block => {
+                return Err(reject(format!("{} is a device file", raw.display())))
+            }
+            EntryType::Fifo => return Err(reject(format!("{} is a fifo", raw.display()))),
+            other => {
+                return Err(reject(format!(
+                    "{} has unsupported type {other:?}",
+                    raw.display()
+                )))
+            }
+        }
+    }
+    let app = app.ok_or_else(|| reject("no NAME.app directory"))?;
+    let meta =
+        std::fs::symlink_metadata(dest.join(&app)).map_err(|_| reject("no NAME.app directory"))?;
+    if !meta.is_dir() {
+        return Err(reject(format!("{} is not a directory", app.display())));
+    }
+    if !dest.join(&app).join("Contents/Info.plist").is_file() {
+        return Err(reject(format!(
+            "{} has no Contents/Info.plist",
+            app.display()
+        )));
+    }
+    app.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| reject("the .app name is not UTF-8"))
+}
+
+/// Creates below `to` every directory that exists below `from` (not
+/// following symlinks), so empty directories survive signing.
+pub fn copy_dir_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(from.join(&rel))? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                let sub = rel.join(entry.file_name());
+                std::fs::create_dir_all(to.join(&sub))?;
+                stack.push(sub);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Packs `root/app` (recursively, symlinks as symlinks) into a `.tar.gz` at
+/// `output`, paths relative to `root` as in the input. Times and owners are
+/// normalised (deterministic headers); modes are kept.
+pub fn pack(root: &Path, app: &str, output: &Path) -> anyhow::Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(output)?;
+    let gz = GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
+    let mut builder = tar::Builder::new(gz);
+    builder.follow_symlinks(false);
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder
+        .append_dir_all(app, root.join(app))
+        .with_context(|| format!("adding {app}"))?;
+    let gz = builder.into_inner()?;
+    let mut out = gz.finish()?;
+    out.flush()?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball(entries: &[(&str, EntryType, &str)]) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let gz = GzEncoder::new(File::create(f.path()).unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o755);
+            // set_path refuses `..`: write the raw name bytes like a hostile tool.
+            let name = &mut h.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            match kind {
+                EntryType::Symlink | EntryType::Link => {
+                    h.set_link_name(data).unwrap();
+                    h.set_size(0);
+                    h.set_cksum();
+                    b.append(&h, std::io::empty()).unwrap();
+                }
+                _ => {
+                    h.set_size(data.len() as u64);
+                    h.set_cksum();
+                    b.append(&h, data.as_bytes()).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        f
+    }
+
+    fn unpack_err(entries: &[(&str, EntryType, &str)]) -> String {
+        let t = tarball(entries);
+        let d = tempfile::tempdir().unwrap();
+        match unpack(t.path(), d.path(), &Limits::default()) {
+            Err(SignError::Rejected(m)) => m,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    const PLIST: (&str, EntryType, &str) =
+        ("A.app/Contents/Info.plist", EntryType::Regular, "<plist/>");
+
+    #[test]
+    fn good_bundle_unpacks() {
+        let t = tarball(&[
+            ("./A.app/", EntryType::Directory, ""),
+            PLIST,
+            ("A.app/Contents/MacOS/a", EntryType::Regular, "x"),
+            ("A.app/Contents/l", EntryType::Symlink, "MacOS/a"),
+            (
+                "A.app/Contents/h",
+                EntryType::Link,
+                "A.app/Contents/MacOS/a",
+            ),
+        ]);
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(
+            unpack(t.path(), d.path(), &Limits::default()).unwrap(),
+            "A.app"
+        );
+        assert_eq!(
+            std::fs::read(d.path().join("A.app/Contents/h")).unwrap(),
+            b"x"
+        );
+    }
+
+    #[test]
+    fn hostile_entries_are_rejected() {
+        assert!(
+            unpack_err(&[PLIST, ("A.app/../../etc/x", EntryType::Regular, "x")]).contains("..")
+        );
+        assert!(unpack_err(&[PLIST, ("/A.app/x", EntryType::Regular, "x")]).contains("absolute"));
+        assert!(
+            unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "../../etc/passwd")])
+                .contains("outside")
+        );
+        assert!(
+            unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "/etc/passwd")])
+                .contains("absolute")
+        );
+        assert!(
+            unpack_err(&[PLIST, ("A.app/h", EntryType::Link, "etc/passwd")]).contains("outside")
+        );
+        assert!(unpack_err(&[PLIST, ("A.app/dev", EntryType::Char, "")]).contains("device"));
+        assert!(unpack_err(&[PLIST, ("A.app/dev", EntryType::Block, "")]).contains("device"));
+        assert!(unpack_err(&[PLIST, ("A.app/p", EntryType::Fifo, "")]).contains("fifo"));
+        assert!(unpack_err(&[PLIST, ("B.app/x", EntryType::Regular, "x")]).contains("one .app"));
+        assert!(unpack_err(&[("x", EntryType::Regular, "x")]).contains("NAME.app"));
+        assert!(unpack_err(&[PLIST, PLIST]).contains("duplicate"));
+        // A symlink inside the bundle may not be used to write elsewhere.
+        assert!(unpack_err(&[
+            PLIST,
+            ("A.app/l", EntryType::Symlink, "Contents"),
+            ("A.app/l/x", EntryType::Regular, "x")
+        ])
+        .contains("symlink"));
+        assert!(unpack_err(&[("A.app/x", EntryType::Regular, "x")]).contains("Info.plist"));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let t = tarball(&[PLIST, ("A.app/big", EntryType::Regular, "0123456789")]);
+        let d = tempfile::tempdir().unwrap();
+        let r = unpack(
+            t.path(),
+            d.path(),
+            &Limits {
+                max_entries: 10,
+                max_bytes: 12,
+            },
+        );
+        assert!(matches!(r, Err(SignError::Rejected(m)) if m.contains("bytes")));
+        let d = tempfile::tempdir().unwrap();
+        let r = unpack(
+            t.path(),
+            d.path(),
+            &Limits {
+                max_entries: 1,
+                max_bytes: 1000,
+            },
+        );
+        assert!(matches!(r, Err(SignError::Rejected(m)) if m.contains("entries")));
+    }
+
+    #[test]
+    fn not_gzip_is_rejected() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), b"\x1f\x8bnot really gzip at all").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            unpack(f.path(), d.path(), &Limits::default()),
+            Err(SignError::Rejected(_))
+        ));
+    }
+}
