@@ -93,7 +93,8 @@ fn a_403_fails_fast_on_the_first_host_without_failover() {
     );
     assert_eq!(code, 1, "{log}");
     assert!(log.contains(&format!("{} answered 403 filename \"setup.exe\" is not allowed", first.url)), "{log}");
-    assert!(first.stderr().contains("/sign/gpg"), "the first host was asked");
+    // The server's log is collected by a reader thread: wait (bounded) for the line.
+    assert!(first.wait_log("/sign/gpg", Duration::from_secs(10)), "the first host was asked");
     assert!(!second.stderr().contains("/sign/gpg"), "no failover after a 403:\n{}", second.stderr());
     assert!(!log.contains(&second.url), "{log}");
     assert!(!asc(&f).exists());
