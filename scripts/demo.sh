@@ -4,7 +4,8 @@
 #   2. mints a token for this machine (POST /token), as the token-issuing host does;
 #   3. signs a sample file in every format the server has, with our signtool client
 #      (and once with Mozilla's signtool 4.x, which must keep working unchanged);
-#   4. verifies each output with the tool users trust (gpgv, mar, apksigner), then stops the server.
+#   4. verifies each output with the tool users trust (gpgv, mar, apksigner, osslsigncode,
+#      rcodesign), then stops the server.
 # ./scripts/demo.sh            (port 9110 as in signing.ini.example; DEMO_PORT=N to change)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,6 +85,35 @@ zipalign -p -f 4 "$work/demo-unaligned.apk" "$work/demo.apk"
 sign apk "$work/demo.apk"
 apksigner verify --verbose --print-certs "$work/demo.apk" | grep -E "^(Verifies|Verified using v[123])|certificate SHA-256"
 
+say "sha2signcode: a Windows PE built with mingw-w64, verified with osslsigncode"
+printf '#include <stdio.h>\nint main(void) { puts("hello from a signed PE"); return 0; }\n' > "$work/hello.c"
+x86_64-w64-mingw32-gcc -O1 -o "$work/hello.exe" "$work/hello.c"
+sign sha2signcode "$work/hello.exe"
+osslsigncode verify -CAfile certs/authenticode/ca.pem -in "$work/hello.exe" | tail -n 1
+
+say "macapp: a Mach-O and a .app bundle (clang + ld64.lld, no SDK), verified with rcodesign"
+printf 'int main(void) {\n  __asm__ volatile("mov $0x2000001, %%eax\\n xor %%edi, %%edi\\n syscall");\n  return 0;\n}\n' > "$work/m.c"
+clang -target x86_64-apple-macos11 -fuse-ld=lld -nostdlib -O1 -Wl,-e,_main -o "$work/hello-macos" "$work/m.c"
+sign macapp "$work/hello-macos"
+"$SIGNING_RCODESIGN" verify "$work/hello-macos"
+mkdir -p "$work/app/Demo.app/Contents/MacOS"
+cp "$work/hello-macos" "$work/app/Demo.app/Contents/MacOS/demo"
+cat > "$work/app/Demo.app/Contents/Info.plist" <<'PLIST'
+<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0"><dict>
+  <key>CFBundleExecutable</key><string>demo</string>
+  <key>CFBundleIdentifier</key><string>org.example.signing.demo</string>
+  <key>CFBundleName</key><string>Demo</string>
+  <key>CFBundlePackageType</key><string>APPL</string>
+  <key>CFBundleVersion</key><string>1.0</string>
+</dict></plist>
+PLIST
+tar -C "$work/app" -czf "$work/Demo.app.tar.gz" Demo.app
+sign macapp "$work/Demo.app.tar.gz"
+mkdir -p "$work/app-signed" && tar -C "$work/app-signed" -xzf "$work/Demo.app.tar.gz"
+"$SIGNING_RCODESIGN" verify "$work/app-signed/Demo.app/Contents/MacOS/demo"   # the bundle's main executable
+
 say "audit log (last lines):"
-tail -n 5 /tmp/signing-server-example/audit.log
+tail -n 8 /tmp/signing-server-example/audit.log
 say "demo OK: every format of signing.ini.example signed by signtool and verified by its own tool"
