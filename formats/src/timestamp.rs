@@ -34,6 +34,20 @@ use x509_tsp::{MessageImprint, TimeStampReq, TimeStampResp, TspVersion, TstInfo}
 use crate::authenticode::digest::DigestAlg;
 use crate::authenticode::pkcs7;
 
+/// Failed requests per TSA URL since start-up, for the server's metrics.
+static FAILURES: std::sync::Mutex<std::collections::BTreeMap<String, u64>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Counts one failed request to the TSA at `url` (any signer that timestamps).
+pub fn record_failure(url: &str) {
+    let mut f = FAILURES.lock().unwrap_or_else(|p| p.into_inner());
+    *f.entry(url.to_string()).or_default() += 1;
+}
+
+/// Failed requests per TSA URL since start-up.
+pub fn failures() -> Vec<(String, u64)> {
+    FAILURES.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(u, n)| (u.clone(), *n)).collect()
+}
+
 /// id-ct-TSTInfo.
 const ID_CT_TST_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
 /// Largest reply we read from a TSA.
@@ -96,7 +110,10 @@ impl TimestampClient {
         for url in &self.urls {
             match self.stamp_one(url, alg, &imprint) {
                 Ok(token) => return Ok(token),
-                Err(e) => errors.push(format!("{url}: {e}")),
+                Err(e) => {
+                    record_failure(url);
+                    errors.push(format!("{url}: {e}"));
+                }
             }
         }
         Err(format!(

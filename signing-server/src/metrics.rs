@@ -72,6 +72,13 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
         }
+        let tsa = formats::timestamp::failures();
+        if !tsa.is_empty() {
+            let _ = writeln!(out, "# TYPE signing_tsa_failures_total counter");
+        }
+        for (url, n) in tsa {
+            let _ = writeln!(out, "signing_tsa_failures_total{{url=\"{}\"}} {n}", url.replace('\\', "\\\\").replace('"', "\\\""));
+        }
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         if !latency.is_empty() {
             let _ = writeln!(out, "# TYPE signing_duration_seconds histogram");

@@ -78,7 +78,8 @@ fn sha2signcode_v2_timestamps_and_falls_over_to_the_next_tsa() {
     let tsa = Tsa::start(TsaMode::Good);
     let broken = Tsa::start(TsaMode::ServerError);
     let garbage = Tsa::start(TsaMode::Garbage);
-    let urls = format!("timestamp_urls = {}, {}, {}, {}\ntimestamp_timeout = 10\n", dead_url(), broken.url, garbage.url, tsa.url);
+    let dead = dead_url();
+    let urls = format!("timestamp_urls = {dead}, {}, {}, {}\ntimestamp_timeout = 10\n", broken.url, garbage.url, tsa.url);
     let s = server(format("sha2signcode", "rsa", "") + &format("sha2signcode-v2", "ec", &urls));
     // The start-up probe does not need a TSA.
     assert_eq!(tsa.count(), 0);
@@ -95,6 +96,11 @@ fn sha2signcode_v2_timestamps_and_falls_over_to_the_next_tsa() {
     // osslsigncode exits 0 even when the timestamp does not verify: read the line.
     assert!(text.contains("Timestamp Server Signature verification: ok"), "{text}");
     assert!(!text.contains("Timestamp Server Signature verification: failed"), "{text}");
+    // /metrics counts each failed authority once; the good one never.
+    for bad in [&dead, &broken.url, &garbage.url] {
+        assert_eq!(s.metric(&format!("signing_tsa_failures_total{{url=\"{bad}\"}}")), Some(1.0), "{bad}");
+    }
+    assert_eq!(s.metric(&format!("signing_tsa_failures_total{{url=\"{}\"}}", tsa.url)), None);
 
     // The untimestamped format on the same server has no timestamp.
     let pe32 = build_pe(dir.path(), "i686", false);

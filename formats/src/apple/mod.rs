@@ -397,6 +397,7 @@ impl AppleSigner {
 }
 
 fn warn_tsa_failover(format: &str, url: &str, e: &anyhow::Error) {
+    crate::timestamp::record_failure(url);
     // The formats crate has no logger of its own; the server logs the final
     // error. Keep the per-authority failure on stderr for the operator.
     eprintln!("format {format}: timestamp authority {url} failed, trying the next one: {e:#}");
