@@ -188,3 +188,54 @@ fn no_secret_reaches_a_file_log_or_the_process_environment() {
         }
     }
 }
+
+/// Unmounts a tmpfs when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
+    if !run(&mut std::process::Command::new("id").arg("-u")).1.trim().eq("0") {
+        eprintln!("skipped: mounting a small tmpfs as work_dir needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let (ok, out) = run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&work));
+    assert!(ok, "mount tmpfs: {out}");
+    let _mount = Mount(work.clone());
+    let s = Server::start_in(dir, &ServerOpts::default());
+    let token = s.mint("127.0.0.1", 300);
+
+    let big = data(5 << 20, 60);
+    let r = {
+        use reqwest::blocking::multipart::{Form, Part};
+        let form = Form::new()
+            .text("token", token.clone())
+            .text("filename", "big.bin")
+            .text("sha256", sha256_hex(&big))
+            .part("filedata", Part::bytes(big.clone()));
+        s.client().post(format!("{}/sign/gpg", s.url)).multipart(form).send().unwrap()
+    };
+    assert_eq!(r.status(), 507);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.text().unwrap().contains("out of disk space"));
+    // Nothing half-written is kept or served, and the space came back.
+    assert_eq!(files_under(&s.work_dir()), Vec::<std::path::PathBuf>::new());
+    assert_eq!(s.client().get(format!("{}/sign/gpg/{}", s.url, sha256_hex(&big))).send().unwrap().status(), 404);
+    let small = data(100_000, 61);
+    assert_eq!(Upload::new(&token, "small.bin", &small).send(&s.client(), &s.url, "gpg").0, 202);
+    let (status, _, sig) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&small));
+    assert_eq!(status, 200);
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("f"), &small).unwrap();
+    std::fs::write(d.path().join("f.asc"), &sig).unwrap();
+    assert!(gpgv(&d.path().join("f.asc"), &d.path().join("f")).0);
+    drop(s);
+}
