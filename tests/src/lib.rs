@@ -15,6 +15,7 @@ use sha2::Digest;
 pub mod mar;
 pub mod apk;
 pub mod signtool;
+pub mod proxy;
 pub mod apple;
 
 /// The repository's root.
