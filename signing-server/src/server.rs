@@ -110,6 +110,7 @@ pub fn main(cli: Cli) -> ExitCode {
         not_dumpable = hardening.not_dumpable,
         no_core_dumps = hardening.no_core,
         memory_locked = hardening.memory_locked,
+        open_files = hardening.open_files,
         "process hardening"
     );
     let tls = match load_tls(&cfg) {
@@ -191,7 +192,7 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
     });
     let tls = Arc::new(RwLock::new(Arc::new(tls)));
     let addr = std::net::SocketAddr::new(cfg.server.listen, cfg.server.port);
-    let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener = bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "serving HTTPS");
     // A plain line on stdout, for scripts and tests that started us on port 0.
@@ -292,6 +293,16 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Listens with a deep accept queue: a burst of build machines connecting
+/// at once must wait in the queue, not have their SYNs dropped (and retried
+/// a second later). The kernel caps it at net.core.somaxconn.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Re-reads the config; on success puts the reloadable parts in force.

@@ -239,3 +239,39 @@ fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
     assert!(gpgv(&d.path().join("f.asc"), &d.path().join("f")).0);
     drop(s);
 }
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn ten_thousand_idle_connections_do_not_stop_service() {
+    // This test process holds the 10 000 client ends: raise its own limit as the server does.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    assert!(hard > 10_100, "the hard open-files limit ({hard}) is below 10 100: raise it to run this test");
+    let s = Server::start(&ServerOpts::default());
+    let base = open_fds(s.pid());
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("https://").parse().unwrap();
+    // Plain TCP that never starts TLS: each is held until the handshake timeout.
+    let mut held = Vec::with_capacity(10_000);
+    let started = Instant::now();
+    for i in 0..10_000 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(c) => held.push(c),
+            Err(e) => panic!("connection {i} refused: {e} (test process fd limit?)"),
+        }
+    }
+    eprintln!("10000 connects in {:?}; server fds {} (base {base})", started.elapsed(), open_fds(s.pid()));
+    // A real client is still served while they are all open.
+    assert!(wait_until(Duration::from_secs(30), || open_fds(s.pid()) > base + 5_000), "the server did not accept them");
+    assert_eq!(health(&s)["status"], "ok");
+    let token = s.mint("127.0.0.1", 60);
+    let body = data(4000, 62);
+    assert_eq!(Upload::new(&token, "busy.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
+    // The idle ones are dropped by the server (TLS handshake timeout), and its descriptors come back.
+    assert!(wait_until(Duration::from_secs(40), || open_fds(s.pid()) < base + 50), "still {} fds open (base {base})", open_fds(s.pid()));
+    drop(held);
+}
