@@ -154,8 +154,35 @@ pub fn ip_allowed(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
 }
 
+/// Whether `given` is the password `stored` in the config: an argon2 PHC
+/// string (`$argon2id$…`, made by `signing-server --hash-password`; argon2's
+/// own check is constant-time) or the plain password (compared as SHA-256
+/// digests in constant time, so the length does not leak either).
+fn password_matches(stored: &str, given: &str) -> bool {
+    use argon2::PasswordVerifier as _;
+    if stored.starts_with("$argon2") {
+        return match argon2::PasswordHash::new(stored) {
+            Ok(hash) => argon2::Argon2::default().verify_password(given.as_bytes(), &hash).is_ok(),
+            Err(_) => false,
+        };
+    }
+    bool::from(Sha256::digest(stored.as_bytes()).ct_eq(&Sha256::digest(given.as_bytes())))
+}
+
+/// Hashes a minting password for the config (`user:$argon2id$…`).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher as _, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// Whether a stored password that looks like an argon2 hash is a valid one.
+pub fn valid_hash(stored: &str) -> bool {
+    !stored.starts_with("$argon2") || argon2::PasswordHash::new(stored).is_ok_and(|h| h.salt.is_some() && h.hash.is_some())
+}
+
 /// Checks an `Authorization: Basic …` header value against the credentials.
-/// Returns the matching user name.
+/// Returns the matching user name. Every entry is checked, whatever matched.
 pub fn check_basic(header: Option<&str>, creds: &[Credential]) -> Option<String> {
     let encoded = header?.trim().strip_prefix("Basic ").or_else(|| header?.trim().strip_prefix("basic "))?;
     let decoded = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?);
@@ -163,13 +190,11 @@ pub fn check_basic(header: Option<&str>, creds: &[Credential]) -> Option<String>
     let (user, password) = text.split_once(':')?;
     // Compare digests, so lengths do not leak; visit every entry.
     let user_d = Sha256::digest(user.as_bytes());
-    let pass_d = Sha256::digest(password.as_bytes());
     let mut found: Option<String> = None;
     for c in creds {
-        let u = Sha256::digest(c.user.as_bytes());
-        let p = Sha256::digest(c.password.expose_secret().as_bytes());
-        let m = u.ct_eq(&user_d) & p.ct_eq(&pass_d);
-        if bool::from(m) && found.is_none() {
+        let u = bool::from(Sha256::digest(c.user.as_bytes()).ct_eq(&user_d));
+        let p = password_matches(c.password.expose_secret(), password);
+        if u & p && found.is_none() {
             found = Some(c.user.clone());
         }
     }
@@ -252,5 +277,18 @@ mod tests {
         assert_eq!(check_basic(Some(&h("carol:pw1")), &creds), None);
         assert_eq!(check_basic(Some("Bearer x"), &creds), None);
         assert_eq!(check_basic(None, &creds), None);
+    }
+
+    #[test]
+    fn hashed_passwords() {
+        let stored = hash_password("s3cret").unwrap();
+        assert!(stored.starts_with("$argon2id$") && valid_hash(&stored));
+        assert!(!valid_hash("$argon2id$garbage"));
+        let creds = vec![Credential { user: "tokenhost".into(), password: s(&stored) }];
+        let h = |u: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(u));
+        assert_eq!(check_basic(Some(&h("tokenhost:s3cret")), &creds).as_deref(), Some("tokenhost"));
+        assert_eq!(check_basic(Some(&h("tokenhost:wrong")), &creds), None);
+        // The hash itself is not a password.
+        assert_eq!(check_basic(Some(&h(&format!("tokenhost:{stored}"))), &creds), None);
     }
 }

@@ -491,6 +491,9 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
                 if user.is_empty() || password.is_empty() {
                     return Err(r.err(e.line, format!("{k}: user and password must both be non-empty")));
                 }
+                if !crate::auth::valid_hash(password) {
+                    return Err(r.err(e.line, format!("{k}: the password looks like an argon2 hash but is not a valid one")));
+                }
                 new_token_auth.push(Credential { user: user.to_string(), password: SecretString::from(password.to_string()) });
             }
             k if numbered(k, "token_secret") => {

@@ -20,7 +20,7 @@ use crate::audit::Audit;
 use crate::config::Config;
 use crate::http::{self, AppState, Peer};
 use crate::metrics::Metrics;
-use crate::passphrase::{self, Console, Signers};
+use crate::passphrase::{self, Console, PassphraseSource as _, Signers};
 use crate::queue::Queue;
 use crate::reload;
 use crate::store::Store;
@@ -44,7 +44,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 )]
 pub struct Cli {
     /// The configuration file (INI).
-    pub config: PathBuf,
+    #[arg(required_unless_present = "hash_password")]
+    pub config: Option<PathBuf>,
+    /// Print an argon2 hash of a minting password, for `new_token_auth = USER:HASH`
+    /// (the password is read without echo on a terminal, else one line from stdin).
+    #[arg(long, conflicts_with_all = ["check", "systemd_ask_password"])]
+    pub hash_password: bool,
     /// Check the config and the keys (asking passphrases, running probes), then exit.
     #[arg(long)]
     pub check: bool,
@@ -94,11 +99,44 @@ fn load_tls(cfg: &Config) -> Result<rustls::ServerConfig, String> {
     Ok(tls)
 }
 
+/// `--hash-password`: reads a password, prints its argon2 hash.
+fn hash_password() -> ExitCode {
+    use secrecy::ExposeSecret as _;
+    let password = match passphrase::Console.ask("minting password") {
+        Ok(Some(p)) if !p.expose_secret().is_empty() => p,
+        Ok(_) => {
+            eprintln!("signing-server: no password given");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("signing-server: cannot read the password: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::auth::hash_password(password.expose_secret()) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("signing-server: cannot hash the password: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Runs the server; the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     // Before any secret exists in this process.
     let hardening = crate::hardening::apply();
-    let cfg = match crate::config::load(&cli.config) {
+    if cli.hash_password {
+        return hash_password();
+    }
+    let Some(config_path) = cli.config.as_deref() else {
+        eprintln!("signing-server: a configuration file is required");
+        return ExitCode::from(2);
+    };
+    let cfg = match crate::config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("signing-server: {e}");

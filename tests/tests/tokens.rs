@@ -86,3 +86,21 @@ fn peers_outside_allowed_ips_get_403_everywhere() {
     assert_eq!(c.post(format!("{}/token", s.url)).send().unwrap().status(), 403);
     assert_eq!(s.client().get(format!("{}/health", s.url)).send().unwrap().status(), 200);
 }
+
+#[test]
+fn a_minting_password_stored_as_an_argon2_hash() {
+    // Ops hash the password with the server itself.
+    let (status, out) = run_server_to_end(&["--hash-password".as_ref()], "hashed-mint-password\n");
+    assert!(status.success(), "{out}");
+    let hash = out.lines().find(|l| l.starts_with("$argon2id$")).expect("a PHC string").to_string();
+    assert!(!out.contains("hashed-mint-password"), "the password is not echoed");
+    let mut opts = ServerOpts::default();
+    opts.security = opts.security.replace(&format!("new_token_auth = {MINT_USER}:{MINT_PASSWORD}"), &format!("new_token_auth = {MINT_USER}:{hash}"));
+    let s = Server::start(&opts);
+    let good = [("slave_ip", "127.0.0.1"), ("duration", "60")];
+    let (status, token, _) = mint_status(&s, "127.0.0.1", MINT_USER, "hashed-mint-password", &good);
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(sign_with(&s, &token, "127.0.0.1").0, 202);
+    assert_eq!(mint_status(&s, "127.0.0.1", MINT_USER, "wrong", &good).0, 401);
+    assert_eq!(mint_status(&s, "127.0.0.1", MINT_USER, &hash, &good).0, 401, "the hash is not the password");
+}
