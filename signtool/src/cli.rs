@@ -39,8 +39,9 @@ Failover:
   While a result is pending the same host is long-polled; a file is uploaded only
   when a host answers a plain 404 (does not know it).
 
-Not yet supported: packing an apple `.app` directory as .tar.gz (no apple signer yet);
-give the .app as a .tar.gz you made yourself.
+An `.app` directory given as an argument is a bundle: it is packed as .tar.gz
+(symlinks kept), signed as one file (use an apple format: macapp, dmg), and the
+signed bundle replaces the original in place (the original stays if anything fails).
 
 Examples:
   signtool token -H sign1.example.net:9110 -c ca.pem -u tokenhost \\

@@ -27,6 +27,9 @@ struct Job {
     /// Destination of the detached signature(s): `.asc` and, for a second
     /// detached format, `.FORMAT.asc`.
     asc: PathBuf,
+    /// For an `.app` directory: the bundle, and the private directory beside
+    /// it holding its `.tar.gz` (`input` and `dest`) until it is unpacked.
+    bundle: Option<(PathBuf, tempfile::TempDir)>,
 }
 
 /// Runs the command; returns the exit code.
@@ -95,13 +98,19 @@ fn jobs(args: &SignArgs) -> Result<Vec<Job>, String> {
     let includes = args.includes.iter().map(pattern).collect::<Result<Vec<_>, _>>()?;
     let excludes = args.excludes.iter().map(pattern).collect::<Result<Vec<_>, _>>()?;
     let mut inputs = Vec::new();
+    let mut bundles = Vec::new();
     for p in &args.paths {
         let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        if meta.is_dir() {
+        if meta.is_dir() && p.extension().is_some_and(|e| e == "app") {
+            bundles.push(bundle::pack(p)?);
+        } else if meta.is_dir() {
             walk(p, &includes, &excludes, &mut inputs).map_err(|e| format!("cannot list {}: {e}", p.display()))?;
         } else {
             inputs.push(p.clone());
         }
+    }
+    if !bundles.is_empty() && (args.output_file.is_some() || args.output_dir.is_some()) {
+        return Err("an .app bundle is signed in place: -o and -d do not apply to it".into());
     }
     if let Some(o) = &args.output_file {
         if inputs.len() != 1 || args.paths.iter().any(|p| p.is_dir()) {
@@ -127,9 +136,64 @@ fn jobs(args: &SignArgs) -> Result<Vec<Job>, String> {
                 }
                 (None, None) => (input.clone(), with_suffix(&input, ".asc")),
             };
-            Ok(Job { input, dest, asc })
+            Ok(Job { input, dest, asc, bundle: None })
         })
+        .chain(bundles.into_iter().map(|(app, dir, tarball)| {
+            Ok(Job { input: tarball.clone(), dest: tarball.clone(), asc: with_suffix(&tarball, ".asc"), bundle: Some((app, dir)) })
+        }))
         .collect()
+}
+
+/// `.app` bundles: packed as `.tar.gz` to be signed as one file (the apple
+/// formats take bundles that way), and the signed bundle unpacked in place.
+mod bundle {
+    use std::path::{Path, PathBuf};
+
+    /// Packs `app` into `NAME.app.tar.gz` inside a private directory beside it.
+    pub(super) fn pack(app: &Path) -> Result<(PathBuf, tempfile::TempDir, PathBuf), String> {
+        let name = app.file_name().ok_or_else(|| format!("{} has no name", app.display()))?.to_owned();
+        let parent = app.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let err = |e: std::io::Error| format!("cannot pack {}: {e}", app.display());
+        let dir = tempfile::Builder::new().prefix(".signtool-bundle-").tempdir_in(parent).map_err(err)?;
+        let mut tarball = dir.path().join(&name);
+        tarball.as_mut_os_string().push(".tar.gz");
+        let file = std::fs::File::create(&tarball).map_err(err)?;
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::default()));
+        // Symlinks stay symlinks: a bundle's links are part of what is signed.
+        tar.follow_symlinks(false);
+        tar.append_dir_all(&name, app).map_err(err)?;
+        tar.into_inner().and_then(|gz| gz.finish()).and_then(|f| f.sync_all()).map_err(err)?;
+        Ok((app.to_path_buf(), dir, tarball))
+    }
+
+    /// Unpacks the signed `tarball` and swaps it in for `app`: the old bundle
+    /// is moved aside, the new one renamed in, the old one removed. On any
+    /// failure the original bundle is left (or put back) where it was.
+    pub(super) fn unpack_in_place(tarball: &Path, app: &Path, dir: &tempfile::TempDir) -> Result<(), String> {
+        let name = app.file_name().unwrap_or_default();
+        let out = dir.path().join("signed");
+        let err = |e: std::io::Error| format!("cannot unpack the signed bundle: {e}");
+        std::fs::create_dir_all(&out).map_err(err)?;
+        let file = std::fs::File::open(tarball).map_err(err)?;
+        // tar refuses absolute paths and `..` on unpack.
+        tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(&out).map_err(err)?;
+        let entries: Vec<_> = std::fs::read_dir(&out).map_err(err)?.flatten().map(|e| e.file_name()).collect();
+        if entries != [name.to_owned()] {
+            return Err(format!("the signed archive does not hold exactly {}", name.to_string_lossy()));
+        }
+        let old = dir.path().join("original");
+        std::fs::rename(app, &old).map_err(|e| format!("cannot move {} aside: {e}", app.display()))?;
+        if let Err(e) = std::fs::rename(out.join(name), app) {
+            let _ = std::fs::rename(&old, app);
+            return Err(format!("cannot put the signed bundle in place: {e}"));
+        }
+        if let Some(parent) = app.parent() {
+            if let Ok(d) = std::fs::File::open(if parent.as_os_str().is_empty() { Path::new(".") } else { parent }) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
 }
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
@@ -173,8 +237,15 @@ async fn execute(args: &SignArgs, s: &Session, jobs: Vec<Job>, formats: &[String
     let total = jobs.len();
     let results: Vec<(PathBuf, Result<(), Failure>)> = futures_util::stream::iter(jobs)
         .map(|job| async move {
-            let r = process(s, &job, formats, cache).await;
-            (job.input, r)
+            let mut r = process(s, &job, formats, cache).await;
+            match (&r, job.bundle) {
+                (Ok(()), Some((app, dir))) => {
+                    r = bundle::unpack_in_place(&job.dest, &app, &dir).map_err(Failure::Local);
+                    (app, r)
+                }
+                (_, Some((app, _))) => (app, r),
+                (_, None) => (job.input, r),
+            }
         })
         .buffer_unordered(usize::from(args.jobs))
         .collect()
