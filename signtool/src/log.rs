@@ -1,7 +1,11 @@
 //! Plain log lines on stderr (`<hash>: processing FILE on URL`, `<hash>: OK`),
-//! filtered by -q / -v. No progress bar yet: the lines are what CI logs keep.
+//! filtered by -q / -v. On a terminal, long uploads also get a progress bar
+//! each; lines are then printed above the bars so neither garbles the other.
+//! Off a terminal (CI logs) there are only lines.
 
+use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 /// Only warnings and errors.
 pub const QUIET: u8 = 0;
@@ -12,6 +16,39 @@ pub const DEBUG: u8 = 2;
 
 static LEVEL: AtomicU8 = AtomicU8::new(INFO);
 
+/// The bars' area, when stderr is a terminal.
+fn bars() -> Option<&'static indicatif::MultiProgress> {
+    static BARS: OnceLock<Option<indicatif::MultiProgress>> = OnceLock::new();
+    BARS.get_or_init(|| {
+        std::io::stderr().is_terminal().then(|| indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr()))
+    })
+    .as_ref()
+}
+
+/// A progress bar for an upload of `size` bytes, when stderr is a terminal and
+/// progress lines are wanted; `None` otherwise.
+pub fn upload_bar(label: &str, size: u64) -> Option<indicatif::ProgressBar> {
+    if LEVEL.load(Ordering::Relaxed) < INFO {
+        return None;
+    }
+    let bar = bars()?.add(indicatif::ProgressBar::new(size));
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(format!("uploading {label}"));
+    Some(bar)
+}
+
+fn line(msg: &str) {
+    match bars() {
+        Some(b) => {
+            let _ = b.println(msg);
+        }
+        None => eprintln!("{msg}"),
+    }
+}
+
 /// Sets the level for the rest of the run.
 pub fn set_level(level: u8) {
     LEVEL.store(level, Ordering::Relaxed);
@@ -20,18 +57,18 @@ pub fn set_level(level: u8) {
 /// A progress line.
 pub fn info(msg: impl AsRef<str>) {
     if LEVEL.load(Ordering::Relaxed) >= INFO {
-        eprintln!("{}", msg.as_ref());
+        line(msg.as_ref());
     }
 }
 
 /// A request-level line (-v).
 pub fn debug(msg: impl AsRef<str>) {
     if LEVEL.load(Ordering::Relaxed) >= DEBUG {
-        eprintln!("{}", msg.as_ref());
+        line(msg.as_ref());
     }
 }
 
 /// A warning: always shown.
 pub fn warn(msg: impl AsRef<str>) {
-    eprintln!("{}", msg.as_ref());
+    line(msg.as_ref());
 }

@@ -303,7 +303,7 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
     let target = format!("{url}/sign/{format}");
     log::debug(format!("{}: POST {target} ({} bytes)", hashes.sha256, hashes.size));
     let send = s.client.post(&target).multipart(form).timeout(s.remaining()).send();
-    let r = watch_upload(send, &hashes.sha256, label, hashes.size, &sent, s.read_timeout).await?.map_err(|e| retry(describe(&e)))?;
+    let r = watch_upload(send, label, hashes.size, &sent, s.read_timeout).await?.map_err(|e| retry(describe(&e)))?;
     if r.status().as_u16() == 202 {
         if let Some(n) = r.headers().get("x-nonce").and_then(|v| v.to_str().ok()) {
             s.nonce.store(n);
@@ -315,37 +315,42 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
 
 /// Awaits `send` (an upload whose body counts its bytes in `sent`). Fails it
 /// when nothing moved for `idle`: no byte sent and no answer (a stalled
-/// server), however long the whole upload takes. On a terminal, a long
-/// upload also prints how far it got every 5 s (plain lines: safe with
-/// several uploads at once).
+/// server), however long the whole upload takes. On a terminal, an upload of
+/// 1 MiB or more also shows a progress bar.
 async fn watch_upload<F: std::future::Future>(
     send: F,
-    hash: &str,
     label: &str,
     size: u64,
     sent: &std::sync::atomic::AtomicU64,
     idle: Duration,
 ) -> Result<F::Output, TryError> {
-    use std::io::IsTerminal;
-    let show = std::io::stderr().is_terminal() && size >= (16 << 20);
+    let bar = if size >= (1 << 20) { log::upload_bar(label, size) } else { None };
     tokio::pin!(send);
     let step = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut tick = tokio::time::interval(step);
-    let (mut last, mut last_change, mut last_shown) = (0u64, Instant::now(), Instant::now());
+    let (mut last, mut last_change) = (0u64, Instant::now());
+    let finish = |bar: &Option<indicatif::ProgressBar>| {
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+    };
     loop {
         tokio::select! {
-            r = &mut send => return Ok(r),
+            r = &mut send => {
+                finish(&bar);
+                return Ok(r);
+            }
             _ = tick.tick() => {
                 let now_sent = sent.load(std::sync::atomic::Ordering::Relaxed);
                 if now_sent != last {
                     (last, last_change) = (now_sent, Instant::now());
                 } else if last_change.elapsed() >= idle {
+                    finish(&bar);
                     let what = if now_sent >= size { "no answer after the upload" } else { "upload stalled" };
                     return Err(retry(format!("timed out: {what}, nothing moved for {} s (--read-timeout)", idle.as_secs_f64())));
                 }
-                if show && last_shown.elapsed() >= Duration::from_secs(5) {
-                    last_shown = Instant::now();
-                    log::info(format!("{hash}: uploading {label}: {}% of {} MiB", now_sent.min(size) * 100 / size.max(1), size >> 20));
+                if let Some(b) = &bar {
+                    b.set_position(now_sent.min(size));
                 }
             }
         }
