@@ -223,3 +223,26 @@ fn a_stalled_upload_is_abandoned_after_read_timeout_and_a_real_server_signs() {
     assert!(log.contains(&format!("{} failed (timed out: upload stalled", stall.url())), "{log}");
     assert!(gpgv(&asc(&f), &f).0);
 }
+
+#[test]
+fn a_422_from_the_signer_fails_fast_on_the_first_host() {
+    // A real signer refusing the input: a file that is not a MAR, sent to a mar format.
+    let o = signing_tests::mar::opts("");
+    let (first, second) = (Server::start(&o), Server::start(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("token");
+    std::fs::write(&tok, first.mint("127.0.0.1", 300)).unwrap();
+    let f = dir.path().join("update.mar");
+    let original = data(5000, 9);
+    std::fs::write(&f, &original).unwrap();
+    let (code, log) = output(
+        signtool_sign(&[host_of("mar", &first.url), host_of("mar", &second.url)], &tok, &dir.path().join("n")).args(["-f", "mar"]).arg(&f),
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains(&format!("{} answered 422", first.url)), "{log}");
+    assert!(log.contains("MAR"), "the signer's reason is shown: {log}");
+    assert!(!log.contains(&second.url), "no failover after a 422: {log}");
+    assert!(!second.wait_log("/sign/mar", Duration::from_millis(500)), "the second host was asked");
+    assert_eq!(std::fs::read(&f).unwrap(), original, "the input is untouched");
+    assert!(temp_files(dir.path()).is_empty());
+}
