@@ -16,6 +16,8 @@ pub mod apk;
 pub mod authenticode;
 pub mod apple;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpg;
 pub mod mar;
 pub mod registry;

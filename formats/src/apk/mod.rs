@@ -27,7 +27,7 @@
 
 mod block;
 mod v1;
-mod zip;
+pub(crate) mod zip;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

@@ -26,7 +26,7 @@
 //! - [`Signer::verify`] checks the signature only, not that the signed file's
 //!   entries equal the input's (the signing path cannot change them).
 
-mod parse;
+pub(crate) mod parse;
 mod sign;
 
 use std::fmt;

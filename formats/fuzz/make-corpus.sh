@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Regenerates the small seed inputs in formats/fuzz/seeds/<target>/ (committed;
+# a few KB each) with the real tools: `mar -c` (the test venv), mingw-w64,
+# osslsigncode, aapt + zipalign, tar/gzip, python3. Test keys only (certs/).
+# Usage: formats/fuzz/make-corpus.sh   (scripts/setup.sh installs the tools)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+seeds=$here/seeds
+: "${SIGNING_TEST_VENV:=$HOME/.cache/signing-server/venv}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for t in mar_parse apk_zip pe_authenticode authenticode_pkcs7 apple_tarball token config; do
+    rm -rf "${seeds:?}/$t"
+    mkdir -p "$seeds/$t"
+done
+
+# --- MAR: plain, with product info (additional section), xz-compressed.
+mkdir -p "$tmp/mar/dir"
+printf 'hello\n' > "$tmp/mar/a.txt"
+printf 'world\n' > "$tmp/mar/dir/b.txt"
+mar=$SIGNING_TEST_VENV/bin/mar
+(cd "$tmp/mar" && "$mar" -c "$seeds/mar_parse/plain.mar" a.txt dir/b.txt)
+(cd "$tmp/mar" && "$mar" -V 1.0 -H release -c "$seeds/mar_parse/product.mar" a.txt)
+(cd "$tmp/mar" && "$mar" -J -c "$seeds/mar_parse/xz.mar" a.txt dir/b.txt)
+
+# --- PE: tiny mingw images (no CRT), one of them Authenticode-signed.
+printf 'void start(void) {}\n' > "$tmp/t.c"
+x86_64-w64-mingw32-gcc -Os -s -nostdlib -Wl,-e,start -o "$tmp/t64.exe" "$tmp/t.c"
+i686-w64-mingw32-gcc -Os -s -nostdlib -shared -Wl,-e,_start -o "$tmp/t32.dll" "$tmp/t.c"
+cp "$tmp/t64.exe" "$tmp/t32.dll" "$seeds/pe_authenticode/"
+osslsigncode sign -h sha256 -certs "$root/certs/authenticode/ec-chain.pem" \
+    -key "$root/certs/authenticode/ec.key" -pass "$(cat "$root/certs/PASSPHRASE")" \
+    -in "$tmp/t64.exe" -out "$seeds/pe_authenticode/t64-signed.exe" >/dev/null
+osslsigncode extract-signature -in "$seeds/pe_authenticode/t64-signed.exe" \
+    -out "$tmp/sig.der" >/dev/null
+# extract-signature writes the WIN_CERTIFICATE's payload: the DER SignedData.
+cp "$tmp/sig.der" "$seeds/authenticode_pkcs7/ec.p7"
+
+# --- APK: aapt package (manifest + a compressed and a stored asset), zipalign.
+mkdir -p "$tmp/apk/assets"
+cat > "$tmp/apk/AndroidManifest.xml" <<'XML'
+<?xml version="1.0" encoding="utf-8"?>
+<manifest xmlns:android="http://schemas.android.com/apk/res/android" package="org.example.fuzz">
+  <uses-sdk android:minSdkVersion="21"/>
+</manifest>
+XML
+printf 'compressed compressed compressed\n' > "$tmp/apk/assets/a.txt"
+printf 'stored\n' > "$tmp/apk/assets/b.dat"
+(cd "$tmp/apk" && aapt package -f -M AndroidManifest.xml -I /usr/share/android-framework-res/framework-res.apk -A assets -0 dat -F "$tmp/base.apk" >/dev/null)
+zipalign -p -f 4 "$tmp/base.apk" "$seeds/apk_zip/aapt.apk"
+(cd "$tmp/apk" && zip -q -X "$seeds/apk_zip/plain.zip" AndroidManifest.xml assets/a.txt)
+
+# --- Apple: tiny .app bundles as .tar.gz (a file, a directory, a relative symlink).
+app=$tmp/app/Tiny.app/Contents
+mkdir -p "$app/MacOS" "$app/Resources"
+printf '<?xml version="1.0"?><plist version="1.0"><dict/></plist>\n' > "$app/Info.plist"
+printf 'x' > "$app/MacOS/tiny"
+ln -s ../MacOS/tiny "$app/Resources/link"
+tar -C "$tmp/app" --owner=0 --group=0 --mtime=@0 -czf "$seeds/apple_tarball/tiny.tar.gz" Tiny.app
+tar -C "$tmp/app" --owner=0 --group=0 --mtime=@0 --format=gnu -czf "$seeds/apple_tarball/gnu.tar.gz" ./Tiny.app
+
+# --- Tokens: valid for the fuzz target's secret, peer and clock (see fuzz_targets/token.rs).
+python3 - "$seeds/token" <<'PY'
+import base64, hashlib, hmac, sys
+out = sys.argv[1]
+def b64(b): return base64.b64encode(b).decode().rstrip("=")
+def mint(secret, ip, lo, hi, chaff=b"0123456789abcdef"):
+    payload = f"{ip}:{lo}:{hi}:{b64(chaff)}"
+    mac = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()
+    return f"{payload}!{b64(mac)}"
+now = 1_700_000_000
+seeds = {
+    "valid": mint("fuzz-secret-1", "192.0.2.7", now - 60, now + 60),
+    "valid-v6-mapped": mint("fuzz-secret-2", "::ffff:192.0.2.7", now - 60, now + 60) + "\n",
+    "expired": mint("fuzz-secret-1", "192.0.2.7", 1, 2),
+    "v6": mint("fuzz-secret-1", "[2001:db8::1]", now, now),
+    "basic": "Basic " + base64.b64encode(b"user:pass").decode(),
+}
+for name, text in seeds.items():
+    open(f"{out}/{name}", "w").write(text)
+PY
+
+# --- Config: the documented example and a minimal one.
+cp "$root/signing.ini.example" "$seeds/config/signing.ini.example"
+cat > "$seeds/config/minimal.ini" <<'INI'
+[server]
+listen = 127.0.0.1:9110
+work_dir = /tmp/w
+[security]
+token_secrets = s3cret
+[format:gpg]
+type = gpg
+key = k.asc
+INI
+
+du -sh "$seeds"/* >&2

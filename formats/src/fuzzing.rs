@@ -1,0 +1,145 @@
+//! Thin entry points for the `cargo fuzz` targets in `formats/fuzz/`.
+//!
+//! The parsers are crate-private; these wrappers hand them fuzzer bytes and
+//! check the invariants their result types document, panicking (which the
+//! fuzzer reports) when one does not hold. Not an API: hidden from the docs,
+//! never called by the signers, and it adds no parsing of its own.
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
+use std::io::{Cursor, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use crate::SignError;
+
+/// `data` in an unnamed temporary file, rewound, for parsers that take a `File`.
+fn temp_file(data: &[u8]) -> std::io::Result<std::fs::File> {
+    let mut f = tempfile::tempfile()?;
+    f.write_all(data)?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(f)
+}
+
+/// MAR: parses the layout and checks its documented invariants.
+pub fn mar_parse(data: &[u8]) -> Result<(), SignError> {
+    let l = crate::mar::parse::parse(&mut Cursor::new(data))?;
+    assert_eq!(l.file_len, data.len() as u64);
+    assert!(!l.entries.is_empty(), "a parsed MAR has entries");
+    assert!(l.content.start <= l.content.end && l.content.end <= l.file_len);
+    let mut spans: Vec<(u64, u64)> = l
+        .entries
+        .iter()
+        .map(|e| (u64::from(e.offset), u64::from(e.offset) + u64::from(e.len)))
+        .collect();
+    spans.sort_unstable();
+    let mut last_end = l.content.start;
+    for ((start, end), e) in spans.iter().zip(&l.entries) {
+        assert!(*start >= last_end, "entries overlap or start before the content");
+        assert!(*end <= l.content.end, "an entry runs past the content");
+        assert!(!e.name.is_empty() && !e.name.contains(&0));
+        last_end = *end;
+    }
+    if let Some(block) = &l.signature_block {
+        for s in &block.signatures {
+            assert!(s.offset + u64::from(s.len) <= l.file_len);
+        }
+    }
+    Ok(())
+}
+
+/// APK: reads and validates the ZIP structure (EOCD, central directory,
+/// local headers).
+pub fn apk_zip(data: &[u8]) -> Result<(), SignError> {
+    let mut f = temp_file(data)?;
+    let archive = crate::apk::zip::read_archive(&mut f)?;
+    for e in &archive.entries {
+        assert!(e.data_offset <= data.len() as u64, "entry data starts past the end");
+    }
+    Ok(())
+}
+
+/// Authenticode: parses the PE headers, then hashes the image the way
+/// signing does (the exact Authenticode ranges).
+pub fn pe_authenticode(data: &[u8]) -> Result<(), SignError> {
+    use crate::authenticode::{digest, pe};
+    let mut f = temp_file(data)?;
+    let l = pe::parse(&mut f, data.len() as u64)?;
+    assert!(l.headers.len() as u64 <= l.content_len, "headers longer than the image");
+    assert!(l.content_len <= data.len() as u64);
+    assert!(l.checksum_offset + 4 <= l.headers.len());
+    assert!(l.cert_dir_offset + 8 <= l.headers.len());
+    if let Some((off, len)) = l.existing_signature {
+        assert_eq!(off, l.content_len);
+        assert_eq!(off + len, data.len() as u64);
+    }
+    let copied = digest::copy_and_hash(&mut f, &l, digest::DigestAlg::Sha256, None)?;
+    assert_eq!(copied.digest.len(), 32);
+    assert_eq!(copied.table_offset % 8, 0);
+    Ok(())
+}
+
+/// Authenticode: parses a DER SignedData as `verify` does.
+pub fn authenticode_pkcs7(data: &[u8]) -> Result<(), String> {
+    let p = crate::authenticode::pkcs7::parse_authenticode(data)?;
+    let _ = (p.alg, p.image_hash.len());
+    Ok(())
+}
+
+/// Apple: unpacks a `.tar.gz` bundle into the empty directory `dest` with
+/// small limits, and checks nothing landed outside it.
+pub fn apple_tarball(data: &[u8], dest: &Path) -> Result<String, SignError> {
+    let input = tempfile::NamedTempFile::new()?;
+    std::fs::write(input.path(), data)?;
+    let limits = crate::apple::tarball::Limits {
+        max_entries: 64,
+        max_bytes: 1 << 20,
+    };
+    let app = crate::apple::tarball::unpack(input.path(), dest, &limits)?;
+    let root = dest.join(&app);
+    let meta = std::fs::symlink_metadata(&root)?;
+    assert!(meta.is_dir(), "the returned .app is not a directory");
+    assert!(app.ends_with(".app") && !app.contains('/'), "odd .app name {app:?}");
+    Ok(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds").join(target);
+        let mut out: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let data = std::fs::read(&p).unwrap();
+                (p, data)
+            })
+            .collect();
+        out.sort();
+        assert!(!out.is_empty(), "no seeds in {}", dir.display());
+        out
+    }
+
+    /// The committed seeds are valid inputs, so the fuzzer starts deep in each parser.
+    #[test]
+    fn seeds_parse() {
+        for (p, d) in seeds("mar_parse") {
+            super::mar_parse(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("apk_zip") {
+            super::apk_zip(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("pe_authenticode") {
+            super::pe_authenticode(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("authenticode_pkcs7") {
+            super::authenticode_pkcs7(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("apple_tarball") {
+            let dest = tempfile::tempdir().unwrap();
+            let app = super::apple_tarball(&d, dest.path())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert_eq!(app, "Tiny.app");
+        }
+    }
+}
