@@ -15,6 +15,14 @@ fi
 say "building (target dir: $CARGO_TARGET_DIR)"
 cargo build --workspace --bins --tests --locked
 
+# Every parser we own, fuzzed briefly on its seed corpus (docs/FUZZING.md); a crash fails
+# the run. Before the tests, so the test runner's summary closes the output.
+# SIGNING_FUZZ_SECONDS=0 skips it (e.g. on a laptop); longer runs: scripts/fuzz.sh 3600.
+if [ "${SIGNING_FUZZ_SECONDS:-10}" != 0 ]; then
+    say "fuzzing every parser for ${SIGNING_FUZZ_SECONDS:-10} s each"
+    bash scripts/fuzz.sh "${SIGNING_FUZZ_SECONDS:-10}"
+fi
+
 say "running the tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
