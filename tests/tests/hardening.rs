@@ -214,18 +214,23 @@ fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
     let token = s.mint("127.0.0.1", 300);
 
     let big = data(5 << 20, 60);
-    let r = {
-        use reqwest::blocking::multipart::{Form, Part};
-        let form = Form::new()
-            .text("token", token.clone())
-            .text("filename", "big.bin")
-            .text("sha256", sha256_hex(&big))
-            .part("filedata", Part::bytes(big.clone()));
-        s.client().post(format!("{}/sign/gpg", s.url)).multipart(form).send().unwrap()
-    };
-    assert_eq!(r.status(), 507);
-    assert!(r.headers().contains_key("retry-after"));
-    assert!(r.text().unwrap().contains("out of disk space"));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &big).unwrap();
+    // curl reads the answer even while it is still sending (reqwest's blocking
+    // client reports its own send error instead when the server answers early).
+    let headers = tempfile::NamedTempFile::new().unwrap();
+    let (_, out) = run(std::process::Command::new("curl")
+        .args(["-s", "--http1.1", "-w", "%{http_code}", "-D"])
+        .arg(headers.path())
+        .arg("--cacert")
+        .arg(certs().join("ca.pem"))
+        .args(["-F", &format!("token={token}"), "-F", "filename=big.bin", "-F", &format!("sha256={}", sha256_hex(&big))])
+        .arg("-F")
+        .arg(format!("filedata=@{}", file.path().display()))
+        .arg(format!("{}/sign/gpg", s.url)));
+    assert!(out.trim_end().ends_with("507"), "{out}");
+    assert!(out.contains("out of disk space"), "{out}");
+    assert!(std::fs::read_to_string(headers.path()).unwrap().to_ascii_lowercase().contains("retry-after"));
     // Nothing half-written is kept or served, and the space came back.
     assert_eq!(files_under(&s.work_dir()), Vec::<std::path::PathBuf>::new());
     assert_eq!(s.client().get(format!("{}/sign/gpg/{}", s.url, sha256_hex(&big))).send().unwrap().status(), 404);
