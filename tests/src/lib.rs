@@ -28,6 +28,21 @@ pub fn certs() -> PathBuf {
     repo().join("certs")
 }
 
+/// The Python venv made by scripts/setup.sh (SIGNING_TEST_VENV, default
+/// ~/.cache/signing-server/venv): Mozilla's signtool 4.x and `mar` tools.
+pub fn venv() -> PathBuf {
+    std::env::var_os("SIGNING_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/signing-server/venv"))
+}
+
+/// Mozilla's Python signtool 4.x client, from the venv.
+pub fn mozilla_signtool() -> PathBuf {
+    let exe = venv().join("bin/signtool");
+    assert!(exe.is_file(), "{} missing: run scripts/setup.sh (or scripts/test.sh) to create the venv", exe.display());
+    exe
+}
+
 /// The shared test passphrase (certs/PASSPHRASE).
 pub fn passphrase() -> String {
     std::fs::read_to_string(certs().join("PASSPHRASE")).expect("certs/PASSPHRASE")

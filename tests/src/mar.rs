@@ -8,12 +8,7 @@ use std::process::Command;
 
 use crate::{certs, passphrase, run, ServerOpts};
 
-/// The test venv (scripts/setup.sh makes it).
-pub fn venv() -> PathBuf {
-    std::env::var_os("SIGNING_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/signing-server/venv"))
-}
+pub use crate::venv;
 
 /// Mozilla's `mar` tool.
 pub fn mar_tool() -> PathBuf {

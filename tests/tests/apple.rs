@@ -201,11 +201,7 @@ fn a_key_that_does_not_match_the_certificate_stops_start_up() {
 
 #[test]
 fn mozilla_signtool_signs_a_firefox_app_with_macapp() {
-    let venv = std::env::var_os("SIGNING_TEST_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/signing-server/venv"));
-    let exe = venv.join("bin/signtool");
-    assert!(exe.is_file(), "{} missing: run scripts/setup.sh", exe.display());
+    let exe = mozilla_signtool();
     let s = Server::start(&apple_opts("hardened_runtime = true"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("firefox.tar.gz");

@@ -1,20 +1,10 @@
 //! Mozilla's own Python client (`signtool` 4.x) signs a PE with `-f sha2signcode`
 //! against our server; osslsigncode checks the result.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use signing_tests::authenticode::{build_pe, osslsigncode_verify};
 use signing_tests::*;
-
-fn mozilla_signtool() -> PathBuf {
-    let venv = std::env::var_os("SIGNING_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/signing-server/venv"));
-    let exe = venv.join("bin/signtool");
-    assert!(exe.is_file(), "{} missing: run scripts/setup.sh (or scripts/test.sh) to create the venv", exe.display());
-    exe
-}
 
 #[test]
 fn mozilla_signtool_4_signs_a_pe_with_sha2signcode() {

@@ -187,8 +187,7 @@ fn key_size_and_digest_mismatch_is_refused_at_startup() {
 
 #[test]
 fn mozilla_signtool_signs_a_mar_with_mar_sha384() {
-    let exe = venv().join("bin/signtool");
-    assert!(exe.is_file(), "{} missing: run scripts/setup.sh", exe.display());
+    let exe = mozilla_signtool();
     let s = Server::start(&opts(""));
     let dir = tempfile::tempdir().unwrap();
     let unsigned = make_mar(dir.path(), "update.mar", &["-J", "-V", "140.0", "-H", "release"], &[("firefox", &data(100_000, 3))]);

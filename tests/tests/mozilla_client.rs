@@ -1,19 +1,9 @@
 //! Mozilla's own Python client (`signtool` 4.x, from PyPI) against our server, unchanged.
 //! The venv is made by scripts/setup.sh (SIGNING_TEST_VENV, default ~/.cache/signing-server/venv).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use signing_tests::*;
-
-fn mozilla_signtool() -> PathBuf {
-    let venv = std::env::var_os("SIGNING_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/signing-server/venv"));
-    let exe = venv.join("bin/signtool");
-    assert!(exe.is_file(), "{} missing: run scripts/setup.sh (or scripts/test.sh) to create the venv", exe.display());
-    exe
-}
 
 #[test]
 fn mozilla_signtool_4_signs_with_gpg() {
