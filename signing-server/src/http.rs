@@ -506,10 +506,18 @@ async fn serve_result(info: &ResultInfo) -> ApiResult {
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let draining = state.draining.load(Ordering::Relaxed);
+    let dynamic = state.dynamic();
+    // Each format's upload limit, so that a client can refuse a file far too
+    // large before sending it (the server refuses such an upload from its
+    // Content-Length and closes, which a client still sending may only see
+    // as a reset).
+    let limits: serde_json::Map<String, serde_json::Value> =
+        dynamic.formats.iter().map(|(name, f)| (name.clone(), f.max_filesize.into())).collect();
     let body = serde_json::json!({
         "status": if draining { "draining" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
-        "formats": state.dynamic().format_names,
+        "formats": dynamic.format_names,
+        "max_filesize": limits,
         "queue_depth": state.queue.depth(),
         "uptime_seconds": state.started.elapsed().as_secs(),
     });

@@ -87,6 +87,7 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> 
         max_errors: args.max_errors.max(1),
         deadline: Instant::now() + timeout,
         read_timeout,
+        limits: Default::default(),
     };
     let jobs = jobs(args)?;
     Ok((session, jobs, formats))

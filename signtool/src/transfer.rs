@@ -43,11 +43,44 @@ pub struct Session {
     /// Longest silence tolerated from a server (`--read-timeout`): waiting for
     /// an answer, between body chunks, or an upload making no progress.
     pub read_timeout: Duration,
+    /// Per host URL, the upload limits its /health advertised (read once).
+    pub limits: Limits,
 }
 
 impl Session {
     fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Each host's `max_filesize` per format, read from its `/health` once per
+/// run, before the first upload to it. A file over a host's limit fails at
+/// once, as a 413 would: the server refuses such an upload from its
+/// Content-Length and closes, and a client still sending it may see only a
+/// reset, which would look like a host failure and cost a failover per host.
+#[derive(Default)]
+pub struct Limits {
+    hosts: Mutex<HashMap<String, std::sync::Arc<tokio::sync::OnceCell<HashMap<String, u64>>>>>,
+}
+
+impl Limits {
+    /// The limit of `format` on `url`, if the host says (older servers and
+    /// Mozilla's do not: then the upload itself finds out).
+    async fn get(&self, s: &Session, url: &str, format: &str) -> Option<u64> {
+        let cell = self.hosts.lock().ok()?.entry(url.to_string()).or_default().clone();
+        let limits = cell
+            .get_or_init(|| async {
+                let send = s.client.get(format!("{url}/health")).timeout(s.read_timeout.min(s.remaining())).send();
+                let body = match send.await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+                    _ => None,
+                };
+                let json: Option<serde_json::Value> = body.and_then(|b| serde_json::from_slice(&b).ok());
+                let map = json.as_ref().and_then(|j| j.get("max_filesize")).and_then(|m| m.as_object());
+                map.map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect()).unwrap_or_default()
+            })
+            .await;
+        limits.get(format).copied()
     }
 }
 
@@ -279,6 +312,14 @@ fn temp_display(dir: &Path) -> String {
 
 async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str, hashes: &Hashes) -> Result<(), TryError> {
     use reqwest::multipart::{Form, Part};
+    if let Some(limit) = s.limits.get(s, url, format).await {
+        if hashes.size > limit {
+            return Err(TryError::Fatal(format!(
+                "413 file too large: {} bytes, the limit for format {format} is {limit} bytes (from its /health; not uploaded)",
+                hashes.size
+            )));
+        }
+    }
     let file = tokio::fs::File::open(input).await.map_err(|e| TryError::Local(format!("cannot read {}: {e}", input.display())))?;
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = sent.clone();
