@@ -60,8 +60,11 @@ impl Session {
 /// reset, which would look like a host failure and cost a failover per host.
 #[derive(Default)]
 pub struct Limits {
-    hosts: Mutex<HashMap<String, std::sync::Arc<tokio::sync::OnceCell<HashMap<String, u64>>>>>,
+    hosts: Mutex<HashMap<String, HostLimits>>,
 }
+
+/// One host's limits by format, filled by its first reader.
+type HostLimits = std::sync::Arc<tokio::sync::OnceCell<HashMap<String, u64>>>;
 
 impl Limits {
     /// The limit of `format` on `url`, if the host says (older servers and
