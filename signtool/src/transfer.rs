@@ -119,23 +119,23 @@ impl Nonce {
     }
 }
 
-/// Digests of a file, hex.
+/// Digest of a file, hex. Only SHA-256: the protocol takes `sha1` and/or
+/// `sha256`, and a server hashes with each one it is given, so sending SHA-1
+/// too would cost both sides a second hash of every byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hashes {
-    /// SHA-1.
-    pub sha1: String,
     /// SHA-256 (the key of results, the cache and log lines).
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
 }
 
-/// Hashes a file in one pass, off the async threads.
+/// Hashes a file (SHA-256) in one pass, off the async threads.
 pub async fn hash_file(path: &Path) -> std::io::Result<Hashes> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&path)?;
-        let (mut h1, mut h256, mut size) = (Sha1::new(), Sha256::new(), 0u64);
+        let (mut h256, mut size) = (Sha256::new(), 0u64);
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = f.read(&mut buf)?;
@@ -143,11 +143,10 @@ pub async fn hash_file(path: &Path) -> std::io::Result<Hashes> {
                 break;
             }
             let chunk = buf.get(..n).unwrap_or_default();
-            h1.update(chunk);
             h256.update(chunk);
             size += n as u64;
         }
-        Ok(Hashes { sha1: hex::encode(h1.finalize()), sha256: hex::encode(h256.finalize()), size })
+        Ok(Hashes { sha256: hex::encode(h256.finalize()), size })
     })
     .await
     .map_err(std::io::Error::other)?
@@ -282,7 +281,8 @@ async fn download(r: reqwest::Response, out_dir: &Path, name: &str, idle: Durati
         temp_in(out_dir, name).map_err(|e| TryError::Local(format!("cannot create a temp file in {}: {e}", out_dir.display())))?;
     let local = |e: std::io::Error| TryError::Local(format!("cannot write {}: {e}", temp_display(out_dir)));
     let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
-    let (mut h1, mut h256, mut size) = (Sha1::new(), Sha256::new(), 0u64);
+    // SHA-1 only for an older server that sends no X-SHA256-Digest.
+    let (mut h1, mut h256, mut size) = (want256.is_none().then(Sha1::new), Sha256::new(), 0u64);
     let mut body = r.bytes_stream();
     loop {
         let chunk = match tokio::time::timeout(idle, body.next()).await {
@@ -290,16 +290,19 @@ async fn download(r: reqwest::Response, out_dir: &Path, name: &str, idle: Durati
             Ok(None) => break,
             Err(_) => return Err(retry(format!("timed out: the body stalled for {} s (--read-timeout)", idle.as_secs_f64()))),
         };
-        h1.update(&chunk);
+        if let Some(h1) = &mut h1 {
+            h1.update(&chunk);
+        }
         h256.update(&chunk);
         size += chunk.len() as u64;
         out.write_all(&chunk).await.map_err(local)?;
     }
     out.flush().await.map_err(local)?;
-    let hashes = Hashes { sha1: hex::encode(h1.finalize()), sha256: hex::encode(h256.finalize()), size };
+    let sha1 = h1.map(|h| hex::encode(h.finalize())).unwrap_or_default();
+    let hashes = Hashes { sha256: hex::encode(h256.finalize()), size };
     let (name, want, got) = match (&want256, &want1) {
         (Some(w), _) => ("X-SHA256-Digest", w, &hashes.sha256),
-        (None, Some(w)) => ("X-SHA1-Digest", w, &hashes.sha1),
+        (None, Some(w)) => ("X-SHA1-Digest", w, &sha1),
         (None, None) => return Err(retry("no digest header")),
     };
     if want != got {
@@ -341,7 +344,6 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
         .text("token", s.token.clone())
         .text("nonce", s.nonce.get())
         .text("filename", label.to_string())
-        .text("sha1", hashes.sha1.clone())
         .text("sha256", hashes.sha256.clone())
         .part("filedata", part);
     let target = format!("{url}/sign/{format}");
