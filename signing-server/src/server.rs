@@ -300,6 +300,11 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
             }
             _ = &mut drained => break,
         };
+        // No Nagle: an answer's last TLS record would otherwise wait for the
+        // client's delayed ACK (tens of ms per request with small files).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+        }
         let acceptor = TlsAcceptor::from(tls.read().unwrap_or_else(|p| p.into_inner()).clone());
         let (app, builder) = (app.clone(), builder.clone());
         let watcher = graceful.watcher();

@@ -136,7 +136,9 @@ pub async fn hash_file(path: &Path) -> std::io::Result<Hashes> {
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&path)?;
         let (mut h256, mut size) = (Sha256::new(), 0u64);
-        let mut buf = vec![0u8; 1 << 20];
+        // No bigger than the file: many small files would each zero 1 MiB.
+        let len = f.metadata()?.len();
+        let mut buf = vec![0u8; len.clamp(4096, 1 << 20) as usize];
         loop {
             let n = f.read(&mut buf)?;
             if n == 0 {
