@@ -19,6 +19,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gpg;
+pub mod keys;
 pub mod mar;
 pub mod registry;
 pub mod timestamp;
