@@ -187,7 +187,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("signing-server: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(if e.config { 2 } else { 1 });
         }
     };
     for (name, s) in &signers {
