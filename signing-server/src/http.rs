@@ -259,6 +259,8 @@ struct UploadForm {
     filename: Option<String>,
     sha1: Option<String>,
     sha256: Option<String>,
+    /// The request's Content-Length, when it gave one.
+    declared: Option<u64>,
 }
 
 async fn upload(
@@ -293,7 +295,7 @@ async fn upload(
     let mut multipart =
         multipart.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("expected a multipart/form-data upload: {e}")))?;
 
-    let mut form = UploadForm::default();
+    let mut form = UploadForm { declared, ..UploadForm::default() };
     loop {
         let Some(mut field) = idle(&state, multipart.next_field())
             .await?
@@ -399,20 +401,16 @@ async fn receive_file(
     // for the result by it).
     let temp = (!fmt.signer.signs_sha256_state()).then(|| state.store.temp_path("upload"));
     let sink = Sink::new(form.sha1.is_some(), temp);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(SINK_DEPTH);
-    let worker = tokio::task::spawn_blocking(move || {
-        let mut sink = sink?;
-        while let Some(chunk) = rx.blocking_recv() {
-            sink.feed(&chunk)?;
-        }
-        sink.finish()
-    });
-    let received = async {
+    // A small upload (by its Content-Length) is hashed and written in this
+    // task: a thread hand-off per chunk would cost more than the work.
+    let small = form.declared.is_some_and(|n| n <= INLINE_UPLOAD);
+    let (h1, h256, temp, size) = if small {
+        let mut sink = sink.map_err(|e| storage_error(&e))?;
         let mut size: u64 = 0;
         loop {
             let chunk = match idle(state, field.chunk()).await? {
                 Ok(Some(c)) => c,
-                Ok(None) => return Ok(size),
+                Ok(None) => break,
                 Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
             };
             size += chunk.len() as u64;
@@ -420,21 +418,49 @@ async fn receive_file(
             if size > fmt.max_filesize {
                 return Err(too_large(fmt.max_filesize, format));
             }
-            if tx.send(chunk).await.is_err() {
-                // The writer stopped on an error: it is reported below.
-                return Ok(size);
+            sink.feed(&chunk).map_err(|e| storage_error(&e))?;
+        }
+        let (h1, h256, temp) = sink.finish().map_err(|e| storage_error(&e))?;
+        (h1, h256, temp, size)
+    } else {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(SINK_DEPTH);
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut sink = sink?;
+            while let Some(chunk) = rx.blocking_recv() {
+                sink.feed(&chunk)?;
+            }
+            sink.finish()
+        });
+        let received = async {
+            let mut size: u64 = 0;
+            loop {
+                let chunk = match idle(state, field.chunk()).await? {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return Ok(size),
+                    Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
+                };
+                size += chunk.len() as u64;
+                state.metrics.upload_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if size > fmt.max_filesize {
+                    return Err(too_large(fmt.max_filesize, format));
+                }
+                if tx.send(chunk).await.is_err() {
+                    // The writer stopped on an error: it is reported below.
+                    return Ok(size);
+                }
             }
         }
-    }
-    .await;
-    drop(tx);
-    // Always wait for the writer, so a refused upload's temp file is gone
-    // before the answer leaves.
-    let sunk = worker.await;
-    let size = received?;
-    let (h1, h256, temp) = sunk
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("upload writer failed: {e}")))?
-        .map_err(|e| storage_error(&e))?;
+        .await;
+        drop(tx);
+        // Always wait for the writer, so a refused upload's temp file is gone
+        // before the answer leaves.
+        let sunk = worker.await;
+        let size = received?;
+        let (h1, h256, temp) = sunk
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("upload writer failed: {e}")))?
+            .map_err(|e| storage_error(&e))?;
+        (h1, h256, temp, size)
+    };
     let upload = match temp {
         Some(temp) => Upload::File(temp),
         None => Upload::Sha256State(Box::new(h256.clone())),
@@ -474,6 +500,8 @@ async fn receive_file(
 
 /// Chunks of an upload in flight between the reading task and its writer.
 const SINK_DEPTH: usize = 8;
+/// Uploads up to this size (declared) are hashed and written inline.
+const INLINE_UPLOAD: u64 = 1 << 20;
 
 /// Where an upload's bytes go, on a blocking thread: the hashes, and the
 /// temp file when the signer needs one.
