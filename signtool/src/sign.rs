@@ -88,6 +88,7 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> 
         deadline: Instant::now() + timeout,
         read_timeout,
         limits: Default::default(),
+        renamed_in: Default::default(),
     };
     let jobs = jobs(args)?;
     Ok((session, jobs, formats))
@@ -251,6 +252,7 @@ async fn execute(args: &SignArgs, s: &Session, jobs: Vec<Job>, formats: &[String
         .buffer_unordered(usize::from(args.jobs))
         .collect()
         .await;
+    sync_dirs(s).await;
     let mut code = EXIT_OK;
     let mut failed = 0;
     for (input, r) in &results {
@@ -296,7 +298,7 @@ async fn process(s: &Session, job: &Job, formats: &[String], cache: Option<&Path
         Some(signed) => {
             // The signed file keeps the input's mode (executables stay executable).
             let mode = std::fs::metadata(&job.input).map(|m| m.permissions()).ok();
-            put_in_place(signed, &job.dest, mode).await?;
+            put_in_place(s, signed, &job.dest, mode).await?;
             job.dest.clone()
         }
         None => job.input.clone(),
@@ -304,7 +306,7 @@ async fn process(s: &Session, job: &Job, formats: &[String], cache: Option<&Path
     for (k, format) in formats.iter().filter(|f| cli::is_detached(f)).enumerate() {
         let dest = if k == 0 { job.asc.clone() } else { with_suffix(&job.asc.with_extension(""), &format!(".{format}.asc")) };
         let sig = obtain(s, format, &signed_content, &label, &hashes, &asc_dir, cache).await?;
-        put_in_place(sig, &dest, None).await?;
+        put_in_place(s, sig, &dest, None).await?;
     }
     Ok(())
 }
@@ -387,15 +389,37 @@ async fn store_in_cache(signed: &Signed, to: &Path) -> std::io::Result<()> {
     temp.persist(digest_path(to)).map_err(|e| e.error)
 }
 
-/// Renames the verified temp file over `dest` (same directory: atomic), then
-/// syncs the directory so the rename survives a crash; on a blocking thread
-/// (an fsync would otherwise stall one of the runtime's few threads, and with
-/// it every transfer scheduled there).
-async fn put_in_place(signed: Signed, dest: &Path, mode: Option<std::fs::Permissions>) -> Result<(), Failure> {
+/// Renames the verified (fsynced) temp file over `dest` (same directory:
+/// atomic), on a blocking thread (a rename is a metadata write; it would
+/// otherwise stall one of the runtime's few threads). The directory is
+/// fsynced once per run, before signtool exits ([`sync_dirs`]): a crash
+/// before that leaves the old file or the complete new one, never a part.
+async fn put_in_place(s: &Session, signed: Signed, dest: &Path, mode: Option<std::fs::Permissions>) -> Result<(), Failure> {
     let dest = dest.to_path_buf();
+    let dir = parent(&dest);
     tokio::task::spawn_blocking(move || put_in_place_now(signed, &dest, mode))
         .await
-        .map_err(|e| Failure::Local(format!("the rename task failed: {e}")))?
+        .map_err(|e| Failure::Local(format!("the rename task failed: {e}")))??;
+    if let Ok(mut dirs) = s.renamed_in.lock() {
+        dirs.insert(dir);
+    }
+    Ok(())
+}
+
+/// Fsyncs every directory a result was renamed into, so the renames are
+/// durable when signtool exits.
+async fn sync_dirs(s: &Session) {
+    let dirs = s.renamed_in.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default();
+    let _ = tokio::task::spawn_blocking(move || {
+        for d in dirs {
+            if let Ok(f) = std::fs::File::open(&d) {
+                if let Err(e) = f.sync_all() {
+                    log::warn(format!("warning: cannot sync the directory {}: {e}", d.display()));
+                }
+            }
+        }
+    })
+    .await;
 }
 
 fn put_in_place_now(signed: Signed, dest: &Path, mode: Option<std::fs::Permissions>) -> Result<(), Failure> {
@@ -404,8 +428,5 @@ fn put_in_place_now(signed: Signed, dest: &Path, mode: Option<std::fs::Permissio
     let perms = mode.unwrap_or_else(|| std::fs::Permissions::from_mode(0o644));
     std::fs::set_permissions(&signed.temp, perms).map_err(local)?;
     signed.temp.persist(dest).map_err(|e| local(e.error))?;
-    if let Ok(d) = std::fs::File::open(parent(dest)) {
-        let _ = d.sync_all();
-    }
     Ok(())
 }

@@ -45,6 +45,9 @@ pub struct Session {
     pub read_timeout: Duration,
     /// Per host URL, the upload limits its /health advertised (read once).
     pub limits: Limits,
+    /// Directories that received a renamed result: each is fsynced once,
+    /// before the run ends, instead of once per file.
+    pub renamed_in: Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 impl Session {
