@@ -13,8 +13,11 @@ pub struct SignerType {
     /// Whether the key file at `cfg.key` needs a passphrase to unlock.
     pub needs_passphrase: fn(cfg: &FormatConfig) -> Result<bool, SignError>,
     /// Unlocks the key and builds the signer.
-    pub open: fn(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Box<dyn Signer>, SignError>,
+    pub open: OpenFn,
 }
+
+/// Unlocks a format's key with its passphrase (if any) and builds its signer.
+pub type OpenFn = fn(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Box<dyn Signer>, SignError>;
 
 /// Every signer type this build knows.
 pub static REGISTRY: &[SignerType] = &[
