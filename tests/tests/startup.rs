@@ -160,7 +160,9 @@ fn a_wrong_passphrase_leaves_nothing_behind_for_every_key_type() {
         let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{kind}: {text}");
         assert!(text.contains(&format!("format release-{kind}")), "{kind}: the format is not named: {text}");
-        assert!(text.to_lowercase().contains("passphrase"), "{kind}: the message does not say what is wrong: {text}");
+        assert!(text.contains("wrong passphrase"), "{kind}: the message does not say what is wrong: {text}");
+        let key = section.lines().find_map(|l| l.strip_prefix("key = ")).unwrap();
+        assert!(text.contains(key), "{kind}: the key file is not named: {text}");
         assert!(!text.contains(&wrong), "{kind}: the passphrase was echoed: {text}");
         assert!(!text.contains("listening on"), "{kind}: {text}");
         // No input, result, probe or temp file in work_dir, nothing in TMPDIR, no core file.
