@@ -357,35 +357,40 @@ fn raw_head(s: &Server, extra: &str) -> Answer {
 }
 
 /// A GET while the job is queued: with `concurrency = 1` and `long_poll = 0`,
-/// a small upload behind a 24 MiB one is pending for as long as the big one
-/// is signed. Tried up to three times, in case the machine was faster.
+/// an 8 MiB upload behind a 24 MiB one is pending while both are signed.
+/// Tried up to three times, in case the machine was faster than the GET.
 fn pending(c: &Ctx) -> Answer {
     let mut last = Answer::default();
     for attempt in 0..3u64 {
         let big = data(24 << 20, 30 + attempt);
         assert_eq!(upload(c, "gpg", &big).status, 202);
-        let small = data(1000, 40 + attempt);
-        assert_eq!(upload(c, "gpg", &small).status, 202);
-        last = get_from(c, "127.0.0.1", &format!("/sign/gpg/{}", sha256_hex(&small)));
+        let second = data(8 << 20, 40 + attempt);
+        assert_eq!(upload(c, "gpg", &second).status, 202);
+        last = get_from(c, "127.0.0.1", &format!("/sign/gpg/{}", sha256_hex(&second)));
         if last.status != 200 {
             return last;
         }
+        eprintln!("pending: attempt {attempt} was signed before the GET; again");
     }
     last
 }
 
-/// A GET held (long poll) while the job fails on the server's side.
+/// A GET held (long poll) while the job fails on the server's side: an
+/// 8 MiB upload of format `broken`, queued behind a 24 MiB one
+/// (`concurrency = 1`), is pending when the GET arrives and fails once
+/// signed. Tried up to three times, in case the machine was faster than the GET.
 fn store_fails(c: &Ctx) -> Answer {
     let mut last = Answer::default();
     for attempt in 0..3u64 {
         let big = data(24 << 20, 50 + attempt);
         assert_eq!(upload(c, "gpg", &big).status, 202);
-        let small = data(1000, 60 + attempt);
-        assert_eq!(upload(c, "broken", &small).status, 202);
-        last = get_from(c, "127.0.0.1", &format!("/sign/broken/{}", sha256_hex(&small)));
+        let doomed = data(8 << 20, 60 + attempt);
+        assert_eq!(upload(c, "broken", &doomed).status, 202);
+        last = get_from(c, "127.0.0.1", &format!("/sign/broken/{}", sha256_hex(&doomed)));
         if last.status == 500 {
             return last;
         }
+        eprintln!("store_fails: attempt {attempt} failed before the GET ({last:?}); again");
     }
     last
 }
