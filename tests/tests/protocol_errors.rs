@@ -357,16 +357,16 @@ fn raw_head(s: &Server, extra: &str) -> Answer {
 }
 
 /// A GET while the job is queued: with `concurrency = 1` and `long_poll = 0`,
-/// an 8 MiB upload behind a 24 MiB one is pending while both are signed.
+/// an 8 MiB upload behind a 24 MiB one (format gpg-slow) is pending while both are signed.
 /// Tried up to three times, in case the machine was faster than the GET.
 fn pending(c: &Ctx) -> Answer {
     let mut last = Answer::default();
     for attempt in 0..3u64 {
         let big = data(24 << 20, 30 + attempt);
-        assert_eq!(upload(c, "gpg", &big).status, 202);
+        assert_eq!(upload(c, "gpg-slow", &big).status, 202);
         let second = data(8 << 20, 40 + attempt);
-        assert_eq!(upload(c, "gpg", &second).status, 202);
-        last = get_from(c, "127.0.0.1", &format!("/sign/gpg/{}", sha256_hex(&second)));
+        assert_eq!(upload(c, "gpg-slow", &second).status, 202);
+        last = get_from(c, "127.0.0.1", &format!("/sign/gpg-slow/{}", sha256_hex(&second)));
         if last.status != 200 {
             return last;
         }
@@ -383,7 +383,7 @@ fn store_fails(c: &Ctx) -> Answer {
     let mut last = Answer::default();
     for attempt in 0..3u64 {
         let big = data(24 << 20, 50 + attempt);
-        assert_eq!(upload(c, "gpg", &big).status, 202);
+        assert_eq!(upload(c, "gpg-slow", &big).status, 202);
         let doomed = data(8 << 20, 60 + attempt);
         assert_eq!(upload(c, "broken", &doomed).status, 202);
         last = get_from(c, "127.0.0.1", &format!("/sign/broken/{}", sha256_hex(&doomed)));
@@ -397,13 +397,25 @@ fn store_fails(c: &Ctx) -> Answer {
 
 // --- servers ---
 
-/// gpg (64M), gpg-small (the same key, 1M), mar; peers 127.0.0.1 and
+/// A gpg format signing with SHA-512: its signer reads the stored upload
+/// again (it cannot sign from the server's SHA-256 state), so a large upload
+/// keeps the single signing thread busy for a while.
+fn slow_gpg(name: &str) -> String {
+    ServerOpts::default().formats.replace("[format:gpg]", &format!("[format:{name}]")) + "digest = sha512\n"
+}
+
+/// gpg (64M), gpg-small (the same key, 1M), gpg-slow (the same key,
+/// SHA-512), mar; peers 127.0.0.1 and
 /// .2 allowed, only .1 may mint; GETs never wait (so `X-Pending` shows).
 fn main_opts() -> ServerOpts {
     let mut o = signing_tests::mar::opts("");
     let gpg = ServerOpts::default().formats;
     let mar_only = o.formats.split("[format:mar_sha384]").next().unwrap().to_string();
-    o.formats = format!("{gpg}\n{}max_filesize = 1M\n\n{mar_only}", gpg.replace("[format:gpg]", "[format:gpg-small]"));
+    o.formats = format!(
+        "{gpg}\n{}max_filesize = 1M\n\n{}\n{mar_only}",
+        gpg.replace("[format:gpg]", "[format:gpg-small]"),
+        slow_gpg("gpg-slow")
+    );
     o.stdin = format!("{pw}\n{pw}\n", pw = passphrase());
     o.server_extra = "long_poll = 0\nconcurrency = 1\n".into();
     o.security = o
@@ -413,8 +425,11 @@ fn main_opts() -> ServerOpts {
     o
 }
 
+/// A stalled upload holding a queue place, and what lets it go on.
+type Held = (std::thread::JoinHandle<u16>, Gate);
+
 /// A server in `setup`'s state, with whatever holds it there.
-fn start(setup: Setup) -> (Ctx, Option<(std::thread::JoinHandle<u16>, Gate)>, Option<Mount>) {
+fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = ServerOpts::default();
     let mut mount = None;
@@ -424,8 +439,7 @@ fn start(setup: Setup) -> (Ctx, Option<(std::thread::JoinHandle<u16>, Gate)>, Op
         Setup::QueueFull => opts.server_extra.push_str("max_queue = 1\n"),
         Setup::DiskFull => {}
         Setup::StoreFails => {
-            let broken = opts.formats.replace("[format:gpg]", "[format:broken]");
-            opts.formats.push_str(&format!("\n{broken}"));
+            opts.formats = format!("{}\n{}", slow_gpg("gpg-slow"), slow_gpg("broken"));
             opts.server_extra = "long_poll = 60\nconcurrency = 1\n".into();
         }
     }
