@@ -19,6 +19,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gpg;
+pub mod keys;
 pub mod mar;
 pub mod registry;
 pub mod timestamp;
@@ -72,4 +73,27 @@ pub trait Signer: Send + Sync {
 
     /// A public identifier of the key (a fingerprint): safe for logs.
     fn key_id(&self) -> String;
+
+    /// Whether this signer's output depends on the input only through its
+    /// SHA-256 (gpg, v4 key, SHA-256): then [`Signer::sign_sha256_state`]
+    /// works, and a caller that hashed the input while receiving it need
+    /// neither store it nor read it again.
+    fn signs_sha256_state(&self) -> bool {
+        false
+    }
+
+    /// Signs the input whose SHA-256 state after all its bytes (not
+    /// finalized) is `state`, into `output`. Only when
+    /// [`Signer::signs_sha256_state`] is true.
+    fn sign_sha256_state(
+        &self,
+        state: &sha2::Sha256,
+        output: &Path,
+        ctx: &SignContext,
+    ) -> Result<(), SignError> {
+        let _ = (state, output, ctx);
+        Err(SignError::Internal(anyhow::anyhow!(
+            "this signer cannot sign from a SHA-256 state"
+        )))
+    }
 }

@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 use crate::auth;
 use crate::config::SecurityConfig;
 use crate::metrics::Metrics;
-use crate::queue::{Job, Lookup, Queue, ResultInfo, Slot, Submit};
+use crate::queue::{Job, Lookup, Queue, ResultInfo, Slot, Submit, Upload};
 use crate::store::{is_hex_digest, Store};
 
 /// The TCP peer of the connection a request came on (set per connection).
@@ -391,10 +391,17 @@ async fn receive_file(
     }
 
     // Stream to a temp file, hashing as we go; the limit is checked per chunk.
-    let temp = state.store.temp_path("upload");
-    let file = tokio::fs::File::create(temp.path()).await.map_err(|e| storage_error(&e))?;
-    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
-    let (mut h1, mut h256) = (Sha1::new(), Sha256::new());
+    // A signer that signs from the SHA-256 state (gpg) needs no file: the
+    // upload is hashed once and nothing of it is written. SHA-1 is computed
+    // only when the client gave one (old clients then ask for the result by it).
+    let mut out = if fmt.signer.signs_sha256_state() {
+        None
+    } else {
+        let temp = state.store.temp_path("upload");
+        let file = tokio::fs::File::create(temp.path()).await.map_err(|e| storage_error(&e))?;
+        Some((temp, tokio::io::BufWriter::with_capacity(256 * 1024, file)))
+    };
+    let (mut h1, mut h256) = (form.sha1.is_some().then(Sha1::new), Sha256::new());
     let mut size: u64 = 0;
     loop {
         let chunk = match idle(state, field.chunk()).await? {
@@ -407,18 +414,27 @@ async fn receive_file(
         if size > fmt.max_filesize {
             return Err(too_large(fmt.max_filesize, format));
         }
-        h1.update(&chunk);
+        if let Some(h1) = &mut h1 {
+            h1.update(&chunk);
+        }
         h256.update(&chunk);
-        out.write_all(&chunk).await.map_err(|e| storage_error(&e))?;
+        if let Some((_, w)) = &mut out {
+            w.write_all(&chunk).await.map_err(|e| storage_error(&e))?;
+        }
     }
-    out.flush().await.map_err(|e| storage_error(&e))?;
-    drop(out);
+    let upload = match out {
+        Some((temp, mut w)) => {
+            w.flush().await.map_err(|e| storage_error(&e))?;
+            Upload::File(temp)
+        }
+        None => Upload::Sha256State(Box::new(h256.clone())),
+    };
     if size < sec.min_filesize {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("file too small: {size} bytes, the minimum is {}", sec.min_filesize)));
     }
-    let (sha1, sha256) = (hex::encode(h1.finalize()), hex::encode(h256.finalize()));
-    for (name, given, got) in [("sha1", &form.sha1, &sha1), ("sha256", &form.sha256, &sha256)] {
-        if let Some(given) = given {
+    let (sha1, sha256) = (h1.map(|h| hex::encode(h.finalize())), hex::encode(h256.finalize()));
+    for (name, given, got) in [("sha1", &form.sha1, sha1.as_ref()), ("sha256", &form.sha256, Some(&sha256))] {
+        if let (Some(given), Some(got)) = (given, got) {
             if given != got {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -430,7 +446,7 @@ async fn receive_file(
     let job = Job {
         format: format.to_string(),
         signer: fmt.signer.clone(),
-        upload: temp,
+        upload,
         sha1,
         sha256: sha256.clone(),
         filename,
@@ -506,10 +522,18 @@ async fn serve_result(info: &ResultInfo) -> ApiResult {
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let draining = state.draining.load(Ordering::Relaxed);
+    let dynamic = state.dynamic();
+    // Each format's upload limit, so that a client can refuse a file far too
+    // large before sending it (the server refuses such an upload from its
+    // Content-Length and closes, which a client still sending may only see
+    // as a reset).
+    let limits: serde_json::Map<String, serde_json::Value> =
+        dynamic.formats.iter().map(|(name, f)| (name.clone(), f.max_filesize.into())).collect();
     let body = serde_json::json!({
         "status": if draining { "draining" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
-        "formats": state.dynamic().format_names,
+        "formats": dynamic.format_names,
+        "max_filesize": limits,
         "queue_depth": state.queue.depth(),
         "uptime_seconds": state.started.elapsed().as_secs(),
     });

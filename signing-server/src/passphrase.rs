@@ -20,7 +20,8 @@ use zeroize::Zeroizing;
 
 use crate::config::Config;
 
-/// A start-up failure that names the format at fault (exit code 1).
+/// A start-up failure that names the format at fault (exit code 1, or 2
+/// when the format's settings are wrong).
 #[derive(Debug, thiserror::Error)]
 #[error("format {format}: {message}")]
 pub struct UnlockError {
@@ -28,6 +29,9 @@ pub struct UnlockError {
     pub format: String,
     /// What went wrong (never contains a passphrase).
     pub message: String,
+    /// The settings are at fault (a setting the type does not take, an
+    /// unknown digest...), not the key or its passphrase: a config error.
+    pub config: bool,
 }
 
 /// An unlocked, probed signer for each format, in config order.
@@ -144,11 +148,13 @@ pub fn unlock_all(cfg: &Config, source: &mut dyn PassphraseSource, scratch: &Pat
     let mut asked: HashMap<PathBuf, Option<SecretString>> = HashMap::new();
     let mut signers: Signers = Vec::new();
     for f in &cfg.formats {
-        let fail = |message: String| UnlockError { format: f.signer.name.clone(), message };
-        let kind = formats::registry::find(&f.signer.kind).ok_or_else(|| fail(format!("unknown type {}", f.signer.kind)))?;
+        let fail = |message: String| UnlockError { format: f.signer.name.clone(), message, config: false };
+        let failed = |e: SignError| UnlockError { config: matches!(e, SignError::Config(_)), ..fail(describe(&e)) };
+        let kind = formats::registry::find(&f.signer.kind)
+            .ok_or_else(|| UnlockError { config: true, ..fail(format!("unknown type {}", f.signer.kind)) })?;
         let canon = f.signer.key.canonicalize().unwrap_or_else(|_| f.signer.key.clone());
         if !asked.contains_key(&canon) {
-            let needs = (kind.needs_passphrase)(&f.signer).map_err(|e| fail(describe(&e)))?;
+            let needs = (kind.needs_passphrase)(&f.signer).map_err(failed)?;
             let pass = if needs {
                 match source.ask(&f.signer.name) {
                     Ok(Some(p)) => Some(p),
@@ -166,7 +172,7 @@ pub fn unlock_all(cfg: &Config, source: &mut dyn PassphraseSource, scratch: &Pat
             asked.insert(canon.clone(), pass);
         }
         let pass = asked.get(&canon).and_then(|p| p.as_ref());
-        let signer = (kind.open)(&f.signer, pass).map_err(|e| fail(describe(&e)))?;
+        let signer = (kind.open)(&f.signer, pass).map_err(failed)?;
         let dir = scratch.join(format!("probe-{}", f.signer.name));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| fail(format!("cannot create probe directory {}: {e}", dir.display())))?;

@@ -93,16 +93,32 @@ impl Drop for Slot {
     }
 }
 
+/// An upload, as its signer will take it.
+pub enum Upload {
+    /// Streamed to a file in `tmp/`; moved into the store while the job waits.
+    File(TempPath),
+    /// Never stored: the signer signs from the SHA-256 state after its bytes
+    /// ([`Signer::signs_sha256_state`]), so the upload was hashed once and
+    /// nothing of it was written.
+    Sha256State(Box<Sha256>),
+}
+
+/// What `sign_one` signs.
+enum Input {
+    File(PathBuf),
+    Sha256State(Box<Sha256>),
+}
+
 /// An uploaded, hash-checked input, ready to be signed.
 pub struct Job {
     /// Format name.
     pub format: String,
     /// Its signer.
     pub signer: Arc<dyn Signer>,
-    /// The upload in `tmp/`.
-    pub upload: TempPath,
-    /// Hex sha1 of the input.
-    pub sha1: String,
+    /// The upload.
+    pub upload: Upload,
+    /// Hex sha1 of the input, when the client gave one (then clients may ask by it).
+    pub sha1: Option<String>,
     /// Hex sha256 of the input.
     pub sha256: String,
     /// Client's filename label.
@@ -185,7 +201,9 @@ impl Queue {
         let (tx, rx) = watch::channel(false);
         {
             let mut inner = self.lock();
-            inner.by_sha1.insert((job.format.clone(), job.sha1.clone()), job.sha256.clone());
+            if let Some(sha1) = &job.sha1 {
+                inner.by_sha1.insert((job.format.clone(), sha1.clone()), job.sha256.clone());
+            }
             if let Some(e) = inner.jobs.get_mut(&key) {
                 e.last_used = Instant::now();
                 drop(inner);
@@ -196,28 +214,40 @@ impl Queue {
         }
         // The slot's place now belongs to the pending job; `finish` frees it.
         std::mem::forget(slot);
-        let input = self.store.input_path(&job.sha256);
         let Job { format, signer, upload, sha1: _, sha256, filename, peer, token_id } = job;
-        if let Err(e) = upload.persist(&input) {
-            self.finish(&key, None, &tx);
-            return Err(e);
-        }
+        let input = match upload {
+            Upload::File(temp) => {
+                let path = self.store.input_path(&sha256);
+                if let Err(e) = temp.persist(&path) {
+                    self.finish(&key, None, &tx);
+                    return Err(e);
+                }
+                Input::File(path)
+            }
+            Upload::Sha256State(state) => Input::Sha256State(state),
+        };
+        let stored = match &input {
+            Input::File(path) => Some(path.clone()),
+            Input::Sha256State(_) => None,
+        };
         let queue = Arc::clone(self);
         tokio::spawn(async move {
             let started = Instant::now();
             let outcome = match queue.running.clone().acquire_owned().await {
                 Ok(_permit) => {
                     let store = queue.store.clone();
-                    let (f, inp) = (format.clone(), input.clone());
+                    let f = format.clone();
                     let ctx = SignContext { filename: filename.clone() };
                     let sha = sha256.clone();
-                    tokio::task::spawn_blocking(move || sign_one(&store, signer.as_ref(), &f, &sha, &inp, &ctx))
+                    tokio::task::spawn_blocking(move || sign_one(&store, signer.as_ref(), &f, &sha, input, &ctx))
                         .await
                         .unwrap_or_else(|e| Err(SignError::Internal(anyhow::anyhow!("signing task failed: {e}"))))
                 }
                 Err(_) => Err(SignError::Internal(anyhow::anyhow!("queue closed"))),
             };
-            let _ = std::fs::remove_file(&input);
+            if let Some(path) = &stored {
+                let _ = std::fs::remove_file(path);
+            }
             let elapsed = started.elapsed();
             let (label, output_sha256, state) = match outcome {
                 Ok(info) => ("ok", Some(info.sha256.clone()), Some(State::Done(Arc::new(info)))),
@@ -298,9 +328,12 @@ impl Queue {
 }
 
 /// Signs one input into the store (blocking; runs on a blocking thread).
-fn sign_one(store: &Store, signer: &dyn Signer, format: &str, sha256: &str, input: &Path, ctx: &SignContext) -> Result<ResultInfo, SignError> {
+fn sign_one(store: &Store, signer: &dyn Signer, format: &str, sha256: &str, input: Input, ctx: &SignContext) -> Result<ResultInfo, SignError> {
     let out = store.temp_path("result");
-    signer.sign(input, out.path(), ctx)?;
+    match input {
+        Input::File(path) => signer.sign(&path, out.path(), ctx)?,
+        Input::Sha256State(state) => signer.sign_sha256_state(&state, out.path(), ctx)?,
+    }
     let (sha1, out_sha256, size) = hash_file(out.path())?;
     let dest = store.result_path(format, sha256);
     out.persist(&dest)?;
@@ -312,7 +345,9 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, String, u64)> {
     let mut f = std::fs::File::open(path)?;
     let mut h1 = Sha1::new();
     let mut h256 = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    // No bigger than the file: zeroing 1 MiB for a 300-byte signature costs more than hashing it.
+    let len = f.metadata()?.len();
+    let mut buf = vec![0u8; len.clamp(4096, 1 << 20) as usize];
     let mut size = 0u64;
     loop {
         let n = f.read(&mut buf)?;

@@ -197,7 +197,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("signing-server: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(if e.config { 2 } else { 1 });
         }
     };
     for (name, s) in &signers {
@@ -315,6 +315,11 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
             }
             _ = &mut drained => break,
         };
+        // No Nagle: an answer's last TLS record would otherwise wait for the
+        // client's delayed ACK (tens of ms per request with small files).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+        }
         let acceptor = TlsAcceptor::from(tls.read().unwrap_or_else(|p| p.into_inner()).clone());
         let (app, builder) = (app.clone(), builder.clone());
         let watcher = graceful.watcher();

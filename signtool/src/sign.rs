@@ -87,6 +87,7 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> 
         max_errors: args.max_errors.max(1),
         deadline: Instant::now() + timeout,
         read_timeout,
+        limits: Default::default(),
     };
     let jobs = jobs(args)?;
     Ok((session, jobs, formats))
@@ -295,7 +296,7 @@ async fn process(s: &Session, job: &Job, formats: &[String], cache: Option<&Path
         Some(signed) => {
             // The signed file keeps the input's mode (executables stay executable).
             let mode = std::fs::metadata(&job.input).map(|m| m.permissions()).ok();
-            put_in_place(signed, &job.dest, mode)?;
+            put_in_place(signed, &job.dest, mode).await?;
             job.dest.clone()
         }
         None => job.input.clone(),
@@ -303,7 +304,7 @@ async fn process(s: &Session, job: &Job, formats: &[String], cache: Option<&Path
     for (k, format) in formats.iter().filter(|f| cli::is_detached(f)).enumerate() {
         let dest = if k == 0 { job.asc.clone() } else { with_suffix(&job.asc.with_extension(""), &format!(".{format}.asc")) };
         let sig = obtain(s, format, &signed_content, &label, &hashes, &asc_dir, cache).await?;
-        put_in_place(sig, &dest, None)?;
+        put_in_place(sig, &dest, None).await?;
     }
     Ok(())
 }
@@ -387,8 +388,17 @@ async fn store_in_cache(signed: &Signed, to: &Path) -> std::io::Result<()> {
 }
 
 /// Renames the verified temp file over `dest` (same directory: atomic), then
-/// syncs the directory so the rename survives a crash.
-fn put_in_place(signed: Signed, dest: &Path, mode: Option<std::fs::Permissions>) -> Result<(), Failure> {
+/// syncs the directory so the rename survives a crash; on a blocking thread
+/// (an fsync would otherwise stall one of the runtime's few threads, and with
+/// it every transfer scheduled there).
+async fn put_in_place(signed: Signed, dest: &Path, mode: Option<std::fs::Permissions>) -> Result<(), Failure> {
+    let dest = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || put_in_place_now(signed, &dest, mode))
+        .await
+        .map_err(|e| Failure::Local(format!("the rename task failed: {e}")))?
+}
+
+fn put_in_place_now(signed: Signed, dest: &Path, mode: Option<std::fs::Permissions>) -> Result<(), Failure> {
     use std::os::unix::fs::PermissionsExt;
     let local = |e: std::io::Error| Failure::Local(format!("cannot write {}: {e}", dest.display()));
     let perms = mode.unwrap_or_else(|| std::fs::Permissions::from_mode(0o644));

@@ -43,11 +43,47 @@ pub struct Session {
     /// Longest silence tolerated from a server (`--read-timeout`): waiting for
     /// an answer, between body chunks, or an upload making no progress.
     pub read_timeout: Duration,
+    /// Per host URL, the upload limits its /health advertised (read once).
+    pub limits: Limits,
 }
 
 impl Session {
     fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Each host's `max_filesize` per format, read from its `/health` once per
+/// run, before the first upload to it. A file over a host's limit fails at
+/// once, as a 413 would: the server refuses such an upload from its
+/// Content-Length and closes, and a client still sending it may see only a
+/// reset, which would look like a host failure and cost a failover per host.
+#[derive(Default)]
+pub struct Limits {
+    hosts: Mutex<HashMap<String, HostLimits>>,
+}
+
+/// One host's limits by format, filled by its first reader.
+type HostLimits = std::sync::Arc<tokio::sync::OnceCell<HashMap<String, u64>>>;
+
+impl Limits {
+    /// The limit of `format` on `url`, if the host says (older servers and
+    /// Mozilla's do not: then the upload itself finds out).
+    async fn get(&self, s: &Session, url: &str, format: &str) -> Option<u64> {
+        let cell = self.hosts.lock().ok()?.entry(url.to_string()).or_default().clone();
+        let limits = cell
+            .get_or_init(|| async {
+                let send = s.client.get(format!("{url}/health")).timeout(s.read_timeout.min(s.remaining())).send();
+                let body = match send.await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+                    _ => None,
+                };
+                let json: Option<serde_json::Value> = body.and_then(|b| serde_json::from_slice(&b).ok());
+                let map = json.as_ref().and_then(|j| j.get("max_filesize")).and_then(|m| m.as_object());
+                map.map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect()).unwrap_or_default()
+            })
+            .await;
+        limits.get(format).copied()
     }
 }
 
@@ -83,35 +119,36 @@ impl Nonce {
     }
 }
 
-/// Digests of a file, hex.
+/// Digest of a file, hex. Only SHA-256: the protocol takes `sha1` and/or
+/// `sha256`, and a server hashes with each one it is given, so sending SHA-1
+/// too would cost both sides a second hash of every byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hashes {
-    /// SHA-1.
-    pub sha1: String,
     /// SHA-256 (the key of results, the cache and log lines).
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
 }
 
-/// Hashes a file in one pass, off the async threads.
+/// Hashes a file (SHA-256) in one pass, off the async threads.
 pub async fn hash_file(path: &Path) -> std::io::Result<Hashes> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&path)?;
-        let (mut h1, mut h256, mut size) = (Sha1::new(), Sha256::new(), 0u64);
-        let mut buf = vec![0u8; 1 << 20];
+        let (mut h256, mut size) = (Sha256::new(), 0u64);
+        // No bigger than the file: many small files would each zero 1 MiB.
+        let len = f.metadata()?.len();
+        let mut buf = vec![0u8; len.clamp(4096, 1 << 20) as usize];
         loop {
             let n = f.read(&mut buf)?;
             if n == 0 {
                 break;
             }
             let chunk = buf.get(..n).unwrap_or_default();
-            h1.update(chunk);
             h256.update(chunk);
             size += n as u64;
         }
-        Ok(Hashes { sha1: hex::encode(h1.finalize()), sha256: hex::encode(h256.finalize()), size })
+        Ok(Hashes { sha256: hex::encode(h256.finalize()), size })
     })
     .await
     .map_err(std::io::Error::other)?
@@ -246,7 +283,8 @@ async fn download(r: reqwest::Response, out_dir: &Path, name: &str, idle: Durati
         temp_in(out_dir, name).map_err(|e| TryError::Local(format!("cannot create a temp file in {}: {e}", out_dir.display())))?;
     let local = |e: std::io::Error| TryError::Local(format!("cannot write {}: {e}", temp_display(out_dir)));
     let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
-    let (mut h1, mut h256, mut size) = (Sha1::new(), Sha256::new(), 0u64);
+    // SHA-1 only for an older server that sends no X-SHA256-Digest.
+    let (mut h1, mut h256, mut size) = (want256.is_none().then(Sha1::new), Sha256::new(), 0u64);
     let mut body = r.bytes_stream();
     loop {
         let chunk = match tokio::time::timeout(idle, body.next()).await {
@@ -254,16 +292,19 @@ async fn download(r: reqwest::Response, out_dir: &Path, name: &str, idle: Durati
             Ok(None) => break,
             Err(_) => return Err(retry(format!("timed out: the body stalled for {} s (--read-timeout)", idle.as_secs_f64()))),
         };
-        h1.update(&chunk);
+        if let Some(h1) = &mut h1 {
+            h1.update(&chunk);
+        }
         h256.update(&chunk);
         size += chunk.len() as u64;
         out.write_all(&chunk).await.map_err(local)?;
     }
     out.flush().await.map_err(local)?;
-    let hashes = Hashes { sha1: hex::encode(h1.finalize()), sha256: hex::encode(h256.finalize()), size };
+    let sha1 = h1.map(|h| hex::encode(h.finalize())).unwrap_or_default();
+    let hashes = Hashes { sha256: hex::encode(h256.finalize()), size };
     let (name, want, got) = match (&want256, &want1) {
         (Some(w), _) => ("X-SHA256-Digest", w, &hashes.sha256),
-        (None, Some(w)) => ("X-SHA1-Digest", w, &hashes.sha1),
+        (None, Some(w)) => ("X-SHA1-Digest", w, &sha1),
         (None, None) => return Err(retry("no digest header")),
     };
     if want != got {
@@ -279,6 +320,14 @@ fn temp_display(dir: &Path) -> String {
 
 async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str, hashes: &Hashes) -> Result<(), TryError> {
     use reqwest::multipart::{Form, Part};
+    if let Some(limit) = s.limits.get(s, url, format).await {
+        if hashes.size > limit {
+            return Err(TryError::Fatal(format!(
+                "413 file too large: {} bytes, the limit for format {format} is {limit} bytes (from its /health; not uploaded)",
+                hashes.size
+            )));
+        }
+    }
     let file = tokio::fs::File::open(input).await.map_err(|e| TryError::Local(format!("cannot read {}: {e}", input.display())))?;
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = sent.clone();
@@ -297,7 +346,6 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
         .text("token", s.token.clone())
         .text("nonce", s.nonce.get())
         .text("filename", label.to_string())
-        .text("sha1", hashes.sha1.clone())
         .text("sha256", hashes.sha256.clone())
         .part("filedata", part);
     let target = format!("{url}/sign/{format}");

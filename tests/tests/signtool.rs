@@ -304,7 +304,10 @@ fn overall_timeout_ends_the_run_and_says_so() {
 #[test]
 fn a_large_upload_keeps_memory_flat_and_a_pending_result_is_polled_not_reuploaded() {
     // long_poll = 0: the server answers "pending" at once while it signs the big file.
+    // digest = sha512: the signer reads the stored upload again after it is received (with
+    // SHA-256 it signs from the upload's hash state at once, and nothing stays pending).
     let mut o = ServerOpts { server_extra: "long_poll = 0\n".into(), ..ServerOpts::default() };
+    o.formats = format!("{}digest = sha512\n", o.formats);
     o.security = o.security.replace("max_filesize = 64M", "max_filesize = 1G");
     let s = Server::start(&o);
     let dir = tempfile::tempdir().unwrap();

@@ -183,26 +183,37 @@ fn ctrl_c_during_a_large_download_removes_the_temp_file_and_keeps_the_original()
 }
 
 #[test]
-fn a_413_for_a_large_file_fails_fast_without_failover() {
+fn a_file_over_the_limit_fails_fast_without_failover() {
     let mut o = opts();
     o.security = o.security.replace("max_filesize = 64M", "max_filesize = 1M");
-    let (first, second) = (Server::start(&o), Server::start(&o));
+    let (a, b) = (Server::start(&o), Server::start(&o));
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("token");
-    std::fs::write(&tok, first.mint("127.0.0.1", 300)).unwrap();
-    let f = dir.path().join("huge.bin");
-    // Just over the limit: the server refuses while reading the body. A file far over it is
-    // refused from Content-Length alone, before the body is read, and the server's close can
-    // then reset the connection before signtool reads the 413 (it then fails over like on any
-    // broken connection): a server-side lingering close would make that case fail fast too.
-    std::fs::write(&f, data((1 << 20) + 1000, 4)).unwrap();
-    let (code, log) = output(
-        signtool_sign(&[host_of("gpg", &first.url), host_of("gpg", &second.url)], &tok, &dir.path().join("n")).args(["-f", "gpg"]).arg(&f),
-    );
-    assert_eq!(code, 1, "{log}");
-    assert!(log.contains(&format!("{} answered 413 file too large", first.url)), "{log}");
-    assert!(!second.stderr().contains("/sign/gpg"), "no failover after a 413:\n{}", second.stderr());
-    assert!(!asc(&f).exists());
+    std::fs::write(&tok, a.mint("127.0.0.1", 300)).unwrap();
+    // Just over the limit, and far over it. The server refuses the latter from its
+    // Content-Length before reading the body, and its close may reach a client still sending
+    // as a reset; so signtool reads each host's limits from /health and refuses such a file
+    // itself, on the first host, like a 413.
+    for (name, size) in [("over.bin", (1 << 20) + 1000), ("huge.bin", 24 << 20)] {
+        let f = dir.path().join(name);
+        std::fs::write(&f, data(size, 4)).unwrap();
+        let (code, log) = output(
+            signtool_sign(&[host_of("gpg", &a.url), host_of("gpg", &b.url)], &tok, &dir.path().join("n")).args(["-f", "gpg"]).arg(&f),
+        );
+        assert_eq!(code, 1, "{log}");
+        let (hit, other) = if log.contains(&format!("{} answered 413", a.url)) { (&a, &b) } else { (&b, &a) };
+        assert!(
+            log.contains(&format!("{} answered 413 file too large: {size} bytes, the limit for format gpg is 1048576 bytes", hit.url)),
+            "{log}"
+        );
+        assert!(!log.contains("failing over"), "no failover after a 413:\n{log}");
+        assert!(!other.stderr().contains("/sign/gpg"), "the other host was not tried:\n{}", other.stderr());
+        assert!(!asc(&f).exists());
+    }
+    // Nothing was uploaded: neither server stored or refused a body.
+    for s in [&a, &b] {
+        assert!(!s.stderr().contains("path=/sign/gpg "), "{}", s.stderr());
+    }
 }
 
 #[test]

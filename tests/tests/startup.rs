@@ -62,6 +62,23 @@ fn config_errors_exit_2_with_file_and_line() {
 }
 
 #[test]
+fn settings_a_signer_type_refuses_exit_2_naming_the_format() {
+    // Parsed fine, but refused by the signer when it opens: still a config error (exit 2),
+    // told apart from a bad key or passphrase (exit 1).
+    let dir = tempfile::tempdir().unwrap();
+    let cert = format!("cert = {}\n", certs().join("server-chain.pem").display());
+    for (extra, expect) in [(cert.as_str(), "cert"), ("digest = md5\n", "md5"), ("timestamp_urls = http://127.0.0.1:9/\n", "timestamp_urls")] {
+        let mut opts = ServerOpts::default();
+        opts.formats.push_str(extra);
+        let cfg = write_config(dir.path(), &opts);
+        let (status, out) = run_server_to_end(&[cfg.as_os_str()], &opts.stdin);
+        assert_eq!(status.code(), Some(2), "{extra}: {out}");
+        assert!(out.contains("format gpg") && out.contains(expect), "{extra}: {out}");
+        assert!(!out.contains("listening on"), "{out}");
+    }
+}
+
+#[test]
 fn check_mode_validates_without_serving() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &ServerOpts::default());

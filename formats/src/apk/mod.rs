@@ -36,9 +36,9 @@ use std::path::Path;
 
 use anyhow::anyhow;
 use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey};
+use openssl::pkey::Id;
 use openssl::x509::X509;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -109,9 +109,7 @@ fn read_pem(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, SignError> {
 
 /// Whether the key at `cfg.key` is an encrypted PEM key.
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    let pem = read_pem(&cfg.key, "key")?;
-    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
-    Ok(has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED"))
+    crate::keys::needs_passphrase(&cfg.key, "APK key")
 }
 
 /// Unlocks the key and builds an [`ApkSigner`].
@@ -175,23 +173,7 @@ impl ApkSigner {
             )));
         };
         let key_path = cfg.key.display();
-        let pem = read_pem(&cfg.key, "key")?;
-        let pkey = if needs_passphrase(cfg)? {
-            let Some(pw) = passphrase else {
-                return Err(SignError::Key(format!(
-                    "the APK key {key_path} is passphrase-protected but no passphrase was given"
-                )));
-            };
-            PKey::private_key_from_pem_passphrase(&pem, pw.expose_secret().as_bytes())
-        } else {
-            PKey::private_key_from_pem(&pem)
-        }
-        .map_err(|_| {
-            SignError::Key(format!(
-                "wrong passphrase for {key_path}, or not a PEM private key"
-            ))
-        })?;
-        drop(pem);
+        let pkey = crate::keys::load_private_key(&cfg.key, "APK key", passphrase)?;
         let alg = match pkey.id() {
             Id::RSA if pkey.bits() >= 2048 => 0x0103,
             Id::EC

@@ -39,7 +39,7 @@ use std::path::Path;
 use anyhow::anyhow;
 use apple_codesign::cryptography::InMemoryPrivateKey;
 use apple_codesign::{CodeSignatureFlags, SettingsScope, SigningSettings, UnifiedSigner};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use x509_certificate::CapturedX509Certificate;
 use zeroize::Zeroizing;
 
@@ -54,10 +54,7 @@ pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements"];
 /// Whether the key file at `cfg.key` is encrypted (PEM `ENCRYPTED PRIVATE KEY`
 /// or a legacy `Proc-Type: 4,ENCRYPTED` PEM).
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    let pem = read_small(&cfg.key, "key").map_err(SignError::Key)?;
-    let text = String::from_utf8_lossy(&pem);
-    Ok(text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
-        || text.contains("Proc-Type: 4,ENCRYPTED"))
+    crate::keys::needs_passphrase(&cfg.key, "Apple signing key")
 }
 
 /// Unlocks the key at `cfg.key` with `passphrase`, loads the chain at
@@ -445,19 +442,7 @@ fn unlock_key(
     SignError,
 > {
     let bad = |m: String| SignError::Key(format!("Apple signing key {}: {m}", path.display()));
-    let pem = Zeroizing::new(read_small(path, "key").map_err(SignError::Key)?);
-    let pkey =
-        match passphrase {
-            Some(p) => openssl::pkey::PKey::private_key_from_pem_passphrase(
-                &pem,
-                p.expose_secret().as_bytes(),
-            )
-            .map_err(|_| {
-                bad("cannot decrypt (wrong passphrase, or not an encrypted PKCS#8 PEM key)".into())
-            })?,
-            None => openssl::pkey::PKey::private_key_from_pem(&pem)
-                .map_err(|e| bad(format!("not a PEM private key: {e}")))?,
-        };
+    let pkey = crate::keys::load_private_key(path, "Apple signing key", passphrase)?;
     let der = Zeroizing::new(
         pkey.private_key_to_pkcs8()
             .map_err(|e| bad(format!("cannot encode as PKCS#8: {e}")))?,

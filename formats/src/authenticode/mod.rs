@@ -35,7 +35,7 @@ use anyhow::anyhow;
 use der::Encode;
 use openssl::pkey::{Id, PKey, Private};
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use x509_cert::Certificate;
 
 use self::digest::DigestAlg;
@@ -72,16 +72,9 @@ fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, SignError> {
     Ok(bytes)
 }
 
-fn is_encrypted_pem(pem: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(pem);
-    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
-        || text.contains("Proc-Type: 4,ENCRYPTED")
-}
-
 /// Whether the key file at `cfg.key` is passphrase-protected.
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    let pem = zeroize::Zeroizing::new(read_small(&cfg.key, "Authenticode key")?);
-    Ok(is_encrypted_pem(&pem))
+    crate::keys::needs_passphrase(&cfg.key, "Authenticode key")
 }
 
 /// Unlocks the key and builds an [`AuthenticodeSigner`].
@@ -202,24 +195,7 @@ impl AuthenticodeSigner {
         })?;
 
         let key_path = cfg.key.display();
-        let pem = zeroize::Zeroizing::new(read_small(&cfg.key, "Authenticode key")?);
-        let key = if is_encrypted_pem(&pem) {
-            let Some(pw) = passphrase else {
-                return Err(SignError::Key(format!(
-                    "the Authenticode key {key_path} is passphrase-protected but no passphrase was given"
-                )));
-            };
-            PKey::private_key_from_pem_passphrase(&pem, pw.expose_secret().as_bytes()).map_err(
-                |_| {
-                    SignError::Key(format!(
-                        "wrong passphrase for {key_path} (or not a PEM private key)"
-                    ))
-                },
-            )?
-        } else {
-            PKey::private_key_from_pem(&pem)
-                .map_err(|e| SignError::Key(format!("{key_path}: not a PEM private key: {e}")))?
-        };
+        let key = crate::keys::load_private_key(&cfg.key, "Authenticode key", passphrase)?;
         let kind = match key.id() {
             Id::RSA => {
                 if key.bits() < 2048 {

@@ -40,14 +40,11 @@ use openssl::md::Md;
 use openssl::pkey::{PKey, Private, Public};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sha2::Digest as _;
-use zeroize::Zeroizing;
 
 use crate::{FormatConfig, SignContext, SignError, Signer};
 
-/// Largest key file we read.
-const MAX_KEY_FILE: u64 = 64 << 10;
 /// Input read buffer.
 const READ_BUF: usize = 64 << 10;
 
@@ -161,30 +158,9 @@ fn check_unused(cfg: &FormatConfig) -> Result<(), SignError> {
     Ok(())
 }
 
-/// Reads the PEM key file (bounded; wiped on drop).
-fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SignError> {
-    let bad = |what: String| SignError::Key(format!("MAR key {}: {what}", path.display()));
-    let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(bad(format!(
-            "larger than {MAX_KEY_FILE} bytes: not a PEM key"
-        )));
-    }
-    Ok(bytes)
-}
-
-fn is_encrypted(pem: &[u8]) -> bool {
-    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
-    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
-}
-
 /// Whether the PEM key at `cfg.key` is encrypted (PKCS#8 or legacy OpenSSL).
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    Ok(is_encrypted(&read_key_file(&cfg.key)?))
+    crate::keys::needs_passphrase(&cfg.key, "MAR key")
 }
 
 /// Unlocks the RSA key at `cfg.key`, checks it suits the digest and returns
@@ -228,26 +204,7 @@ impl MarSigner {
         let resign = parse_resign(cfg)?;
         check_unused(cfg)?;
         let path = cfg.key.display();
-        let pem = read_key_file(&cfg.key)?;
-        let key = if is_encrypted(&pem) {
-            let Some(pw) = passphrase else {
-                return Err(SignError::Key(format!(
-                    "the MAR key {path} is passphrase-protected but no passphrase was given"
-                )));
-            };
-            PKey::private_key_from_pem_passphrase(&pem, pw.expose_secret().as_bytes()).map_err(
-                |_| {
-                    SignError::Key(format!(
-                        "wrong passphrase for {path} (or not a PEM RSA private key)"
-                    ))
-                },
-            )?
-        } else {
-            PKey::private_key_from_pem(&pem).map_err(|e| {
-                SignError::Key(format!("the MAR key {path} is not a PEM private key: {e}"))
-            })?
-        };
-        drop(pem);
+        let key = crate::keys::load_private_key(&cfg.key, "MAR key", passphrase)?;
         let rsa = key
             .rsa()
             .map_err(|_| SignError::Key(format!("the MAR key {path} is not an RSA key")))?;
