@@ -210,7 +210,11 @@ fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
     let (ok, out) = run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&work));
     assert!(ok, "mount tmpfs: {out}");
     let _mount = Mount(work.clone());
-    let s = Server::start_in(dir, &ServerOpts::default());
+    // SHA-512: a gpg format signing with SHA-256 signs from the upload's hash
+    // state and never writes it to disk, so it could not fill the disk.
+    let mut opts = ServerOpts::default();
+    opts.formats.push_str("digest = sha512\n");
+    let s = Server::start_in(dir, &opts);
     let token = s.mint("127.0.0.1", 300);
 
     let big = data(5 << 20, 60);

@@ -437,7 +437,9 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
         Setup::Main => opts = main_opts(),
         Setup::Draining => opts.server_extra.push_str("drain_grace = 8\n"),
         Setup::QueueFull => opts.server_extra.push_str("max_queue = 1\n"),
-        Setup::DiskFull => {}
+        // gpg with SHA-256 signs from the hash state and never writes the
+        // upload to disk; SHA-512 makes it store the upload, as other types do.
+        Setup::DiskFull => opts.formats = slow_gpg("gpg"),
         Setup::StoreFails => {
             opts.formats = format!("{}\n{}", slow_gpg("gpg-slow"), slow_gpg("broken"));
             opts.server_extra = "long_poll = 60\nconcurrency = 1\n".into();
