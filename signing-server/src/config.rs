@@ -538,7 +538,7 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim().to_string()
+    s.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
 fn read_logging(r: &Reader<'_>, s: &Section) -> Result<LoggingConfig, ConfigError> {
