@@ -22,14 +22,13 @@ use formats::Signer;
 use rand::RngCore;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tracing::Instrument as _;
 
 use crate::auth;
 use crate::config::SecurityConfig;
 use crate::metrics::Metrics;
 use crate::queue::{Job, Lookup, Queue, ResultInfo, Slot, Submit, Upload};
-use crate::store::{is_hex_digest, Store};
+use crate::store::{is_hex_digest, Store, TempPath};
 
 /// The TCP peer of the connection a request came on (set per connection).
 #[derive(Debug, Clone, Copy)]
@@ -260,6 +259,8 @@ struct UploadForm {
     filename: Option<String>,
     sha1: Option<String>,
     sha256: Option<String>,
+    /// The request's Content-Length, when it gave one.
+    declared: Option<u64>,
 }
 
 async fn upload(
@@ -294,7 +295,7 @@ async fn upload(
     let mut multipart =
         multipart.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("expected a multipart/form-data upload: {e}")))?;
 
-    let mut form = UploadForm::default();
+    let mut form = UploadForm { declared, ..UploadForm::default() };
     loop {
         let Some(mut field) = idle(&state, multipart.next_field())
             .await?
@@ -391,43 +392,78 @@ async fn receive_file(
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha1 or sha256 of the file is required").before_reading());
     }
 
-    // Stream to a temp file, hashing as we go; the limit is checked per chunk.
-    // A signer that signs from the SHA-256 state (gpg) needs no file: the
-    // upload is hashed once and nothing of it is written. SHA-1 is computed
-    // only when the client gave one (old clients then ask for the result by it).
-    let mut out = if fmt.signer.signs_sha256_state() {
-        None
+    // The async task reads, decrypts and parses; a blocking thread hashes and
+    // writes what it receives through a short bounded channel (at most
+    // SINK_DEPTH chunks in flight), so hashing runs beside the TLS work
+    // instead of after it. The size limit is checked per chunk, before the
+    // chunk is handed over. A signer that signs from the SHA-256 state (gpg)
+    // needs no file: the upload is hashed once and nothing of it is written.
+    // SHA-1 is computed only when the client gave one (old clients then ask
+    // for the result by it).
+    let temp = (!fmt.signer.signs_sha256_state()).then(|| state.store.temp_path("upload"));
+    let sink = Sink::new(form.sha1.is_some(), temp);
+    // A small upload (by its Content-Length) is hashed and written in this
+    // task: a thread hand-off per chunk would cost more than the work.
+    let small = form.declared.is_some_and(|n| n <= INLINE_UPLOAD);
+    let (h1, h256, temp, size) = if small {
+        let mut sink = sink.map_err(|e| storage_error(&e))?;
+        let mut size: u64 = 0;
+        loop {
+            let chunk = match idle(state, field.chunk()).await? {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
+            };
+            size += chunk.len() as u64;
+            state.metrics.upload_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if size > fmt.max_filesize {
+                return Err(too_large(fmt.max_filesize, format));
+            }
+            sink.feed(&chunk).map_err(|e| storage_error(&e))?;
+        }
+        let (h1, h256, temp) = sink.finish().map_err(|e| storage_error(&e))?;
+        (h1, h256, temp, size)
     } else {
-        let temp = state.store.temp_path("upload");
-        let file = tokio::fs::File::create(temp.path()).await.map_err(|e| storage_error(&e))?;
-        Some((temp, tokio::io::BufWriter::with_capacity(256 * 1024, file)))
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(SINK_DEPTH);
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut sink = sink?;
+            while let Some(chunk) = rx.blocking_recv() {
+                sink.feed(&chunk)?;
+            }
+            sink.finish()
+        });
+        let received = async {
+            let mut size: u64 = 0;
+            loop {
+                let chunk = match idle(state, field.chunk()).await? {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return Ok(size),
+                    Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
+                };
+                size += chunk.len() as u64;
+                state.metrics.upload_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if size > fmt.max_filesize {
+                    return Err(too_large(fmt.max_filesize, format));
+                }
+                if tx.send(chunk).await.is_err() {
+                    // The writer stopped on an error: it is reported below.
+                    return Ok(size);
+                }
+            }
+        }
+        .await;
+        drop(tx);
+        // Always wait for the writer, so a refused upload's temp file is gone
+        // before the answer leaves.
+        let sunk = worker.await;
+        let size = received?;
+        let (h1, h256, temp) = sunk
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("upload writer failed: {e}")))?
+            .map_err(|e| storage_error(&e))?;
+        (h1, h256, temp, size)
     };
-    let (mut h1, mut h256) = (form.sha1.is_some().then(Sha1::new), Sha256::new());
-    let mut size: u64 = 0;
-    loop {
-        let chunk = match idle(state, field.chunk()).await? {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
-        };
-        size += chunk.len() as u64;
-        state.metrics.upload_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if size > fmt.max_filesize {
-            return Err(too_large(fmt.max_filesize, format));
-        }
-        if let Some(h1) = &mut h1 {
-            h1.update(&chunk);
-        }
-        h256.update(&chunk);
-        if let Some((_, w)) = &mut out {
-            w.write_all(&chunk).await.map_err(|e| storage_error(&e))?;
-        }
-    }
-    let upload = match out {
-        Some((temp, mut w)) => {
-            w.flush().await.map_err(|e| storage_error(&e))?;
-            Upload::File(temp)
-        }
+    let upload = match temp {
+        Some(temp) => Upload::File(temp),
         None => Upload::Sha256State(Box::new(h256.clone())),
     };
     if size < sec.min_filesize {
@@ -461,6 +497,55 @@ async fn receive_file(
     let mut nonce = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut nonce);
     Ok((StatusCode::ACCEPTED, [("X-Nonce", hex::encode(nonce))], format!("accepted {sha256}\n")).into_response())
+}
+
+/// Chunks of an upload in flight between the reading task and its writer.
+const SINK_DEPTH: usize = 8;
+/// Uploads up to this size (declared) are hashed and written inline.
+const INLINE_UPLOAD: u64 = 1 << 20;
+
+/// Where an upload's bytes go, on a blocking thread: the hashes, and the
+/// temp file when the signer needs one.
+struct Sink {
+    h1: Option<Sha1>,
+    h256: Sha256,
+    file: Option<(TempPath, std::io::BufWriter<std::fs::File>)>,
+}
+
+impl Sink {
+    fn new(sha1: bool, temp: Option<TempPath>) -> std::io::Result<Sink> {
+        let file = match temp {
+            Some(t) => {
+                let f = std::fs::File::create(t.path())?;
+                Some((t, std::io::BufWriter::with_capacity(256 * 1024, f)))
+            }
+            None => None,
+        };
+        Ok(Sink { h1: sha1.then(Sha1::new), h256: Sha256::new(), file })
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        if let Some(h1) = &mut self.h1 {
+            h1.update(chunk);
+        }
+        self.h256.update(chunk);
+        match &mut self.file {
+            Some((_, w)) => std::io::Write::write_all(w, chunk),
+            None => Ok(()),
+        }
+    }
+
+    /// The hashes (not finalized) and the complete temp file, if any.
+    fn finish(self) -> std::io::Result<(Option<Sha1>, Sha256, Option<TempPath>)> {
+        let temp = match self.file {
+            Some((t, mut w)) => {
+                std::io::Write::flush(&mut w)?;
+                Some(t)
+            }
+            None => None,
+        };
+        Ok((self.h1, self.h256, temp))
+    }
 }
 
 fn storage_error(e: &std::io::Error) -> ApiError {

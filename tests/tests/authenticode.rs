@@ -124,7 +124,9 @@ fn when_every_tsa_fails_the_job_fails_and_says_why() {
     let (status, body) = sign(&s, "sha2signcode-v2", &pe);
     assert_ne!(status, 200, "signed without a timestamp");
     assert!(!body.starts_with(b"MZ"));
+    // The log line is read from the server's stderr by another thread: wait for it.
+    let said = s.wait_log("no time-stamping authority gave a valid timestamp", std::time::Duration::from_secs(10));
     let log = s.stderr();
-    assert!(log.contains("no time-stamping authority gave a valid timestamp"), "{log}");
+    assert!(said, "{log}");
     assert!(log.contains(&dead) && log.contains(&broken.url) && log.contains("500"), "{log}");
 }

@@ -210,10 +210,11 @@ fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
     let (ok, out) = run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&work));
     assert!(ok, "mount tmpfs: {out}");
     let _mount = Mount(work.clone());
-    // SHA-512: a gpg format signing with SHA-256 signs from the upload's hash
-    // state and never writes it to disk, so it could not fill the disk.
+    // `gpg` with SHA-512 stores its uploads; `gpg-sha256` signs from the upload's hash state
+    // and stores nothing of it, so a full disk does not stop it.
     let mut opts = ServerOpts::default();
-    opts.formats.push_str("digest = sha512\n");
+    let sha256_format = opts.formats.replace("[format:gpg]", "[format:gpg-sha256]");
+    opts.formats = format!("{}digest = sha512\n\n{sha256_format}", opts.formats);
     let s = Server::start_in(dir, &opts);
     let token = s.mint("127.0.0.1", 300);
 
@@ -246,6 +247,13 @@ fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
     std::fs::write(d.path().join("f"), &small).unwrap();
     std::fs::write(d.path().join("f.asc"), &sig).unwrap();
     assert!(gpgv(&d.path().join("f.asc"), &d.path().join("f")).0);
+    // The same big file signed from its hash state: nothing of it touches the full disk.
+    assert_eq!(Upload::new(&token, "big.bin", &big).send(&s.client(), &s.url, "gpg-sha256").0, 202);
+    let (status, _, sig) = fetch(&s.client(), &s.url, "gpg-sha256", &sha256_hex(&big));
+    assert_eq!(status, 200);
+    std::fs::write(d.path().join("big"), &big).unwrap();
+    std::fs::write(d.path().join("big.asc"), &sig).unwrap();
+    assert!(gpgv(&d.path().join("big.asc"), &d.path().join("big")).0);
     drop(s);
 }
 
