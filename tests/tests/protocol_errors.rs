@@ -268,8 +268,24 @@ fn upload_with_token(c: &Ctx, ip: &str, token: &str) -> Answer {
 }
 
 /// An upload of `size` bytes with curl, which reads an early answer while
-/// still sending; `chunked` leaves out the Content-Length.
+/// still sending; `chunked` leaves out the Content-Length. A 413 sent while
+/// the client is still sending is followed by a close with unread data, and
+/// the kernel's reset can overtake the answer (PROTOCOL.md says a client may
+/// see only the reset): "no answer" (curl's 000, or the 100 Continue alone)
+/// is tried again, at most three times; any other answer counts.
 fn curl_upload(c: &Ctx, format: &str, size: usize, chunked: bool) -> Answer {
+    let mut last = Answer::default();
+    for attempt in 0..3 {
+        last = curl_upload_once(c, format, size, chunked);
+        if last.status != 0 && last.status != 100 {
+            break;
+        }
+        eprintln!("curl_upload: attempt {attempt} saw no answer (status {}); again", last.status);
+    }
+    last
+}
+
+fn curl_upload_once(c: &Ctx, format: &str, size: usize, chunked: bool) -> Answer {
     let body = data(size, 21);
     let file = c.dir.path().join(format!("upload-{size}-{chunked}"));
     std::fs::write(&file, &body).unwrap();
