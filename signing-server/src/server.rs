@@ -36,7 +36,7 @@ const MAX_HEADERS: usize = 100;
 /// however much a client sends. These two are hyper's defaults, made
 /// explicit so an upgrade cannot change them silently
 /// (tests/tests/protocol_errors.rs holds them to it).
-const MAX_HEAD_BYTES: usize = 400 * 1024;
+const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
 /// Command-line options.
 #[derive(Debug, clap::Parser)]
