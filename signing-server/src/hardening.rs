@@ -22,9 +22,11 @@ pub struct Hardening {
 
 /// Applies what it can. Never fails: each measure is best effort and reported.
 pub fn apply() -> Hardening {
-    let mut h = Hardening::default();
-    h.not_dumpable = prctl::set_dumpable(false).is_ok();
-    h.no_core = setrlimit(Resource::RLIMIT_CORE, 0, 0).is_ok();
+    let mut h = Hardening {
+        not_dumpable: prctl::set_dumpable(false).is_ok(),
+        no_core: setrlimit(Resource::RLIMIT_CORE, 0, 0).is_ok(),
+        ..Hardening::default()
+    };
     // With a finite RLIMIT_MEMLOCK, MCL_FUTURE would make later allocations
     // fail once the limit is reached: lock memory only when it is unlimited.
     if matches!(getrlimit(Resource::RLIMIT_MEMLOCK), Ok((soft, _)) if soft == RLIM_INFINITY) {

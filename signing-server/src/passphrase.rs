@@ -72,11 +72,19 @@ impl PassphraseSource for SystemdAskPassword {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run systemd-ask-password: {e}")))?;
-        let mut out = Zeroizing::new(Vec::with_capacity(256));
-        if let Some(mut stdout) = child.stdout.take() {
-            stdout.read_to_end(&mut out)?;
+        // Room for the longest passphrase, its newline and one byte more: the
+        // read stops short of the capacity, so the buffer is never reallocated.
+        let mut out = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE + 3));
+        if let Some(stdout) = child.stdout.take() {
+            stdout.take(MAX_PASSPHRASE as u64 + 2).read_to_end(&mut out)?;
         }
         let status = child.wait()?;
+        if out.len() > MAX_PASSPHRASE + 1 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("passphrase longer than {MAX_PASSPHRASE} bytes"),
+            ));
+        }
         if !status.success() {
             return Err(std::io::Error::other(format!("systemd-ask-password failed ({status})")));
         }
@@ -89,27 +97,48 @@ impl PassphraseSource for SystemdAskPassword {
     }
 }
 
+/// Longest passphrase line accepted from stdin. The line buffer is
+/// allocated at this size once and never grows: growing a `Vec` copies it
+/// and frees the old allocation unwiped, out of `Zeroizing`'s reach.
+const MAX_PASSPHRASE: usize = 1024;
+
 /// Reads one line from fd 0 byte by byte, unbuffered, so no copy of the
 /// passphrase lingers in a stdio buffer; the bytes live in a zeroizing buffer.
 fn read_stdin_line() -> std::io::Result<Option<SecretString>> {
     let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
     let mut f = std::fs::File::from(fd);
-    let mut buf = Zeroizing::new(Vec::with_capacity(256));
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE));
+    if !read_line_into(&mut f, &mut buf)? {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(&buf)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "passphrase is not UTF-8"))?;
+    Ok(Some(SecretString::from(text.to_string())))
+}
+
+/// Reads one line (without its `\n` or `\r\n`) into `buf`, one byte at a
+/// time, never past `buf`'s capacity (a longer line is an error, so `buf`
+/// is never reallocated). `false` at end of input with nothing read.
+fn read_line_into(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<bool> {
     let mut byte = [0u8; 1];
     loop {
-        match f.read(&mut byte)? {
-            0 if buf.is_empty() => return Ok(None),
+        match r.read(&mut byte)? {
+            0 if buf.is_empty() => return Ok(false),
             0 => break,
             _ if byte[0] == b'\n' => break,
+            _ if buf.len() == buf.capacity() => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("passphrase line longer than {} bytes", buf.capacity()),
+                ))
+            }
             _ => buf.push(byte[0]),
         }
     }
     if buf.last() == Some(&b'\r') {
         buf.pop();
     }
-    let text = std::str::from_utf8(&buf)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "passphrase is not UTF-8"))?;
-    Ok(Some(SecretString::from(text.to_string())))
+    Ok(true)
 }
 
 /// Asks the passphrases, opens every format's key and runs its probe in a
@@ -159,5 +188,62 @@ fn describe(e: &SignError) -> String {
     match e {
         SignError::Internal(err) => format!("{err:#}"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+
+    #[test]
+    fn the_line_buffer_is_zeroizing_and_never_reallocated() {
+        // The longest accepted line fills the buffer exactly: the allocation
+        // Zeroizing wipes on drop is the only one that ever held the bytes.
+        let mut input = vec![b'p'; MAX_PASSPHRASE];
+        input.extend_from_slice(b"\nnext line\n");
+        let mut buf = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE));
+        zeroized_on_drop(&buf);
+        let (ptr, cap) = (buf.as_ptr(), buf.capacity());
+        let mut r = input.as_slice();
+        assert!(read_line_into(&mut r, &mut buf).unwrap());
+        assert_eq!(buf.as_slice(), &[b'p'; MAX_PASSPHRASE][..]);
+        assert_eq!((buf.as_ptr(), buf.capacity()), (ptr, cap), "the buffer was reallocated");
+        // Only the line was consumed: the next key's line is still there.
+        assert_eq!(r, b"next line\n");
+        // What Drop does: wipe the allocation.
+        zeroize::Zeroize::zeroize(&mut *buf);
+        assert!(buf.is_empty());
+        assert_eq!(buf.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn a_longer_line_is_refused_not_grown_into() {
+        let input = vec![b'p'; MAX_PASSPHRASE + 1];
+        let mut buf = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE));
+        let ptr = buf.as_ptr();
+        let err = read_line_into(&mut input.as_slice(), &mut buf).unwrap_err();
+        assert!(err.to_string().contains("longer than 1024 bytes"), "{err}");
+        assert!(!err.to_string().contains("ppp"), "the error must not carry the passphrase");
+        assert_eq!(buf.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn end_of_input_and_short_lines() {
+        let mut buf = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE));
+        assert!(!read_line_into(&mut &b""[..], &mut buf).unwrap());
+        assert!(read_line_into(&mut &b"typed on Windows\r\n"[..], &mut buf).unwrap());
+        assert_eq!(buf.as_slice(), b"typed on Windows");
+        buf.clear();
+        assert!(read_line_into(&mut &b"last line without newline"[..], &mut buf).unwrap());
+        assert_eq!(buf.as_slice(), b"last line without newline");
+    }
+
+    #[test]
+    fn passphrase_holders_are_zeroized_on_drop() {
+        // Compile-time facts: the types that hold passphrases here wipe themselves.
+        zeroized_on_drop(&SecretString::from(String::from("x")));
+        zeroized_on_drop(&Zeroizing::new(Vec::<u8>::new()));
     }
 }

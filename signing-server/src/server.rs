@@ -27,6 +27,16 @@ use crate::store::Store;
 
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most header lines a request may carry; more is answered `431` and the
+/// connection closed. Our clients send fewer than 15.
+const MAX_HEADERS: usize = 100;
+/// Most bytes hyper buffers per connection (request line + headers must fit;
+/// bodies are streamed through it in pieces). A larger head is answered
+/// `431` and the connection closed, so a connection costs at most this much
+/// however much a client sends. These two are hyper's defaults, made
+/// explicit so an upgrade cannot change them silently
+/// (tests/tests/protocol_errors.rs holds them to it).
+const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
 /// Command-line options.
 #[derive(Debug, clap::Parser)]
@@ -268,7 +278,12 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
     let app = http::router(state.clone());
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.server.idle_timeout);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.server.idle_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
     let builder = Arc::new(builder);
     let mut shutdown = std::pin::pin!(shutdown_signal());
     // Set once the drain is over: stop accepting.

@@ -17,6 +17,7 @@ pub mod apk;
 pub mod signtool;
 pub mod proxy;
 pub mod apple;
+pub mod hardening2;
 
 /// The repository's root.
 pub fn repo() -> PathBuf {

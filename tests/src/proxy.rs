@@ -26,6 +26,9 @@ pub enum Fault {
     Truncate(u64),
     /// Accepted and closed at once.
     Close,
+    /// Answered by the proxy itself, over TLS with the test server
+    /// certificate: `HTTP/1.1 503` + `Retry-After` (see [`crate::hardening2`]).
+    Unavailable,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -119,6 +122,10 @@ struct Link {
 
 fn serve(client: TcpStream, upstream: SocketAddr, fault: Fault, stop: Arc<AtomicBool>) {
     if fault == Fault::Close {
+        return;
+    }
+    if fault == Fault::Unavailable {
+        let _ = crate::hardening2::answer_503(client);
         return;
     }
     let Ok(server) = TcpStream::connect(upstream) else { return };

@@ -80,7 +80,8 @@ pub struct FakePeer {
     stop: Arc<AtomicBool>,
 }
 
-fn tls_config() -> Arc<rustls::ServerConfig> {
+/// The test server certificate and key, for peers that answer TLS themselves.
+pub(crate) fn tls_config() -> Arc<rustls::ServerConfig> {
     static CONFIG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {

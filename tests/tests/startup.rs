@@ -125,3 +125,77 @@ fn systemd_ask_password_supplies_the_passphrases() {
     assert!(asked.contains("--id=signing-server:gpg") && asked.contains("gpg passphrase:"), "{asked}");
     assert!(!asked.contains(&passphrase()), "the passphrase must not be passed to the helper");
 }
+
+/// Every entry (file or directory) under `dir`, recursively.
+fn entries_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.path());
+        if e.path().is_dir() {
+            out.extend(entries_under(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_wrong_passphrase_leaves_nothing_behind_for_every_key_type() {
+    let c = certs();
+    let kinds = [
+        ("gpg", format!("type = gpg\nkey = {}\n", c.join("gpg/secret.asc").display())),
+        ("mar", format!("type = mar\nkey = {}\ndigest = sha1\n", c.join("mar/sha1-2048.key").display())),
+        ("apk", format!("type = apk\nkey = {}\ncert = {}\n", c.join("apk/rsa/key.pem").display(), c.join("apk/rsa/cert.pem").display())),
+        (
+            "authenticode",
+            format!("type = authenticode\nkey = {}\ncert = {}\n", c.join("authenticode/rsa.key").display(), c.join("authenticode/rsa-chain.pem").display()),
+        ),
+        ("apple", format!("type = apple\nkey = {}\ncert = {}\n", c.join("apple/developer-id.key").display(), c.join("apple/chain.pem").display())),
+    ];
+    for (kind, section) in kinds {
+        let dir = tempfile::tempdir().unwrap();
+        // A private TMPDIR and working directory (where a core file would land).
+        let (tmp, cwd) = (dir.path().join("tmpdir"), dir.path().join("cwd"));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::create_dir_all(&cwd).unwrap();
+        let opts = ServerOpts { formats: format!("[format:release-{kind}]\n{section}"), ..ServerOpts::default() };
+        let cfg = write_config(dir.path(), &opts);
+        let wrong = format!("wrong-{kind}-passphrase-{}", std::process::id());
+        let mut child = std::process::Command::new(bin("signing-server"))
+            .arg(&cfg)
+            .current_dir(&cwd)
+            .env("TMPDIR", &tmp)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(format!("{wrong}\n").as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{kind}: {text}");
+        assert!(text.contains(&format!("format release-{kind}")), "{kind}: the format is not named: {text}");
+        assert!(text.contains("wrong passphrase"), "{kind}: the message does not say what is wrong: {text}");
+        let key = section.lines().find_map(|l| l.strip_prefix("key = ")).unwrap();
+        assert!(text.contains(key), "{kind}: the key file is not named: {text}");
+        assert!(!text.contains(&wrong), "{kind}: the passphrase was echoed: {text}");
+        assert!(!text.contains("listening on"), "{kind}: {text}");
+        // No input, result, probe or temp file in work_dir, nothing in TMPDIR, no core file.
+        let work = dir.path().join("work");
+        for sub in ["tmp", "inputs", "results"] {
+            assert_eq!(entries_under(&work.join(sub)), Vec::<std::path::PathBuf>::new(), "{kind}: work_dir/{sub} not empty");
+        }
+        assert_eq!(entries_under(&tmp), Vec::<std::path::PathBuf>::new(), "{kind}: left files in TMPDIR");
+        assert_eq!(entries_under(&cwd), Vec::<std::path::PathBuf>::new(), "{kind}: left files (a core?) in its working directory");
+        // And nothing in its own directory but what the test wrote and the empty store.
+        for p in entries_under(dir.path()) {
+            let rel = p.strip_prefix(dir.path()).unwrap().to_string_lossy().to_string();
+            assert!(
+                ["signing.ini", "tmpdir", "cwd", "work", "work/tmp", "work/inputs", "work/results"].contains(&rel.as_str()),
+                "{kind}: unexpected {rel}"
+            );
+        }
+    }
+}
