@@ -19,9 +19,6 @@ pub struct SignerType {
     pub open: OpenFn,
 }
 
-/// Unlocks a format's key with its passphrase (if any) and builds its signer.
-pub type OpenFn = fn(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Box<dyn Signer>, SignError>;
-
 /// Every signer type this build knows.
 pub static REGISTRY: &[SignerType] = &[
     SignerType {
