@@ -504,3 +504,25 @@ impl Read for GatedReader {
         Ok(n)
     }
 }
+
+/// A TLS connection to `s` trusting the test CA, as a raw byte stream (read and write
+/// time out after 30 s): for requests no HTTP client would send.
+pub fn raw_tls(s: &Server) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject as _;
+    let ca = std::fs::read(certs().join("ca.pem")).expect("ca.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.expect("CA certificate")).expect("root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = std::net::TcpStream::connect(s.url.trim_start_matches("https://")).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    tcp.set_write_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), "127.0.0.1".try_into().expect("name")).expect("client");
+    rustls::StreamOwned::new(conn, tcp)
+}

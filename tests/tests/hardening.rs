@@ -98,23 +98,7 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
     opts.server_extra.push_str("idle_timeout = 2\n");
     let s = Server::start(&opts);
     // Real TLS, then half a request line, then silence.
-    let ca = std::fs::read(certs().join("ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls_pki_types::pem::PemObject as _;
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let addr = s.url.trim_start_matches("https://").to_string();
-    let tcp = std::net::TcpStream::connect(&addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), "127.0.0.1".try_into().unwrap()).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = raw_tls(&s);
     tls.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();

@@ -313,33 +313,13 @@ fn parse_head(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A TLS connection to the server, as a raw byte stream.
-fn tls_stream(s: &Server) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
-    use rustls_pki_types::pem::PemObject as _;
-    let ca = std::fs::read(certs().join("ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = std::net::TcpStream::connect(s.url.trim_start_matches("https://")).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    tcp.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), "127.0.0.1".try_into().unwrap()).unwrap();
-    rustls::StreamOwned::new(conn, tcp)
-}
 
 /// `GET /health` with the extra header lines `extra`, written in pieces
 /// while reading: the server may answer (and close) before it is all sent.
 /// Returns the status (0 = closed without an answer); panics if the server
 /// neither answers nor closes within 25 s.
 fn raw_head(s: &Server, extra: &str) -> Answer {
-    let mut tls = tls_stream(s);
+    let mut tls = raw_tls(s);
     let request = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n");
     let started = Instant::now();
     for piece in request.as_bytes().chunks(16 * 1024) {
