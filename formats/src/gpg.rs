@@ -619,13 +619,7 @@ mod tests {
     use rand::{rngs::StdRng, SeedableRng};
     use std::process::Command;
 
-    fn certs() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs")
-    }
-
-    fn passphrase() -> SecretString {
-        SecretString::from(std::fs::read_to_string(certs().join("PASSPHRASE")).unwrap())
-    }
+    use crate::test_support::{certs, passphrase};
 
     fn cfg(dir: &str, digest: Option<&str>) -> FormatConfig {
         FormatConfig {

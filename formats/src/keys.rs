@@ -81,14 +81,7 @@ pub fn load_private_key(
 mod tests {
     use super::*;
 
-    fn certs() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs")
-    }
-
-    fn passphrase() -> SecretString {
-        let text = std::fs::read_to_string(certs().join("PASSPHRASE")).unwrap();
-        SecretString::from(text.trim_end_matches(['\r', '\n']).to_string())
-    }
+    use crate::test_support::{certs, passphrase};
 
     #[test]
     fn encrypted_keys_need_and_take_the_passphrase() {

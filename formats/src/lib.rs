@@ -97,3 +97,22 @@ pub trait Signer: Send + Sync {
         )))
     }
 }
+
+/// Fixtures shared by the unit tests: the TEST-ONLY keys of `certs/`.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+
+    use secrecy::SecretString;
+
+    /// `certs/` at the top of the workspace.
+    pub(crate) fn certs() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs")
+    }
+
+    /// The passphrase of every test key (certs/PASSPHRASE, no newline).
+    pub(crate) fn passphrase() -> SecretString {
+        let text = std::fs::read_to_string(certs().join("PASSPHRASE")).expect("certs/PASSPHRASE");
+        SecretString::from(text.trim_end_matches(['\r', '\n']).to_string())
+    }
+}

@@ -5,13 +5,7 @@ use super::*;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn certs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs")
-}
-
-fn passphrase() -> SecretString {
-    SecretString::from(std::fs::read_to_string(certs().join("PASSPHRASE")).unwrap())
-}
+use crate::test_support::{certs, passphrase};
 
 fn cfg(kind: &str, schemes: Option<&str>) -> FormatConfig {
     let dir = certs().join("apk").join(kind);

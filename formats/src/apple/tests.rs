@@ -2,15 +2,8 @@
 
 use super::*;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-fn certs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs")
-}
-
-fn passphrase() -> SecretString {
-    SecretString::from(std::fs::read_to_string(certs().join("PASSPHRASE")).unwrap())
-}
+use crate::test_support::{certs, passphrase};
 
 fn cfg(extra: &[(&str, &str)]) -> FormatConfig {
     FormatConfig {

@@ -4,13 +4,7 @@ use super::*;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-pub(crate) fn certs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs")
-}
-
-fn passphrase() -> SecretString {
-    SecretString::from(std::fs::read_to_string(certs().join("PASSPHRASE")).unwrap())
-}
+use crate::test_support::{certs, passphrase};
 
 pub(crate) fn cfg(
     key: &str,

@@ -444,13 +444,7 @@ impl Signer for MarSigner {
 mod tests {
     use super::*;
 
-    fn certs() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs")
-    }
-
-    fn passphrase() -> SecretString {
-        SecretString::from(std::fs::read_to_string(certs().join("PASSPHRASE")).unwrap())
-    }
+    use crate::test_support::{certs, passphrase};
 
     fn cfg(key: &str, digest: Option<&str>) -> FormatConfig {
         FormatConfig {
