@@ -124,14 +124,8 @@ fn check_unused(cfg: &FormatConfig) -> Result<(), SignError> {
 /// Reads and parses the transferable secret key at `path` (armoured or binary).
 fn load_key(path: &Path) -> Result<SignedSecretKey, SignError> {
     let bad = |what: String| SignError::Key(format!("GPG key {}: {what}", path.display()));
-    let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(bad(format!("larger than {MAX_KEY_FILE} bytes")));
-    }
+    let bytes =
+        crate::keys::read_bounded(path, "GPG key", MAX_KEY_FILE).map_err(SignError::Key)?;
     let armored = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())

@@ -1,7 +1,7 @@
 //! PEM private keys for the openssl-backed signers (MAR, APK, Authenticode,
 //! Apple): read bounded, tell whether a passphrase is needed, unlock once.
 //!
-//! What it does: reads a key file of at most [`MAX_KEY_FILE`] bytes into a
+//! What it does: reads a key file of at most [`MAX_SMALL_FILE`] bytes into a
 //! buffer wiped on drop; recognises encrypted PEM (PKCS#8 `ENCRYPTED PRIVATE
 //! KEY` and legacy `Proc-Type: 4,ENCRYPTED`); decrypts with the passphrase
 //! through openssl, which clears private key material when the `PKey` is
@@ -20,22 +20,31 @@ use zeroize::Zeroizing;
 
 use crate::SignError;
 
-/// Largest key file read: a PEM key (even RSA-16384) is far smaller.
-pub const MAX_KEY_FILE: u64 = 1 << 20;
+/// Largest PEM key, certificate or entitlements file read: such files are
+/// far smaller (even an RSA-16384 key).
+pub const MAX_SMALL_FILE: u64 = 1 << 20;
 
-/// Reads the key file at `path` (bounded; wiped on drop). `what` names the
-/// key in messages ("MAR key", "APK key"…).
-pub fn read_key_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, SignError> {
-    let bad = |m: String| SignError::Key(format!("{what} {}: {m}", path.display()));
+/// Reads the file at `path` whole, refusing one over `limit` bytes (reading
+/// stops just past it), into a buffer wiped on drop. The error says
+/// `"{what} {path}: cannot open|cannot read|larger than …"`; the caller
+/// chooses its kind (a key error, a config error).
+pub fn read_bounded(path: &Path, what: &str, limit: u64) -> Result<Zeroizing<Vec<u8>>, String> {
+    let bad = |m: String| format!("{what} {}: {m}", path.display());
     let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
     let mut bytes = Zeroizing::new(Vec::new());
-    file.take(MAX_KEY_FILE + 1)
+    file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| bad(format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(bad(format!("larger than {MAX_KEY_FILE} bytes: not a PEM key")));
+    if bytes.len() as u64 > limit {
+        return Err(bad(format!("larger than {limit} bytes")));
     }
     Ok(bytes)
+}
+
+/// Reads the PEM key file at `path` (bounded; wiped on drop). `what` names
+/// the key in messages ("MAR key", "APK key"…).
+pub fn read_key_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, SignError> {
+    read_bounded(path, what, MAX_SMALL_FILE).map_err(SignError::Key)
 }
 
 /// Whether `pem` is an encrypted PEM private key.
@@ -108,7 +117,7 @@ mod tests {
         std::fs::write(&junk, "not a key").unwrap();
         assert!(matches!(load_private_key(&junk, "key", None), Err(SignError::Key(_))));
         let big = tmp.path().join("big.pem");
-        std::fs::write(&big, vec![b'A'; (MAX_KEY_FILE + 1) as usize]).unwrap();
+        std::fs::write(&big, vec![b'A'; (MAX_SMALL_FILE + 1) as usize]).unwrap();
         let e = read_key_file(&big, "key").unwrap_err().to_string();
         assert!(e.contains("larger than"), "{e}");
         let e = read_key_file(&tmp.path().join("none"), "APK key").unwrap_err().to_string();

@@ -40,14 +40,11 @@ use openssl::pkey::Id;
 use openssl::x509::X509;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 use self::block::{ChunkDigests, Key};
 use self::zip::{reject, Counted, Entry};
 use crate::{FormatConfig, SignContext, SignError, Signer};
 
-/// Largest key or certificate file we read.
-const MAX_PEM: u64 = 1 << 20;
 /// Copy buffer.
 const BUF: usize = 64 << 10;
 
@@ -92,19 +89,6 @@ fn parse_schemes(cfg: &FormatConfig) -> Result<Schemes, SignError> {
         )));
     }
     Ok(s)
-}
-
-fn read_pem(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, SignError> {
-    let bad = |why: String| SignError::Key(format!("APK {what} {}: {why}", path.display()));
-    let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(MAX_PEM + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > MAX_PEM {
-        return Err(bad(format!("larger than {MAX_PEM} bytes")));
-    }
-    Ok(bytes)
 }
 
 /// Whether the key at `cfg.key` is an encrypted PEM key.
@@ -188,7 +172,9 @@ impl ApkSigner {
                 )))
             }
         };
-        let cert_pem = read_pem(cert_path, "certificate")?;
+        let cert_pem =
+            crate::keys::read_bounded(cert_path, "APK certificate", crate::keys::MAX_SMALL_FILE)
+                .map_err(SignError::Key)?;
         let cert = X509::from_pem(&cert_pem).map_err(|e| {
             SignError::Config(format!(
                 "{}: not a PEM certificate: {e}",

@@ -45,8 +45,6 @@ use zeroize::Zeroizing;
 
 use crate::{FormatConfig, SignContext, SignError, Signer};
 
-/// Largest key, certificate or entitlements file we read.
-const MAX_SMALL_FILE: u64 = 1 << 20;
 
 /// The settings of a `[format:NAME]` section of type `apple` besides the common ones.
 pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements"];
@@ -134,21 +132,6 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    let f = File::open(path).map_err(|e| format!("{what} {}: cannot open: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_SMALL_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_SMALL_FILE {
-        return Err(format!(
-            "{what} {}: larger than {MAX_SMALL_FILE} bytes",
-            path.display()
-        ));
-    }
-    Ok(bytes)
-}
-
 /// An unlocked Apple signing identity plus the format's settings.
 pub struct AppleSigner {
     name: String,
@@ -197,9 +180,15 @@ impl AppleSigner {
         let entitlements = match cfg.extra.get("entitlements") {
             None => None,
             Some(p) => {
-                let bytes = read_small(Path::new(p.trim()), "entitlements").map_err(config)?;
-                let xml = String::from_utf8(bytes)
-                    .map_err(|_| config(format!("entitlements {p}: not UTF-8 XML")))?;
+                let bytes = crate::keys::read_bounded(
+                    Path::new(p.trim()),
+                    "entitlements",
+                    crate::keys::MAX_SMALL_FILE,
+                )
+                .map_err(config)?;
+                let xml = std::str::from_utf8(&bytes)
+                    .map_err(|_| config(format!("entitlements {p}: not UTF-8 XML")))?
+                    .to_string();
                 // Parse once now, so a bad plist fails at start-up, not per request.
                 SigningSettings::default()
                     .set_entitlements_xml(SettingsScope::Main, &xml)
@@ -218,7 +207,9 @@ impl AppleSigner {
         let cert_path = cfg.cert.as_ref().ok_or_else(|| {
             config("`cert` (PEM certificate chain, leaf first) is required".into())
         })?;
-        let cert_pem = read_small(cert_path, "certificate").map_err(config)?;
+        let cert_pem =
+            crate::keys::read_bounded(cert_path, "certificate", crate::keys::MAX_SMALL_FILE)
+                .map_err(config)?;
         let mut certs = CapturedX509Certificate::from_pem_multiple(&cert_pem)
             .map_err(|e| {
                 config(format!(

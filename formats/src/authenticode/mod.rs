@@ -43,8 +43,6 @@ use self::pkcs7::KeyKind;
 use crate::timestamp::TimestampClient;
 use crate::{FormatConfig, SignContext, SignError, Signer};
 
-/// Largest key or certificate file we read.
-const MAX_PEM_FILE: u64 = 1 << 20;
 /// Largest certificate table we read back when verifying.
 const MAX_CERT_TABLE: u64 = 16 << 20;
 /// WIN_CERT_REVISION_2_0.
@@ -57,19 +55,6 @@ pub const EXTRA_KEYS: &[&str] = &["resign", "program_name", "program_url", "time
 
 fn internal(msg: impl std::fmt::Display) -> SignError {
     SignError::Internal(anyhow!("{msg}"))
-}
-
-fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, SignError> {
-    let bad = |e: String| SignError::Config(format!("{what} {}: {e}", path.display()));
-    let f = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_PEM_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > MAX_PEM_FILE {
-        return Err(bad(format!("larger than {MAX_PEM_FILE} bytes")));
-    }
-    Ok(bytes)
 }
 
 /// Whether the key file at `cfg.key` is passphrase-protected.
@@ -186,7 +171,12 @@ impl AuthenticodeSigner {
             .cert
             .as_ref()
             .ok_or_else(|| cfg_err("`cert` (the PEM certificate chain) is required".into()))?;
-        let chain_pem = read_small(cert_path, "Authenticode certificate chain")?;
+        let chain_pem = crate::keys::read_bounded(
+            cert_path,
+            "Authenticode certificate chain",
+            crate::keys::MAX_SMALL_FILE,
+        )
+        .map_err(SignError::Config)?;
         let chain = Certificate::load_pem_chain(&chain_pem).map_err(|e| {
             cfg_err(format!(
                 "{}: not a PEM certificate chain: {e}",
