@@ -44,6 +44,26 @@ pub fn mozilla_signtool() -> PathBuf {
     exe
 }
 
+/// Runs Mozilla's signtool 4.x once against `s`, as a build machine would:
+/// `-H FORMAT:HOST:PORT -c ca.pem -t dir/token -n dir/nonce -f FORMAT -o out input`
+/// (a fresh token for 127.0.0.1 is written to `dir/token`; the client keeps its
+/// nonce in `dir/nonce`). Returns (success, output).
+pub fn mozilla_sign(s: &Server, dir: &Path, format: &str, input: &Path, out: &Path) -> (bool, String) {
+    let (token, nonce) = (dir.join("token"), dir.join("nonce"));
+    std::fs::write(&token, s.mint("127.0.0.1", 300)).expect("token file");
+    let host = format!("{format}:{}", s.url.trim_start_matches("https://"));
+    run(Command::new(mozilla_signtool())
+        .args(["-H", &host, "-c"])
+        .arg(certs().join("ca.pem"))
+        .arg("-t")
+        .arg(&token)
+        .arg("-n")
+        .arg(&nonce)
+        .args(["-f", format, "-o"])
+        .arg(out)
+        .arg(input))
+}
+
 /// The shared test passphrase (certs/PASSPHRASE).
 pub fn passphrase() -> String {
     std::fs::read_to_string(certs().join("PASSPHRASE")).expect("certs/PASSPHRASE")

@@ -201,25 +201,13 @@ fn a_key_that_does_not_match_the_certificate_stops_start_up() {
 
 #[test]
 fn mozilla_signtool_signs_a_firefox_app_with_macapp() {
-    let exe = mozilla_signtool();
     let s = Server::start(&apple_opts("hardened_runtime = true"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("firefox.tar.gz");
     std::fs::write(&file, app_tarball(dir.path(), "Firefox")).unwrap();
-    let (token, nonce, out) = (dir.path().join("token"), dir.path().join("nonce"), dir.path().join("signed.tar.gz"));
-    std::fs::write(&token, s.mint("127.0.0.1", 300)).unwrap();
+    let out = dir.path().join("signed.tar.gz");
     // signtool maps `-f macapp` to the server format `dmg`, with the hosts of `macapp`.
-    let host = format!("macapp:{}", s.url.trim_start_matches("https://"));
-    let (ok, text) = run(Command::new(&exe)
-        .args(["-H", &host, "-c"])
-        .arg(certs().join("ca.pem"))
-        .arg("-t")
-        .arg(&token)
-        .arg("-n")
-        .arg(&nonce)
-        .args(["-f", "macapp", "-o"])
-        .arg(&out)
-        .arg(&file));
+    let (ok, text) = mozilla_sign(&s, dir.path(), "macapp", &file, &out);
     assert!(ok, "Mozilla's signtool failed:\n{text}\nserver log:\n{}", s.stderr());
     let unpacked = dir.path().join("unpacked").tap_mkdir();
     untar(&std::fs::read(&out).unwrap(), &unpacked);

@@ -1,14 +1,11 @@
 //! Mozilla's own Python client (`signtool` 4.x) signs a PE with `-f sha2signcode`
 //! against our server; osslsigncode checks the result.
 
-use std::process::Command;
-
 use signing_tests::authenticode::{build_pe, osslsigncode_verify};
 use signing_tests::*;
 
 #[test]
 fn mozilla_signtool_4_signs_a_pe_with_sha2signcode() {
-    let exe = mozilla_signtool();
     let c = certs().join("authenticode");
     let formats = format!(
         "[format:sha2signcode]\ntype = authenticode\nkey = {}\ncert = {}\n",
@@ -17,22 +14,9 @@ fn mozilla_signtool_4_signs_a_pe_with_sha2signcode() {
     );
     let s = Server::start(&ServerOpts { formats, ..ServerOpts::default() });
     let dir = tempfile::tempdir().unwrap();
-    let (token, nonce, signed) = (dir.path().join("token"), dir.path().join("nonce"), dir.path().join("signed.exe"));
-    std::fs::write(&token, s.mint("127.0.0.1", 300)).unwrap();
+    let signed = dir.path().join("signed.exe");
     let pe = build_pe(dir.path(), "x86_64", false);
-    let host = format!("sha2signcode:{}", s.url.trim_start_matches("https://"));
-    let signtool = |input: &std::path::Path, output: &std::path::Path| {
-        run(Command::new(&exe)
-            .args(["-H", &host, "-c"])
-            .arg(certs().join("ca.pem"))
-            .arg("-t")
-            .arg(&token)
-            .arg("-n")
-            .arg(&nonce)
-            .args(["-f", "sha2signcode", "-o"])
-            .arg(output)
-            .arg(input))
-    };
+    let signtool = |input: &std::path::Path, output: &std::path::Path| mozilla_sign(&s, dir.path(), "sha2signcode", input, output);
     let (ok, out) = signtool(&pe, &signed);
     assert!(ok, "Mozilla's signtool failed:\n{out}\nserver log:\n{}", s.stderr());
     let (text, ok) = osslsigncode_verify(&signed);

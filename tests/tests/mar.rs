@@ -188,23 +188,11 @@ fn key_size_and_digest_mismatch_is_refused_at_startup() {
 
 #[test]
 fn mozilla_signtool_signs_a_mar_with_mar_sha384() {
-    let exe = mozilla_signtool();
     let s = Server::start(&opts(""));
     let dir = tempfile::tempdir().unwrap();
     let unsigned = make_mar(dir.path(), "update.mar", &["-J", "-V", "140.0", "-H", "release"], &[("firefox", &data(100_000, 3))]);
-    let (token, nonce, out) = (dir.path().join("token"), dir.path().join("nonce"), dir.path().join("signed.mar"));
-    std::fs::write(&token, s.mint("127.0.0.1", 300)).unwrap();
-    let host = format!("mar_sha384:{}", s.url.trim_start_matches("https://"));
-    let (ok, text) = run(Command::new(&exe)
-        .args(["-H", &host, "-c"])
-        .arg(certs().join("ca.pem"))
-        .arg("-t")
-        .arg(&token)
-        .arg("-n")
-        .arg(&nonce)
-        .args(["-f", "mar_sha384", "-o"])
-        .arg(&out)
-        .arg(&unsigned));
+    let out = dir.path().join("signed.mar");
+    let (ok, text) = mozilla_sign(&s, dir.path(), "mar_sha384", &unsigned, &out);
     assert!(ok, "Mozilla's signtool failed:\n{text}\nserver log:\n{}", s.stderr());
     let (ok, text) = mar_verify(&out, &pubkey("sha384-4096"));
     assert!(ok, "mar -v: {text}");

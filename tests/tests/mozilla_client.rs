@@ -13,24 +13,12 @@ fn mozilla_signtool_4_signs_with_gpg() {
 
     let s = Server::start(&ServerOpts::default());
     let dir = tempfile::tempdir().unwrap();
-    let (token, nonce, file, asc) =
-        (dir.path().join("token"), dir.path().join("nonce"), dir.path().join("build.tar.bz2"), dir.path().join("build.tar.bz2.asc"));
-    std::fs::write(&token, s.mint("127.0.0.1", 300)).unwrap();
+    let (file, asc) = (dir.path().join("build.tar.bz2"), dir.path().join("build.tar.bz2.asc"));
     std::fs::write(&file, data(250_000, 42)).unwrap();
-    let host = format!("gpg:{}", s.url.trim_start_matches("https://"));
-    let (ok, out) = run(Command::new(&exe)
-        .args(["-H", &host, "-c"])
-        .arg(certs().join("ca.pem"))
-        .arg("-t")
-        .arg(&token)
-        .arg("-n")
-        .arg(&nonce)
-        .args(["-f", "gpg", "-o"])
-        .arg(&asc)
-        .arg(&file));
+    let (ok, out) = mozilla_sign(&s, dir.path(), "gpg", &file, &asc);
     assert!(ok, "Mozilla's signtool failed:\n{out}\nserver log:\n{}", s.stderr());
     let (ok, out) = gpgv(&asc, &file);
     assert!(ok, "gpgv: {out}");
     // It stored the nonce the server sent.
-    assert!(!std::fs::read(&nonce).unwrap().is_empty());
+    assert!(!std::fs::read(dir.path().join("nonce")).unwrap().is_empty());
 }
