@@ -404,6 +404,22 @@ pub fn gpgv(sig: &Path, file: &Path) -> (bool, String) {
     run(Command::new("gpgv").arg("--keyring").arg(certs().join("gpg/public.gpg")).arg(sig).arg(file))
 }
 
+/// Signs `body` with the gpg-type `format` on `s` as a build machine from
+/// 127.0.0.1 would (a fresh token; the upload must get 202, the fetch 200),
+/// then checks the signature with [`gpgv`]: its (success, output).
+pub fn gpg_sign_and_verify(s: &Server, format: &str, body: &[u8]) -> (bool, String) {
+    let token = s.mint("127.0.0.1", 60);
+    let (status, text) = Upload::new(&token, "f.bin", body).send(&s.client(), &s.url, format);
+    assert_eq!(status, 202, "{text}");
+    let (status, _, sig) = fetch(&s.client(), &s.url, format, &sha256_hex(body));
+    assert_eq!(status, 200);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (f, asc) = (dir.path().join("f"), dir.path().join("f.asc"));
+    std::fs::write(&f, body).expect("write");
+    std::fs::write(&asc, &sig).expect("write");
+    gpgv(&asc, &f)
+}
+
 impl Server {
     /// Sends a signal (`HUP`, `TERM`, `KILL`…) to the server.
     pub fn signal(&self, sig: &str) {

@@ -133,15 +133,8 @@ fn after_kill_9_a_restarted_server_serves_nothing_half_written() {
         assert_eq!(r.status(), 404);
     }
     // Signing works again, and the result verifies.
-    let token = s.mint("127.0.0.1", 300);
-    let small = data(5000, 57);
-    assert_eq!(Upload::new(&token, "again.bin", &small).send(&s.client(), &s.url, "gpg").0, 202);
-    let (status, _, sig) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&small));
-    assert_eq!(status, 200);
-    let d = tempfile::tempdir().unwrap();
-    std::fs::write(d.path().join("f"), &small).unwrap();
-    std::fs::write(d.path().join("f.asc"), &sig).unwrap();
-    assert!(gpgv(&d.path().join("f.asc"), &d.path().join("f")).0);
+    let (ok, out) = gpg_sign_and_verify(&s, "gpg", &data(5000, 57));
+    assert!(ok, "{out}");
 }
 
 #[test]
@@ -223,21 +216,11 @@ fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
     // Nothing half-written is kept or served, and the space came back.
     assert_eq!(files_under(&s.work_dir()), Vec::<std::path::PathBuf>::new());
     assert_eq!(s.client().get(format!("{}/sign/gpg/{}", s.url, sha256_hex(&big))).send().unwrap().status(), 404);
-    let small = data(100_000, 61);
-    assert_eq!(Upload::new(&token, "small.bin", &small).send(&s.client(), &s.url, "gpg").0, 202);
-    let (status, _, sig) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&small));
-    assert_eq!(status, 200);
-    let d = tempfile::tempdir().unwrap();
-    std::fs::write(d.path().join("f"), &small).unwrap();
-    std::fs::write(d.path().join("f.asc"), &sig).unwrap();
-    assert!(gpgv(&d.path().join("f.asc"), &d.path().join("f")).0);
+    let (ok, out) = gpg_sign_and_verify(&s, "gpg", &data(100_000, 61));
+    assert!(ok, "{out}");
     // The same big file signed from its hash state: nothing of it touches the full disk.
-    assert_eq!(Upload::new(&token, "big.bin", &big).send(&s.client(), &s.url, "gpg-sha256").0, 202);
-    let (status, _, sig) = fetch(&s.client(), &s.url, "gpg-sha256", &sha256_hex(&big));
-    assert_eq!(status, 200);
-    std::fs::write(d.path().join("big"), &big).unwrap();
-    std::fs::write(d.path().join("big.asc"), &sig).unwrap();
-    assert!(gpgv(&d.path().join("big.asc"), &d.path().join("big")).0);
+    let (ok, out) = gpg_sign_and_verify(&s, "gpg-sha256", &big);
+    assert!(ok, "{out}");
     drop(s);
 }
 

@@ -26,20 +26,6 @@ fn reload(s: &Server, edit: impl Fn(String) -> String) {
     }
 }
 
-/// Signs `body` with format gpg and checks the signature with `keyring`.
-fn sign_and_verify(s: &Server, body: &[u8], keyring: &str) -> (bool, String) {
-    let token = s.mint("127.0.0.1", 60);
-    let (status, text) = Upload::new(&token, "r.bin", body).send(&s.client(), &s.url, "gpg");
-    assert_eq!(status, 202, "{text}");
-    let (status, _, sig) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(body));
-    assert_eq!(status, 200);
-    let dir = tempfile::tempdir().unwrap();
-    let (f, asc) = (dir.path().join("f"), dir.path().join("f.asc"));
-    std::fs::write(&f, body).unwrap();
-    std::fs::write(&asc, &sig).unwrap();
-    run(std::process::Command::new("gpgv").arg("--keyring").arg(certs().join(keyring)).arg(&asc).arg(&f))
-}
-
 #[test]
 fn reload_applies_a_new_allow_list_and_keeps_the_unlocked_keys() {
     let mut opts = ServerOpts::default();
@@ -52,7 +38,7 @@ fn reload_applies_a_new_allow_list_and_keeps_the_unlocked_keys() {
     assert!(s.stderr().contains("configuration reloaded"), "{}", s.stderr());
     assert_eq!(other.get(format!("{}/health", s.url)).send().unwrap().status(), 200);
     // The key was kept: stdin is closed, no passphrase could be asked again.
-    let (ok, out) = sign_and_verify(&s, &data(3000, 30), "gpg/public.gpg");
+    let (ok, out) = gpg_sign_and_verify(&s, "gpg", &data(3000, 30));
     assert!(ok, "{out}");
 }
 
@@ -63,7 +49,7 @@ fn a_bad_config_on_reload_is_rejected_and_the_old_one_keeps_serving() {
     let log = s.stderr();
     let loc = format!("{}:", s.config_path().display());
     assert!(log.contains("reload rejected") && log.contains(&loc) && log.contains("unknown key `allowed_ips2`"), "{log}");
-    let (ok, out) = sign_and_verify(&s, &data(3000, 31), "gpg/public.gpg");
+    let (ok, out) = gpg_sign_and_verify(&s, "gpg", &data(3000, 31));
     assert!(ok, "{out}");
 }
 
@@ -72,7 +58,7 @@ fn a_changed_key_needs_a_restart_and_the_old_key_keeps_signing() {
     let s = Server::start(&ServerOpts::default());
     reload(&s, |t| t.replace("gpg/secret.asc", "gpg-rsa/secret.asc"));
     assert!(s.stderr().contains("format gpg: its key changed"), "{}", s.stderr());
-    let (ok, out) = sign_and_verify(&s, &data(3000, 32), "gpg/public.gpg");
+    let (ok, out) = gpg_sign_and_verify(&s, "gpg", &data(3000, 32));
     assert!(ok, "still signed with the key unlocked at start-up: {out}");
 }
 

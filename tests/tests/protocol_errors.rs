@@ -523,15 +523,7 @@ fn run_setup(setup: Setup) {
     }
     // Whatever was refused, the server still serves.
     if setup == Setup::Main {
-        let body = data(3000, 80);
-        let a = upload(&ctx, "gpg", &body);
-        assert_eq!(a.status, 202, "{a:?}");
-        let (status, _, sig) = fetch(&ctx.s.client(), &ctx.s.url, "gpg", &sha256_hex(&body));
-        assert_eq!(status, 200);
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("f"), &body).unwrap();
-        std::fs::write(d.path().join("f.asc"), &sig).unwrap();
-        let (ok, out) = gpgv(&d.path().join("f.asc"), &d.path().join("f"));
+        let (ok, out) = gpg_sign_and_verify(&ctx.s, "gpg", &data(3000, 80));
         assert!(ok, "{out}");
     }
     if let Some((t, gate)) = hold {
