@@ -404,25 +404,8 @@ async fn receive_file(
     let sink = Sink::new(form.sha1.is_some(), temp);
     // A small upload (by its Content-Length) is hashed and written in this
     // task: a thread hand-off per chunk would cost more than the work.
-    let small = form.declared.is_some_and(|n| n <= INLINE_UPLOAD);
-    let (h1, h256, temp, size) = if small {
-        let mut sink = sink.map_err(|e| storage_error(&e))?;
-        let mut size: u64 = 0;
-        loop {
-            let chunk = match idle(state, field.chunk()).await? {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
-            };
-            size += chunk.len() as u64;
-            state.metrics.upload_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if size > fmt.max_filesize {
-                return Err(too_large(fmt.max_filesize, format));
-            }
-            sink.feed(&chunk).map_err(|e| storage_error(&e))?;
-        }
-        let (h1, h256, temp) = sink.finish().map_err(|e| storage_error(&e))?;
-        (h1, h256, temp, size)
+    let mut feed = if form.declared.is_some_and(|n| n <= INLINE_UPLOAD) {
+        Feed::Inline(Box::new(sink.map_err(|e| storage_error(&e))?))
     } else {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(SINK_DEPTH);
         let worker = tokio::task::spawn_blocking(move || {
@@ -432,36 +415,47 @@ async fn receive_file(
             }
             sink.finish()
         });
-        let received = async {
-            let mut size: u64 = 0;
-            loop {
-                let chunk = match idle(state, field.chunk()).await? {
-                    Ok(Some(c)) => c,
-                    Ok(None) => return Ok(size),
-                    Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
-                };
-                size += chunk.len() as u64;
-                state.metrics.upload_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                if size > fmt.max_filesize {
-                    return Err(too_large(fmt.max_filesize, format));
-                }
-                if tx.send(chunk).await.is_err() {
-                    // The writer stopped on an error: it is reported below.
-                    return Ok(size);
+        Feed::Worker(tx, worker)
+    };
+    let received = async {
+        let mut size: u64 = 0;
+        loop {
+            let chunk = match idle(state, field.chunk()).await? {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(size),
+                Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
+            };
+            size += chunk.len() as u64;
+            state.metrics.upload_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if size > fmt.max_filesize {
+                return Err(too_large(fmt.max_filesize, format));
+            }
+            match &mut feed {
+                Feed::Inline(sink) => sink.feed(&chunk).map_err(|e| storage_error(&e))?,
+                Feed::Worker(tx, _) => {
+                    if tx.send(chunk).await.is_err() {
+                        // The writer stopped on an error: it is reported below.
+                        return Ok(size);
+                    }
                 }
             }
         }
-        .await;
-        drop(tx);
-        // Always wait for the writer, so a refused upload's temp file is gone
-        // before the answer leaves.
-        let sunk = worker.await;
-        let size = received?;
-        let (h1, h256, temp) = sunk
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("upload writer failed: {e}")))?
-            .map_err(|e| storage_error(&e))?;
-        (h1, h256, temp, size)
+    }
+    .await;
+    // Always finish the writer (wait for the thread), so a refused upload's
+    // temp file is gone before the answer leaves.
+    let sunk = match feed {
+        Feed::Inline(sink) => sink.finish().map_err(|e| storage_error(&e)),
+        Feed::Worker(tx, worker) => {
+            drop(tx);
+            match worker.await {
+                Ok(done) => done.map_err(|e| storage_error(&e)),
+                Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("upload writer failed: {e}"))),
+            }
+        }
     };
+    let size = received?;
+    let (h1, h256, temp) = sunk?;
     let upload = match temp {
         Some(temp) => Upload::File(temp),
         None => Upload::Sha256State(Box::new(h256.clone())),
@@ -504,8 +498,20 @@ const SINK_DEPTH: usize = 8;
 /// Uploads up to this size (declared) are hashed and written inline.
 const INLINE_UPLOAD: u64 = 1 << 20;
 
-/// Where an upload's bytes go, on a blocking thread: the hashes, and the
-/// temp file when the signer needs one.
+/// What [`Sink::finish`] hands back: the hashes (not finalized) and the
+/// complete temp file, if any.
+type Sunk = (Option<Sha1>, Sha256, Option<TempPath>);
+
+/// Where the receiving loop hands each chunk of an upload.
+enum Feed {
+    /// Hashed and written in the receiving task (small uploads).
+    Inline(Box<Sink>),
+    /// Sent to a blocking thread that hashes and writes (large uploads).
+    Worker(tokio::sync::mpsc::Sender<axum::body::Bytes>, tokio::task::JoinHandle<std::io::Result<Sunk>>),
+}
+
+/// Where an upload's bytes go: the hashes, and the temp file when the
+/// signer needs one.
 struct Sink {
     h1: Option<Sha1>,
     h256: Sha256,
@@ -536,7 +542,7 @@ impl Sink {
     }
 
     /// The hashes (not finalized) and the complete temp file, if any.
-    fn finish(self) -> std::io::Result<(Option<Sha1>, Sha256, Option<TempPath>)> {
+    fn finish(self) -> std::io::Result<Sunk> {
         let temp = match self.file {
             Some((t, mut w)) => {
                 std::io::Write::flush(&mut w)?;
