@@ -2,7 +2,8 @@
 //! Apple): read bounded, tell whether a passphrase is needed, unlock once.
 //!
 //! What it does: reads a key file of at most [`MAX_SMALL_FILE`] bytes into a
-//! buffer wiped on drop; recognises encrypted PEM (PKCS#8 `ENCRYPTED PRIVATE
+//! buffer wiped on drop ([`read_bounded`], also the reader of every signer's
+//! certificates, entitlements and OpenPGP key files); recognises encrypted PEM (PKCS#8 `ENCRYPTED PRIVATE
 //! KEY` and legacy `Proc-Type: 4,ENCRYPTED`); decrypts with the passphrase
 //! through openssl, which clears private key material when the `PKey` is
 //! freed. Errors name the key file, never the passphrase.
