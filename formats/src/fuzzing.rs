@@ -33,7 +33,10 @@ pub fn mar_parse(data: &[u8]) -> Result<(), SignError> {
     spans.sort_unstable();
     let mut last_end = l.content.start;
     for ((start, end), e) in spans.iter().zip(&l.entries) {
-        assert!(*start >= last_end, "entries overlap or start before the content");
+        assert!(
+            *start >= last_end,
+            "entries overlap or start before the content"
+        );
         assert!(*end <= l.content.end, "an entry runs past the content");
         assert!(!e.name.is_empty() && !e.name.contains(&0));
         last_end = *end;
@@ -52,7 +55,10 @@ pub fn apk_zip(data: &[u8]) -> Result<(), SignError> {
     let mut f = temp_file(data)?;
     let archive = crate::apk::zip::read_archive(&mut f)?;
     for e in &archive.entries {
-        assert!(e.data_offset <= data.len() as u64, "entry data starts past the end");
+        assert!(
+            e.data_offset <= data.len() as u64,
+            "entry data starts past the end"
+        );
     }
     Ok(())
 }
@@ -63,7 +69,10 @@ pub fn pe_authenticode(data: &[u8]) -> Result<(), SignError> {
     use crate::authenticode::{digest, pe};
     let mut f = temp_file(data)?;
     let l = pe::parse(&mut f, data.len() as u64)?;
-    assert!(l.headers.len() as u64 <= l.content_len, "headers longer than the image");
+    assert!(
+        l.headers.len() as u64 <= l.content_len,
+        "headers longer than the image"
+    );
     assert!(l.content_len <= data.len() as u64);
     assert!(l.checksum_offset + 4 <= l.headers.len());
     assert!(l.cert_dir_offset + 8 <= l.headers.len());
@@ -97,7 +106,10 @@ pub fn apple_tarball(data: &[u8], dest: &Path) -> Result<String, SignError> {
     let root = dest.join(&app);
     let meta = std::fs::symlink_metadata(&root)?;
     assert!(meta.is_dir(), "the returned .app is not a directory");
-    assert!(app.ends_with(".app") && !app.contains('/'), "odd .app name {app:?}");
+    assert!(
+        app.ends_with(".app") && !app.contains('/'),
+        "odd .app name {app:?}"
+    );
     Ok(app)
 }
 
@@ -106,7 +118,9 @@ mod tests {
     use std::path::PathBuf;
 
     fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds").join(target);
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds")
+            .join(target);
         let mut out: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| {

@@ -51,9 +51,9 @@ use pgp::types::{
     Duration, KeyDetails, KeyVersion, Password, S2kParams, SecretParams, SigningKey, StringToKey,
     Tag, Timestamp,
 };
-use sha2::{Digest, Sha256};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 
 use crate::{FormatConfig, SignContext, SignError, Signer};
 
@@ -124,8 +124,7 @@ fn check_unused(cfg: &FormatConfig) -> Result<(), SignError> {
 /// Reads and parses the transferable secret key at `path` (armoured or binary).
 fn load_key(path: &Path) -> Result<SignedSecretKey, SignError> {
     let bad = |what: String| SignError::Key(format!("GPG key {}: {what}", path.display()));
-    let bytes =
-        crate::keys::read_bounded(path, "GPG key", MAX_KEY_FILE).map_err(SignError::Key)?;
+    let bytes = crate::keys::read_bounded(path, "GPG key", MAX_KEY_FILE).map_err(SignError::Key)?;
     let armored = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -213,8 +212,11 @@ impl KeyPacket {
 /// The steps are rpgp's `SignatureHasher::sign` (hash the signature fields
 /// and the trailer after the data, sign the digest), started from our state.
 fn sign_state(key: &impl SigningKey, state: &Sha256) -> pgp::errors::Result<DetachedSignature> {
-    let mut config =
-        SignatureConfig::v4(SignatureType::Binary, key.algorithm(), HashAlgorithm::Sha256);
+    let mut config = SignatureConfig::v4(
+        SignatureType::Binary,
+        key.algorithm(),
+        HashAlgorithm::Sha256,
+    );
     config.hashed_subpackets = vec![
         Subpacket::regular(SubpacketData::IssuerFingerprint(key.fingerprint()))?,
         Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::now()))?,
@@ -942,20 +944,24 @@ mod tests {
             for piece in data.chunks(7_777) {
                 state.update(piece);
             }
-            s.sign_sha256_state(&state, &sig, &SignContext::default()).unwrap();
+            s.sign_sha256_state(&state, &sig, &SignContext::default())
+                .unwrap();
             s.verify(&file, &sig).unwrap();
             // A state over other bytes gives a signature the file does not match.
             let other = tmp.path().join(format!("{dir}-other.asc"));
             let mut wrong = Sha256::new();
             wrong.update(&data[1..]);
-            s.sign_sha256_state(&wrong, &other, &SignContext::default()).unwrap();
+            s.sign_sha256_state(&wrong, &other, &SignContext::default())
+                .unwrap();
             assert!(s.verify(&file, &other).is_err());
         }
         // SHA-512 signatures hash the data with SHA-512: no state path.
         let s = signer("gpg", Some("sha512"));
         assert!(!s.signs_sha256_state());
         let out = tmp.path().join("512.asc");
-        assert!(s.sign_sha256_state(&Sha256::new(), &out, &SignContext::default()).is_err());
+        assert!(s
+            .sign_sha256_state(&Sha256::new(), &out, &SignContext::default())
+            .is_err());
         assert!(!out.exists());
     }
 

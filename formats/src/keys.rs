@@ -100,9 +100,16 @@ mod tests {
         let k = load_private_key(&key, "MAR key", Some(&passphrase())).unwrap();
         assert_eq!(k.bits(), 2048);
         let wrong = SecretString::from("not-the-passphrase".to_string());
-        let e = load_private_key(&key, "MAR key", Some(&wrong)).unwrap_err().to_string();
-        assert!(e.contains("wrong passphrase") && !e.contains("not-the-passphrase"), "{e}");
-        let e = load_private_key(&key, "MAR key", None).unwrap_err().to_string();
+        let e = load_private_key(&key, "MAR key", Some(&wrong))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("wrong passphrase") && !e.contains("not-the-passphrase"),
+            "{e}"
+        );
+        let e = load_private_key(&key, "MAR key", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no passphrase was given"), "{e}");
     }
 
@@ -116,12 +123,17 @@ mod tests {
         assert_eq!(load_private_key(&plain, "key", None).unwrap().bits(), 2048);
         let junk = tmp.path().join("junk.pem");
         std::fs::write(&junk, "not a key").unwrap();
-        assert!(matches!(load_private_key(&junk, "key", None), Err(SignError::Key(_))));
+        assert!(matches!(
+            load_private_key(&junk, "key", None),
+            Err(SignError::Key(_))
+        ));
         let big = tmp.path().join("big.pem");
         std::fs::write(&big, vec![b'A'; (MAX_SMALL_FILE + 1) as usize]).unwrap();
         let e = read_key_file(&big, "key").unwrap_err().to_string();
         assert!(e.contains("larger than"), "{e}");
-        let e = read_key_file(&tmp.path().join("none"), "APK key").unwrap_err().to_string();
+        let e = read_key_file(&tmp.path().join("none"), "APK key")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("APK key") && e.contains("cannot open"), "{e}");
     }
 }

@@ -10,11 +10,14 @@
 //! leave the signer that holds them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)
+)]
 
 pub mod apk;
-pub mod authenticode;
 pub mod apple;
+pub mod authenticode;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -4,7 +4,8 @@ use crate::{FormatConfig, SignError, Signer};
 use secrecy::SecretString;
 
 /// Unlocks a format's key (with its passphrase, if any) and builds its signer.
-pub type OpenFn = fn(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Box<dyn Signer>, SignError>;
+pub type OpenFn =
+    fn(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Box<dyn Signer>, SignError>;
 
 /// A signer type as the config names it (`type = gpg`).
 pub struct SignerType {

@@ -35,7 +35,8 @@ use crate::authenticode::digest::DigestAlg;
 use crate::authenticode::pkcs7;
 
 /// Failed requests per TSA URL since start-up, for the server's metrics.
-static FAILURES: std::sync::Mutex<std::collections::BTreeMap<String, u64>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+static FAILURES: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// Counts one failed request to the TSA at `url` (any signer that timestamps).
 pub fn record_failure(url: &str) {
@@ -45,7 +46,12 @@ pub fn record_failure(url: &str) {
 
 /// Failed requests per TSA URL since start-up.
 pub fn failures() -> Vec<(String, u64)> {
-    FAILURES.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(u, n)| (u.clone(), *n)).collect()
+    FAILURES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(u, n)| (u.clone(), *n))
+        .collect()
 }
 
 /// id-ct-TSTInfo.

@@ -44,7 +44,13 @@ impl Audit {
                 if let Some(dir) = p.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(p)?))
+                Some(Mutex::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o600)
+                        .open(p)?,
+                ))
             }
             None => None,
         };
@@ -54,7 +60,10 @@ impl Audit {
     /// Writes one record; an audit failure is logged, never fatal to the job.
     pub fn record(&self, r: &AuditRecord<'_>) {
         let Some(file) = &self.file else { return };
-        let time = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         let line = serde_json::json!({
             "time": time,
             "peer": r.peer.to_string(),

@@ -60,7 +60,9 @@ impl std::fmt::Display for TokenError {
         f.write_str(match self {
             TokenError::Missing => "token missing",
             TokenError::Malformed => "token malformed (expected IP:VALID_FROM:VALID_TO:CHAFF!MAC)",
-            TokenError::BadMac => "token signature invalid (bad MAC or a secret no longer configured)",
+            TokenError::BadMac => {
+                "token signature invalid (bad MAC or a secret no longer configured)"
+            }
             TokenError::NotYetValid => "token not yet valid",
             TokenError::Expired => "token expired",
             TokenError::WrongIp => "token was issued for another IP address",
@@ -83,37 +85,60 @@ pub struct Token {
 
 fn mac(secret: &SecretString) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
-    HmacSha256::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key length")
+    HmacSha256::new_from_slice(secret.expose_secret().as_bytes())
+        .expect("HMAC takes any key length")
 }
 
 /// Mints a token for `ip`, valid from `valid_from` to `valid_to` (Unix seconds).
 pub fn mint(secret: &SecretString, ip: IpAddr, valid_from: u64, valid_to: u64) -> String {
     let mut chaff = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut chaff);
-    let payload = format!("{}:{}:{}:{}", canonical(ip), valid_from, valid_to, STANDARD_NO_PAD.encode(chaff));
+    let payload = format!(
+        "{}:{}:{}:{}",
+        canonical(ip),
+        valid_from,
+        valid_to,
+        STANDARD_NO_PAD.encode(chaff)
+    );
     let mut m = mac(secret);
     m.update(payload.as_bytes());
-    format!("{payload}!{}", STANDARD_NO_PAD.encode(m.finalize().into_bytes()))
+    format!(
+        "{payload}!{}",
+        STANDARD_NO_PAD.encode(m.finalize().into_bytes())
+    )
 }
 
 /// Checks a token as carried by a request from `peer` at time `now`.
 ///
 /// The MAC is checked first, so nothing about an unauthenticated token
 /// (expired or not, which IP) is revealed to whoever forged it.
-pub fn verify(token: &str, secrets: &[SecretString], peer: IpAddr, now: u64) -> Result<Token, TokenError> {
+pub fn verify(
+    token: &str,
+    secrets: &[SecretString],
+    peer: IpAddr,
+    now: u64,
+) -> Result<Token, TokenError> {
     // The old clients read the token file raw: tolerate a trailing newline.
     let token = token.trim();
     if token.is_empty() {
         return Err(TokenError::Missing);
     }
     let (payload, mac_b64) = token.rsplit_once('!').ok_or(TokenError::Malformed)?;
-    let given = STANDARD_NO_PAD.decode(mac_b64.trim_end_matches('=')).map_err(|_| TokenError::Malformed)?;
+    let given = STANDARD_NO_PAD
+        .decode(mac_b64.trim_end_matches('='))
+        .map_err(|_| TokenError::Malformed)?;
     // IPv6 addresses contain ':', so split the three last fields from the right.
     let mut fields = payload.rsplitn(4, ':');
-    let (Some(chaff), Some(to), Some(from), Some(ip)) = (fields.next(), fields.next(), fields.next(), fields.next()) else {
+    let (Some(chaff), Some(to), Some(from), Some(ip)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
         return Err(TokenError::Malformed);
     };
-    let ip: IpAddr = ip.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| TokenError::Malformed)?;
+    let ip: IpAddr = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| TokenError::Malformed)?;
     let valid_from: u64 = from.parse().map_err(|_| TokenError::Malformed)?;
     let valid_to: u64 = to.parse().map_err(|_| TokenError::Malformed)?;
     if chaff.is_empty() {
@@ -139,7 +164,12 @@ pub fn verify(token: &str, secrets: &[SecretString], peer: IpAddr, now: u64) -> 
     if canonical(ip) != canonical(peer) {
         return Err(TokenError::WrongIp);
     }
-    Ok(Token { ip, valid_from, valid_to, chaff: chaff.to_string() })
+    Ok(Token {
+        ip,
+        valid_from,
+        valid_to,
+        chaff: chaff.to_string(),
+    })
 }
 
 /// An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, what a dual-stack socket
@@ -162,7 +192,9 @@ fn password_matches(stored: &str, given: &str) -> bool {
     use argon2::PasswordVerifier as _;
     if stored.starts_with("$argon2") {
         return match argon2::PasswordHash::new(stored) {
-            Ok(hash) => argon2::Argon2::default().verify_password(given.as_bytes(), &hash).is_ok(),
+            Ok(hash) => argon2::Argon2::default()
+                .verify_password(given.as_bytes(), &hash)
+                .is_ok(),
             Err(_) => false,
         };
     }
@@ -173,19 +205,30 @@ fn password_matches(stored: &str, given: &str) -> bool {
 pub fn hash_password(password: &str) -> Result<String, String> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher as _, SaltString};
     let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether a stored password that looks like an argon2 hash is a valid one.
 pub fn valid_hash(stored: &str) -> bool {
-    !stored.starts_with("$argon2") || argon2::PasswordHash::new(stored).is_ok_and(|h| h.salt.is_some() && h.hash.is_some())
+    !stored.starts_with("$argon2")
+        || argon2::PasswordHash::new(stored).is_ok_and(|h| h.salt.is_some() && h.hash.is_some())
 }
 
 /// Checks an `Authorization: Basic …` header value against the credentials.
 /// Returns the matching user name. Every entry is checked, whatever matched.
 pub fn check_basic(header: Option<&str>, creds: &[Credential]) -> Option<String> {
-    let encoded = header?.trim().strip_prefix("Basic ").or_else(|| header?.trim().strip_prefix("basic "))?;
-    let decoded = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?);
+    let encoded = header?
+        .trim()
+        .strip_prefix("Basic ")
+        .or_else(|| header?.trim().strip_prefix("basic "))?;
+    let decoded = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?,
+    );
     let text = std::str::from_utf8(&decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     // Compare digests, so lengths do not leak; visit every entry.
@@ -229,10 +272,19 @@ mod tests {
         let t = mint(&good[0], ip, 100, 200);
         assert_eq!(verify(&t, &good, ip, 99), Err(TokenError::NotYetValid));
         assert_eq!(verify(&t, &good, ip, 201), Err(TokenError::Expired));
-        assert_eq!(verify(&t, &good, "10.1.2.4".parse().unwrap(), 150), Err(TokenError::WrongIp));
-        assert_eq!(verify(&t, &[s("another-secret-xxxx")], ip, 150), Err(TokenError::BadMac));
+        assert_eq!(
+            verify(&t, &good, "10.1.2.4".parse().unwrap(), 150),
+            Err(TokenError::WrongIp)
+        );
+        assert_eq!(
+            verify(&t, &[s("another-secret-xxxx")], ip, 150),
+            Err(TokenError::BadMac)
+        );
         assert_eq!(verify("", &good, ip, 150), Err(TokenError::Missing));
-        assert_eq!(verify("nonsense", &good, ip, 150), Err(TokenError::Malformed));
+        assert_eq!(
+            verify("nonsense", &good, ip, 150),
+            Err(TokenError::Malformed)
+        );
         // A changed field breaks the MAC.
         let forged = t.replacen(":200:", ":999:", 1);
         assert_eq!(verify(&forged, &good, ip, 150), Err(TokenError::BadMac));
@@ -268,11 +320,25 @@ mod tests {
     #[test]
     fn basic_auth() {
         let creds = vec![
-            Credential { user: "alice".into(), password: s("pw1") },
-            Credential { user: "bob".into(), password: s("pw2") },
+            Credential {
+                user: "alice".into(),
+                password: s("pw1"),
+            },
+            Credential {
+                user: "bob".into(),
+                password: s("pw2"),
+            },
         ];
-        let h = |u: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(u));
-        assert_eq!(check_basic(Some(&h("bob:pw2")), &creds).as_deref(), Some("bob"));
+        let h = |u: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(u)
+            )
+        };
+        assert_eq!(
+            check_basic(Some(&h("bob:pw2")), &creds).as_deref(),
+            Some("bob")
+        );
         assert_eq!(check_basic(Some(&h("bob:pw1")), &creds), None);
         assert_eq!(check_basic(Some(&h("carol:pw1")), &creds), None);
         assert_eq!(check_basic(Some("Bearer x"), &creds), None);
@@ -284,11 +350,25 @@ mod tests {
         let stored = hash_password("s3cret").unwrap();
         assert!(stored.starts_with("$argon2id$") && valid_hash(&stored));
         assert!(!valid_hash("$argon2id$garbage"));
-        let creds = vec![Credential { user: "tokenhost".into(), password: s(&stored) }];
-        let h = |u: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(u));
-        assert_eq!(check_basic(Some(&h("tokenhost:s3cret")), &creds).as_deref(), Some("tokenhost"));
+        let creds = vec![Credential {
+            user: "tokenhost".into(),
+            password: s(&stored),
+        }];
+        let h = |u: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(u)
+            )
+        };
+        assert_eq!(
+            check_basic(Some(&h("tokenhost:s3cret")), &creds).as_deref(),
+            Some("tokenhost")
+        );
         assert_eq!(check_basic(Some(&h("tokenhost:wrong")), &creds), None);
         // The hash itself is not a password.
-        assert_eq!(check_basic(Some(&h(&format!("tokenhost:{stored}"))), &creds), None);
+        assert_eq!(
+            check_basic(Some(&h(&format!("tokenhost:{stored}"))), &creds),
+            None
+        );
     }
 }

@@ -160,7 +160,10 @@ struct Section {
 }
 
 /// Reads the INI structure; no meaning yet.
-fn parse_ini(text: &str, err: &dyn Fn(usize, String) -> ConfigError) -> Result<Vec<Section>, ConfigError> {
+fn parse_ini(
+    text: &str,
+    err: &dyn Fn(usize, String) -> ConfigError,
+) -> Result<Vec<Section>, ConfigError> {
     let mut sections: Vec<Section> = Vec::new();
     for (idx, raw) in text.lines().enumerate() {
         let line = idx + 1;
@@ -172,7 +175,10 @@ fn parse_ini(text: &str, err: &dyn Fn(usize, String) -> ConfigError) -> Result<V
         if indented {
             // Continuation of the previous value.
             let Some(entry) = sections.last_mut().and_then(|s| s.entries.last_mut()) else {
-                return Err(err(line, "indented line continues nothing (remove the indentation)".into()));
+                return Err(err(
+                    line,
+                    "indented line continues nothing (remove the indentation)".into(),
+                ));
             };
             if !entry.value.is_empty() {
                 entry.value.push('\n');
@@ -182,17 +188,30 @@ fn parse_ini(text: &str, err: &dyn Fn(usize, String) -> ConfigError) -> Result<V
         }
         if let Some(rest) = trimmed.strip_prefix('[') {
             let Some(name) = rest.strip_suffix(']') else {
-                return Err(err(line, format!("section header {trimmed:?} has no closing ']'")));
+                return Err(err(
+                    line,
+                    format!("section header {trimmed:?} has no closing ']'"),
+                ));
             };
             let name = name.trim().to_string();
             if let Some(prev) = sections.iter().find(|s| s.name == name) {
-                return Err(err(line, format!("section [{name}] already defined on line {}", prev.line)));
+                return Err(err(
+                    line,
+                    format!("section [{name}] already defined on line {}", prev.line),
+                ));
             }
-            sections.push(Section { name, line, entries: Vec::new() });
+            sections.push(Section {
+                name,
+                line,
+                entries: Vec::new(),
+            });
             continue;
         }
         let Some((key, value)) = trimmed.split_once('=') else {
-            return Err(err(line, format!("expected `key = value`, `[section]` or a comment, found {trimmed:?}")));
+            return Err(err(
+                line,
+                format!("expected `key = value`, `[section]` or a comment, found {trimmed:?}"),
+            ));
         };
         let key = key.trim().to_string();
         let Some(section) = sections.last_mut() else {
@@ -202,9 +221,16 @@ fn parse_ini(text: &str, err: &dyn Fn(usize, String) -> ConfigError) -> Result<V
             return Err(err(line, "empty key name".into()));
         }
         if let Some(prev) = section.entries.iter().find(|e| e.key == key) {
-            return Err(err(line, format!("`{key}` already set on line {}", prev.line)));
+            return Err(err(
+                line,
+                format!("`{key}` already set on line {}", prev.line),
+            ));
         }
-        section.entries.push(Entry { key, value: value.trim().to_string(), line });
+        section.entries.push(Entry {
+            key,
+            value: value.trim().to_string(),
+            line,
+        });
     }
     Ok(sections)
 }
@@ -241,7 +267,11 @@ fn split_list(value: &str) -> Vec<String> {
         }
     }
     items.push(cur);
-    items.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// Parses `10`, `10K`, `5M`, `2G` (binary multiples) into bytes.
@@ -270,11 +300,17 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn err(&self, line: usize, message: impl Into<String>) -> ConfigError {
-        ConfigError { file: self.path.to_path_buf(), line: Some(line), message: message.into() }
+        ConfigError {
+            file: self.path.to_path_buf(),
+            line: Some(line),
+            message: message.into(),
+        }
     }
 
     fn number<T: std::str::FromStr>(&self, e: &Entry, what: &str) -> Result<T, ConfigError> {
-        e.value.parse::<T>().map_err(|_| self.err(e.line, format!("{}: {:?} is not {what}", e.key, e.value)))
+        e.value
+            .parse::<T>()
+            .map_err(|_| self.err(e.line, format!("{}: {:?} is not {what}", e.key, e.value)))
     }
 
     fn seconds(&self, e: &Entry) -> Result<Duration, ConfigError> {
@@ -283,7 +319,15 @@ impl Reader<'_> {
     }
 
     fn size(&self, e: &Entry) -> Result<u64, ConfigError> {
-        parse_size(&e.value).ok_or_else(|| self.err(e.line, format!("{}: {:?} is not a size (bytes, or with K, M or G)", e.key, e.value)))
+        parse_size(&e.value).ok_or_else(|| {
+            self.err(
+                e.line,
+                format!(
+                    "{}: {:?} is not a size (bytes, or with K, M or G)",
+                    e.key, e.value
+                ),
+            )
+        })
     }
 
     /// A path relative to the config file's directory; `must_exist` checks it.
@@ -302,7 +346,12 @@ impl Reader<'_> {
         split_list(&e.value)
             .iter()
             .map(|item| {
-                parse_cidr(item).ok_or_else(|| self.err(e.line, format!("{}: {item:?} is not an IP address or CIDR network", e.key)))
+                parse_cidr(item).ok_or_else(|| {
+                    self.err(
+                        e.line,
+                        format!("{}: {item:?} is not an IP address or CIDR network", e.key),
+                    )
+                })
             })
             .collect()
     }
@@ -310,15 +359,26 @@ impl Reader<'_> {
 
 /// Keys allowed in `key` or `keyN` form (`token_secret1`, `new_token_auth2`).
 fn numbered(key: &str, base: &str) -> bool {
-    key.strip_prefix(base).is_some_and(|rest| rest.is_empty() || rest.bytes().all(|b| b.is_ascii_digit()))
+    key.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.bytes().all(|b| b.is_ascii_digit()))
 }
 
-const COMMON_FORMAT_KEYS: &[&str] = &["type", "key", "cert", "digest", "timestamp_urls", "max_filesize"];
+const COMMON_FORMAT_KEYS: &[&str] = &[
+    "type",
+    "key",
+    "cert",
+    "digest",
+    "timestamp_urls",
+    "max_filesize",
+];
 
 /// Reads and validates the configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError { file: path.to_path_buf(), line: None, message: format!("cannot read: {e}") })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
     parse(path, &text)
 }
 
@@ -326,14 +386,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// to `path`'s directory).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
     let r = Reader { path, base };
     let sections = parse_ini(text, &|line, message| r.err(line, message))?;
-    let whole = |message: String| ConfigError { file: path.to_path_buf(), line: None, message };
+    let whole = |message: String| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        message,
+    };
 
     let mut server = None;
     let mut security = None;
-    let mut logging = LoggingConfig { level: "info".into(), audit_log: None };
+    let mut logging = LoggingConfig {
+        level: "info".into(),
+        audit_log: None,
+    };
     let mut formats = Vec::new();
     for s in &sections {
         match s.name.as_str() {
@@ -354,25 +425,54 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let server = server.ok_or_else(|| whole("missing [server] section".into()))?;
     let security = security.ok_or_else(|| whole("missing [security] section".into()))?;
     if formats.is_empty() {
-        return Err(whole("no [format:NAME] section: nothing to sign with".into()));
+        return Err(whole(
+            "no [format:NAME] section: nothing to sign with".into(),
+        ));
     }
     // A format may lower the size limit, never raise it above the global one.
     for f in &mut formats {
         f.max_filesize = f.max_filesize.min(security.max_filesize);
     }
-    Ok(Config { path: path.to_path_buf(), server, security, logging, formats })
+    Ok(Config {
+        path: path.to_path_buf(),
+        server,
+        security,
+        logging,
+        formats,
+    })
 }
 
 fn unknown(r: &Reader<'_>, s: &Section, e: &Entry, known: &[&str]) -> ConfigError {
-    r.err(e.line, format!("unknown key `{}` in [{}] (known: {})", e.key, s.name, known.join(", ")))
+    r.err(
+        e.line,
+        format!(
+            "unknown key `{}` in [{}] (known: {})",
+            e.key,
+            s.name,
+            known.join(", ")
+        ),
+    )
 }
 
 fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError> {
     const KNOWN: &[&str] = &[
-        "listen", "port", "tls_cert", "tls_key", "work_dir", "max_file_age", "cleanup_interval", "long_poll", "concurrency",
-        "max_queue", "idle_timeout", "drain_timeout", "drain_grace",
+        "listen",
+        "port",
+        "tls_cert",
+        "tls_key",
+        "work_dir",
+        "max_file_age",
+        "cleanup_interval",
+        "long_poll",
+        "concurrency",
+        "max_queue",
+        "idle_timeout",
+        "drain_timeout",
+        "drain_grace",
     ];
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let mut listen: IpAddr = IpAddr::from([127, 0, 0, 1]);
     let mut port = DEFAULT_PORT;
     let (mut tls_cert, mut tls_key, mut work_dir) = (None, None, None);
@@ -422,7 +522,9 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
             _ => return Err(unknown(r, s, e, KNOWN)),
         }
     }
-    let need = |v: Option<PathBuf>, key: &str| v.ok_or_else(|| r.err(s.line, format!("[server] needs `{key}`")));
+    let need = |v: Option<PathBuf>, key: &str| {
+        v.ok_or_else(|| r.err(s.line, format!("[server] needs `{key}`")))
+    };
     Ok(ServerConfig {
         listen,
         port,
@@ -476,8 +578,15 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
             "allowed_filenames" => {
                 let mut res = Vec::new();
                 for item in split_list(&e.value) {
-                    let re = Regex::new(&format!("^(?:{item})$"))
-                        .map_err(|err| r.err(e.line, format!("allowed_filenames: bad regex {item:?}: {}", first_line(&err.to_string()))))?;
+                    let re = Regex::new(&format!("^(?:{item})$")).map_err(|err| {
+                        r.err(
+                            e.line,
+                            format!(
+                                "allowed_filenames: bad regex {item:?}: {}",
+                                first_line(&err.to_string())
+                            ),
+                        )
+                    })?;
                     res.push(re);
                 }
                 allowed_filenames = Some(res);
@@ -489,16 +598,30 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
                     return Err(r.err(e.line, format!("{k}: expected `user:password`")));
                 };
                 if user.is_empty() || password.is_empty() {
-                    return Err(r.err(e.line, format!("{k}: user and password must both be non-empty")));
+                    return Err(r.err(
+                        e.line,
+                        format!("{k}: user and password must both be non-empty"),
+                    ));
                 }
                 if !crate::auth::valid_hash(password) {
-                    return Err(r.err(e.line, format!("{k}: the password looks like an argon2 hash but is not a valid one")));
+                    return Err(r.err(
+                        e.line,
+                        format!(
+                            "{k}: the password looks like an argon2 hash but is not a valid one"
+                        ),
+                    ));
                 }
-                new_token_auth.push(Credential { user: user.to_string(), password: SecretString::from(password.to_string()) });
+                new_token_auth.push(Credential {
+                    user: user.to_string(),
+                    password: SecretString::from(password.to_string()),
+                });
             }
             k if numbered(k, "token_secret") => {
                 if e.value.len() < MIN_SECRET_LEN {
-                    return Err(r.err(e.line, format!("{k}: too short, use at least {MIN_SECRET_LEN} characters")));
+                    return Err(r.err(
+                        e.line,
+                        format!("{k}: too short, use at least {MIN_SECRET_LEN} characters"),
+                    ));
                 }
                 let secret = SecretString::from(e.value.clone());
                 if k == "token_secret" {
@@ -511,13 +634,22 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
         }
     }
     let Some(allowed_ips) = allowed_ips else {
-        return Err(r.err(s.line, "[security] needs `allowed_ips` (the build machines and token hosts, as CIDRs)"));
+        return Err(r.err(
+            s.line,
+            "[security] needs `allowed_ips` (the build machines and token hosts, as CIDRs)",
+        ));
     };
     let Some(plain_secret) = plain_secret else {
-        return Err(r.err(s.line, "[security] needs `token_secret` (the secret that mints tokens)"));
+        return Err(r.err(
+            s.line,
+            "[security] needs `token_secret` (the secret that mints tokens)",
+        ));
     };
     if !new_token_allowed_ips.is_empty() && new_token_auth.is_empty() {
-        return Err(r.err(s.line, "[security] has new_token_allowed_ips but no new_token_auth: nobody could mint"));
+        return Err(r.err(
+            s.line,
+            "[security] has new_token_allowed_ips but no new_token_auth: nobody could mint",
+        ));
     }
     if min_filesize > max_filesize {
         return Err(r.err(s.line, "min_filesize is larger than max_filesize"));
@@ -531,23 +663,37 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
         token_secrets,
         max_token_age,
         // No list: any name that is a plain label (no path separators).
-        allowed_filenames: allowed_filenames.unwrap_or_else(|| vec![Regex::new(r"^[^/\\]+$").expect("static regex")]),
+        allowed_filenames: allowed_filenames
+            .unwrap_or_else(|| vec![Regex::new(r"^[^/\\]+$").expect("static regex")]),
         min_filesize,
         max_filesize,
     })
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+    s.lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 fn read_logging(r: &Reader<'_>, s: &Section) -> Result<LoggingConfig, ConfigError> {
-    let mut cfg = LoggingConfig { level: "info".into(), audit_log: None };
+    let mut cfg = LoggingConfig {
+        level: "info".into(),
+        audit_log: None,
+    };
     for e in &s.entries {
         match e.key.as_str() {
             "level" => {
                 if tracing_subscriber::EnvFilter::try_new(&e.value).is_err() {
-                    return Err(r.err(e.line, format!("level: {:?} is not a log level (error, warn, info, debug, trace)", e.value)));
+                    return Err(r.err(
+                        e.line,
+                        format!(
+                            "level: {:?} is not a log level (error, warn, info, debug, trace)",
+                            e.value
+                        ),
+                    ));
                 }
                 cfg.level = e.value.clone();
             }
@@ -558,23 +704,51 @@ fn read_logging(r: &Reader<'_>, s: &Section) -> Result<LoggingConfig, ConfigErro
     Ok(cfg)
 }
 
-fn read_format(r: &Reader<'_>, s: &Section, name: &str, earlier: &[Format]) -> Result<Format, ConfigError> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
-        return Err(r.err(s.line, format!("format name {name:?} must be letters, digits, `_`, `.` or `-` (it goes in URLs)")));
+fn read_format(
+    r: &Reader<'_>,
+    s: &Section,
+    name: &str,
+    earlier: &[Format],
+) -> Result<Format, ConfigError> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(r.err(
+            s.line,
+            format!(
+                "format name {name:?} must be letters, digits, `_`, `.` or `-` (it goes in URLs)"
+            ),
+        ));
     }
     if earlier.iter().any(|f| f.signer.name == name) {
         return Err(r.err(s.line, format!("format {name} defined twice")));
     }
     let Some(type_entry) = s.entries.iter().find(|e| e.key == "type") else {
-        return Err(r.err(s.line, format!("[format:{name}] needs `type` ({})", formats::registry::known_types().join(", "))));
+        return Err(r.err(
+            s.line,
+            format!(
+                "[format:{name}] needs `type` ({})",
+                formats::registry::known_types().join(", ")
+            ),
+        ));
     };
     let Some(kind) = formats::registry::find(&type_entry.value) else {
         return Err(r.err(
             type_entry.line,
-            format!("type: unknown signer type {:?} (this build knows: {})", type_entry.value, formats::registry::known_types().join(", ")),
+            format!(
+                "type: unknown signer type {:?} (this build knows: {})",
+                type_entry.value,
+                formats::registry::known_types().join(", ")
+            ),
         ));
     };
-    let mut cfg = FormatConfig { name: name.to_string(), kind: kind.name.to_string(), ..Default::default() };
+    let mut cfg = FormatConfig {
+        name: name.to_string(),
+        kind: kind.name.to_string(),
+        ..Default::default()
+    };
     let mut key = None;
     let mut max_filesize = DEFAULT_MAX_FILESIZE;
     let mut extra = BTreeMap::new();
@@ -588,7 +762,10 @@ fn read_format(r: &Reader<'_>, s: &Section, name: &str, earlier: &[Format]) -> R
                 let urls = split_list(&e.value);
                 for u in &urls {
                     if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        return Err(r.err(e.line, format!("timestamp_urls: {u:?} is not an http(s) URL")));
+                        return Err(r.err(
+                            e.line,
+                            format!("timestamp_urls: {u:?} is not an http(s) URL"),
+                        ));
                     }
                 }
                 cfg.timestamp_urls = urls;
@@ -604,9 +781,18 @@ fn read_format(r: &Reader<'_>, s: &Section, name: &str, earlier: &[Format]) -> R
             }
         }
     }
-    cfg.key = key.ok_or_else(|| r.err(s.line, format!("[format:{name}] needs `key` (the private key file)")))?;
+    cfg.key = key.ok_or_else(|| {
+        r.err(
+            s.line,
+            format!("[format:{name}] needs `key` (the private key file)"),
+        )
+    })?;
     cfg.extra = extra;
-    Ok(Format { signer: cfg, max_filesize, line: s.line })
+    Ok(Format {
+        signer: cfg,
+        max_filesize,
+        line: s.line,
+    })
 }
 
 #[cfg(test)]
@@ -632,8 +818,14 @@ mod tests {
     fn check_err(text: &str, line: usize, needle: &str) {
         let err = parse(Path::new("t.ini"), text).expect_err("config should be refused");
         assert_eq!(err.line, Some(line), "{err}");
-        assert!(err.to_string().starts_with(&format!("t.ini:{line}: ")), "{err}");
-        assert!(err.message.contains(needle), "{err} should mention {needle}");
+        assert!(
+            err.to_string().starts_with(&format!("t.ini:{line}: ")),
+            "{err}"
+        );
+        assert!(
+            err.message.contains(needle),
+            "{err} should mention {needle}"
+        );
     }
 
     #[test]
@@ -652,7 +844,11 @@ mod tests {
     fn errors_name_file_and_line() {
         // [security] starts on line 7 of config_text; its extra lines follow line 9.
         check_err(&config_text("allowed_filenames = ("), 10, "bad regex");
-        check_err(&config_text("new_token_allowed_ips = 10.0.0.0/33"), 10, "not an IP address or CIDR");
+        check_err(
+            &config_text("new_token_allowed_ips = 10.0.0.0/33"),
+            10,
+            "not an IP address or CIDR",
+        );
         check_err(&config_text("colour = blue"), 10, "unknown key `colour`");
         check_err(&config_text("token_secret1 = short"), 10, "too short");
         check_err(&config_text("max_filesize = lots"), 10, "not a size");
@@ -668,7 +864,10 @@ mod tests {
 
     #[test]
     fn lists_keep_commas_inside_braces() {
-        assert_eq!(split_list(r"a{1,3}\.exe, b.*,c"), vec![r"a{1,3}\.exe", "b.*", "c"]);
+        assert_eq!(
+            split_list(r"a{1,3}\.exe, b.*,c"),
+            vec![r"a{1,3}\.exe", "b.*", "c"]
+        );
         assert_eq!(split_list("x\ny, z"), vec!["x", "y", "z"]);
     }
 
@@ -684,8 +883,17 @@ mod tests {
 
     #[test]
     fn filename_regexes_match_whole_names() {
-        let cfg = parse(Path::new("t.ini"), &config_text(r"allowed_filenames = .*\.exe, (setup){1,2}\.zip")).expect("valid");
-        let ok = |n: &str| cfg.security.allowed_filenames.iter().any(|re| re.is_match(n));
+        let cfg = parse(
+            Path::new("t.ini"),
+            &config_text(r"allowed_filenames = .*\.exe, (setup){1,2}\.zip"),
+        )
+        .expect("valid");
+        let ok = |n: &str| {
+            cfg.security
+                .allowed_filenames
+                .iter()
+                .any(|re| re.is_match(n))
+        };
         assert!(ok("a.exe"));
         assert!(ok("setupsetup.zip"));
         assert!(!ok("a.exe.txt"));

@@ -83,7 +83,10 @@ pub struct AppState {
 impl AppState {
     /// The configuration in force now (a snapshot: a reload does not change it under a request).
     pub fn dynamic(&self) -> Arc<Dynamic> {
-        self.dynamic.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.dynamic
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Puts a new configuration in force.
@@ -105,7 +108,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), headers: Vec::new(), refused_before_reading: false }
+        ApiError {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+            refused_before_reading: false,
+        }
     }
 
     fn before_reading(mut self) -> ApiError {
@@ -125,7 +133,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", self.message)).into_response();
+        let mut r = (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{}\n", self.message),
+        )
+            .into_response();
         for (k, v) in self.headers {
             r.headers_mut().insert(k, v);
         }
@@ -153,25 +166,34 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Every request: a request id (in every log line of the request, and in the
 /// `X-Request-Id` response header), the peer IP against `allowed_ips`, then one log line.
 async fn door(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<Peer>().map(|p| auth::canonical(p.0.ip()));
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map(|p| auth::canonical(p.0.ip()));
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let mut id = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut id);
     let id = hex::encode(id);
     let span = tracing::info_span!("request", id = %id, peer = %peer.map(|p| p.to_string()).unwrap_or_default());
     let started = Instant::now();
-    let allowed = peer.is_some_and(|ip| auth::ip_allowed(&state.dynamic().security.allowed_ips, ip));
+    let allowed =
+        peer.is_some_and(|ip| auth::ip_allowed(&state.dynamic().security.allowed_ips, ip));
     let mut response = if allowed {
         next.run(req).instrument(span.clone()).await
     } else {
-        state.metrics.inc("signing_refused_requests_total", "reason=\"ip_not_allowed\"".into());
+        state.metrics.inc(
+            "signing_refused_requests_total",
+            "reason=\"ip_not_allowed\"".into(),
+        );
         ApiError::new(StatusCode::FORBIDDEN, "your IP address is not allowed").into_response()
     };
     span.in_scope(|| {
         tracing::info!(%method, %path, status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request")
     });
     if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(header::HeaderName::from_static("x-request-id"), v);
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), v);
     }
     response
 }
@@ -184,7 +206,10 @@ fn peer_ip(headers_ext: &axum::http::Extensions) -> Result<IpAddr, ApiError> {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Largest form body accepted by POST /token.
@@ -195,37 +220,83 @@ async fn mint_token(State(state): State<Arc<AppState>>, req: Request) -> ApiResu
     let sec = &dynamic.security;
     let peer = peer_ip(req.extensions())?;
     if !auth::ip_allowed(&sec.new_token_allowed_ips, peer) {
-        state.metrics.inc("signing_token_mint_refused_total", "reason=\"ip\"".into());
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "minting tokens is not allowed from your IP address"));
+        state
+            .metrics
+            .inc("signing_token_mint_refused_total", "reason=\"ip\"".into());
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "minting tokens is not allowed from your IP address",
+        ));
     }
-    let authz = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let authz = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let Some(user) = auth::check_basic(authz, &sec.new_token_auth) else {
-        state.metrics.inc("signing_token_mint_refused_total", "reason=\"credentials\"".into());
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad or missing credentials (HTTP Basic user:password)")
-            .with(header::WWW_AUTHENTICATE, "Basic realm=\"signing-server\""));
+        state.metrics.inc(
+            "signing_token_mint_refused_total",
+            "reason=\"credentials\"".into(),
+        );
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad or missing credentials (HTTP Basic user:password)",
+        )
+        .with(header::WWW_AUTHENTICATE, "Basic realm=\"signing-server\""));
     };
     let body = axum::body::to_bytes(req.into_body(), TOKEN_FORM_LIMIT)
         .await
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("form body missing or larger than {TOKEN_FORM_LIMIT} bytes")))?;
-    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "body is not application/x-www-form-urlencoded"))?;
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("form body missing or larger than {TOKEN_FORM_LIMIT} bytes"),
+            )
+        })?;
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body is not application/x-www-form-urlencoded",
+        )
+    })?;
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim());
     let ip: IpAddr = field("slave_ip")
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "slave_ip missing (the build machine's IP address)"))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "slave_ip missing (the build machine's IP address)",
+            )
+        })?
         .parse()
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "slave_ip is not an IP address"))?;
     let duration: u64 = field("duration")
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "duration missing (seconds)"))?
         .parse()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "duration is not a whole number of seconds"))?;
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "duration is not a whole number of seconds",
+            )
+        })?;
     if duration < 1 || duration > sec.max_token_age {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("duration must be between 1 and {} seconds", sec.max_token_age)));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "duration must be between 1 and {} seconds",
+                sec.max_token_age
+            ),
+        ));
     }
     let from = now();
     let token = auth::mint(&sec.token_secrets[0], ip, from, from + duration);
-    state.metrics.inc("signing_tokens_minted_total", String::new());
+    state
+        .metrics
+        .inc("signing_tokens_minted_total", String::new());
     tracing::info!(%user, slave_ip = %ip, duration, "token minted");
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], token).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain")],
+        token,
+    )
+        .into_response())
 }
 
 /// Longest value of a text field in the upload form.
@@ -234,23 +305,52 @@ const FIELD_LIMIT: usize = 4096;
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 
 /// Awaits one read of an upload, cutting off a client silent for `idle_timeout`.
-async fn idle<T>(state: &AppState, read: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
-    tokio::time::timeout(state.idle_timeout, read).await.map_err(|_| {
-        state.metrics.inc("signing_refused_requests_total", "reason=\"idle_timeout\"".into());
-        ApiError::new(StatusCode::REQUEST_TIMEOUT, format!("upload stalled: nothing received for {} s", state.idle_timeout.as_secs()))
+async fn idle<T>(
+    state: &AppState,
+    read: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(state.idle_timeout, read)
+        .await
+        .map_err(|_| {
+            state.metrics.inc(
+                "signing_refused_requests_total",
+                "reason=\"idle_timeout\"".into(),
+            );
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "upload stalled: nothing received for {} s",
+                    state.idle_timeout.as_secs()
+                ),
+            )
             .with(header::CONNECTION, "close")
-    })
+        })
 }
 
-async fn read_text(state: &AppState, field: &mut Field<'_>, name: &str) -> Result<String, ApiError> {
+async fn read_text(
+    state: &AppState,
+    field: &mut Field<'_>,
+    name: &str,
+) -> Result<String, ApiError> {
     let mut buf = Vec::new();
-    while let Some(chunk) = idle(state, field.chunk()).await?.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed upload: {e}")))? {
+    while let Some(chunk) = idle(state, field.chunk())
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed upload: {e}")))?
+    {
         if buf.len() + chunk.len() > FIELD_LIMIT {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("field {name} is longer than {FIELD_LIMIT} bytes")));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("field {name} is longer than {FIELD_LIMIT} bytes"),
+            ));
         }
         buf.extend_from_slice(&chunk);
     }
-    String::from_utf8(buf).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("field {name} is not UTF-8")))
+    String::from_utf8(buf).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("field {name} is not UTF-8"),
+        )
+    })
 }
 
 #[derive(Default)]
@@ -276,41 +376,86 @@ async fn upload(
         if let Ok(m) = multipart {
             linger(m);
         }
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown format {format:?}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown format {format:?}"),
+        ));
     };
     if state.draining.load(Ordering::Relaxed) {
         return Err(ApiError::busy("server is shutting down; use another host"));
     }
     let limit = fmt.max_filesize;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
         return Err(too_large(limit, &format));
     }
     // The place is taken before the body is read, so a burst of uploads
     // costs neither disk nor bandwidth beyond `max_queue` of them.
     let Some(slot) = state.queue.reserve() else {
-        state.metrics.inc("signing_refused_requests_total", "reason=\"queue_full\"".into());
-        return Err(ApiError::busy("too much work queued; try again later or use another host"));
+        state.metrics.inc(
+            "signing_refused_requests_total",
+            "reason=\"queue_full\"".into(),
+        );
+        return Err(ApiError::busy(
+            "too much work queued; try again later or use another host",
+        ));
     };
-    let mut multipart =
-        multipart.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("expected a multipart/form-data upload: {e}")))?;
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected a multipart/form-data upload: {e}"),
+        )
+    })?;
 
-    let mut form = UploadForm { declared, ..UploadForm::default() };
+    let mut form = UploadForm {
+        declared,
+        ..UploadForm::default()
+    };
     loop {
-        let Some(mut field) = idle(&state, multipart.next_field())
-            .await?
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed upload: {e}")))?
+        let Some(mut field) = idle(&state, multipart.next_field()).await?.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("malformed upload: {e}"))
+        })?
         else {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "no filedata field in the upload"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "no filedata field in the upload",
+            ));
         };
         let name = field.name().unwrap_or("").to_string();
         match name.as_str() {
             "token" => form.token = Some(read_text(&state, &mut field, "token").await?),
             "filename" => form.filename = Some(read_text(&state, &mut field, "filename").await?),
-            "sha1" => form.sha1 = Some(read_text(&state, &mut field, "sha1").await?.trim().to_ascii_lowercase()),
-            "sha256" => form.sha256 = Some(read_text(&state, &mut field, "sha256").await?.trim().to_ascii_lowercase()),
+            "sha1" => {
+                form.sha1 = Some(
+                    read_text(&state, &mut field, "sha1")
+                        .await?
+                        .trim()
+                        .to_ascii_lowercase(),
+                )
+            }
+            "sha256" => {
+                form.sha256 = Some(
+                    read_text(&state, &mut field, "sha256")
+                        .await?
+                        .trim()
+                        .to_ascii_lowercase(),
+                )
+            }
             "filedata" => {
-                let result = receive_file(&state, &dynamic.security, &format, fmt, peer, form, field, slot).await;
+                let result = receive_file(
+                    &state,
+                    &dynamic.security,
+                    &format,
+                    fmt,
+                    peer,
+                    form,
+                    field,
+                    slot,
+                )
+                .await;
                 if let Err(e) = &result {
                     if e.refused_before_reading {
                         linger(multipart);
@@ -354,8 +499,11 @@ fn linger(mut multipart: Multipart) {
 }
 
 fn too_large(limit: u64, format: &str) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("file too large: the limit for format {format} is {limit} bytes"))
-        .with(header::CONNECTION, "close")
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("file too large: the limit for format {format} is {limit} bytes"),
+    )
+    .with(header::CONNECTION, "close")
 }
 
 /// The door checks that need the text fields, then the file itself.
@@ -370,26 +518,57 @@ async fn receive_file(
     mut field: Field<'_>,
     slot: Slot,
 ) -> ApiResult {
-    let token = auth::verify(form.token.as_deref().unwrap_or(""), &sec.token_secrets, peer, now()).map_err(|e| {
-        state.metrics.inc("signing_token_rejections_total", format!("reason=\"{}\"", e.label()));
+    let token = auth::verify(
+        form.token.as_deref().unwrap_or(""),
+        &sec.token_secrets,
+        peer,
+        now(),
+    )
+    .map_err(|e| {
+        state.metrics.inc(
+            "signing_token_rejections_total",
+            format!("reason=\"{}\"", e.label()),
+        );
         ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).before_reading()
     })?;
-    let filename = form.filename.or_else(|| field.file_name().map(str::to_string)).unwrap_or_default();
-    if filename.is_empty() || !sec.allowed_filenames.iter().any(|re| re.is_match(&filename)) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("filename {filename:?} is not allowed on this server")).before_reading());
+    let filename = form
+        .filename
+        .or_else(|| field.file_name().map(str::to_string))
+        .unwrap_or_default();
+    if filename.is_empty()
+        || !sec
+            .allowed_filenames
+            .iter()
+            .any(|re| re.is_match(&filename))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("filename {filename:?} is not allowed on this server"),
+        )
+        .before_reading());
     }
     if let Some(h) = &form.sha1 {
         if !is_hex_digest(h, 40) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha1 must be 40 hex digits").before_reading());
+            return Err(
+                ApiError::new(StatusCode::BAD_REQUEST, "sha1 must be 40 hex digits")
+                    .before_reading(),
+            );
         }
     }
     if let Some(h) = &form.sha256 {
         if !is_hex_digest(h, 64) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha256 must be 64 hex digits").before_reading());
+            return Err(
+                ApiError::new(StatusCode::BAD_REQUEST, "sha256 must be 64 hex digits")
+                    .before_reading(),
+            );
         }
     }
     if form.sha1.is_none() && form.sha256.is_none() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "sha1 or sha256 of the file is required").before_reading());
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "sha1 or sha256 of the file is required",
+        )
+        .before_reading());
     }
 
     // The async task reads, decrypts and parses; a blocking thread hashes and
@@ -423,10 +602,18 @@ async fn receive_file(
             let chunk = match idle(state, field.chunk()).await? {
                 Ok(Some(c)) => c,
                 Ok(None) => return Ok(size),
-                Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted or malformed: {e}"))),
+                Err(e) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("upload interrupted or malformed: {e}"),
+                    ))
+                }
             };
             size += chunk.len() as u64;
-            state.metrics.upload_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            state
+                .metrics
+                .upload_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             if size > fmt.max_filesize {
                 return Err(too_large(fmt.max_filesize, format));
             }
@@ -450,7 +637,10 @@ async fn receive_file(
             drop(tx);
             match worker.await {
                 Ok(done) => done.map_err(|e| storage_error(&e)),
-                Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("upload writer failed: {e}"))),
+                Err(e) => Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("upload writer failed: {e}"),
+                )),
             }
         }
     };
@@ -461,10 +651,22 @@ async fn receive_file(
         None => Upload::Sha256State(Box::new(h256.clone())),
     };
     if size < sec.min_filesize {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("file too small: {size} bytes, the minimum is {}", sec.min_filesize)));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "file too small: {size} bytes, the minimum is {}",
+                sec.min_filesize
+            ),
+        ));
     }
-    let (sha1, sha256) = (h1.map(|h| hex::encode(h.finalize())), hex::encode(h256.finalize()));
-    for (name, given, got) in [("sha1", &form.sha1, sha1.as_ref()), ("sha256", &form.sha256, Some(&sha256))] {
+    let (sha1, sha256) = (
+        h1.map(|h| hex::encode(h.finalize())),
+        hex::encode(h256.finalize()),
+    );
+    for (name, given, got) in [
+        ("sha1", &form.sha1, sha1.as_ref()),
+        ("sha256", &form.sha256, Some(&sha256)),
+    ] {
         if let (Some(given), Some(got)) = (given, got) {
             if given != got {
                 return Err(ApiError::new(
@@ -484,13 +686,24 @@ async fn receive_file(
         peer,
         token_id: token.chaff,
     };
-    match state.queue.submit(job, slot).map_err(|e| storage_error(&e))? {
+    match state
+        .queue
+        .submit(job, slot)
+        .map_err(|e| storage_error(&e))?
+    {
         Submit::Queued => {}
-        Submit::Duplicate => tracing::debug!(input_sha256 = %sha256, "already signed or pending: not signed again"),
+        Submit::Duplicate => {
+            tracing::debug!(input_sha256 = %sha256, "already signed or pending: not signed again")
+        }
     }
     let mut nonce = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut nonce);
-    Ok((StatusCode::ACCEPTED, [("X-Nonce", hex::encode(nonce))], format!("accepted {sha256}\n")).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [("X-Nonce", hex::encode(nonce))],
+        format!("accepted {sha256}\n"),
+    )
+        .into_response())
 }
 
 /// Chunks of an upload in flight between the reading task and its writer.
@@ -507,7 +720,10 @@ enum Feed {
     /// Hashed and written in the receiving task (small uploads).
     Inline(Box<Sink>),
     /// Sent to a blocking thread that hashes and writes (large uploads).
-    Worker(tokio::sync::mpsc::Sender<axum::body::Bytes>, tokio::task::JoinHandle<std::io::Result<Sunk>>),
+    Worker(
+        tokio::sync::mpsc::Sender<axum::body::Bytes>,
+        tokio::task::JoinHandle<std::io::Result<Sunk>>,
+    ),
 }
 
 /// Where an upload's bytes go: the hashes, and the temp file when the
@@ -527,7 +743,11 @@ impl Sink {
             }
             None => None,
         };
-        Ok(Sink { h1: sha1.then(Sha1::new), h256: Sha256::new(), file })
+        Ok(Sink {
+            h1: sha1.then(Sha1::new),
+            h256: Sha256::new(),
+            file,
+        })
     }
 
     fn feed(&mut self, chunk: &[u8]) -> std::io::Result<()> {
@@ -558,35 +778,59 @@ fn storage_error(e: &std::io::Error) -> ApiError {
     tracing::error!("storage error: {e}");
     if e.raw_os_error() == Some(28) {
         // ENOSPC
-        return ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "server out of disk space; use another host").with(header::RETRY_AFTER, "30");
+        return ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "server out of disk space; use another host",
+        )
+        .with(header::RETRY_AFTER, "30");
     }
     ApiError::busy("server storage error; use another host")
 }
 
-async fn fetch(State(state): State<Arc<AppState>>, Path((format, hash)): Path<(String, String)>) -> ApiResult {
+async fn fetch(
+    State(state): State<Arc<AppState>>,
+    Path((format, hash)): Path<(String, String)>,
+) -> ApiResult {
     let dynamic = state.dynamic();
     if !dynamic.formats.contains_key(&format) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown format {format:?}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown format {format:?}"),
+        ));
     }
     let hash = hash.to_ascii_lowercase();
     if !(is_hex_digest(&hash, 40) || is_hex_digest(&hash, 64)) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "hash must be the sha1 (40 hex) or sha256 (64 hex) of the unsigned file"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "hash must be the sha1 (40 hex) or sha256 (64 hex) of the unsigned file",
+        ));
     }
     let mut waited = false;
     loop {
         match state.queue.lookup(&format, &hash) {
             Lookup::Done(info) => return serve_result(&info).await,
-            Lookup::Rejected(reason) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason)),
-            Lookup::Unknown if waited => {
-                return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "signing failed on this server; upload again or use another host"))
+            Lookup::Rejected(reason) => {
+                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason))
             }
-            Lookup::Unknown => return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown: upload the file first")),
+            Lookup::Unknown if waited => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "signing failed on this server; upload again or use another host",
+                ))
+            }
+            Lookup::Unknown => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown: upload the file first",
+                ))
+            }
             Lookup::Pending(mut rx) => {
                 if waited || dynamic.long_poll.is_zero() {
-                    return Err(ApiError::new(StatusCode::NOT_FOUND, "pending: still being signed").with(
-                        header::HeaderName::from_static("x-pending"),
-                        "True",
-                    ));
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "pending: still being signed",
+                    )
+                    .with(header::HeaderName::from_static("x-pending"), "True"));
                 }
                 waited = true;
                 let _ = tokio::time::timeout(dynamic.long_poll, rx.wait_for(|done| *done)).await;
@@ -596,15 +840,27 @@ async fn fetch(State(state): State<Arc<AppState>>, Path((format, hash)): Path<(S
 }
 
 async fn serve_result(info: &ResultInfo) -> ApiResult {
-    let file = tokio::fs::File::open(&info.path)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "unknown: the result has expired; upload again"))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+    let file = tokio::fs::File::open(&info.path).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown: the result has expired; upload again",
+        )
+    })?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
-    for (name, v) in [("x-sha1-digest", &info.sha1), ("x-sha256-digest", &info.sha256)] {
+    for (name, v) in [
+        ("x-sha1-digest", &info.sha1),
+        ("x-sha256-digest", &info.sha256),
+    ] {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(header::HeaderName::from_static(name), v);
         }
@@ -619,8 +875,11 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     // large before sending it (the server refuses such an upload from its
     // Content-Length and closes, which a client still sending may only see
     // as a reset).
-    let limits: serde_json::Map<String, serde_json::Value> =
-        dynamic.formats.iter().map(|(name, f)| (name.clone(), f.max_filesize.into())).collect();
+    let limits: serde_json::Map<String, serde_json::Value> = dynamic
+        .formats
+        .iter()
+        .map(|(name, f)| (name.clone(), f.max_filesize.into()))
+        .collect();
     let body = serde_json::json!({
         "status": if draining { "draining" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
@@ -629,11 +888,17 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "queue_depth": state.queue.depth(),
         "uptime_seconds": state.started.elapsed().as_secs(),
     });
-    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (status, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.metrics.render(state.queue.depth(), state.started.elapsed());
+    let text = state
+        .metrics
+        .render(state.queue.depth(), state.started.elapsed());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

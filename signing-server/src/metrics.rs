@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-const BUCKETS: [f64; 11] = [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0];
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -34,7 +36,10 @@ impl Metrics {
 
     /// Records the end of a signing.
     pub fn signed(&self, format: &str, outcome: &str, took: Duration) {
-        self.inc("signing_jobs_total", format!("format=\"{format}\",outcome=\"{outcome}\""));
+        self.inc(
+            "signing_jobs_total",
+            format!("format=\"{format}\",outcome=\"{outcome}\""),
+        );
         let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let h = h.entry(format.to_string()).or_default();
         let secs = took.as_secs_f64();
@@ -52,8 +57,15 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, queue_depth: usize, uptime: Duration) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# TYPE signing_queue_depth gauge\nsigning_queue_depth {queue_depth}");
-        let _ = writeln!(out, "# TYPE signing_uptime_seconds gauge\nsigning_uptime_seconds {}", uptime.as_secs());
+        let _ = writeln!(
+            out,
+            "# TYPE signing_queue_depth gauge\nsigning_queue_depth {queue_depth}"
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE signing_uptime_seconds gauge\nsigning_uptime_seconds {}",
+            uptime.as_secs()
+        );
         let _ = writeln!(
             out,
             "# TYPE signing_upload_bytes_total counter\nsigning_upload_bytes_total {}",
@@ -77,7 +89,11 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE signing_tsa_failures_total counter");
         }
         for (url, n) in tsa {
-            let _ = writeln!(out, "signing_tsa_failures_total{{url=\"{}\"}} {n}", url.replace('\\', "\\\\").replace('"', "\\\""));
+            let _ = writeln!(
+                out,
+                "signing_tsa_failures_total{{url=\"{}\"}} {n}",
+                url.replace('\\', "\\\\").replace('"', "\\\"")
+            );
         }
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         if !latency.is_empty() {
@@ -85,11 +101,26 @@ impl Metrics {
         }
         for (format, h) in latency.iter() {
             for (b, c) in BUCKETS.iter().zip(h.counts.iter()) {
-                let _ = writeln!(out, "signing_duration_seconds_bucket{{format=\"{format}\",le=\"{b}\"}} {c}");
+                let _ = writeln!(
+                    out,
+                    "signing_duration_seconds_bucket{{format=\"{format}\",le=\"{b}\"}} {c}"
+                );
             }
-            let _ = writeln!(out, "signing_duration_seconds_bucket{{format=\"{format}\",le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "signing_duration_seconds_sum{{format=\"{format}\"}} {}", h.sum);
-            let _ = writeln!(out, "signing_duration_seconds_count{{format=\"{format}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "signing_duration_seconds_bucket{{format=\"{format}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "signing_duration_seconds_sum{{format=\"{format}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "signing_duration_seconds_count{{format=\"{format}\"}} {}",
+                h.count
+            );
         }
         out
     }

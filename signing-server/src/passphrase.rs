@@ -71,12 +71,16 @@ impl PassphraseSource for SystemdAskPassword {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run systemd-ask-password: {e}")))?;
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot run systemd-ask-password: {e}"))
+            })?;
         // Room for the longest passphrase, its newline and one byte more: the
         // read stops short of the capacity, so the buffer is never reallocated.
         let mut out = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE + 3));
         if let Some(stdout) = child.stdout.take() {
-            stdout.take(MAX_PASSPHRASE as u64 + 2).read_to_end(&mut out)?;
+            stdout
+                .take(MAX_PASSPHRASE as u64 + 2)
+                .read_to_end(&mut out)?;
         }
         let status = child.wait()?;
         if out.len() > MAX_PASSPHRASE + 1 {
@@ -86,13 +90,16 @@ impl PassphraseSource for SystemdAskPassword {
             ));
         }
         if !status.success() {
-            return Err(std::io::Error::other(format!("systemd-ask-password failed ({status})")));
+            return Err(std::io::Error::other(format!(
+                "systemd-ask-password failed ({status})"
+            )));
         }
         while matches!(out.last(), Some(b'\n' | b'\r')) {
             out.pop();
         }
-        let text = std::str::from_utf8(&out)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "passphrase is not UTF-8"))?;
+        let text = std::str::from_utf8(&out).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "passphrase is not UTF-8")
+        })?;
         Ok(Some(SecretString::from(text.to_string())))
     }
 }
@@ -111,8 +118,9 @@ fn read_stdin_line() -> std::io::Result<Option<SecretString>> {
     if !read_line_into(&mut f, &mut buf)? {
         return Ok(None);
     }
-    let text = std::str::from_utf8(&buf)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "passphrase is not UTF-8"))?;
+    let text = std::str::from_utf8(&buf).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "passphrase is not UTF-8")
+    })?;
     Ok(Some(SecretString::from(text.to_string())))
 }
 
@@ -143,16 +151,33 @@ fn read_line_into(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<bool>
 
 /// Asks the passphrases, opens every format's key and runs its probe in a
 /// private directory under `scratch`. Stops at the first failure.
-pub fn unlock_all(cfg: &Config, source: &mut dyn PassphraseSource, scratch: &Path) -> Result<Signers, UnlockError> {
+pub fn unlock_all(
+    cfg: &Config,
+    source: &mut dyn PassphraseSource,
+    scratch: &Path,
+) -> Result<Signers, UnlockError> {
     // Keys already asked for, by canonical path.
     let mut asked: HashMap<PathBuf, Option<SecretString>> = HashMap::new();
     let mut signers: Signers = Vec::new();
     for f in &cfg.formats {
-        let fail = |message: String| UnlockError { format: f.signer.name.clone(), message, config: false };
-        let failed = |e: SignError| UnlockError { config: matches!(e, SignError::Config(_)), ..fail(describe(&e)) };
-        let kind = formats::registry::find(&f.signer.kind)
-            .ok_or_else(|| UnlockError { config: true, ..fail(format!("unknown type {}", f.signer.kind)) })?;
-        let canon = f.signer.key.canonicalize().unwrap_or_else(|_| f.signer.key.clone());
+        let fail = |message: String| UnlockError {
+            format: f.signer.name.clone(),
+            message,
+            config: false,
+        };
+        let failed = |e: SignError| UnlockError {
+            config: matches!(e, SignError::Config(_)),
+            ..fail(describe(&e))
+        };
+        let kind = formats::registry::find(&f.signer.kind).ok_or_else(|| UnlockError {
+            config: true,
+            ..fail(format!("unknown type {}", f.signer.kind))
+        })?;
+        let canon = f
+            .signer
+            .key
+            .canonicalize()
+            .unwrap_or_else(|_| f.signer.key.clone());
         if !asked.contains_key(&canon) {
             let needs = (kind.needs_passphrase)(&f.signer).map_err(failed)?;
             let pass = if needs {
@@ -175,7 +200,12 @@ pub fn unlock_all(cfg: &Config, source: &mut dyn PassphraseSource, scratch: &Pat
         let signer = (kind.open)(&f.signer, pass).map_err(failed)?;
         let dir = scratch.join(format!("probe-{}", f.signer.name));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| fail(format!("cannot create probe directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            fail(format!(
+                "cannot create probe directory {}: {e}",
+                dir.display()
+            ))
+        })?;
         let probed = signer.probe(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         probed.map_err(|e| fail(format!("probe signature failed: {}", describe(&e))))?;
@@ -209,7 +239,11 @@ mod tests {
         let mut r = input.as_slice();
         assert!(read_line_into(&mut r, &mut buf).unwrap());
         assert_eq!(buf.as_slice(), &[b'p'; MAX_PASSPHRASE][..]);
-        assert_eq!((buf.as_ptr(), buf.capacity()), (ptr, cap), "the buffer was reallocated");
+        assert_eq!(
+            (buf.as_ptr(), buf.capacity()),
+            (ptr, cap),
+            "the buffer was reallocated"
+        );
         // Only the line was consumed: the next key's line is still there.
         assert_eq!(r, b"next line\n");
         // What Drop does: wipe the allocation.
@@ -225,7 +259,10 @@ mod tests {
         let ptr = buf.as_ptr();
         let err = read_line_into(&mut input.as_slice(), &mut buf).unwrap_err();
         assert!(err.to_string().contains("longer than 1024 bytes"), "{err}");
-        assert!(!err.to_string().contains("ppp"), "the error must not carry the passphrase");
+        assert!(
+            !err.to_string().contains("ppp"),
+            "the error must not carry the passphrase"
+        );
         assert_eq!(buf.as_ptr(), ptr);
     }
 

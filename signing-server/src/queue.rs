@@ -141,7 +141,13 @@ pub struct Queue {
 
 impl Queue {
     /// A queue running at most `concurrency` jobs, holding at most `max_queue`.
-    pub fn new(store: Store, concurrency: usize, max_queue: usize, audit: Arc<Audit>, metrics: Arc<Metrics>) -> Arc<Queue> {
+    pub fn new(
+        store: Store,
+        concurrency: usize,
+        max_queue: usize,
+        audit: Arc<Audit>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Queue> {
         Arc::new(Queue {
             inner: Mutex::new(Inner::default()),
             running: Arc::new(Semaphore::new(concurrency)),
@@ -169,7 +175,9 @@ impl Queue {
             return None;
         }
         inner.pending += 1;
-        Some(Slot { queue: Arc::clone(self) })
+        Some(Slot {
+            queue: Arc::clone(self),
+        })
     }
 
     /// Finds the job for `hash` (input sha1 or sha256) and marks it used.
@@ -202,7 +210,9 @@ impl Queue {
         {
             let mut inner = self.lock();
             if let Some(sha1) = &job.sha1 {
-                inner.by_sha1.insert((job.format.clone(), sha1.clone()), job.sha256.clone());
+                inner
+                    .by_sha1
+                    .insert((job.format.clone(), sha1.clone()), job.sha256.clone());
             }
             if let Some(e) = inner.jobs.get_mut(&key) {
                 e.last_used = Instant::now();
@@ -210,11 +220,26 @@ impl Queue {
                 drop(slot);
                 return Ok(Submit::Duplicate);
             }
-            inner.jobs.insert(key.clone(), Entry { state: State::Pending(rx), last_used: Instant::now() });
+            inner.jobs.insert(
+                key.clone(),
+                Entry {
+                    state: State::Pending(rx),
+                    last_used: Instant::now(),
+                },
+            );
         }
         // The slot's place now belongs to the pending job; `finish` frees it.
         std::mem::forget(slot);
-        let Job { format, signer, upload, sha1: _, sha256, filename, peer, token_id } = job;
+        let Job {
+            format,
+            signer,
+            upload,
+            sha1: _,
+            sha256,
+            filename,
+            peer,
+            token_id,
+        } = job;
         let input = match upload {
             Upload::File(temp) => {
                 let path = self.store.input_path(&sha256);
@@ -237,11 +262,19 @@ impl Queue {
                 Ok(_permit) => {
                     let store = queue.store.clone();
                     let f = format.clone();
-                    let ctx = SignContext { filename: filename.clone() };
+                    let ctx = SignContext {
+                        filename: filename.clone(),
+                    };
                     let sha = sha256.clone();
-                    tokio::task::spawn_blocking(move || sign_one(&store, signer.as_ref(), &f, &sha, input, &ctx))
-                        .await
-                        .unwrap_or_else(|e| Err(SignError::Internal(anyhow::anyhow!("signing task failed: {e}"))))
+                    tokio::task::spawn_blocking(move || {
+                        sign_one(&store, signer.as_ref(), &f, &sha, input, &ctx)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(SignError::Internal(anyhow::anyhow!(
+                            "signing task failed: {e}"
+                        )))
+                    })
                 }
                 Err(_) => Err(SignError::Internal(anyhow::anyhow!("queue closed"))),
             };
@@ -250,8 +283,14 @@ impl Queue {
             }
             let elapsed = started.elapsed();
             let (label, output_sha256, state) = match outcome {
-                Ok(info) => ("ok", Some(info.sha256.clone()), Some(State::Done(Arc::new(info)))),
-                Err(SignError::Rejected(reason)) => ("rejected", None, Some(State::Rejected(reason))),
+                Ok(info) => (
+                    "ok",
+                    Some(info.sha256.clone()),
+                    Some(State::Done(Arc::new(info))),
+                ),
+                Err(SignError::Rejected(reason)) => {
+                    ("rejected", None, Some(State::Rejected(reason)))
+                }
                 Err(e) => {
                     tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {e:#}");
                     ("error", None, None)
@@ -280,7 +319,13 @@ impl Queue {
             inner.pending = inner.pending.saturating_sub(1);
             match state {
                 Some(s) => {
-                    inner.jobs.insert(key.clone(), Entry { state: s, last_used: Instant::now() });
+                    inner.jobs.insert(
+                        key.clone(),
+                        Entry {
+                            state: s,
+                            last_used: Instant::now(),
+                        },
+                    );
                 }
                 None => {
                     inner.jobs.remove(key);
@@ -297,7 +342,8 @@ impl Queue {
         {
             let mut inner = self.lock();
             inner.jobs.retain(|_, e| {
-                let stale = !matches!(e.state, State::Pending(_)) && now.duration_since(e.last_used) > max_age;
+                let stale = !matches!(e.state, State::Pending(_))
+                    && now.duration_since(e.last_used) > max_age;
                 if stale {
                     if let State::Done(r) = &e.state {
                         doomed.push(r.path.clone());
@@ -306,7 +352,8 @@ impl Queue {
                 !stale
             });
             let Inner { jobs, by_sha1, .. } = &mut *inner;
-            by_sha1.retain(|(format, _), sha256| jobs.contains_key(&(format.clone(), sha256.clone())));
+            by_sha1
+                .retain(|(format, _), sha256| jobs.contains_key(&(format.clone(), sha256.clone())));
         }
         for p in &doomed {
             let _ = std::fs::remove_file(p);
@@ -328,7 +375,14 @@ impl Queue {
 }
 
 /// Signs one input into the store (blocking; runs on a blocking thread).
-fn sign_one(store: &Store, signer: &dyn Signer, format: &str, sha256: &str, input: Input, ctx: &SignContext) -> Result<ResultInfo, SignError> {
+fn sign_one(
+    store: &Store,
+    signer: &dyn Signer,
+    format: &str,
+    sha256: &str,
+    input: Input,
+    ctx: &SignContext,
+) -> Result<ResultInfo, SignError> {
     let out = store.temp_path("result");
     match input {
         Input::File(path) => signer.sign(&path, out.path(), ctx)?,
@@ -337,7 +391,12 @@ fn sign_one(store: &Store, signer: &dyn Signer, format: &str, sha256: &str, inpu
     let (sha1, out_sha256, size) = hash_file(out.path())?;
     let dest = store.result_path(format, sha256);
     out.persist(&dest)?;
-    Ok(ResultInfo { path: dest, sha1, sha256: out_sha256, size })
+    Ok(ResultInfo {
+        path: dest,
+        sha1,
+        sha256: out_sha256,
+        size,
+    })
 }
 
 /// sha1 and sha256 of a file in one pass.
@@ -359,5 +418,9 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, String, u64)> {
         h256.update(chunk);
         size += n as u64;
     }
-    Ok((hex::encode(h1.finalize()), hex::encode(h256.finalize()), size))
+    Ok((
+        hex::encode(h1.finalize()),
+        hex::encode(h256.finalize()),
+        size,
+    ))
 }

@@ -48,7 +48,12 @@ pub fn initial(cfg: &Config, signers: Signers) -> Dynamic {
 }
 
 fn dynamic(cfg: &Config, formats: HashMap<String, Arc<FormatEntry>>) -> Dynamic {
-    let format_names = cfg.formats.iter().map(|f| f.signer.name.clone()).filter(|n| formats.contains_key(n)).collect();
+    let format_names = cfg
+        .formats
+        .iter()
+        .map(|f| f.signer.name.clone())
+        .filter(|n| formats.contains_key(n))
+        .collect();
     Dynamic {
         security: config::SecurityConfig {
             allowed_ips: cfg.security.allowed_ips.clone(),
@@ -57,7 +62,10 @@ fn dynamic(cfg: &Config, formats: HashMap<String, Arc<FormatEntry>>) -> Dynamic 
                 .security
                 .new_token_auth
                 .iter()
-                .map(|c| config::Credential { user: c.user.clone(), password: c.password.clone() })
+                .map(|c| config::Credential {
+                    user: c.user.clone(),
+                    password: c.password.clone(),
+                })
                 .collect(),
             token_secrets: cfg.security.token_secrets.clone(),
             max_token_age: cfg.security.max_token_age,
@@ -102,7 +110,9 @@ pub fn apply(old: &Dynamic, old_server: &ServerConfig, new: &Config) -> Outcome 
     for f in &new.formats {
         let name = &f.signer.name;
         let Some(running) = old.formats.get(name) else {
-            needs_restart.push(format!("format {name} is new: restart to unlock its key (not served until then)"));
+            needs_restart.push(format!(
+                "format {name} is new: restart to unlock its key (not served until then)"
+            ));
             continue;
         };
         let same_settings = running.config == f.signer;
@@ -118,12 +128,23 @@ pub fn apply(old: &Dynamic, old_server: &ServerConfig, new: &Config) -> Outcome 
                 }),
             );
         } else {
-            let what = if same_key { "its signer settings changed" } else { "its key changed" };
-            needs_restart.push(format!("format {name}: {what}; it keeps signing with the key it has until a restart"));
+            let what = if same_key {
+                "its signer settings changed"
+            } else {
+                "its key changed"
+            };
+            needs_restart.push(format!(
+                "format {name}: {what}; it keeps signing with the key it has until a restart"
+            ));
             formats.insert(name.clone(), running.clone());
         }
     }
-    let removed: Vec<String> = old.formats.keys().filter(|n| !formats.contains_key(*n)).cloned().collect();
+    let removed: Vec<String> = old
+        .formats
+        .keys()
+        .filter(|n| !formats.contains_key(*n))
+        .cloned()
+        .collect();
     let mut d = dynamic(new, formats);
     // Formats kept with their old settings still appear in /health.
     for name in old.format_names.iter() {
@@ -131,5 +152,9 @@ pub fn apply(old: &Dynamic, old_server: &ServerConfig, new: &Config) -> Outcome 
             d.format_names.push(name.clone());
         }
     }
-    Outcome { dynamic: d, needs_restart, removed }
+    Outcome {
+        dynamic: d,
+        needs_restart,
+        removed,
+    }
 }

@@ -73,7 +73,8 @@ pub struct Cli {
 }
 
 fn init_logging(level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -92,9 +93,13 @@ fn load_tls(cfg: &Config) -> Result<rustls::ServerConfig, String> {
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("tls_cert {}: {e}", s.tls_cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("tls_cert {}: no certificate in it", s.tls_cert.display()));
+        return Err(format!(
+            "tls_cert {}: no certificate in it",
+            s.tls_cert.display()
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(&s.tls_key).map_err(|e| format!("tls_key {}: {e}", s.tls_key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&s.tls_key)
+        .map_err(|e| format!("tls_key {}: {e}", s.tls_key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -186,13 +191,19 @@ pub fn main(cli: Cli) -> ExitCode {
                 (Some(s), t)
             }
             Err(e) => {
-                eprintln!("signing-server: work_dir {}: {e}", cfg.server.work_dir.display());
+                eprintln!(
+                    "signing-server: work_dir {}: {e}",
+                    cfg.server.work_dir.display()
+                );
                 return ExitCode::from(1);
             }
         }
     };
-    let mut source: Box<dyn passphrase::PassphraseSource> =
-        if cli.systemd_ask_password { Box::new(passphrase::SystemdAskPassword) } else { Box::new(Console) };
+    let mut source: Box<dyn passphrase::PassphraseSource> = if cli.systemd_ask_password {
+        Box::new(passphrase::SystemdAskPassword)
+    } else {
+        Box::new(Console)
+    };
     let signers = match passphrase::unlock_all(&cfg, source.as_mut(), &scratch) {
         Ok(s) => s,
         Err(e) => {
@@ -204,10 +215,17 @@ pub fn main(cli: Cli) -> ExitCode {
         tracing::info!(format = %name, key = %s.key_id(), "key unlocked and probed");
     }
     let Some(store) = store else {
-        println!("{}: configuration and {} key(s) OK", cfg.path.display(), signers.len());
+        println!(
+            "{}: configuration and {} key(s) OK",
+            cfg.path.display(),
+            signers.len()
+        );
         return ExitCode::SUCCESS;
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("signing-server: cannot start the runtime: {e}");
@@ -223,12 +241,30 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Signers) -> anyhow::Result<()> {
+async fn serve(
+    cfg: Config,
+    tls: rustls::ServerConfig,
+    store: Store,
+    signers: Signers,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let audit = Arc::new(Audit::open(cfg.logging.audit_log.as_deref()).map_err(|e| {
-        anyhow::anyhow!("audit_log {}: {e}", cfg.logging.audit_log.as_deref().unwrap_or(Path::new("")).display())
+        anyhow::anyhow!(
+            "audit_log {}: {e}",
+            cfg.logging
+                .audit_log
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
+        )
     })?);
-    let queue = Queue::new(store.clone(), cfg.server.concurrency, cfg.server.max_queue, audit, metrics.clone());
+    let queue = Queue::new(
+        store.clone(),
+        cfg.server.concurrency,
+        cfg.server.max_queue,
+        audit,
+        metrics.clone(),
+    );
     let state = Arc::new(AppState {
         dynamic: RwLock::new(Arc::new(reload::initial(&cfg, signers))),
         queue: queue.clone(),
@@ -262,7 +298,12 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
     }
     // SIGHUP: reload.
     {
-        let (state, tls, path, server_cfg) = (state.clone(), tls.clone(), cfg.path.clone(), cfg.server.clone());
+        let (state, tls, path, server_cfg) = (
+            state.clone(),
+            tls.clone(),
+            cfg.path.clone(),
+            cfg.server.clone(),
+        );
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -287,7 +328,8 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
     let builder = Arc::new(builder);
     let mut shutdown = std::pin::pin!(shutdown_signal());
     // Set once the drain is over: stop accepting.
-    let mut drained: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(std::future::pending());
+    let mut drained: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(std::future::pending());
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -335,18 +377,24 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
                     return;
                 }
             };
-            let svc = app.map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(Peer(peer));
-                req
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
+            let svc = app.map_request(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(Peer(peer));
+                    req
+                },
+            );
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after 5s; closing them");
     }
     tracing::info!("stopped");
@@ -357,14 +405,23 @@ async fn serve(cfg: Config, tls: rustls::ServerConfig, store: Store, signers: Si
 /// at once must wait in the queue, not have their SYNs dropped (and retried
 /// a second later). The kernel caps it at net.core.somaxconn.
 fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
 }
 
 /// Re-reads the config; on success puts the reloadable parts in force.
-fn reload_now(state: &AppState, tls: &RwLock<Arc<rustls::ServerConfig>>, path: &Path, server_cfg: &crate::config::ServerConfig) {
+fn reload_now(
+    state: &AppState,
+    tls: &RwLock<Arc<rustls::ServerConfig>>,
+    path: &Path,
+    server_cfg: &crate::config::ServerConfig,
+) {
     tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
     let cfg = match crate::config::load(path) {
         Ok(c) => c,

@@ -80,7 +80,9 @@ impl Store {
             }
             std::fs::create_dir_all(&p)?;
         }
-        Ok(Store { root: work_dir.to_path_buf() })
+        Ok(Store {
+            root: work_dir.to_path_buf(),
+        })
     }
 
     /// The directory for scratch files.
@@ -92,7 +94,9 @@ impl Store {
     pub fn temp_path(&self, what: &str) -> TempPath {
         let mut r = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut r);
-        TempPath { path: Some(self.tmp_dir().join(format!("{what}-{}", hex::encode(r)))) }
+        TempPath {
+            path: Some(self.tmp_dir().join(format!("{what}-{}", hex::encode(r)))),
+        }
     }
 
     /// Where an uploaded input with this sha256 lives.
@@ -108,7 +112,9 @@ impl Store {
 
 /// Lower-case hex check for digests coming from clients.
 pub fn is_hex_digest(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -121,7 +127,11 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let h = "ab".repeat(32);
         let p = s.result_path("gpg", &h);
-        assert!(p.ends_with(format!("results/gpg/ab/ab/{h}")), "{}", p.display());
+        assert!(
+            p.ends_with(format!("results/gpg/ab/ab/{h}")),
+            "{}",
+            p.display()
+        );
         assert!(s.input_path(&h).starts_with(dir.path().join("inputs")));
     }
 

@@ -63,7 +63,8 @@ impl<'a> Visit<'a> for Body {
             for a in &m.args {
                 ids.extend(idents(a));
             }
-            self.comparisons.push((format!(".{name}() on {}", text(&m.receiver)), ids));
+            self.comparisons
+                .push((format!(".{name}() on {}", text(&m.receiver)), ids));
         }
         self.calls.insert(name);
         syn::visit::visit_expr_method_call(self, m);
@@ -82,7 +83,8 @@ impl<'a> Visit<'a> for Body {
         if matches!(b.op, syn::BinOp::Eq(_) | syn::BinOp::Ne(_)) {
             let mut ids = idents(&b.left);
             ids.extend(idents(&b.right));
-            self.comparisons.push((format!("{} ==/!= {}", text(&b.left), text(&b.right)), ids));
+            self.comparisons
+                .push((format!("{} ==/!= {}", text(&b.left), text(&b.right)), ids));
         }
         syn::visit::visit_expr_binary(self, b);
     }
@@ -118,7 +120,12 @@ impl<'a> Visit<'a> for Exits {
 
 fn is_test_module(item: &syn::Item) -> bool {
     match item {
-        syn::Item::Mod(m) => m.attrs.iter().any(|a| a.path().is_ident("cfg") && a.meta.require_list().is_ok_and(|l| l.tokens.to_string() == "test")),
+        syn::Item::Mod(m) => m.attrs.iter().any(|a| {
+            a.path().is_ident("cfg")
+                && a.meta
+                    .require_list()
+                    .is_ok_and(|l| l.tokens.to_string() == "test")
+        }),
         _ => false,
     }
 }
@@ -135,9 +142,14 @@ fn check(source: &str) -> Vec<String> {
         let mut body = Body::default();
         body.visit_item(item);
         for (what, ids) in &body.comparisons {
-            let secretish: Vec<&String> = ids.iter().filter(|i| !NOT_SECRET.contains(&i.as_str())).collect();
+            let secretish: Vec<&String> = ids
+                .iter()
+                .filter(|i| !NOT_SECRET.contains(&i.as_str()))
+                .collect();
             if !secretish.is_empty() {
-                problems.push(format!("plain comparison `{what}` involves {secretish:?}: use verify_slice / ct_eq"));
+                problems.push(format!(
+                    "plain comparison `{what}` involves {secretish:?}: use verify_slice / ct_eq"
+                ));
             }
         }
         if let syn::Item::Fn(f) = item {
@@ -156,27 +168,48 @@ fn check(source: &str) -> Vec<String> {
         }
         for n in forbidden {
             if body.calls.contains(*n) {
-                problems.push(format!("fn {func} calls {n}: the MAC must not be taken out to be compared by hand"));
+                problems.push(format!(
+                    "fn {func} calls {n}: the MAC must not be taken out to be compared by hand"
+                ));
             }
         }
         if let Some(call) = loop_over {
-            let loops: Vec<&(BTreeSet<String>, bool)> = body.loops.iter().filter(|(calls, _)| calls.contains(call)).collect();
+            let loops: Vec<&(BTreeSet<String>, bool)> = body
+                .loops
+                .iter()
+                .filter(|(calls, _)| calls.contains(call))
+                .collect();
             if loops.is_empty() {
-                problems.push(format!("fn {func}: {call} is not called in a loop over every candidate"));
+                problems.push(format!(
+                    "fn {func}: {call} is not called in a loop over every candidate"
+                ));
             }
             if loops.iter().any(|(_, exits)| *exits) {
-                problems.push(format!("fn {func}: the loop calling {call} exits early: every candidate must be tried"));
+                problems.push(format!(
+                    "fn {func}: the loop calling {call} exits early: every candidate must be tried"
+                ));
             }
         }
     };
-    require("verify", &["verify_slice"], Some("verify_slice"), &["finalize", "into_bytes", "finalize_reset"]);
+    require(
+        "verify",
+        &["verify_slice"],
+        Some("verify_slice"),
+        &["finalize", "into_bytes", "finalize_reset"],
+    );
     require("password_matches", &["ct_eq", "verify_password"], None, &[]);
-    require("check_basic", &["ct_eq", "password_matches"], Some("password_matches"), &[]);
+    require(
+        "check_basic",
+        &["ct_eq", "password_matches"],
+        Some("password_matches"),
+        &[],
+    );
     problems
 }
 
 fn auth_rs() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/auth.rs")).expect("src/auth.rs")
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/auth.rs"))
+        .expect("src/auth.rs")
 }
 
 #[test]
@@ -206,7 +239,11 @@ fn the_checker_catches_plain_comparisons() {
         ("if u & p && found.is_none() {", "if u & p {\n            return Some(c.user.clone());\n        }\n        if u & p && found.is_none() {"),
     ];
     for (from, to) in mutations {
-        assert_eq!(source.matches(from).count(), 1, "auth.rs changed: update this mutation: {from}");
+        assert_eq!(
+            source.matches(from).count(),
+            1,
+            "auth.rs changed: update this mutation: {from}"
+        );
         let mutated = source.replacen(from, to, 1);
         let problems = check(&mutated);
         assert!(!problems.is_empty(), "the checker missed: {to}");

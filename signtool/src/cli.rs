@@ -115,7 +115,12 @@ pub struct SignArgs {
     /// A signing host: `FORMAT[:FORMAT…]:HOST[:PORT]` (port 443 if omitted; an IPv6
     /// address in brackets). Without formats the host serves every format. Repeat
     /// for each host.
-    #[arg(short = 'H', long = "host", value_name = "FORMATS:HOST:PORT", required = true)]
+    #[arg(
+        short = 'H',
+        long = "host",
+        value_name = "FORMATS:HOST:PORT",
+        required = true
+    )]
     pub hosts: Vec<String>,
     /// TLS and timeouts.
     #[command(flatten)]
@@ -128,10 +133,20 @@ pub struct SignArgs {
     #[arg(short = 'n', long = "nonce-file", value_name = "FILE")]
     pub nonce_file: Option<PathBuf>,
     /// Formats to apply, in order (comma-separated and/or repeated); gpg* last.
-    #[arg(short = 'f', long = "formats", value_name = "FORMAT[,FORMAT…]", required = true)]
+    #[arg(
+        short = 'f',
+        long = "formats",
+        value_name = "FORMAT[,FORMAT…]",
+        required = true
+    )]
     pub formats: Vec<String>,
     /// Output file (one input only).
-    #[arg(short = 'o', long = "output-file", value_name = "FILE", conflicts_with = "output_dir")]
+    #[arg(
+        short = 'o',
+        long = "output-file",
+        value_name = "FILE",
+        conflicts_with = "output_dir"
+    )]
     pub output_file: Option<PathBuf>,
     /// Output directory (created if missing).
     #[arg(short = 'd', long = "output-dir", value_name = "DIR")]
@@ -219,14 +234,19 @@ pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::
 pub fn formats(raw: &[String]) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     for f in raw.iter().flat_map(|s| s.split(',')).map(str::trim) {
-        if f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if f.is_empty()
+            || !f
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(format!("invalid format name {f:?}"));
         }
         if !out.iter().any(|o| o == f) {
             out.push(f.to_string());
         }
     }
-    let (mut content, detached): (Vec<String>, Vec<String>) = out.into_iter().partition(|f| !is_detached(f));
+    let (mut content, detached): (Vec<String>, Vec<String>) =
+        out.into_iter().partition(|f| !is_detached(f));
     content.extend(detached);
     Ok(content)
 }
@@ -249,7 +269,11 @@ pub fn parse_host(spec: &str) -> Result<(Vec<String>, String), String> {
             None if rest.is_empty() => "443",
             None => return Err(bad()),
         };
-        (spec.get(..open).unwrap_or("").trim_end_matches(':'), host, port)
+        (
+            spec.get(..open).unwrap_or("").trim_end_matches(':'),
+            host,
+            port,
+        )
     } else {
         let parts: Vec<&str> = spec.split(':').collect();
         let n = parts.len();
@@ -257,16 +281,28 @@ pub fn parse_host(spec: &str) -> Result<(Vec<String>, String), String> {
         if n >= 2 && !last.is_empty() && last.chars().all(|c| c.is_ascii_digit()) {
             let host = parts.get(n - 2).copied().unwrap_or("");
             let prefix_len = parts.iter().take(n - 2).map(|p| p.len() + 1).sum::<usize>();
-            (spec.get(..prefix_len).unwrap_or("").trim_end_matches(':'), host, last)
+            (
+                spec.get(..prefix_len).unwrap_or("").trim_end_matches(':'),
+                host,
+                last,
+            )
         } else {
             let prefix_len = parts.iter().take(n - 1).map(|p| p.len() + 1).sum::<usize>();
-            (spec.get(..prefix_len).unwrap_or("").trim_end_matches(':'), last, "443")
+            (
+                spec.get(..prefix_len).unwrap_or("").trim_end_matches(':'),
+                last,
+                "443",
+            )
         }
     };
     if host.is_empty() || host == "[]" || port.parse::<u16>().is_err() {
         return Err(bad());
     }
-    let formats = if formats_part.is_empty() { Vec::new() } else { formats_part.split(':').map(str::to_string).collect() };
+    let formats = if formats_part.is_empty() {
+        Vec::new()
+    } else {
+        formats_part.split(':').map(str::to_string).collect()
+    };
     Ok((formats, format!("https://{host}:{port}")))
 }
 
@@ -276,13 +312,25 @@ mod tests {
 
     #[test]
     fn host_specs() {
-        assert_eq!(parse_host("gpg:127.0.0.1:9110").unwrap(), (vec!["gpg".into()], "https://127.0.0.1:9110".into()));
+        assert_eq!(
+            parse_host("gpg:127.0.0.1:9110").unwrap(),
+            (vec!["gpg".into()], "https://127.0.0.1:9110".into())
+        );
         assert_eq!(
             parse_host("gpg:mar:sign1.example.net").unwrap(),
-            (vec!["gpg".into(), "mar".into()], "https://sign1.example.net:443".into())
+            (
+                vec!["gpg".into(), "mar".into()],
+                "https://sign1.example.net:443".into()
+            )
         );
-        assert_eq!(parse_host("localhost:1").unwrap(), (vec![], "https://localhost:1".into()));
-        assert_eq!(parse_host("gpg:[::1]:9110").unwrap(), (vec!["gpg".into()], "https://[::1]:9110".into()));
+        assert_eq!(
+            parse_host("localhost:1").unwrap(),
+            (vec![], "https://localhost:1".into())
+        );
+        assert_eq!(
+            parse_host("gpg:[::1]:9110").unwrap(),
+            (vec!["gpg".into()], "https://[::1]:9110".into())
+        );
         assert!(parse_host("gpg:host:99999").is_err());
         assert!(parse_host("gpg:").is_err());
     }
@@ -301,12 +349,31 @@ mod tests {
         let a = with_default_command(vec!["signtool".into(), "token".into()]);
         assert_eq!(a.get(1).unwrap(), "token");
         let cli = Cli::try_parse_from(with_default_command(
-            ["signtool", "-H", "gpg:h:1", "-c", "ca", "-t", "t", "-f", "gpg", "--timeout", "5", "--timeout", "6", "-H", "gpg:i:2", "f"]
-                .map(Into::into)
-                .to_vec(),
+            [
+                "signtool",
+                "-H",
+                "gpg:h:1",
+                "-c",
+                "ca",
+                "-t",
+                "t",
+                "-f",
+                "gpg",
+                "--timeout",
+                "5",
+                "--timeout",
+                "6",
+                "-H",
+                "gpg:i:2",
+                "f",
+            ]
+            .map(Into::into)
+            .to_vec(),
         ))
         .unwrap();
-        let Command::Sign(a) = cli.command else { panic!("not sign") };
+        let Command::Sign(a) = cli.command else {
+            panic!("not sign")
+        };
         assert_eq!(a.hosts.len(), 2, "-H accumulates");
         assert_eq!(a.timeout, 6.0, "the last value of a setting wins");
     }

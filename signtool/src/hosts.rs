@@ -33,7 +33,11 @@ impl HostPool {
             urls.shuffle(&mut rand::thread_rng());
         }
         let n = urls.len();
-        HostPool { urls, preferred: AtomicUsize::new(0), not_before: Mutex::new(vec![None; n]) }
+        HostPool {
+            urls,
+            preferred: AtomicUsize::new(0),
+            not_before: Mutex::new(vec![None; n]),
+        }
     }
 
     /// Number of hosts.
@@ -60,7 +64,9 @@ impl HostPool {
     /// files start (unless another file already moved on).
     pub fn rotate(&self, failed: usize) -> usize {
         let next = (failed + 1) % self.urls.len();
-        let _ = self.preferred.compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self
+            .preferred
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
         next
     }
 
@@ -75,8 +81,14 @@ impl HostPool {
 
     /// How long host `i` still asked us to wait.
     pub fn wait_for(&self, i: usize) -> Duration {
-        let until = self.not_before.lock().ok().and_then(|v| v.get(i % self.urls.len()).copied().flatten());
-        until.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or_default()
+        let until = self
+            .not_before
+            .lock()
+            .ok()
+            .and_then(|v| v.get(i % self.urls.len()).copied().flatten());
+        until
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
     }
 }
 
@@ -94,9 +106,16 @@ impl Backoff {
     /// capped at `max`, then a random point in its upper half, so clients that
     /// failed together do not come back together.
     pub fn delay(&self, errors: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << errors.saturating_sub(1).min(20)).min(self.max);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << errors.saturating_sub(1).min(20))
+            .min(self.max);
         let half = exp / 2;
-        let jitter = if half.is_zero() { Duration::ZERO } else { rand::thread_rng().gen_range(Duration::ZERO..=half) };
+        let jitter = if half.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::thread_rng().gen_range(Duration::ZERO..=half)
+        };
         half + jitter
     }
 }
@@ -131,15 +150,27 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
-        let b = Backoff { base: Duration::from_millis(100), max: Duration::from_millis(1000) };
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
         for _ in 0..50 {
             let d1 = b.delay(1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+                "{d1:?}"
+            );
             let d3 = b.delay(3);
-            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400), "{d3:?}");
+            assert!(
+                d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400),
+                "{d3:?}"
+            );
             assert!(b.delay(30) <= Duration::from_millis(1000));
         }
-        let zero = Backoff { base: Duration::ZERO, max: Duration::ZERO };
+        let zero = Backoff {
+            base: Duration::ZERO,
+            max: Duration::ZERO,
+        };
         assert_eq!(zero.delay(5), Duration::ZERO);
     }
 

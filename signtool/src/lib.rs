@@ -38,7 +38,11 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_LOCAL } else { EXIT_OK });
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("signtool: cannot start the async runtime: {e}");

@@ -20,7 +20,9 @@ static LEVEL: AtomicU8 = AtomicU8::new(INFO);
 fn bars() -> Option<&'static indicatif::MultiProgress> {
     static BARS: OnceLock<Option<indicatif::MultiProgress>> = OnceLock::new();
     BARS.get_or_init(|| {
-        std::io::stderr().is_terminal().then(|| indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr()))
+        std::io::stderr().is_terminal().then(|| {
+            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())
+        })
     })
     .as_ref()
 }
@@ -32,9 +34,11 @@ pub fn upload_bar(label: &str, size: u64) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let bar = bars()?.add(indicatif::ProgressBar::new(size));
-    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-        .map(|s| s.progress_chars("=> "))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(format!("uploading {label}"));
     Some(bar)

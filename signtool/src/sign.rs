@@ -55,7 +55,11 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> 
     let mut urls: HashMap<String, Vec<String>> = HashMap::new();
     for spec in &args.hosts {
         let (fmts, url) = cli::parse_host(spec)?;
-        let fmts = if fmts.is_empty() { formats.clone() } else { fmts };
+        let fmts = if fmts.is_empty() {
+            formats.clone()
+        } else {
+            fmts
+        };
         for f in fmts {
             let list = urls.entry(f).or_default();
             if !list.contains(&url) {
@@ -65,25 +69,40 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> 
     }
     let mut pools = HashMap::new();
     for f in &formats {
-        let list = urls.remove(f).ok_or_else(|| format!("no host serves format {f}: add -H {f}:HOST:PORT"))?;
+        let list = urls
+            .remove(f)
+            .ok_or_else(|| format!("no host serves format {f}: add -H {f}:HOST:PORT"))?;
         pools.insert(f.clone(), HostPool::new(list, !args.no_shuffle));
     }
     let token = std::fs::read_to_string(&args.token_file)
-        .map_err(|e| format!("cannot read the token file {}: {e}", args.token_file.display()))?
+        .map_err(|e| {
+            format!(
+                "cannot read the token file {}: {e}",
+                args.token_file.display()
+            )
+        })?
         .trim()
         .to_string();
     if token.is_empty() {
-        return Err(format!("the token file {} is empty", args.token_file.display()));
+        return Err(format!(
+            "the token file {} is empty",
+            args.token_file.display()
+        ));
     }
     let client = crate::tls::client(&args.net).map_err(|e| format!("{e:#}"))?;
-    let timeout = Duration::try_from_secs_f64(args.timeout).map_err(|_| "--timeout must be a number of seconds".to_string())?;
-    let read_timeout = crate::tls::secs(args.net.read_timeout, "--read-timeout").map_err(|e| e.to_string())?;
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .map_err(|_| "--timeout must be a number of seconds".to_string())?;
+    let read_timeout =
+        crate::tls::secs(args.net.read_timeout, "--read-timeout").map_err(|e| e.to_string())?;
     let session = Session {
         client,
         pools,
         token,
         nonce: Nonce::load(args.nonce_file.clone()),
-        backoff: Backoff { base: Duration::from_millis(args.backoff_base_ms), max: Duration::from_millis(args.backoff_max_ms) },
+        backoff: Backoff {
+            base: Duration::from_millis(args.backoff_base_ms),
+            max: Duration::from_millis(args.backoff_max_ms),
+        },
         max_errors: args.max_errors.max(1),
         deadline: Instant::now() + timeout,
         read_timeout,
@@ -97,8 +116,16 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> 
 /// The inputs (directories searched with -i/-x) and their destinations.
 fn jobs(args: &SignArgs) -> Result<Vec<Job>, String> {
     let pattern = |p: &String| glob::Pattern::new(p).map_err(|e| format!("bad pattern {p:?}: {e}"));
-    let includes = args.includes.iter().map(pattern).collect::<Result<Vec<_>, _>>()?;
-    let excludes = args.excludes.iter().map(pattern).collect::<Result<Vec<_>, _>>()?;
+    let includes = args
+        .includes
+        .iter()
+        .map(pattern)
+        .collect::<Result<Vec<_>, _>>()?;
+    let excludes = args
+        .excludes
+        .iter()
+        .map(pattern)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut inputs = Vec::new();
     let mut bundles = Vec::new();
     for p in &args.paths {
@@ -106,7 +133,8 @@ fn jobs(args: &SignArgs) -> Result<Vec<Job>, String> {
         if meta.is_dir() && p.extension().is_some_and(|e| e == "app") {
             bundles.push(bundle::pack(p)?);
         } else if meta.is_dir() {
-            walk(p, &includes, &excludes, &mut inputs).map_err(|e| format!("cannot list {}: {e}", p.display()))?;
+            walk(p, &includes, &excludes, &mut inputs)
+                .map_err(|e| format!("cannot list {}: {e}", p.display()))?;
         } else {
             inputs.push(p.clone());
         }
@@ -116,17 +144,27 @@ fn jobs(args: &SignArgs) -> Result<Vec<Job>, String> {
     }
     if let Some(o) = &args.output_file {
         if inputs.len() != 1 || args.paths.iter().any(|p| p.is_dir()) {
-            return Err(format!("-o {} needs exactly one input file ({} given)", o.display(), inputs.len()));
+            return Err(format!(
+                "-o {} needs exactly one input file ({} given)",
+                o.display(),
+                inputs.len()
+            ));
         }
     }
     if let Some(d) = &args.output_dir {
-        std::fs::create_dir_all(d).map_err(|e| format!("cannot create the output directory {}: {e}", d.display()))?;
+        std::fs::create_dir_all(d)
+            .map_err(|e| format!("cannot create the output directory {}: {e}", d.display()))?;
     }
-    let only_detached = cli::formats(&args.formats)?.iter().all(|f| cli::is_detached(f));
+    let only_detached = cli::formats(&args.formats)?
+        .iter()
+        .all(|f| cli::is_detached(f));
     inputs
         .into_iter()
         .map(|input| {
-            let name = input.file_name().ok_or_else(|| format!("{} is not a file name", input.display()))?.to_owned();
+            let name = input
+                .file_name()
+                .ok_or_else(|| format!("{} is not a file name", input.display()))?
+                .to_owned();
             let (dest, asc) = match (&args.output_file, &args.output_dir) {
                 // Mozilla's `-f gpg -o FILE.asc`: -o names the signature.
                 (Some(o), _) if only_detached => (input.clone(), o.clone()),
@@ -138,10 +176,20 @@ fn jobs(args: &SignArgs) -> Result<Vec<Job>, String> {
                 }
                 (None, None) => (input.clone(), with_suffix(&input, ".asc")),
             };
-            Ok(Job { input, dest, asc, bundle: None })
+            Ok(Job {
+                input,
+                dest,
+                asc,
+                bundle: None,
+            })
         })
         .chain(bundles.into_iter().map(|(app, dir, tarball)| {
-            Ok(Job { input: tarball.clone(), dest: tarball.clone(), asc: with_suffix(&tarball, ".asc"), bundle: Some((app, dir)) })
+            Ok(Job {
+                input: tarball.clone(),
+                dest: tarball.clone(),
+                asc: with_suffix(&tarball, ".asc"),
+                bundle: Some((app, dir)),
+            })
         }))
         .collect()
 }
@@ -153,44 +201,77 @@ mod bundle {
 
     /// Packs `app` into `NAME.app.tar.gz` inside a private directory beside it.
     pub(super) fn pack(app: &Path) -> Result<(PathBuf, tempfile::TempDir, PathBuf), String> {
-        let name = app.file_name().ok_or_else(|| format!("{} has no name", app.display()))?.to_owned();
-        let parent = app.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = app
+            .file_name()
+            .ok_or_else(|| format!("{} has no name", app.display()))?
+            .to_owned();
+        let parent = app
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let err = |e: std::io::Error| format!("cannot pack {}: {e}", app.display());
-        let dir = tempfile::Builder::new().prefix(".signtool-bundle-").tempdir_in(parent).map_err(err)?;
+        let dir = tempfile::Builder::new()
+            .prefix(".signtool-bundle-")
+            .tempdir_in(parent)
+            .map_err(err)?;
         let mut tarball = dir.path().join(&name);
         tarball.as_mut_os_string().push(".tar.gz");
         let file = std::fs::File::create(&tarball).map_err(err)?;
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::default()));
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::default(),
+        ));
         // Symlinks stay symlinks: a bundle's links are part of what is signed.
         tar.follow_symlinks(false);
         tar.append_dir_all(&name, app).map_err(err)?;
-        tar.into_inner().and_then(|gz| gz.finish()).and_then(|f| f.sync_all()).map_err(err)?;
+        tar.into_inner()
+            .and_then(|gz| gz.finish())
+            .and_then(|f| f.sync_all())
+            .map_err(err)?;
         Ok((app.to_path_buf(), dir, tarball))
     }
 
     /// Unpacks the signed `tarball` and swaps it in for `app`: the old bundle
     /// is moved aside, the new one renamed in, the old one removed. On any
     /// failure the original bundle is left (or put back) where it was.
-    pub(super) fn unpack_in_place(tarball: &Path, app: &Path, dir: &tempfile::TempDir) -> Result<(), String> {
+    pub(super) fn unpack_in_place(
+        tarball: &Path,
+        app: &Path,
+        dir: &tempfile::TempDir,
+    ) -> Result<(), String> {
         let name = app.file_name().unwrap_or_default();
         let out = dir.path().join("signed");
         let err = |e: std::io::Error| format!("cannot unpack the signed bundle: {e}");
         std::fs::create_dir_all(&out).map_err(err)?;
         let file = std::fs::File::open(tarball).map_err(err)?;
         // tar refuses absolute paths and `..` on unpack.
-        tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(&out).map_err(err)?;
-        let entries: Vec<_> = std::fs::read_dir(&out).map_err(err)?.flatten().map(|e| e.file_name()).collect();
+        tar::Archive::new(flate2::read::GzDecoder::new(file))
+            .unpack(&out)
+            .map_err(err)?;
+        let entries: Vec<_> = std::fs::read_dir(&out)
+            .map_err(err)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         if entries != [name.to_owned()] {
-            return Err(format!("the signed archive does not hold exactly {}", name.to_string_lossy()));
+            return Err(format!(
+                "the signed archive does not hold exactly {}",
+                name.to_string_lossy()
+            ));
         }
         let old = dir.path().join("original");
-        std::fs::rename(app, &old).map_err(|e| format!("cannot move {} aside: {e}", app.display()))?;
+        std::fs::rename(app, &old)
+            .map_err(|e| format!("cannot move {} aside: {e}", app.display()))?;
         if let Err(e) = std::fs::rename(out.join(name), app) {
             let _ = std::fs::rename(&old, app);
             return Err(format!("cannot put the signed bundle in place: {e}"));
         }
         if let Some(parent) = app.parent() {
-            if let Ok(d) = std::fs::File::open(if parent.as_os_str().is_empty() { Path::new(".") } else { parent }) {
+            if let Ok(d) = std::fs::File::open(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            }) {
                 let _ = d.sync_all();
             }
         }
@@ -204,7 +285,12 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn walk(dir: &Path, includes: &[glob::Pattern], excludes: &[glob::Pattern], out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn walk(
+    dir: &Path,
+    includes: &[glob::Pattern],
+    excludes: &[glob::Pattern],
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -279,17 +365,32 @@ async fn execute(args: &SignArgs, s: &Session, jobs: Vec<Job>, formats: &[String
 }
 
 /// All formats on one input, in order.
-async fn process(s: &Session, job: &Job, formats: &[String], cache: Option<&Path>) -> Result<(), Failure> {
-    let label = job.input.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let mut hashes = transfer::hash_file(&job.input).await.map_err(|e| Failure::Local(format!("cannot read it: {e}")))?;
+async fn process(
+    s: &Session,
+    job: &Job,
+    formats: &[String],
+    cache: Option<&Path>,
+) -> Result<(), Failure> {
+    let label = job
+        .input
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let mut hashes = transfer::hash_file(&job.input)
+        .await
+        .map_err(|e| Failure::Local(format!("cannot read it: {e}")))?;
     let dest_dir = parent(&job.dest);
     let asc_dir = parent(&job.asc);
     for d in [&dest_dir, &asc_dir] {
-        std::fs::create_dir_all(d).map_err(|e| Failure::Local(format!("cannot create {}: {e}", d.display())))?;
+        std::fs::create_dir_all(d)
+            .map_err(|e| Failure::Local(format!("cannot create {}: {e}", d.display())))?;
     }
     let mut content: Option<Signed> = None;
     for format in formats.iter().filter(|f| !cli::is_detached(f)) {
-        let input = content.as_ref().map(|c| c.temp.to_path_buf()).unwrap_or_else(|| job.input.clone());
+        let input = content
+            .as_ref()
+            .map(|c| c.temp.to_path_buf())
+            .unwrap_or_else(|| job.input.clone());
         let signed = obtain(s, format, &input, &label, &hashes, &dest_dir, cache).await?;
         hashes = signed.hashes.clone();
         content = Some(signed);
@@ -304,7 +405,11 @@ async fn process(s: &Session, job: &Job, formats: &[String], cache: Option<&Path
         None => job.input.clone(),
     };
     for (k, format) in formats.iter().filter(|f| cli::is_detached(f)).enumerate() {
-        let dest = if k == 0 { job.asc.clone() } else { with_suffix(&job.asc.with_extension(""), &format!(".{format}.asc")) };
+        let dest = if k == 0 {
+            job.asc.clone()
+        } else {
+            with_suffix(&job.asc.with_extension(""), &format!(".{format}.asc"))
+        };
         let sig = obtain(s, format, &signed_content, &label, &hashes, &asc_dir, cache).await?;
         put_in_place(s, sig, &dest, None).await?;
     }
@@ -346,7 +451,10 @@ async fn obtain(
     let signed = transfer::sign(s, format, input, label, hashes, out_dir).await?;
     if let Some(path) = &cached {
         if let Err(e) = store_in_cache(&signed, path).await {
-            log::warn(format!("warning: cannot store {} in the cache: {e}", path.display()));
+            log::warn(format!(
+                "warning: cannot store {} in the cache: {e}",
+                path.display()
+            ));
         }
     }
     Ok(signed)
@@ -370,7 +478,9 @@ fn digest_path(entry: &Path) -> PathBuf {
 }
 
 fn read_digest(entry: &Path) -> Option<String> {
-    std::fs::read_to_string(digest_path(entry)).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(digest_path(entry))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Stores a verified result: the entry, then its digest (each by rename).
@@ -394,7 +504,12 @@ async fn store_in_cache(signed: &Signed, to: &Path) -> std::io::Result<()> {
 /// otherwise stall one of the runtime's few threads). The directory is
 /// fsynced once per run, before signtool exits ([`sync_dirs`]): a crash
 /// before that leaves the old file or the complete new one, never a part.
-async fn put_in_place(s: &Session, signed: Signed, dest: &Path, mode: Option<std::fs::Permissions>) -> Result<(), Failure> {
+async fn put_in_place(
+    s: &Session,
+    signed: Signed,
+    dest: &Path,
+    mode: Option<std::fs::Permissions>,
+) -> Result<(), Failure> {
     let dest = dest.to_path_buf();
     let dir = parent(&dest);
     tokio::task::spawn_blocking(move || put_in_place_now(signed, &dest, mode))
@@ -409,12 +524,19 @@ async fn put_in_place(s: &Session, signed: Signed, dest: &Path, mode: Option<std
 /// Fsyncs every directory a result was renamed into, so the renames are
 /// durable when signtool exits.
 async fn sync_dirs(s: &Session) {
-    let dirs = s.renamed_in.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default();
+    let dirs = s
+        .renamed_in
+        .lock()
+        .map(|mut d| std::mem::take(&mut *d))
+        .unwrap_or_default();
     let _ = tokio::task::spawn_blocking(move || {
         for d in dirs {
             if let Ok(f) = std::fs::File::open(&d) {
                 if let Err(e) = f.sync_all() {
-                    log::warn(format!("warning: cannot sync the directory {}: {e}", d.display()));
+                    log::warn(format!(
+                        "warning: cannot sync the directory {}: {e}",
+                        d.display()
+                    ));
                 }
             }
         }
@@ -422,7 +544,11 @@ async fn sync_dirs(s: &Session) {
     .await;
 }
 
-fn put_in_place_now(signed: Signed, dest: &Path, mode: Option<std::fs::Permissions>) -> Result<(), Failure> {
+fn put_in_place_now(
+    signed: Signed,
+    dest: &Path,
+    mode: Option<std::fs::Permissions>,
+) -> Result<(), Failure> {
     use std::os::unix::fs::PermissionsExt;
     let local = |e: std::io::Error| Failure::Local(format!("cannot write {}: {e}", dest.display()));
     let perms = mode.unwrap_or_else(|| std::fs::Permissions::from_mode(0o644));

@@ -45,10 +45,16 @@ pub fn client(net: &Net) -> anyhow::Result<reqwest::Client> {
 
 /// A positive duration from a `--…-timeout` flag.
 pub fn secs(v: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(v).ok().filter(|d| !d.is_zero()).with_context(|| format!("{flag} must be a positive number of seconds"))
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds"))
 }
 
-fn client_config(certs: Vec<CertificateDer<'static>>, path: &Path) -> anyhow::Result<rustls::ClientConfig> {
+fn client_config(
+    certs: Vec<CertificateDer<'static>>,
+    path: &Path,
+) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = verifier(certs, path, provider.clone())?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -61,15 +67,25 @@ fn client_config(certs: Vec<CertificateDer<'static>>, path: &Path) -> anyhow::Re
     Ok(config)
 }
 
-fn verifier(certs: Vec<CertificateDer<'static>>, path: &Path, provider: Arc<CryptoProvider>) -> anyhow::Result<Arc<TrustCertFile>> {
+fn verifier(
+    certs: Vec<CertificateDer<'static>>,
+    path: &Path,
+    provider: Arc<CryptoProvider>,
+) -> anyhow::Result<Arc<TrustCertFile>> {
     let mut roots = RootCertStore::empty();
     for c in &certs {
-        roots.add(c.clone()).with_context(|| format!("{}: unusable certificate", path.display()))?;
+        roots
+            .add(c.clone())
+            .with_context(|| format!("{}: unusable certificate", path.display()))?;
     }
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .context("cannot build the certificate verifier")?;
-    Ok(Arc::new(TrustCertFile { pinned: certs, webpki, provider }))
+    Ok(Arc::new(TrustCertFile {
+        pinned: certs,
+        webpki,
+        provider,
+    }))
 }
 
 /// Chain to a `-c` certificate, or be exactly one of them (names checked either way).
@@ -89,12 +105,17 @@ impl ServerCertVerifier for TrustCertFile {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
             let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
             rustls::client::verify_server_name(&parsed, server_name)?;
             return Ok(ServerCertVerified::assertion());
         }
-        self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -103,7 +124,12 @@ impl ServerCertVerifier for TrustCertFile {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -112,11 +138,18 @@ impl ServerCertVerifier for TrustCertFile {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -125,23 +158,48 @@ mod tests {
     use super::*;
 
     fn certs(name: &str) -> Vec<CertificateDer<'static>> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs").join(name);
-        CertificateDer::pem_file_iter(path).unwrap().collect::<Result<_, _>>().unwrap()
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../certs")
+            .join(name);
+        CertificateDer::pem_file_iter(path)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 
     fn check(trust: &str, name: &str) -> Result<ServerCertVerified, rustls::Error> {
-        let v = verifier(certs(trust), Path::new(trust), Arc::new(rustls::crypto::ring::default_provider())).unwrap();
+        let v = verifier(
+            certs(trust),
+            Path::new(trust),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .unwrap();
         let chain = certs("server-chain.pem");
         let (ee, rest) = chain.split_first().unwrap();
-        v.verify_server_cert(ee, rest, &ServerName::try_from(name.to_string()).unwrap(), &[], UnixTime::now())
+        v.verify_server_cert(
+            ee,
+            rest,
+            &ServerName::try_from(name.to_string()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
     }
 
     #[test]
     fn a_ca_or_the_server_cert_is_trusted_and_names_are_always_checked() {
         assert!(check("ca.pem", "localhost").is_ok());
         assert!(check("ca.pem", "127.0.0.1").is_ok());
-        assert!(check("ca.pem", "evil.example").is_err(), "host name not checked");
-        assert!(check("server.pem", "localhost").is_ok(), "pinned server certificate refused");
-        assert!(check("server.pem", "evil.example").is_err(), "pinned certificate: host name not checked");
+        assert!(
+            check("ca.pem", "evil.example").is_err(),
+            "host name not checked"
+        );
+        assert!(
+            check("server.pem", "localhost").is_ok(),
+            "pinned server certificate refused"
+        );
+        assert!(
+            check("server.pem", "evil.example").is_err(),
+            "pinned certificate: host name not checked"
+        );
     }
 }

@@ -31,13 +31,15 @@ pub async fn run(args: TokenArgs) -> u8 {
 
 fn password(args: &TokenArgs) -> Result<String, String> {
     if let Some(path) = &args.password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
         return Ok(text.lines().next().unwrap_or("").to_string());
     }
     if !std::io::stdin().is_terminal() {
         return Err("no --password-file and no terminal to ask the password on".into());
     }
-    rpassword::prompt_password(format!("Password for {}: ", args.user)).map_err(|e| format!("cannot read the password: {e}"))
+    rpassword::prompt_password(format!("Password for {}: ", args.user))
+        .map_err(|e| format!("cannot read the password: {e}"))
 }
 
 async fn mint(args: &TokenArgs) -> Result<String, (u8, String)> {
@@ -52,11 +54,21 @@ async fn mint(args: &TokenArgs) -> Result<String, (u8, String)> {
     }
     let password = password(args).map_err(local)?;
     let client = crate::tls::client(&args.net).map_err(|e| local(format!("{e:#}")))?;
-    let read_timeout = crate::tls::secs(args.net.read_timeout, "--read-timeout").map_err(|e| local(e.to_string()))?;
+    let read_timeout = crate::tls::secs(args.net.read_timeout, "--read-timeout")
+        .map_err(|e| local(e.to_string()))?;
     let mut tried = Vec::new();
     for url in &urls {
-        let form = [("slave_ip", args.slave_ip.to_string()), ("duration", args.duration.to_string())];
-        let r = client.post(format!("{url}/token")).basic_auth(&args.user, Some(&password)).form(&form).timeout(read_timeout).send().await;
+        let form = [
+            ("slave_ip", args.slave_ip.to_string()),
+            ("duration", args.duration.to_string()),
+        ];
+        let r = client
+            .post(format!("{url}/token"))
+            .basic_auth(&args.user, Some(&password))
+            .form(&form)
+            .timeout(read_timeout)
+            .send()
+            .await;
         let r = match r {
             Ok(r) => r,
             Err(e) => {
@@ -70,10 +82,23 @@ async fn mint(args: &TokenArgs) -> Result<String, (u8, String)> {
         match status.as_u16() {
             200 if !body.trim().is_empty() => return Ok(body.trim().to_string()),
             401 => {
-                return Err((EXIT_FAILED, format!("bad credentials: {url} refused user {:?} with that password (401 {line})", args.user)))
+                return Err((
+                    EXIT_FAILED,
+                    format!(
+                        "bad credentials: {url} refused user {:?} with that password (401 {line})",
+                        args.user
+                    ),
+                ))
             }
-            403 => return Err((EXIT_FAILED, format!("{url} refused: 403 {line} (is this host in new_token_allowed_ips?)"))),
-            s if (400..500).contains(&s) => return Err((EXIT_FAILED, format!("{url} refused: {s} {line}"))),
+            403 => {
+                return Err((
+                    EXIT_FAILED,
+                    format!("{url} refused: 403 {line} (is this host in new_token_allowed_ips?)"),
+                ))
+            }
+            s if (400..500).contains(&s) => {
+                return Err((EXIT_FAILED, format!("{url} refused: {s} {line}")))
+            }
             s => tried.push(format!("{url}: {s} {line}")),
         }
     }
@@ -87,13 +112,18 @@ fn write_token(token: &str, output: Option<&Path>) -> Result<(), String> {
     };
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
     // NamedTempFile is created 0600: the token never sits world-readable.
     let mut t = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
     t.write_all(token.as_bytes()).map_err(err)?;
     t.as_file().sync_all().map_err(err)?;
-    t.as_file().set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    t.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(err)?;
     t.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }

@@ -73,17 +73,36 @@ impl Limits {
     /// The limit of `format` on `url`, if the host says (older servers and
     /// Mozilla's do not: then the upload itself finds out).
     async fn get(&self, s: &Session, url: &str, format: &str) -> Option<u64> {
-        let cell = self.hosts.lock().ok()?.entry(url.to_string()).or_default().clone();
+        let cell = self
+            .hosts
+            .lock()
+            .ok()?
+            .entry(url.to_string())
+            .or_default()
+            .clone();
         let limits = cell
             .get_or_init(|| async {
-                let send = s.client.get(format!("{url}/health")).timeout(s.read_timeout.min(s.remaining())).send();
+                let send = s
+                    .client
+                    .get(format!("{url}/health"))
+                    .timeout(s.read_timeout.min(s.remaining()))
+                    .send();
                 let body = match send.await {
                     Ok(r) if r.status().is_success() => r.bytes().await.ok(),
                     _ => None,
                 };
-                let json: Option<serde_json::Value> = body.and_then(|b| serde_json::from_slice(&b).ok());
-                let map = json.as_ref().and_then(|j| j.get("max_filesize")).and_then(|m| m.as_object());
-                map.map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect()).unwrap_or_default()
+                let json: Option<serde_json::Value> =
+                    body.and_then(|b| serde_json::from_slice(&b).ok());
+                let map = json
+                    .as_ref()
+                    .and_then(|j| j.get("max_filesize"))
+                    .and_then(|m| m.as_object());
+                map.map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default()
             })
             .await;
         limits.get(format).copied()
@@ -99,8 +118,14 @@ pub struct Nonce {
 impl Nonce {
     /// Reads `path` if it exists (a missing file means an empty nonce).
     pub fn load(path: Option<PathBuf>) -> Nonce {
-        let value = path.as_deref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
-        Nonce { path, value: Mutex::new(value.trim().to_string()) }
+        let value = path
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        Nonce {
+            path,
+            value: Mutex::new(value.trim().to_string()),
+        }
     }
 
     fn get(&self) -> String {
@@ -111,12 +136,18 @@ impl Nonce {
         let Ok(mut v) = self.value.lock() else { return };
         *v = new.to_string();
         if let Some(path) = &self.path {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let written = tempfile::NamedTempFile::new_in(dir)
                 .and_then(|mut t| std::io::Write::write_all(&mut t, new.as_bytes()).map(|_| t))
                 .and_then(|t| t.persist(path).map_err(|e| e.error));
             if let Err(e) = written {
-                log::warn(format!("warning: cannot update the nonce file {}: {e}", path.display()));
+                log::warn(format!(
+                    "warning: cannot update the nonce file {}: {e}",
+                    path.display()
+                ));
             }
         }
     }
@@ -151,7 +182,10 @@ pub async fn hash_file(path: &Path) -> std::io::Result<Hashes> {
             h256.update(chunk);
             size += n as u64;
         }
-        Ok(Hashes { sha256: hex::encode(h256.finalize()), size })
+        Ok(Hashes {
+            sha256: hex::encode(h256.finalize()),
+            size,
+        })
     })
     .await
     .map_err(std::io::Error::other)?
@@ -185,7 +219,10 @@ enum Answer {
 /// Why a request did not give an answer we can use.
 enum TryError {
     /// Connection, timeout, TLS, 5xx, bad digest: the next host may do better.
-    Retry { what: String, retry_after: Option<Duration> },
+    Retry {
+        what: String,
+        retry_after: Option<Duration>,
+    },
     /// An answer every host would give (4xx): fail the file now.
     Fatal(String),
     /// Our side.
@@ -193,7 +230,10 @@ enum TryError {
 }
 
 fn retry(what: impl Into<String>) -> TryError {
-    TryError::Retry { what: what.into(), retry_after: None }
+    TryError::Retry {
+        what: what.into(),
+        retry_after: None,
+    }
 }
 
 /// What a failed request looked like, shortest useful form.
@@ -243,8 +283,12 @@ async fn message(r: reqwest::Response) -> String {
 /// An answer that is neither success nor an expected 404.
 async fn refusal(r: reqwest::Response) -> TryError {
     let status = r.status();
-    let retry_after =
-        r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let what = format!("{} {}", status.as_u16(), message(r).await);
     let what = what.trim_end().to_string();
     if status.is_client_error() {
@@ -256,17 +300,32 @@ async fn refusal(r: reqwest::Response) -> TryError {
 
 /// Creates a temp file in `dir` named after `name`, closed-over by a TempPath.
 pub fn temp_in(dir: &Path, name: &str) -> std::io::Result<(std::fs::File, TempPath)> {
-    let t = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".signtool-tmp").tempfile_in(dir)?;
+    let t = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".signtool-tmp")
+        .tempfile_in(dir)?;
     Ok(t.into_parts())
 }
 
-async fn get(s: &Session, url: &str, format: &str, hashes: &Hashes, out_dir: &Path, name: &str) -> Result<Answer, TryError> {
+async fn get(
+    s: &Session,
+    url: &str,
+    format: &str,
+    hashes: &Hashes,
+    out_dir: &Path,
+    name: &str,
+) -> Result<Answer, TryError> {
     let target = format!("{url}/sign/{format}/{}", hashes.sha256);
     log::debug(format!("{}: GET {target}", hashes.sha256));
     let send = s.client.get(&target).timeout(s.remaining()).send();
     let r = match tokio::time::timeout(s.read_timeout, send).await {
         Ok(r) => r.map_err(|e| retry(describe(&e)))?,
-        Err(_) => return Err(retry(format!("timed out: no answer in {} s (--read-timeout)", s.read_timeout.as_secs_f64()))),
+        Err(_) => {
+            return Err(retry(format!(
+                "timed out: no answer in {} s (--read-timeout)",
+                s.read_timeout.as_secs_f64()
+            )))
+        }
     };
     match r.status().as_u16() {
         200 => download(r, out_dir, name, s.read_timeout).await,
@@ -276,15 +335,32 @@ async fn get(s: &Session, url: &str, format: &str, hashes: &Hashes, out_dir: &Pa
     }
 }
 
-async fn download(r: reqwest::Response, out_dir: &Path, name: &str, idle: Duration) -> Result<Answer, TryError> {
-    let header = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
+async fn download(
+    r: reqwest::Response,
+    out_dir: &Path,
+    name: &str,
+    idle: Duration,
+) -> Result<Answer, TryError> {
+    let header = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
     let (want256, want1) = (header("x-sha256-digest"), header("x-sha1-digest"));
     if want256.is_none() && want1.is_none() {
-        return Err(retry("200 without X-SHA256-Digest or X-SHA1-Digest: cannot verify the result; not written"));
+        return Err(retry(
+            "200 without X-SHA256-Digest or X-SHA1-Digest: cannot verify the result; not written",
+        ));
     }
-    let (file, temp) =
-        temp_in(out_dir, name).map_err(|e| TryError::Local(format!("cannot create a temp file in {}: {e}", out_dir.display())))?;
-    let local = |e: std::io::Error| TryError::Local(format!("cannot write {}: {e}", temp_display(out_dir)));
+    let (file, temp) = temp_in(out_dir, name).map_err(|e| {
+        TryError::Local(format!(
+            "cannot create a temp file in {}: {e}",
+            out_dir.display()
+        ))
+    })?;
+    let local =
+        |e: std::io::Error| TryError::Local(format!("cannot write {}: {e}", temp_display(out_dir)));
     let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
     // SHA-1 only for an older server that sends no X-SHA256-Digest.
     let (mut h1, mut h256, mut size) = (want256.is_none().then(Sha1::new), Sha256::new(), 0u64);
@@ -293,7 +369,12 @@ async fn download(r: reqwest::Response, out_dir: &Path, name: &str, idle: Durati
         let chunk = match tokio::time::timeout(idle, body.next()).await {
             Ok(Some(chunk)) => chunk.map_err(|e| retry(describe(&e)))?,
             Ok(None) => break,
-            Err(_) => return Err(retry(format!("timed out: the body stalled for {} s (--read-timeout)", idle.as_secs_f64()))),
+            Err(_) => {
+                return Err(retry(format!(
+                    "timed out: the body stalled for {} s (--read-timeout)",
+                    idle.as_secs_f64()
+                )))
+            }
         };
         if let Some(h1) = &mut h1 {
             h1.update(&chunk);
@@ -304,7 +385,10 @@ async fn download(r: reqwest::Response, out_dir: &Path, name: &str, idle: Durati
     }
     out.flush().await.map_err(local)?;
     let sha1 = h1.map(|h| hex::encode(h.finalize())).unwrap_or_default();
-    let hashes = Hashes { sha256: hex::encode(h256.finalize()), size };
+    let hashes = Hashes {
+        sha256: hex::encode(h256.finalize()),
+        size,
+    };
     let (name, want, got) = match (&want256, &want1) {
         (Some(w), _) => ("X-SHA256-Digest", w, &hashes.sha256),
         (None, Some(w)) => ("X-SHA1-Digest", w, &sha1),
@@ -321,7 +405,14 @@ fn temp_display(dir: &Path) -> String {
     format!("a temp file in {}", dir.display())
 }
 
-async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str, hashes: &Hashes) -> Result<(), TryError> {
+async fn upload(
+    s: &Session,
+    url: &str,
+    format: &str,
+    input: &Path,
+    label: &str,
+    hashes: &Hashes,
+) -> Result<(), TryError> {
     use reqwest::multipart::{Form, Part};
     if let Some(limit) = s.limits.get(s, url, format).await {
         if hashes.size > limit {
@@ -331,7 +422,9 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
             )));
         }
     }
-    let file = tokio::fs::File::open(input).await.map_err(|e| TryError::Local(format!("cannot read {}: {e}", input.display())))?;
+    let file = tokio::fs::File::open(input)
+        .await
+        .map_err(|e| TryError::Local(format!("cannot read {}: {e}", input.display())))?;
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = sent.clone();
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect(move |c| {
@@ -352,9 +445,19 @@ async fn upload(s: &Session, url: &str, format: &str, input: &Path, label: &str,
         .text("sha256", hashes.sha256.clone())
         .part("filedata", part);
     let target = format!("{url}/sign/{format}");
-    log::debug(format!("{}: POST {target} ({} bytes)", hashes.sha256, hashes.size));
-    let send = s.client.post(&target).multipart(form).timeout(s.remaining()).send();
-    let r = watch_upload(send, label, hashes.size, &sent, s.read_timeout).await?.map_err(|e| retry(describe(&e)))?;
+    log::debug(format!(
+        "{}: POST {target} ({} bytes)",
+        hashes.sha256, hashes.size
+    ));
+    let send = s
+        .client
+        .post(&target)
+        .multipart(form)
+        .timeout(s.remaining())
+        .send();
+    let r = watch_upload(send, label, hashes.size, &sent, s.read_timeout)
+        .await?
+        .map_err(|e| retry(describe(&e)))?;
     if r.status().as_u16() == 202 {
         if let Some(n) = r.headers().get("x-nonce").and_then(|v| v.to_str().ok()) {
             s.nonce.store(n);
@@ -375,7 +478,11 @@ async fn watch_upload<F: std::future::Future>(
     sent: &std::sync::atomic::AtomicU64,
     idle: Duration,
 ) -> Result<F::Output, TryError> {
-    let bar = if size >= (1 << 20) { log::upload_bar(label, size) } else { None };
+    let bar = if size >= (1 << 20) {
+        log::upload_bar(label, size)
+    } else {
+        None
+    };
     tokio::pin!(send);
     let step = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut tick = tokio::time::interval(step);
@@ -410,7 +517,14 @@ async fn watch_upload<F: std::future::Future>(
 
 /// Signs `input` (its digests `hashes`, shown to servers as `label`) with
 /// `format`; returns the verified result in a temp file in `out_dir`.
-pub async fn sign(s: &Session, format: &str, input: &Path, label: &str, hashes: &Hashes, out_dir: &Path) -> Result<Signed, Failure> {
+pub async fn sign(
+    s: &Session,
+    format: &str,
+    input: &Path,
+    label: &str,
+    hashes: &Hashes,
+    out_dir: &Path,
+) -> Result<Signed, Failure> {
     let Some(pool) = s.pools.get(format) else {
         return Err(Failure::Local(format!("no host for format {format}")));
     };
@@ -421,8 +535,12 @@ pub async fn sign(s: &Session, format: &str, input: &Path, label: &str, hashes: 
     let mut tried: Vec<String> = Vec::new();
     let mut uploaded_here = false;
     let mut announced = None;
-    let give_up =
-        |tried: &[String], why: &str| Failure::Remote(format!("could not sign {shown} with {format}{why}:\n    {}", tried.join("\n    ")));
+    let give_up = |tried: &[String], why: &str| {
+        Failure::Remote(format!(
+            "could not sign {shown} with {format}{why}:\n    {}",
+            tried.join("\n    ")
+        ))
+    };
     loop {
         let url = pool.url(i);
         let wait = pool.wait_for(i);
@@ -452,7 +570,9 @@ pub async fn sign(s: &Session, format: &str, input: &Path, label: &str, hashes: 
                 }
                 continue;
             }
-            Ok(Answer::Unknown) if uploaded_here => Err(retry("forgot the file it had accepted (restarted?)")),
+            Ok(Answer::Unknown) if uploaded_here => {
+                Err(retry("forgot the file it had accepted (restarted?)"))
+            }
             Ok(Answer::Unknown) => {
                 log::info(format!("{h}: uploading {shown} to {url}"));
                 let r = upload(s, url, format, input, label, hashes).await;
@@ -468,7 +588,9 @@ pub async fn sign(s: &Session, format: &str, input: &Path, label: &str, hashes: 
             Ok(()) => continue,
             Err(TryError::Local(msg)) => return Err(Failure::Local(msg)),
             Err(TryError::Fatal(what)) => {
-                log::warn(format!("{h}: {url} answered {what}; no other host is tried for this answer"));
+                log::warn(format!(
+                    "{h}: {url} answered {what}; no other host is tried for this answer"
+                ));
                 tried.push(format!("{url} answered {what}"));
                 return Err(give_up(&tried, ""));
             }
@@ -479,13 +601,20 @@ pub async fn sign(s: &Session, format: &str, input: &Path, label: &str, hashes: 
                     pool.hold_off(i, ra.min(Duration::from_secs(60)));
                 }
                 if errors >= s.max_errors {
-                    return Err(give_up(&tried, &format!(" (gave up after {errors} errors)")));
+                    return Err(give_up(
+                        &tried,
+                        &format!(" (gave up after {errors} errors)"),
+                    ));
                 }
                 let next = pool.rotate(i);
                 let delay = s.backoff.delay(errors).min(s.remaining());
                 log::warn(format!(
                     "{h}: {url} failed ({what}); {} {} in {} ms (error {errors} of at most {})",
-                    if next == i { "retrying" } else { "failing over to" },
+                    if next == i {
+                        "retrying"
+                    } else {
+                        "failing over to"
+                    },
                     pool.url(next),
                     delay.as_millis(),
                     s.max_errors

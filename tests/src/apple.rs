@@ -19,13 +19,22 @@ pub fn apple_opts(extra: &str) -> ServerOpts {
             c.join("chain.pem").display()
         )
     };
-    ServerOpts { formats: format!("{}{}", section("macapp"), section("dmg")), ..ServerOpts::default() }
+    ServerOpts {
+        formats: format!("{}{}", section("macapp"), section("dmg")),
+        ..ServerOpts::default()
+    }
 }
 
 /// The first of `names` found on PATH.
 fn tool(names: &[&str]) -> String {
     for n in names {
-        if Command::new("sh").arg("-c").arg(format!("command -v {n}")).output().map(|o| o.status.success()).unwrap_or(false) {
+        if Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {n}"))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {
             return n.to_string();
         }
     }
@@ -47,7 +56,13 @@ pub fn build_macho(dir: &Path, arch: &str, kind: &str) -> PathBuf {
     let out = dir.join(format!("{kind}-{arch}"));
     let clang = tool(&["clang", "clang-14", "clang-16"]);
     let mut cmd = Command::new(clang);
-    cmd.args(["-target", &format!("{arch}-apple-macos11"), "-fuse-ld=lld", "-nostdlib", "-O1"]);
+    cmd.args([
+        "-target",
+        &format!("{arch}-apple-macos11"),
+        "-fuse-ld=lld",
+        "-nostdlib",
+        "-O1",
+    ]);
     match kind {
         "exe" => cmd.args(["-Wl,-e,_main"]),
         "dylib" => cmd.args(["-dynamiclib"]),
@@ -61,7 +76,11 @@ pub fn build_macho(dir: &Path, arch: &str, kind: &str) -> PathBuf {
 /// `llvm-lipo -create` of `parts`.
 pub fn lipo(parts: &[&Path], out: &Path) {
     let lipo = tool(&["llvm-lipo", "llvm-lipo-14", "llvm-lipo-16"]);
-    let (ok, text) = run(Command::new(lipo).arg("-create").args(parts).arg("-output").arg(out));
+    let (ok, text) = run(Command::new(lipo)
+        .arg("-create")
+        .args(parts)
+        .arg("-output")
+        .arg(out));
     assert!(ok, "llvm-lipo: {text}");
 }
 
@@ -69,7 +88,10 @@ pub fn lipo(parts: &[&Path], out: &Path) {
 pub fn rcodesign() -> Option<PathBuf> {
     let root = std::env::var_os("SIGNING_RCODESIGN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/signing-server/rcodesign/bin/rcodesign"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/signing-server/rcodesign/bin/rcodesign")
+        });
     root.is_file().then_some(root)
 }
 
@@ -99,7 +121,11 @@ pub struct Blobs {
 
 /// Parses a code-signing superblob (magic 0xfade0cc0).
 pub fn superblob(sb: &[u8]) -> Blobs {
-    assert_eq!(be32(sb, 0), 0xfade_0cc0, "not an embedded signature superblob");
+    assert_eq!(
+        be32(sb, 0),
+        0xfade_0cc0,
+        "not an embedded signature superblob"
+    );
     let count = be32(sb, 8) as usize;
     let (mut cd, mut cms) = (None, None);
     for i in 0..count {
@@ -115,7 +141,10 @@ pub fn superblob(sb: &[u8]) -> Blobs {
             _ => {}
         }
     }
-    Blobs { code_directory: cd.expect("no code directory"), cms: cms.unwrap_or_default() }
+    Blobs {
+        code_directory: cd.expect("no code directory"),
+        cms: cms.unwrap_or_default(),
+    }
 }
 
 /// The signature blobs of each slice of a thin or universal Mach-O.
@@ -124,12 +153,19 @@ pub fn macho_blobs(data: &[u8]) -> Vec<Blobs> {
         let n = be32(data, 4) as usize;
         return (0..n)
             .flat_map(|i| {
-                let (off, size) = (be32(data, 8 + 20 * i + 8) as usize, be32(data, 8 + 20 * i + 12) as usize);
+                let (off, size) = (
+                    be32(data, 8 + 20 * i + 8) as usize,
+                    be32(data, 8 + 20 * i + 12) as usize,
+                );
                 macho_blobs(&data[off..off + size])
             })
             .collect();
     }
-    assert_eq!(le32(data, 0), 0xfeed_facf, "64-bit little-endian Mach-O expected");
+    assert_eq!(
+        le32(data, 0),
+        0xfeed_facf,
+        "64-bit little-endian Mach-O expected"
+    );
     let ncmds = le32(data, 16) as usize;
     let mut at = 32;
     for _ in 0..ncmds {
@@ -159,11 +195,25 @@ pub fn dmg_blobs(data: &[u8]) -> Blobs {
 /// (success, output, the signer certificate as PEM).
 pub fn openssl_cms_verify(blobs: &Blobs) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let (cms, cd, signer) = (dir.path().join("cms.der"), dir.path().join("cd.bin"), dir.path().join("signer.pem"));
+    let (cms, cd, signer) = (
+        dir.path().join("cms.der"),
+        dir.path().join("cd.bin"),
+        dir.path().join("signer.pem"),
+    );
     std::fs::write(&cms, &blobs.cms).unwrap();
     std::fs::write(&cd, &blobs.code_directory).unwrap();
     let (ok, out) = run(Command::new("openssl")
-        .args(["cms", "-verify", "-purpose", "any", "-ignore_critical", "-binary", "-inform", "DER", "-CAfile"])
+        .args([
+            "cms",
+            "-verify",
+            "-purpose",
+            "any",
+            "-ignore_critical",
+            "-binary",
+            "-inform",
+            "DER",
+            "-CAfile",
+        ])
         .arg(certs().join("apple/ca.pem"))
         .arg("-in")
         .arg(&cms)
@@ -194,7 +244,11 @@ pub fn assert_cms_ok(blobs: &Blobs) {
     let ours = cert_pem(&certs().join("apple/developer-id.pem"));
     let signer_path = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(signer_path.path(), &signer).unwrap();
-    assert_eq!(cert_pem(signer_path.path()), ours, "signed by another certificate");
+    assert_eq!(
+        cert_pem(signer_path.path()),
+        ours,
+        "signed by another certificate"
+    );
     let mut bad = blobs.clone();
     let last = bad.code_directory.len() - 1;
     bad.code_directory[last] ^= 1;
@@ -223,21 +277,47 @@ pub fn app_tarball(dir: &Path, name: &str) -> Vec<u8> {
              <key>CFBundleVersion</key><string>1.0</string></dict></plist>\n"
         )
     };
-    std::fs::write(contents.join("Info.plist"), plist("firefox", "org.mozilla.firefox.test")).unwrap();
+    std::fs::write(
+        contents.join("Info.plist"),
+        plist("firefox", "org.mozilla.firefox.test"),
+    )
+    .unwrap();
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(build_macho(&bin, "x86_64", "exe"), contents.join("MacOS/firefox")).unwrap();
-    std::fs::copy(build_macho(&bin, "x86_64", "dylib"), contents.join("MacOS/libxul.dylib")).unwrap();
+    std::fs::copy(
+        build_macho(&bin, "x86_64", "exe"),
+        contents.join("MacOS/firefox"),
+    )
+    .unwrap();
+    std::fs::copy(
+        build_macho(&bin, "x86_64", "dylib"),
+        contents.join("MacOS/libxul.dylib"),
+    )
+    .unwrap();
     std::fs::write(contents.join("Resources/omni.ja"), crate::data(100_000, 7)).unwrap();
-    std::fs::write(contents.join("Resources/application.ini"), "[App]\nName=Firefox\n").unwrap();
-    std::os::unix::fs::symlink("../MacOS/firefox", contents.join("Resources/firefox-link")).unwrap();
+    std::fs::write(
+        contents.join("Resources/application.ini"),
+        "[App]\nName=Firefox\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../MacOS/firefox", contents.join("Resources/firefox-link"))
+        .unwrap();
     // A nested helper app, signed before the outer bundle.
     let helper = contents.join("Library/LaunchServices/helper.app/Contents");
     std::fs::create_dir_all(helper.join("MacOS")).unwrap();
-    std::fs::write(helper.join("Info.plist"), plist("helper", "org.mozilla.firefox.helper")).unwrap();
+    std::fs::write(
+        helper.join("Info.plist"),
+        plist("helper", "org.mozilla.firefox.helper"),
+    )
+    .unwrap();
     std::fs::copy(contents.join("MacOS/firefox"), helper.join("MacOS/helper")).unwrap();
     let out = dir.join(format!("{name}.tar.gz"));
-    let (ok, text) = run(Command::new("tar").arg("-C").arg(&root).arg("-czf").arg(&out).arg(format!("{name}.app")));
+    let (ok, text) = run(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-czf")
+        .arg(&out)
+        .arg(format!("{name}.app")));
     assert!(ok, "{text}");
     std::fs::read(out).unwrap()
 }
@@ -248,7 +328,11 @@ pub fn untar(data: &[u8], dir: &Path) -> Vec<String> {
     std::fs::write(&f, data).unwrap();
     let (ok, out) = run(Command::new("tar").arg("-C").arg(dir).arg("-xzvf").arg(&f));
     assert!(ok, "GNU tar cannot read our output: {out}");
-    let mut list: Vec<String> = out.lines().map(|l| l.trim_end_matches('/').to_string()).filter(|l| !l.is_empty()).collect();
+    let mut list: Vec<String> = out
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
     list.sort();
     list
 }
@@ -315,13 +399,24 @@ pub fn local_tsa() -> String {
                 .arg(&q)
                 .arg("-out")
                 .arg(&r));
-            let resp = if ok { std::fs::read(&r).unwrap() } else { eprintln!("openssl ts -reply: {out}"); Vec::new() };
-            let status = if ok { "200 OK" } else { "500 Internal Server Error" };
+            let resp = if ok {
+                std::fs::read(&r).unwrap()
+            } else {
+                eprintln!("openssl ts -reply: {out}");
+                Vec::new()
+            };
+            let status = if ok {
+                "200 OK"
+            } else {
+                "500 Internal Server Error"
+            };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: application/timestamp-reply\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 resp.len()
             );
-            let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&resp));
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|_| stream.write_all(&resp));
         }
     });
     url

@@ -24,13 +24,19 @@ __declspec(dllexport) int add(int a, int b) { return a + b; }
 pub fn build_pe(dir: &Path, arch: &str, dll: bool) -> PathBuf {
     let src = dir.join(if dll { "lib.c" } else { "main.c" });
     std::fs::write(&src, if dll { DLL_C } else { EXE_C }).expect("write C source");
-    let out = dir.join(format!("{arch}-{}", if dll { "test.dll" } else { "test.exe" }));
+    let out = dir.join(format!(
+        "{arch}-{}",
+        if dll { "test.dll" } else { "test.exe" }
+    ));
     let mut cmd = Command::new(format!("{arch}-w64-mingw32-gcc"));
     if dll {
         cmd.arg("-shared");
     }
     let (ok, text) = run(cmd.arg("-O1").arg("-o").arg(&out).arg(&src));
-    assert!(ok, "mingw-w64 failed (apt-get install gcc-mingw-w64): {text}");
+    assert!(
+        ok,
+        "mingw-w64 failed (apt-get install gcc-mingw-w64): {text}"
+    );
     out
 }
 
@@ -108,7 +114,11 @@ impl Tsa {
                 let _ = answer(stream, mode, &work, &cnf, n);
             }
         });
-        Tsa { url, requests, _dir: dir }
+        Tsa {
+            url,
+            requests,
+            _dir: dir,
+        }
     }
 
     /// Requests answered so far.
@@ -125,7 +135,13 @@ pub fn dead_url() -> String {
     format!("http://127.0.0.1:{port}/tsa")
 }
 
-fn answer(stream: TcpStream, mode: TsaMode, dir: &Path, cnf: &Path, n: usize) -> std::io::Result<()> {
+fn answer(
+    stream: TcpStream,
+    mode: TsaMode,
+    dir: &Path,
+    cnf: &Path,
+    n: usize,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut len = 0usize;
     let mut first = String::new();
@@ -146,7 +162,10 @@ fn answer(stream: TcpStream, mode: TsaMode, dir: &Path, cnf: &Path, n: usize) ->
     let mut body = vec![0u8; len.min(1 << 20)];
     reader.read_exact(&mut body)?;
     let (status, reply) = match mode {
-        TsaMode::ServerError => ("500 Internal Server Error", b"down for maintenance".to_vec()),
+        TsaMode::ServerError => (
+            "500 Internal Server Error",
+            b"down for maintenance".to_vec(),
+        ),
         TsaMode::Garbage => ("200 OK", b"this is not a TimeStampResp".to_vec()),
         TsaMode::Good => {
             let (q, r) = (dir.join(format!("q{n}.tsq")), dir.join(format!("r{n}.tsr")));

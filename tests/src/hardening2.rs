@@ -10,14 +10,16 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// The body of the proxy's 503, so tests can tell it from a server's.
-pub const BODY_503: &str = "proxy: too much work queued (test burst); try again later or use another host";
+pub const BODY_503: &str =
+    "proxy: too much work queued (test burst); try again later or use another host";
 
 /// Answers one connection with a 503 + `Retry-After: 1` over TLS: reads the
 /// request head, answers, then reads and discards what the client still
 /// sends (bounded: 3 s, 64 MiB) so it reads the answer instead of a reset.
 pub fn answer_503(tcp: TcpStream) -> std::io::Result<()> {
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let conn = rustls::ServerConnection::new(crate::signtool::tls_config()).map_err(std::io::Error::other)?;
+    let conn = rustls::ServerConnection::new(crate::signtool::tls_config())
+        .map_err(std::io::Error::other)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     let mut head = Vec::new();
     let mut buf = [0u8; 16 * 1024];
@@ -34,7 +36,8 @@ pub fn answer_503(tcp: TcpStream) -> std::io::Result<()> {
         BODY_503.len() + 1
     )?;
     tls.flush()?;
-    tls.sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+    tls.sock
+        .set_read_timeout(Some(Duration::from_millis(500)))?;
     let (deadline, mut drained) = (Instant::now() + Duration::from_secs(3), 0usize);
     while Instant::now() < deadline && drained < (64 << 20) {
         match tls.read(&mut buf) {

@@ -12,16 +12,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::Digest;
 
-pub mod mar;
 pub mod apk;
-pub mod signtool;
-pub mod proxy;
 pub mod apple;
 pub mod hardening2;
+pub mod mar;
+pub mod proxy;
+pub mod signtool;
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The test-only PKI.
@@ -34,13 +37,20 @@ pub fn certs() -> PathBuf {
 pub fn venv() -> PathBuf {
     std::env::var_os("SIGNING_TEST_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/signing-server/venv"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/signing-server/venv")
+        })
 }
 
 /// Mozilla's Python signtool 4.x client, from the venv.
 pub fn mozilla_signtool() -> PathBuf {
     let exe = venv().join("bin/signtool");
-    assert!(exe.is_file(), "{} missing: run scripts/setup.sh (or scripts/test.sh) to create the venv", exe.display());
+    assert!(
+        exe.is_file(),
+        "{} missing: run scripts/setup.sh (or scripts/test.sh) to create the venv",
+        exe.display()
+    );
     exe
 }
 
@@ -48,7 +58,13 @@ pub fn mozilla_signtool() -> PathBuf {
 /// `-H FORMAT:HOST:PORT -c ca.pem -t dir/token -n dir/nonce -f FORMAT -o out input`
 /// (a fresh token for 127.0.0.1 is written to `dir/token`; the client keeps its
 /// nonce in `dir/nonce`). Returns (success, output).
-pub fn mozilla_sign(s: &Server, dir: &Path, format: &str, input: &Path, out: &Path) -> (bool, String) {
+pub fn mozilla_sign(
+    s: &Server,
+    dir: &Path,
+    format: &str,
+    input: &Path,
+    out: &Path,
+) -> (bool, String) {
     let (token, nonce) = (dir.join("token"), dir.join("nonce"));
     std::fs::write(&token, s.mint("127.0.0.1", 300)).expect("token file");
     let host = format!("{format}:{}", s.url.trim_start_matches("https://"));
@@ -74,9 +90,16 @@ pub fn passphrase() -> String {
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test>-<hash>
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let p = dir.join(name);
-    assert!(p.is_file(), "{} not built: run `cargo build --workspace --bins` first", p.display());
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --workspace --bins` first",
+        p.display()
+    );
     p
 }
 
@@ -157,9 +180,15 @@ pub fn run_server_to_end(args: &[&std::ffi::OsStr], stdin: &str) -> (ExitStatus,
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn signing-server");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).ok();
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .ok();
     let out = child.wait_with_output().expect("wait");
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     (out.status, text)
 }
 
@@ -180,7 +209,12 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn signing-server");
-        child.stdin.take().expect("stdin").write_all(opts.stdin.as_bytes()).expect("write passphrases");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(opts.stdin.as_bytes())
+            .expect("write passphrases");
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         {
             let mut err = child.stderr.take().expect("stderr");
@@ -191,7 +225,9 @@ impl Server {
                     if n == 0 {
                         break;
                     }
-                    sink.lock().expect("lock").push_str(&String::from_utf8_lossy(&buf[..n]));
+                    sink.lock()
+                        .expect("lock")
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
@@ -205,12 +241,20 @@ impl Server {
                 }
                 _ => {
                     let status = child.wait().ok();
-                    panic!("server did not start ({status:?}): {}", stderr.lock().expect("lock"));
+                    panic!(
+                        "server did not start ({status:?}): {}",
+                        stderr.lock().expect("lock")
+                    );
                 }
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        let server = Server { child: Some(child), url, dir, stderr };
+        let server = Server {
+            child: Some(child),
+            url,
+            dir,
+            stderr,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = server.client().get(format!("{}/health", server.url)).send() {
@@ -218,7 +262,11 @@ impl Server {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "server never became healthy: {}", server.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "server never became healthy: {}",
+                server.stderr()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         server
@@ -252,14 +300,27 @@ impl Server {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
         child.wait().expect("wait")
     }
 
     /// A metric's value from /metrics (the first sample line starting with `prefix`).
     pub fn metric(&self, prefix: &str) -> Option<f64> {
-        let text = self.client().get(format!("{}/metrics", self.url)).send().ok()?.text().ok()?;
-        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+        let text = self
+            .client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
     }
 
     /// Mints a token for `ip` over HTTP, as the token-issuing host does.
@@ -279,7 +340,10 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -308,13 +372,21 @@ pub fn client_from(local_ip: &str) -> reqwest::blocking::Client {
 
 /// Unix time now.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }
 
 /// Mints a token locally with `secret` (for tokens the server would never mint:
 /// expired, not yet valid, foreign secret).
 pub fn token_with(secret: &str, ip: &str, from: u64, to: u64) -> String {
-    signing_server::auth::mint(&secrecy::SecretString::from(secret.to_string()), ip.parse().expect("ip"), from, to)
+    signing_server::auth::mint(
+        &secrecy::SecretString::from(secret.to_string()),
+        ip.parse().expect("ip"),
+        from,
+        to,
+    )
 }
 
 /// Hex sha256.
@@ -357,21 +429,42 @@ pub struct Upload<'a> {
 impl<'a> Upload<'a> {
     /// A correct upload of `data` with its sha256.
     pub fn new(token: &'a str, filename: &'a str, data: &'a [u8]) -> Upload<'a> {
-        Upload { token, filename, data, sha256: Some(sha256_hex(data)), sha1: None }
+        Upload {
+            token,
+            filename,
+            data,
+            sha256: Some(sha256_hex(data)),
+            sha1: None,
+        }
     }
 
     /// Sends it to `POST {url}/sign/{format}`; returns (status, body).
-    pub fn send(&self, client: &reqwest::blocking::Client, url: &str, format: &str) -> (u16, String) {
+    pub fn send(
+        &self,
+        client: &reqwest::blocking::Client,
+        url: &str,
+        format: &str,
+    ) -> (u16, String) {
         use reqwest::blocking::multipart::{Form, Part};
-        let mut form = Form::new().text("token", self.token.to_string()).text("nonce", "").text("filename", self.filename.to_string());
+        let mut form = Form::new()
+            .text("token", self.token.to_string())
+            .text("nonce", "")
+            .text("filename", self.filename.to_string());
         if let Some(h) = &self.sha1 {
             form = form.text("sha1", h.clone());
         }
         if let Some(h) = &self.sha256 {
             form = form.text("sha256", h.clone());
         }
-        form = form.part("filedata", Part::bytes(self.data.to_vec()).file_name("upload"));
-        let r = client.post(format!("{url}/sign/{format}")).multipart(form).send().expect("POST /sign");
+        form = form.part(
+            "filedata",
+            Part::bytes(self.data.to_vec()).file_name("upload"),
+        );
+        let r = client
+            .post(format!("{url}/sign/{format}"))
+            .multipart(form)
+            .send()
+            .expect("POST /sign");
         let status = r.status().as_u16();
         (status, r.text().unwrap_or_default())
     }
@@ -379,10 +472,18 @@ impl<'a> Upload<'a> {
 
 /// `GET {url}/sign/{format}/{hash}` until it is no longer pending; returns
 /// (status, headers, body).
-pub fn fetch(client: &reqwest::blocking::Client, url: &str, format: &str, hash: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+pub fn fetch(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    format: &str,
+    hash: &str,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = client.get(format!("{url}/sign/{format}/{hash}")).send().expect("GET /sign");
+        let r = client
+            .get(format!("{url}/sign/{format}/{hash}"))
+            .send()
+            .expect("GET /sign");
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let body = r.bytes().expect("body").to_vec();
@@ -395,13 +496,22 @@ pub fn fetch(client: &reqwest::blocking::Client, url: &str, format: &str, hash: 
 
 /// Runs a command; returns (success, stdout+stderr).
 pub fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 /// `gpgv` against the test key: whether `sig` is a good signature of `file`.
 pub fn gpgv(sig: &Path, file: &Path) -> (bool, String) {
-    run(Command::new("gpgv").arg("--keyring").arg(certs().join("gpg/public.gpg")).arg(sig).arg(file))
+    run(Command::new("gpgv")
+        .arg("--keyring")
+        .arg(certs().join("gpg/public.gpg"))
+        .arg(sig)
+        .arg(file))
 }
 
 /// Signs `body` with the gpg-type `format` on `s` as a build machine from
@@ -423,7 +533,12 @@ pub fn gpg_sign_and_verify(s: &Server, format: &str, body: &[u8]) -> (bool, Stri
 impl Server {
     /// Sends a signal (`HUP`, `TERM`, `KILL`…) to the server.
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill").success();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
         assert!(ok, "kill -{sig} failed");
     }
 
@@ -520,7 +635,15 @@ impl GatedReader {
     /// A reader of `data` that stalls after `open` bytes until the gate opens.
     pub fn new(data: Vec<u8>, open: usize) -> (GatedReader, Gate) {
         let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-        (GatedReader { data, pos: 0, open, gate: gate.clone() }, Gate(gate))
+        (
+            GatedReader {
+                data,
+                pos: 0,
+                open,
+                gate: gate.clone(),
+            },
+            Gate(gate),
+        )
     }
 }
 
@@ -533,7 +656,11 @@ impl Read for GatedReader {
                 opened = cvar.wait(opened).expect("wait");
             }
         }
-        let limit = if self.pos < self.open { self.open } else { self.data.len() };
+        let limit = if self.pos < self.open {
+            self.open
+        } else {
+            self.data.len()
+        };
         let n = buf.len().min(limit - self.pos);
         buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
         self.pos += n;
@@ -557,8 +684,14 @@ pub fn raw_tls(s: &Server) -> rustls::StreamOwned<rustls::ClientConnection, std:
         .with_root_certificates(roots)
         .with_no_client_auth();
     let tcp = std::net::TcpStream::connect(s.url.trim_start_matches("https://")).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    tcp.set_write_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), "127.0.0.1".try_into().expect("name")).expect("client");
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    tcp.set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(cfg),
+        "127.0.0.1".try_into().expect("name"),
+    )
+    .expect("client");
     rustls::StreamOwned::new(conn, tcp)
 }

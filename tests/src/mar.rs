@@ -13,7 +13,11 @@ pub use crate::venv;
 /// Mozilla's `mar` tool.
 pub fn mar_tool() -> PathBuf {
     let exe = venv().join("bin/mar");
-    assert!(exe.is_file(), "{} missing: run scripts/setup.sh to install PyPI `mar` into the venv", exe.display());
+    assert!(
+        exe.is_file(),
+        "{} missing: run scripts/setup.sh to install PyPI `mar` into the venv",
+        exe.display()
+    );
     exe
 }
 
@@ -62,6 +66,10 @@ pub fn make_mar(dir: &Path, name: &str, flags: &[&str], files: &[(&str, &[u8])])
 
 /// `mar -v FILE -k PUBKEY`: (printed `Verification OK`, output).
 pub fn mar_verify(file: &Path, pubkey: &Path) -> (bool, String) {
-    let (_, out) = run(Command::new(mar_tool()).arg("-v").arg(file).arg("-k").arg(pubkey));
+    let (_, out) = run(Command::new(mar_tool())
+        .arg("-v")
+        .arg(file)
+        .arg("-k")
+        .arg(pubkey));
     (out.contains("Verification OK"), out)
 }

@@ -50,7 +50,10 @@ pub struct Chaos {
 impl Chaos {
     /// A chooser with `seed`, passing `pass_percent`% of connections.
     pub fn new(seed: u64, pass_percent: u64) -> Chaos {
-        Chaos { state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, pass_percent }
+        Chaos {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            pass_percent,
+        }
     }
 
     fn next(&mut self) -> u64 {
@@ -102,7 +105,11 @@ impl Proxy {
                 }
             });
         }
-        Proxy { addr, stop, connections }
+        Proxy {
+            addr,
+            stop,
+            connections,
+        }
     }
 }
 
@@ -128,10 +135,15 @@ fn serve(client: TcpStream, upstream: SocketAddr, fault: Fault, stop: Arc<Atomic
         let _ = crate::hardening2::answer_503(client);
         return;
     }
-    let Ok(server) = TcpStream::connect(upstream) else { return };
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return;
+    };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let link = Arc::new(Link { seen: AtomicU64::new(0), state: std::sync::atomic::AtomicU8::new(0) });
+    let link = Arc::new(Link {
+        seen: AtomicU64::new(0),
+        state: std::sync::atomic::AtomicU8::new(0),
+    });
     let (c2, s2) = match (client.try_clone(), server.try_clone()) {
         (Ok(c), Ok(s)) => (c, s),
         _ => return,
@@ -145,7 +157,14 @@ fn serve(client: TcpStream, upstream: SocketAddr, fault: Fault, stop: Arc<Atomic
 }
 
 /// Copies `from` → `to`, applying `fault`; `to_client` tells the direction.
-fn pump(mut from: TcpStream, mut to: TcpStream, fault: Fault, link: &Link, stop: &AtomicBool, to_client: bool) {
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    fault: Fault,
+    link: &Link,
+    stop: &AtomicBool,
+    to_client: bool,
+) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -156,7 +175,14 @@ fn pump(mut from: TcpStream, mut to: TcpStream, fault: Fault, link: &Link, stop:
         let n = match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(_) => break,
         };
         if state == 1 {

@@ -23,16 +23,39 @@ pub fn signtool_sign(hosts: &[String], token: &Path, nonce: &Path) -> Command {
     for h in hosts {
         c.arg("-H").arg(h);
     }
-    c.arg("-c").arg(certs().join("ca.pem")).arg("-t").arg(token).arg("-n").arg(nonce);
-    c.args(["--connect-timeout", "2", "--read-timeout", "4", "--backoff-base-ms", "20", "--backoff-max-ms", "200"]);
+    c.arg("-c")
+        .arg(certs().join("ca.pem"))
+        .arg("-t")
+        .arg(token)
+        .arg("-n")
+        .arg(nonce);
+    c.args([
+        "--connect-timeout",
+        "2",
+        "--read-timeout",
+        "4",
+        "--backoff-base-ms",
+        "20",
+        "--backoff-max-ms",
+        "200",
+    ]);
     c.args(["--timeout", "90", "--no-shuffle"]);
     c
 }
 
 /// Runs `cmd`; returns (exit code, stderr + stdout).
 pub fn output(cmd: &mut Command) -> (i32, String) {
-    let Output { status, stdout, stderr } = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    (status.code().unwrap_or(-1), String::from_utf8_lossy(&stderr).to_string() + &String::from_utf8_lossy(&stdout))
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stderr).to_string() + &String::from_utf8_lossy(&stdout),
+    )
 }
 
 /// `gpg:127.0.0.1:PORT` for a server URL.
@@ -43,7 +66,12 @@ pub fn host_of(format: &str, url: &str) -> String {
 /// Files whose name ends with `.signtool-tmp` under `dir` (leftovers).
 pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".signtool-tmp")).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(".signtool-tmp"))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -86,7 +114,10 @@ pub(crate) fn tls_config() -> Arc<rustls::ServerConfig> {
     CONFIG
         .get_or_init(|| {
             let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_file_iter(certs().join("server-chain.pem")).expect("chain").map(|c| c.expect("cert")).collect();
+                CertificateDer::pem_file_iter(certs().join("server-chain.pem"))
+                    .expect("chain")
+                    .map(|c| c.expect("cert"))
+                    .collect();
             let key = PrivateKeyDer::from_pem_file(certs().join("server.key")).expect("server.key");
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -106,7 +137,11 @@ impl FakePeer {
     pub fn start(fault: Fault) -> FakePeer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (connections, bytes, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (connections, bytes, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let (c, b, s) = (connections.clone(), bytes.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut held = Vec::new();
@@ -126,7 +161,12 @@ impl FakePeer {
                 });
             }
         });
-        FakePeer { addr, connections, bytes, stop }
+        FakePeer {
+            addr,
+            connections,
+            bytes,
+            stop,
+        }
     }
 
     /// `FORMAT:127.0.0.1:PORT`.
@@ -147,7 +187,12 @@ impl Drop for FakePeer {
     }
 }
 
-fn serve(tcp: TcpStream, fault: Fault, bytes: &AtomicU64, stop: &AtomicBool) -> std::io::Result<()> {
+fn serve(
+    tcp: TcpStream,
+    fault: Fault,
+    bytes: &AtomicU64,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
     let conn = rustls::ServerConnection::new(tls_config()).map_err(std::io::Error::other)?;
     let tls = rustls::StreamOwned::new(conn, tcp);
@@ -166,13 +211,15 @@ fn serve(tcp: TcpStream, fault: Fault, bytes: &AtomicU64, stop: &AtomicBool) -> 
         }
     }
     let is_get = request_line.starts_with("GET ");
-    let respond =
-        |r: &mut BufReader<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>, head: &str, body: &[u8]| -> std::io::Result<()> {
-            let s = r.get_mut();
-            s.write_all(head.as_bytes())?;
-            s.write_all(body)?;
-            s.flush()
-        };
+    let respond = |r: &mut BufReader<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>,
+                   head: &str,
+                   body: &[u8]|
+     -> std::io::Result<()> {
+        let s = r.get_mut();
+        s.write_all(head.as_bytes())?;
+        s.write_all(body)?;
+        s.flush()
+    };
     match fault {
         Fault::Silent => Ok(()),
         Fault::Busy => {
@@ -208,7 +255,10 @@ fn serve(tcp: TcpStream, fault: Fault, bytes: &AtomicU64, stop: &AtomicBool) -> 
         }
         Fault::SlowSink | Fault::Stall if is_get => {
             let body = b"unknown: upload the file first\n";
-            let head = format!("HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let head = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
             respond(&mut reader, &head, body)
         }
         Fault::SlowSink => {

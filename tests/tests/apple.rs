@@ -35,24 +35,40 @@ fn thin_and_universal_macho_verify_with_rcodesign_and_openssl() {
     let fat = dir.path().join("fat");
     lipo(&[&x86, &arm], &fat);
 
-    for (name, input, slices) in [("firefox", &x86, 1), ("libxul.dylib", &dylib, 1), ("universal", &fat, 2)] {
+    for (name, input, slices) in [
+        ("firefox", &x86, 1),
+        ("libxul.dylib", &dylib, 1),
+        ("universal", &fat, 2),
+    ] {
         let body = std::fs::read(input).unwrap();
         let (status, signed) = sign(&s, "macapp", name, &body);
-        assert_eq!(status, 200, "{name}: {}\n{}", String::from_utf8_lossy(&signed), s.stderr());
+        assert_eq!(
+            status,
+            200,
+            "{name}: {}\n{}",
+            String::from_utf8_lossy(&signed),
+            s.stderr()
+        );
         let blobs = macho_blobs(&signed);
         assert_eq!(blobs.len(), slices, "{name}");
         for b in &blobs {
             assert_cms_ok(b);
             // Hardened runtime flag (0x10000) in the code directory's flags (offset 12).
             let flags = u32::from_be_bytes(b.code_directory[12..16].try_into().unwrap());
-            assert!(flags & 0x10000 != 0, "{name}: no hardened runtime flag ({flags:#x})");
+            assert!(
+                flags & 0x10000 != 0,
+                "{name}: no hardened runtime flag ({flags:#x})"
+            );
             assert!(flags & 0x2 == 0, "{name}: ad-hoc flag set");
         }
         let out = dir.path().join(format!("{name}.signed"));
         std::fs::write(&out, &signed).unwrap();
         // One byte of code changed: the page hash no longer matches.
         let mut bad = signed.clone();
-        let text = signed.windows(4).position(|w| w == [0x31, 0xff, 0x0f, 0x05] || w == [0x01, 0x00, 0x00, 0xd4]).unwrap_or(0x4000);
+        let text = signed
+            .windows(4)
+            .position(|w| w == [0x31, 0xff, 0x0f, 0x05] || w == [0x01, 0x00, 0x00, 0xd4])
+            .unwrap_or(0x4000);
         bad[text] ^= 0xff;
         let tampered = dir.path().join(format!("{name}.tampered"));
         std::fs::write(&tampered, &bad).unwrap();
@@ -70,11 +86,19 @@ fn entitlements_from_the_config_are_embedded() {
          <key>com.apple.security.cs.allow-jit</key><true/></dict></plist>\n",
     )
     .unwrap();
-    let s = Server::start(&apple_opts(&format!("hardened_runtime = true\nentitlements = {}", ent.display())));
+    let s = Server::start(&apple_opts(&format!(
+        "hardened_runtime = true\nentitlements = {}",
+        ent.display()
+    )));
     let body = std::fs::read(build_macho(dir.path(), "arm64", "exe")).unwrap();
     let (status, signed) = sign(&s, "macapp", "firefox", &body);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&signed));
-    assert!(signed.windows(31).any(|w| w == b"com.apple.security.cs.allow-jit"), "entitlements missing");
+    assert!(
+        signed
+            .windows(31)
+            .any(|w| w == b"com.apple.security.cs.allow-jit"),
+        "entitlements missing"
+    );
     assert_cms_ok(&macho_blobs(&signed)[0]);
     let out = dir.path().join("signed");
     std::fs::write(&out, &signed).unwrap();
@@ -88,26 +112,48 @@ fn app_bundle_tarball_is_signed_inside_out_and_repacked() {
     let dir = tempfile::tempdir().unwrap();
     let body = app_tarball(dir.path(), "Firefox");
     let (status, signed) = sign(&s, "macapp", "firefox.tar.gz", &body);
-    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&signed), s.stderr());
+    assert_eq!(
+        status,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&signed),
+        s.stderr()
+    );
     let orig = untar(&body, &dir.path().join("orig").tap_mkdir());
     let out_dir = dir.path().join("out").tap_mkdir();
     let list = untar(&signed, &out_dir);
     // Same layout, plus the signature files.
     for entry in &orig {
-        assert!(list.contains(entry), "{entry} missing from the signed tarball: {list:?}");
+        assert!(
+            list.contains(entry),
+            "{entry} missing from the signed tarball: {list:?}"
+        );
     }
     for sealed in ["Firefox.app/Contents/_CodeSignature/CodeResources", "Firefox.app/Contents/Library/LaunchServices/helper.app/Contents/_CodeSignature/CodeResources"] {
         assert!(list.iter().any(|l| l == sealed), "{sealed} missing: {list:?}");
     }
     let app = out_dir.join("Firefox.app/Contents");
-    assert_eq!(std::fs::read_link(app.join("Resources/firefox-link")).unwrap().to_str(), Some("../MacOS/firefox"));
-    for exe in ["MacOS/firefox", "MacOS/libxul.dylib", "Library/LaunchServices/helper.app/Contents/MacOS/helper"] {
+    assert_eq!(
+        std::fs::read_link(app.join("Resources/firefox-link"))
+            .unwrap()
+            .to_str(),
+        Some("../MacOS/firefox")
+    );
+    for exe in [
+        "MacOS/firefox",
+        "MacOS/libxul.dylib",
+        "Library/LaunchServices/helper.app/Contents/MacOS/helper",
+    ] {
         let data = std::fs::read(app.join(exe)).unwrap();
         for b in macho_blobs(&data) {
             assert_cms_ok(&b);
         }
     }
-    for exe in ["MacOS/firefox", "MacOS/libxul.dylib", "Library/LaunchServices/helper.app/Contents/MacOS/helper"] {
+    for exe in [
+        "MacOS/firefox",
+        "MacOS/libxul.dylib",
+        "Library/LaunchServices/helper.app/Contents/MacOS/helper",
+    ] {
         let (ok, out) = rcodesign_verify(&app.join(exe));
         assert!(ok, "{exe}: {out}");
     }
@@ -120,7 +166,13 @@ fn dmg_is_signed_and_its_digests_match() {
     let exe = build_macho(dir.path(), "x86_64", "exe");
     let body = build_dmg(dir.path(), &exe);
     let (status, signed) = sign(&s, "dmg", "Firefox 140.0.dmg", &body);
-    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&signed), s.stderr());
+    assert_eq!(
+        status,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&signed),
+        s.stderr()
+    );
     let blobs = dmg_blobs(&signed);
     assert_cms_ok(&blobs);
     // Our own recomputation: the code directory's one code hash is SHA-256
@@ -131,11 +183,17 @@ fn dmg_is_signed_and_its_digests_match() {
     assert_eq!((hash_size, hash_type), (32, 2), "SHA-256 code directory");
     let koly = &signed[signed.len() - 512..];
     let sig_off = u64::from_be_bytes(koly[0x128..0x130].try_into().unwrap()) as usize;
-    assert_eq!(&cd[hash_offset..hash_offset + 32], hex::decode(sha256_hex(&signed[..sig_off])).unwrap().as_slice());
+    assert_eq!(
+        &cd[hash_offset..hash_offset + 32],
+        hex::decode(sha256_hex(&signed[..sig_off]))
+            .unwrap()
+            .as_slice()
+    );
     // The image content is unchanged up to the old trailer's plist end.
     let plist_end = {
         let k = &body[body.len() - 512..];
-        (u64::from_be_bytes(k[0xd8..0xe0].try_into().unwrap()) + u64::from_be_bytes(k[0xe0..0xe8].try_into().unwrap())) as usize
+        (u64::from_be_bytes(k[0xd8..0xe0].try_into().unwrap())
+            + u64::from_be_bytes(k[0xe0..0xe8].try_into().unwrap())) as usize
     };
     assert_eq!(&signed[..plist_end], &body[..plist_end]);
     {
@@ -144,10 +202,19 @@ fn dmg_is_signed_and_its_digests_match() {
         std::fs::write(&f, &signed).unwrap();
         let (ok, out) = run(Command::new(&rcs).arg("print-signature-info").arg(&f));
         assert!(ok, "{out}");
-        assert!(out.contains("Developer ID Application: signing-server TEST ONLY"), "{out}");
+        assert!(
+            out.contains("Developer ID Application: signing-server TEST ONLY"),
+            "{out}"
+        );
         // rcodesign parses the same code directory and CMS as our own check did.
-        assert!(out.contains(&format!("message_digest: {}", sha256_hex(cd))), "{out}");
-        assert!(out.contains(&format!("signed_entity_size: {sig_off}")), "{out}");
+        assert!(
+            out.contains(&format!("message_digest: {}", sha256_hex(cd))),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("signed_entity_size: {sig_off}")),
+            "{out}"
+        );
         assert!(out.contains("code_digests_count: 1"), "{out}");
     }
 }
@@ -165,10 +232,22 @@ fn bad_inputs_are_422() {
     std::fs::write(evil.join("A.app/Contents/Info.plist"), "<plist/>").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", evil.join("A.app/Contents/pw")).unwrap();
     let tgz = dir.path().join("evil.tar.gz");
-    assert!(run(Command::new("tar").arg("-C").arg(&evil).arg("-czf").arg(&tgz).arg("A.app")).0);
+    assert!(
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(&evil)
+            .arg("-czf")
+            .arg(&tgz)
+            .arg("A.app"))
+        .0
+    );
     let (status, text) = sign(&s, "macapp", "evil.tar.gz", &std::fs::read(&tgz).unwrap());
     assert_eq!(status, 422, "{}", String::from_utf8_lossy(&text));
-    assert!(String::from_utf8_lossy(&text).contains("absolute"), "{}", String::from_utf8_lossy(&text));
+    assert!(
+        String::from_utf8_lossy(&text).contains("absolute"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
     // A truncated Mach-O.
     let mut macho = std::fs::read(build_macho(dir.path(), "x86_64", "exe")).unwrap();
     macho.truncate(200);
@@ -208,7 +287,11 @@ fn mozilla_signtool_signs_a_firefox_app_with_macapp() {
     let out = dir.path().join("signed.tar.gz");
     // signtool maps `-f macapp` to the server format `dmg`, with the hosts of `macapp`.
     let (ok, text) = mozilla_sign(&s, dir.path(), "macapp", &file, &out);
-    assert!(ok, "Mozilla's signtool failed:\n{text}\nserver log:\n{}", s.stderr());
+    assert!(
+        ok,
+        "Mozilla's signtool failed:\n{text}\nserver log:\n{}",
+        s.stderr()
+    );
     let unpacked = dir.path().join("unpacked").tap_mkdir();
     untar(&std::fs::read(&out).unwrap(), &unpacked);
     let main = std::fs::read(unpacked.join("Firefox.app/Contents/MacOS/firefox")).unwrap();
@@ -230,20 +313,36 @@ impl TapMkdir for std::path::PathBuf {
 fn timestamp_urls_fail_over_to_a_working_authority_and_the_token_verifies() {
     let tsa = local_tsa();
     // The first authority refuses connections: the second one answers.
-    let s = Server::start(&apple_opts(&format!("timestamp_urls = http://127.0.0.1:9/, {tsa}")));
+    let s = Server::start(&apple_opts(&format!(
+        "timestamp_urls = http://127.0.0.1:9/, {tsa}"
+    )));
     let dir = tempfile::tempdir().unwrap();
     let body = std::fs::read(build_macho(dir.path(), "x86_64", "exe")).unwrap();
     let (status, signed) = sign(&s, "macapp", "firefox", &body);
-    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&signed), s.stderr());
+    assert_eq!(
+        status,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&signed),
+        s.stderr()
+    );
     let blobs = &macho_blobs(&signed)[0];
     assert_cms_ok(blobs);
     // The CMS signer info carries an RFC 3161 token (id-aa-timeStampToken, 1.2.840.113549.1.9.16.2.14).
     let cms = dir.path().join("cms.der");
     std::fs::write(&cms, &blobs.cms).unwrap();
-    let (ok, out) = run(Command::new("openssl").args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"]).arg(&cms));
+    let (ok, out) = run(Command::new("openssl")
+        .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])
+        .arg(&cms));
     assert!(ok, "{out}");
-    assert!(out.contains("id-smime-aa-timeStampToken"), "no time-stamp token:\n{out}");
-    assert!(out.contains("signing-server TEST TSA"), "token not from our TSA:\n{out}");
+    assert!(
+        out.contains("id-smime-aa-timeStampToken"),
+        "no time-stamp token:\n{out}"
+    );
+    assert!(
+        out.contains("signing-server TEST TSA"),
+        "token not from our TSA:\n{out}"
+    );
     let f = dir.path().join("signed");
     std::fs::write(&f, &signed).unwrap();
     let (ok, text) = rcodesign_verify(&f);

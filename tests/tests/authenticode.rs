@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use signing_tests::authenticode::{build_pe, checksum_mismatch, dead_url, osslsigncode_verify, Tsa, TsaMode};
+use signing_tests::authenticode::{
+    build_pe, checksum_mismatch, dead_url, osslsigncode_verify, Tsa, TsaMode,
+};
 use signing_tests::*;
 
 /// `[format:NAME]` of type authenticode with the RSA test key.
@@ -21,7 +23,11 @@ fn format(name: &str, key: &str, extra: &str) -> String {
 fn server(formats: String) -> Server {
     // One passphrase line per distinct key file (all share the test passphrase).
     let stdin = format!("{p}\n{p}\n{p}\n", p = passphrase());
-    Server::start(&ServerOpts { formats, stdin, ..ServerOpts::default() })
+    Server::start(&ServerOpts {
+        formats,
+        stdin,
+        ..ServerOpts::default()
+    })
 }
 
 /// Uploads `file` to `fmt` and fetches the result: (status, body).
@@ -43,7 +49,13 @@ fn sha2signcode_signs_exe_and_dll_of_both_architectures() {
         for dll in [false, true] {
             let pe = build_pe(dir.path(), arch, dll);
             let (status, signed) = sign(&s, "sha2signcode", &pe);
-            assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&signed), s.stderr());
+            assert_eq!(
+                status,
+                200,
+                "{}\n{}",
+                String::from_utf8_lossy(&signed),
+                s.stderr()
+            );
             let out = dir.path().join(format!("signed-{arch}-{dll}"));
             std::fs::write(&out, &signed).unwrap();
             let (text, ok) = osslsigncode_verify(&out);
@@ -65,7 +77,8 @@ fn not_a_pe_is_422_with_the_reason() {
     let s = server(format("sha2signcode", "ec", ""));
     let token = s.mint("127.0.0.1", 300);
     let body = data(5000, 9);
-    let (status, text) = Upload::new(&token, "x.exe", &body).send(&s.client(), &s.url, "sha2signcode");
+    let (status, text) =
+        Upload::new(&token, "x.exe", &body).send(&s.client(), &s.url, "sha2signcode");
     assert_eq!(status, 202, "{text}");
     let (status, _, reason) = fetch(&s.client(), &s.url, "sha2signcode", &sha256_hex(&body));
     let reason = String::from_utf8_lossy(&reason);
@@ -79,7 +92,10 @@ fn sha2signcode_v2_timestamps_and_falls_over_to_the_next_tsa() {
     let broken = Tsa::start(TsaMode::ServerError);
     let garbage = Tsa::start(TsaMode::Garbage);
     let dead = dead_url();
-    let urls = format!("timestamp_urls = {dead}, {}, {}, {}\ntimestamp_timeout = 10\n", broken.url, garbage.url, tsa.url);
+    let urls = format!(
+        "timestamp_urls = {dead}, {}, {}, {}\ntimestamp_timeout = 10\n",
+        broken.url, garbage.url, tsa.url
+    );
     let s = server(format("sha2signcode", "rsa", "") + &format("sha2signcode-v2", "ec", &urls));
     // The start-up probe does not need a TSA.
     assert_eq!(tsa.count(), 0);
@@ -87,20 +103,42 @@ fn sha2signcode_v2_timestamps_and_falls_over_to_the_next_tsa() {
     let dir = tempfile::tempdir().unwrap();
     let pe = build_pe(dir.path(), "x86_64", true);
     let (status, signed) = sign(&s, "sha2signcode-v2", &pe);
-    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&signed), s.stderr());
+    assert_eq!(
+        status,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&signed),
+        s.stderr()
+    );
     assert_eq!((broken.count(), garbage.count(), tsa.count()), (1, 1, 1));
     let out = dir.path().join("signed.dll");
     std::fs::write(&out, &signed).unwrap();
     let (text, ok) = osslsigncode_verify(&out);
     assert!(ok, "{text}");
     // osslsigncode exits 0 even when the timestamp does not verify: read the line.
-    assert!(text.contains("Timestamp Server Signature verification: ok"), "{text}");
-    assert!(!text.contains("Timestamp Server Signature verification: failed"), "{text}");
+    assert!(
+        text.contains("Timestamp Server Signature verification: ok"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Timestamp Server Signature verification: failed"),
+        "{text}"
+    );
     // /metrics counts each failed authority once; the good one never.
     for bad in [&dead, &broken.url, &garbage.url] {
-        assert_eq!(s.metric(&format!("signing_tsa_failures_total{{url=\"{bad}\"}}")), Some(1.0), "{bad}");
+        assert_eq!(
+            s.metric(&format!("signing_tsa_failures_total{{url=\"{bad}\"}}")),
+            Some(1.0),
+            "{bad}"
+        );
     }
-    assert_eq!(s.metric(&format!("signing_tsa_failures_total{{url=\"{}\"}}", tsa.url)), None);
+    assert_eq!(
+        s.metric(&format!(
+            "signing_tsa_failures_total{{url=\"{}\"}}",
+            tsa.url
+        )),
+        None
+    );
 
     // The untimestamped format on the same server has no timestamp.
     let pe32 = build_pe(dir.path(), "i686", false);
@@ -109,7 +147,10 @@ fn sha2signcode_v2_timestamps_and_falls_over_to_the_next_tsa() {
     std::fs::write(&out, &signed).unwrap();
     let (text, ok) = osslsigncode_verify(&out);
     assert!(ok, "{text}");
-    assert!(!text.contains("Timestamp Server Signature verification: ok"), "{text}");
+    assert!(
+        !text.contains("Timestamp Server Signature verification: ok"),
+        "{text}"
+    );
     assert_eq!(tsa.count(), 1);
 }
 
@@ -117,7 +158,10 @@ fn sha2signcode_v2_timestamps_and_falls_over_to_the_next_tsa() {
 fn when_every_tsa_fails_the_job_fails_and_says_why() {
     let broken = Tsa::start(TsaMode::ServerError);
     let dead = dead_url();
-    let urls = format!("timestamp_urls = {dead}, {}\ntimestamp_timeout = 5\n", broken.url);
+    let urls = format!(
+        "timestamp_urls = {dead}, {}\ntimestamp_timeout = 5\n",
+        broken.url
+    );
     let s = server(format("sha2signcode-v2", "rsa", &urls));
     let dir = tempfile::tempdir().unwrap();
     let pe = build_pe(dir.path(), "x86_64", false);
@@ -125,8 +169,14 @@ fn when_every_tsa_fails_the_job_fails_and_says_why() {
     assert_ne!(status, 200, "signed without a timestamp");
     assert!(!body.starts_with(b"MZ"));
     // The log line is read from the server's stderr by another thread: wait for it.
-    let said = s.wait_log("no time-stamping authority gave a valid timestamp", std::time::Duration::from_secs(10));
+    let said = s.wait_log(
+        "no time-stamping authority gave a valid timestamp",
+        std::time::Duration::from_secs(10),
+    );
     let log = s.stderr();
     assert!(said, "{log}");
-    assert!(log.contains(&dead) && log.contains(&broken.url) && log.contains("500"), "{log}");
+    assert!(
+        log.contains(&dead) && log.contains(&broken.url) && log.contains("500"),
+        "{log}"
+    );
 }

@@ -12,13 +12,22 @@ fn mozilla_signtool_4_signs_a_pe_with_sha2signcode() {
         c.join("rsa.key").display(),
         c.join("rsa-chain.pem").display()
     );
-    let s = Server::start(&ServerOpts { formats, ..ServerOpts::default() });
+    let s = Server::start(&ServerOpts {
+        formats,
+        ..ServerOpts::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let signed = dir.path().join("signed.exe");
     let pe = build_pe(dir.path(), "x86_64", false);
-    let signtool = |input: &std::path::Path, output: &std::path::Path| mozilla_sign(&s, dir.path(), "sha2signcode", input, output);
+    let signtool = |input: &std::path::Path, output: &std::path::Path| {
+        mozilla_sign(&s, dir.path(), "sha2signcode", input, output)
+    };
     let (ok, out) = signtool(&pe, &signed);
-    assert!(ok, "Mozilla's signtool failed:\n{out}\nserver log:\n{}", s.stderr());
+    assert!(
+        ok,
+        "Mozilla's signtool failed:\n{out}\nserver log:\n{}",
+        s.stderr()
+    );
     let (text, ok) = osslsigncode_verify(&signed);
     assert!(ok, "{text}");
 

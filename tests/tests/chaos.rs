@@ -11,7 +11,9 @@ use signing_tests::*;
 
 #[test]
 fn signtool_through_chaos_ends_with_verified_files_or_a_clear_failure() {
-    let servers: Vec<Server> = (0..3).map(|_| Server::start(&ServerOpts::default())).collect();
+    let servers: Vec<Server> = (0..3)
+        .map(|_| Server::start(&ServerOpts::default()))
+        .collect();
     let proxies: Vec<Proxy> = servers
         .iter()
         .enumerate()
@@ -35,22 +37,50 @@ fn signtool_through_chaos_ends_with_verified_files_or_a_clear_failure() {
     let token = dir.path().join("token");
     std::fs::write(&token, servers[0].mint("127.0.0.1", 600)).unwrap();
     let mut cmd = Command::new(bin("signtool"));
-    cmd.args(["sign", "--jobs", "8", "--connect-timeout", "2", "--read-timeout", "3", "--max-errors", "30"]);
-    cmd.args(["--backoff-base-ms", "20", "--backoff-max-ms", "200", "--timeout", "240"]);
+    cmd.args([
+        "sign",
+        "--jobs",
+        "8",
+        "--connect-timeout",
+        "2",
+        "--read-timeout",
+        "3",
+        "--max-errors",
+        "30",
+    ]);
+    cmd.args([
+        "--backoff-base-ms",
+        "20",
+        "--backoff-max-ms",
+        "200",
+        "--timeout",
+        "240",
+    ]);
     for p in &proxies {
         cmd.arg("-H").arg(format!("gpg:{}", p.addr));
     }
-    cmd.arg("-c").arg(certs().join("ca.pem")).arg("-t").arg(&token).arg("-n").arg(dir.path().join("nonce"));
+    cmd.arg("-c")
+        .arg(certs().join("ca.pem"))
+        .arg("-t")
+        .arg(&token)
+        .arg("-n")
+        .arg(dir.path().join("nonce"));
     cmd.args(["-f", "gpg"]).arg(&files);
     let (code, log) = output(&mut cmd);
-    let faults: u64 = proxies.iter().map(|p| p.connections.load(Ordering::Relaxed)).sum();
+    let faults: u64 = proxies
+        .iter()
+        .map(|p| p.connections.load(Ordering::Relaxed))
+        .sum();
     eprintln!("chaos: {faults} connections through the proxies, signtool exit {code}");
 
     // Never a stray temp file, never an unverified signature.
     let mut signed = 0;
     for entry in std::fs::read_dir(&files).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        assert!(name.ends_with(".bin") || name.ends_with(".bin.asc"), "stray file {name} left behind:\n{log}");
+        assert!(
+            name.ends_with(".bin") || name.ends_with(".bin.asc"),
+            "stray file {name} left behind:\n{log}"
+        );
         if let Some(base) = name.strip_suffix(".asc") {
             let (ok, out) = gpgv(&entry.path(), &files.join(base));
             assert!(ok, "{name} does not verify: {out}");

@@ -31,21 +31,50 @@ fn burst_proxy(s: &Server, burst: u64) -> (Proxy, Arc<AtomicU64>) {
     (proxy, answered)
 }
 
-fn signtool(hosts: &[&Proxy], token: &std::path::Path, dir: &std::path::Path, max_errors: &str) -> Command {
+fn signtool(
+    hosts: &[&Proxy],
+    token: &std::path::Path,
+    dir: &std::path::Path,
+    max_errors: &str,
+) -> Command {
     let mut cmd = Command::new(bin("signtool"));
-    cmd.args(["sign", "--jobs", "4", "--connect-timeout", "2", "--read-timeout", "10", "--max-errors", max_errors]);
-    cmd.args(["--backoff-base-ms", "20", "--backoff-max-ms", "200", "--timeout", "120"]);
+    cmd.args([
+        "sign",
+        "--jobs",
+        "4",
+        "--connect-timeout",
+        "2",
+        "--read-timeout",
+        "10",
+        "--max-errors",
+        max_errors,
+    ]);
+    cmd.args([
+        "--backoff-base-ms",
+        "20",
+        "--backoff-max-ms",
+        "200",
+        "--timeout",
+        "120",
+    ]);
     for p in hosts {
         cmd.arg("-H").arg(format!("gpg:{}", p.addr));
     }
-    cmd.arg("-c").arg(certs().join("ca.pem")).arg("-t").arg(token).arg("-n").arg(dir.join("nonce"));
+    cmd.arg("-c")
+        .arg(certs().join("ca.pem"))
+        .arg("-t")
+        .arg(token)
+        .arg("-n")
+        .arg(dir.join("nonce"));
     cmd.args(["-f", "gpg"]);
     cmd
 }
 
 #[test]
 fn a_503_burst_on_both_hosts_ends_with_every_file_signed_and_verified() {
-    let servers: Vec<Server> = (0..2).map(|_| Server::start(&ServerOpts::default())).collect();
+    let servers: Vec<Server> = (0..2)
+        .map(|_| Server::start(&ServerOpts::default()))
+        .collect();
     let (p0, n0) = burst_proxy(&servers[0], 8);
     let (p1, n1) = burst_proxy(&servers[1], 5);
     let dir = tempfile::tempdir().unwrap();
@@ -63,12 +92,19 @@ fn a_503_burst_on_both_hosts_ends_with_every_file_signed_and_verified() {
     let (a0, a1) = (n0.load(Ordering::Relaxed), n1.load(Ordering::Relaxed));
     assert!(a0 >= 1 && a1 >= 1, "503s answered: {a0} and {a1}:\n{log}");
     for p in [&p0, &p1] {
-        assert!(log.contains(&format!("https://{} failed (503 {BODY_503}", p.addr)), "no 503 from {}:\n{log}", p.addr);
+        assert!(
+            log.contains(&format!("https://{} failed (503 {BODY_503}", p.addr)),
+            "no 503 from {}:\n{log}",
+            p.addr
+        );
     }
     let mut signed = 0;
     for entry in std::fs::read_dir(&files).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        assert!(name.ends_with(".bin") || name.ends_with(".bin.asc"), "stray file {name}:\n{log}");
+        assert!(
+            name.ends_with(".bin") || name.ends_with(".bin.asc"),
+            "stray file {name}:\n{log}"
+        );
         if let Some(base) = name.strip_suffix(".asc") {
             let (ok, out) = gpgv(&entry.path(), &files.join(base));
             assert!(ok, "{name} does not verify: {out}");
@@ -86,7 +122,9 @@ fn a_503_burst_on_both_hosts_ends_with_every_file_signed_and_verified() {
 
 #[test]
 fn when_every_host_answers_503_signtool_exits_1_naming_them_and_writes_nothing() {
-    let servers: Vec<Server> = (0..2).map(|_| Server::start(&ServerOpts::default())).collect();
+    let servers: Vec<Server> = (0..2)
+        .map(|_| Server::start(&ServerOpts::default()))
+        .collect();
     let (p0, n0) = burst_proxy(&servers[0], u64::MAX);
     let (p1, n1) = burst_proxy(&servers[1], u64::MAX);
     let dir = tempfile::tempdir().unwrap();
@@ -96,13 +134,26 @@ fn when_every_host_answers_503_signtool_exits_1_naming_them_and_writes_nothing()
     std::fs::write(&token, servers[0].mint("127.0.0.1", 600)).unwrap();
     let (code, log) = output(signtool(&[&p0, &p1], &token, dir.path(), "4").arg(&f));
     assert_eq!(code, 1, "{log}");
-    let failed = log.split_once("FAILED").unwrap_or_else(|| panic!("no FAILED message:\n{log}")).1;
+    let failed = log
+        .split_once("FAILED")
+        .unwrap_or_else(|| panic!("no FAILED message:\n{log}"))
+        .1;
     for p in [&p0, &p1] {
-        assert!(failed.contains(&format!("https://{}", p.addr)) && failed.contains("503"), "{} not named:\n{failed}", p.addr);
+        assert!(
+            failed.contains(&format!("https://{}", p.addr)) && failed.contains("503"),
+            "{} not named:\n{failed}",
+            p.addr
+        );
     }
     assert!(failed.contains("gave up after 4 errors"), "{failed}");
-    assert!(n0.load(Ordering::Relaxed) >= 1 && n1.load(Ordering::Relaxed) >= 1, "both hosts were tried:\n{log}");
-    assert!(!dir.path().join("f.bin.asc").exists(), "an output file was written");
+    assert!(
+        n0.load(Ordering::Relaxed) >= 1 && n1.load(Ordering::Relaxed) >= 1,
+        "both hosts were tried:\n{log}"
+    );
+    assert!(
+        !dir.path().join("f.bin.asc").exists(),
+        "an output file was written"
+    );
     assert!(temp_files(dir.path()).is_empty());
     assert_eq!(std::fs::read(&f).unwrap(), data(64 << 10, 800));
     // Nothing reached the real servers.

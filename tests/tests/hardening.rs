@@ -6,7 +6,15 @@ use std::time::{Duration, Instant};
 use signing_tests::*;
 
 fn health(s: &Server) -> serde_json::Value {
-    serde_json::from_str(&s.client().get(format!("{}/health", s.url)).send().unwrap().text().unwrap()).unwrap()
+    serde_json::from_str(
+        &s.client()
+            .get(format!("{}/health", s.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// Starts an upload of `body` whose client stalls after 64 KiB; returns the
@@ -21,7 +29,14 @@ fn stalled_upload(s: &Server, token: &str, body: Vec<u8>) -> (std::thread::JoinH
         .text("sha256", sha)
         .part("filedata", Part::reader(reader).file_name("slow.bin"));
     let (client, url) = (s.client(), format!("{}/sign/gpg", s.url));
-    let handle = std::thread::spawn(move || client.post(url).multipart(form).send().map(|r| r.status().as_u16()).unwrap_or(0));
+    let handle = std::thread::spawn(move || {
+        client
+            .post(url)
+            .multipart(form)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    });
     (handle, gate)
 }
 
@@ -44,7 +59,11 @@ fn uploads_beyond_max_queue_get_503_and_service_resumes_after_the_burst() {
     let token = s.mint("127.0.0.1", 300);
     let (a, gate_a) = stalled_upload(&s, &token, data(1 << 20, 50));
     let (b, gate_b) = stalled_upload(&s, &token, data(1 << 20, 51));
-    assert!(wait_until(Duration::from_secs(20), || health(&s)["queue_depth"] == 2), "{}", health(&s));
+    assert!(
+        wait_until(Duration::from_secs(20), || health(&s)["queue_depth"] == 2),
+        "{}",
+        health(&s)
+    );
 
     let r = {
         use reqwest::blocking::multipart::{Form, Part};
@@ -54,11 +73,18 @@ fn uploads_beyond_max_queue_get_503_and_service_resumes_after_the_burst() {
             .text("filename", "third.bin")
             .text("sha256", sha256_hex(&body))
             .part("filedata", Part::bytes(body));
-        s.client().post(format!("{}/sign/gpg", s.url)).multipart(form).send().unwrap()
+        s.client()
+            .post(format!("{}/sign/gpg", s.url))
+            .multipart(form)
+            .send()
+            .unwrap()
     };
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(s.metric("signing_refused_requests_total{reason=\"queue_full\"}"), Some(1.0));
+    assert_eq!(
+        s.metric("signing_refused_requests_total{reason=\"queue_full\"}"),
+        Some(1.0)
+    );
 
     gate_a.open();
     gate_b.open();
@@ -66,30 +92,49 @@ fn uploads_beyond_max_queue_get_503_and_service_resumes_after_the_burst() {
     assert_eq!(b.join().unwrap(), 202);
     // Normal service right after the burst.
     let body = data(3000, 53);
-    assert_eq!(Upload::new(&token, "after.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(
+        Upload::new(&token, "after.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
     assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
-    assert!(wait_until(Duration::from_secs(20), || health(&s)["queue_depth"] == 0));
+    assert!(wait_until(Duration::from_secs(20), || health(&s)
+        ["queue_depth"]
+        == 0));
 }
 
 #[test]
 fn a_stalled_upload_is_cut_off_and_frees_its_place() {
     let mut opts = ServerOpts::default();
-    opts.server_extra.push_str("idle_timeout = 2\nmax_queue = 1\n");
+    opts.server_extra
+        .push_str("idle_timeout = 2\nmax_queue = 1\n");
     let s = Server::start(&opts);
     let token = s.mint("127.0.0.1", 300);
     let (stalled, gate) = stalled_upload(&s, &token, data(1 << 20, 54));
     // The server gives up on the silent client (a bounded wait, not a timing assertion)…
     let metric = "signing_refused_requests_total{reason=\"idle_timeout\"}";
-    assert!(wait_until(Duration::from_secs(30), || s.metric(metric) == Some(1.0)), "the stalled upload was never cut off");
+    assert!(
+        wait_until(Duration::from_secs(30), || s.metric(metric) == Some(1.0)),
+        "the stalled upload was never cut off"
+    );
     // …and the client, let go, sees a 408 or the closed connection, never a 202.
     gate.open();
     let status = stalled.join().unwrap();
     assert!(status == 408 || status == 0, "{status}");
     // Its place in the queue (max_queue = 1) is free again, nothing is kept.
     let body = data(3000, 55);
-    assert_eq!(Upload::new(&token, "next.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(
+        Upload::new(&token, "next.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
     assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
-    assert_eq!(files_under(&s.work_dir().join("tmp")), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        files_under(&s.work_dir().join("tmp")),
+        Vec::<std::path::PathBuf>::new()
+    );
 }
 
 #[test]
@@ -99,12 +144,16 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let s = Server::start(&opts);
     // Real TLS, then half a request line, then silence.
     let mut tls = raw_tls(&s);
-    tls.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     let _ = tls.read_to_end(&mut buf);
     // Closed by the server (not by our 30 s read timeout), without a 200.
-    assert!(started.elapsed() < Duration::from_secs(25), "server kept the connection open");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "server kept the connection open"
+    );
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
     // And it still serves others.
     assert_eq!(health(&s)["status"], "ok");
@@ -115,7 +164,12 @@ fn after_kill_9_a_restarted_server_serves_nothing_half_written() {
     let s = Server::start(&ServerOpts::default());
     let token = s.mint("127.0.0.1", 300);
     let body = data(16 << 20, 56);
-    assert_eq!(Upload::new(&token, "big.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(
+        Upload::new(&token, "big.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
     let dir = s.kill9();
     // What a crash may leave: a half-written temp file and a truncated result.
     let work = dir.path().join("work");
@@ -126,10 +180,18 @@ fn after_kill_9_a_restarted_server_serves_nothing_half_written() {
 
     let s = Server::start_in(dir, &ServerOpts::default());
     for sub in ["tmp", "inputs", "results"] {
-        assert_eq!(files_under(&s.work_dir().join(sub)), Vec::<std::path::PathBuf>::new(), "{sub} not emptied at start-up");
+        assert_eq!(
+            files_under(&s.work_dir().join(sub)),
+            Vec::<std::path::PathBuf>::new(),
+            "{sub} not emptied at start-up"
+        );
     }
     for hash in [sha256_hex(&body), "ab".repeat(32)] {
-        let r = s.client().get(format!("{}/sign/gpg/{hash}", s.url)).send().unwrap();
+        let r = s
+            .client()
+            .get(format!("{}/sign/gpg/{hash}", s.url))
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 404);
     }
     // Signing works again, and the result verifies.
@@ -144,24 +206,52 @@ fn no_secret_reaches_a_file_log_or_the_process_environment() {
     let mac = token.rsplit('!').next().unwrap().to_string();
     for i in 0..3 {
         let body = data(20_000 + i, 58 + i as u64);
-        assert_eq!(Upload::new(&token, "s.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+        assert_eq!(
+            Upload::new(&token, "s.bin", &body)
+                .send(&s.client(), &s.url, "gpg")
+                .0,
+            202
+        );
         assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
     }
-    assert_eq!(Upload::new("127.0.0.1:1:2:x!bad", "s.bin", &data(100, 1)).send(&s.client(), &s.url, "gpg").0, 400);
-    let secrets = [passphrase(), mac, SECRET.to_string(), OLD_SECRET.to_string(), MINT_PASSWORD.to_string()];
+    assert_eq!(
+        Upload::new("127.0.0.1:1:2:x!bad", "s.bin", &data(100, 1))
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        400
+    );
+    let secrets = [
+        passphrase(),
+        mac,
+        SECRET.to_string(),
+        OLD_SECRET.to_string(),
+        MINT_PASSWORD.to_string(),
+    ];
     let mut places: Vec<(String, Vec<u8>)> = files_under(s.dir.path())
         .into_iter()
         .filter(|p| !p.ends_with("signing.ini"))
-        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap_or_default()))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read(&p).unwrap_or_default(),
+            )
+        })
         .collect();
     places.push(("log".into(), s.stderr().into_bytes()));
     for f in ["cmdline", "environ"] {
-        places.push((f.into(), std::fs::read(format!("/proc/{}/{f}", s.pid())).unwrap_or_default()));
+        places.push((
+            f.into(),
+            std::fs::read(format!("/proc/{}/{f}", s.pid())).unwrap_or_default(),
+        ));
     }
     for (place, bytes) in &places {
         let text = String::from_utf8_lossy(bytes);
         for secret in &secrets {
-            assert!(!text.contains(secret.as_str()), "a secret ({}…) is in {place}", &secret[..4]);
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret ({}…) is in {place}",
+                &secret[..4]
+            );
         }
     }
 }
@@ -171,7 +261,10 @@ struct Mount(std::path::PathBuf);
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -184,7 +277,9 @@ fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let (ok, out) = run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&work));
+    let (ok, out) = run(std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&work));
     assert!(ok, "mount tmpfs: {out}");
     let _mount = Mount(work.clone());
     // `gpg` with SHA-512 stores its uploads; `gpg-sha256` signs from the upload's hash state
@@ -206,16 +301,33 @@ fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
         .arg(headers.path())
         .arg("--cacert")
         .arg(certs().join("ca.pem"))
-        .args(["-F", &format!("token={token}"), "-F", "filename=big.bin", "-F", &format!("sha256={}", sha256_hex(&big))])
+        .args([
+            "-F",
+            &format!("token={token}"),
+            "-F",
+            "filename=big.bin",
+            "-F",
+            &format!("sha256={}", sha256_hex(&big)),
+        ])
         .arg("-F")
         .arg(format!("filedata=@{}", file.path().display()))
         .arg(format!("{}/sign/gpg", s.url)));
     assert!(out.trim_end().ends_with("507"), "{out}");
     assert!(out.contains("out of disk space"), "{out}");
-    assert!(std::fs::read_to_string(headers.path()).unwrap().to_ascii_lowercase().contains("retry-after"));
+    assert!(std::fs::read_to_string(headers.path())
+        .unwrap()
+        .to_ascii_lowercase()
+        .contains("retry-after"));
     // Nothing half-written is kept or served, and the space came back.
     assert_eq!(files_under(&s.work_dir()), Vec::<std::path::PathBuf>::new());
-    assert_eq!(s.client().get(format!("{}/sign/gpg/{}", s.url, sha256_hex(&big))).send().unwrap().status(), 404);
+    assert_eq!(
+        s.client()
+            .get(format!("{}/sign/gpg/{}", s.url, sha256_hex(&big)))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
     let (ok, out) = gpg_sign_and_verify(&s, "gpg", &data(100_000, 61));
     assert!(ok, "{out}");
     // The same big file signed from its hash state: nothing of it touches the full disk.
@@ -225,7 +337,9 @@ fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -234,7 +348,10 @@ fn ten_thousand_idle_connections_do_not_stop_service() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-    assert!(hard > 10_100, "the hard open-files limit ({hard}) is below 10 100: raise it to run this test");
+    assert!(
+        hard > 10_100,
+        "the hard open-files limit ({hard}) is below 10 100: raise it to run this test"
+    );
     let s = Server::start(&ServerOpts::default());
     let base = open_fds(s.pid());
     let addr: std::net::SocketAddr = s.url.trim_start_matches("https://").parse().unwrap();
@@ -247,15 +364,31 @@ fn ten_thousand_idle_connections_do_not_stop_service() {
             Err(e) => panic!("connection {i} refused: {e} (test process fd limit?)"),
         }
     }
-    eprintln!("10000 connects in {:?}; server fds {} (base {base})", started.elapsed(), open_fds(s.pid()));
+    eprintln!(
+        "10000 connects in {:?}; server fds {} (base {base})",
+        started.elapsed(),
+        open_fds(s.pid())
+    );
     // A real client is still served while they are all open.
-    assert!(wait_until(Duration::from_secs(30), || open_fds(s.pid()) > base + 5_000), "the server did not accept them");
+    assert!(
+        wait_until(Duration::from_secs(30), || open_fds(s.pid()) > base + 5_000),
+        "the server did not accept them"
+    );
     assert_eq!(health(&s)["status"], "ok");
     let token = s.mint("127.0.0.1", 60);
     let body = data(4000, 62);
-    assert_eq!(Upload::new(&token, "busy.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(
+        Upload::new(&token, "busy.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
     assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
     // The idle ones are dropped by the server (TLS handshake timeout), and its descriptors come back.
-    assert!(wait_until(Duration::from_secs(40), || open_fds(s.pid()) < base + 50), "still {} fds open (base {base})", open_fds(s.pid()));
+    assert!(
+        wait_until(Duration::from_secs(40), || open_fds(s.pid()) < base + 50),
+        "still {} fds open (base {base})",
+        open_fds(s.pid())
+    );
     drop(held);
 }

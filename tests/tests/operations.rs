@@ -17,11 +17,16 @@ fn reload(s: &Server, edit: impl Fn(String) -> String) {
     loop {
         let log = s.stderr();
         if log.matches("SIGHUP: reloading").count() > before
-            && log.matches("configuration reloaded").count() + log.matches("reload rejected").count() > before
+            && log.matches("configuration reloaded").count()
+                + log.matches("reload rejected").count()
+                > before
         {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "reload never finished: {log}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reload never finished: {log}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -29,14 +34,36 @@ fn reload(s: &Server, edit: impl Fn(String) -> String) {
 #[test]
 fn reload_applies_a_new_allow_list_and_keeps_the_unlocked_keys() {
     let mut opts = ServerOpts::default();
-    opts.security = opts.security.replace("allowed_ips = 127.0.0.0/8", "allowed_ips = 127.0.0.1/32");
+    opts.security = opts
+        .security
+        .replace("allowed_ips = 127.0.0.0/8", "allowed_ips = 127.0.0.1/32");
     let s = Server::start(&opts);
     let other = client_from("127.0.0.2");
-    assert_eq!(other.get(format!("{}/health", s.url)).send().unwrap().status(), 403);
+    assert_eq!(
+        other
+            .get(format!("{}/health", s.url))
+            .send()
+            .unwrap()
+            .status(),
+        403
+    );
 
-    reload(&s, |t| t.replace("allowed_ips = 127.0.0.1/32", "allowed_ips = 127.0.0.0/8"));
-    assert!(s.stderr().contains("configuration reloaded"), "{}", s.stderr());
-    assert_eq!(other.get(format!("{}/health", s.url)).send().unwrap().status(), 200);
+    reload(&s, |t| {
+        t.replace("allowed_ips = 127.0.0.1/32", "allowed_ips = 127.0.0.0/8")
+    });
+    assert!(
+        s.stderr().contains("configuration reloaded"),
+        "{}",
+        s.stderr()
+    );
+    assert_eq!(
+        other
+            .get(format!("{}/health", s.url))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
     // The key was kept: stdin is closed, no passphrase could be asked again.
     let (ok, out) = gpg_sign_and_verify(&s, "gpg", &data(3000, 30));
     assert!(ok, "{out}");
@@ -45,10 +72,20 @@ fn reload_applies_a_new_allow_list_and_keeps_the_unlocked_keys() {
 #[test]
 fn a_bad_config_on_reload_is_rejected_and_the_old_one_keeps_serving() {
     let s = Server::start(&ServerOpts::default());
-    reload(&s, |t| t.replace("max_token_age = 600", "max_token_age = 600\nallowed_ips2 = nonsense"));
+    reload(&s, |t| {
+        t.replace(
+            "max_token_age = 600",
+            "max_token_age = 600\nallowed_ips2 = nonsense",
+        )
+    });
     let log = s.stderr();
     let loc = format!("{}:", s.config_path().display());
-    assert!(log.contains("reload rejected") && log.contains(&loc) && log.contains("unknown key `allowed_ips2`"), "{log}");
+    assert!(
+        log.contains("reload rejected")
+            && log.contains(&loc)
+            && log.contains("unknown key `allowed_ips2`"),
+        "{log}"
+    );
     let (ok, out) = gpg_sign_and_verify(&s, "gpg", &data(3000, 31));
     assert!(ok, "{out}");
 }
@@ -57,7 +94,11 @@ fn a_bad_config_on_reload_is_rejected_and_the_old_one_keeps_serving() {
 fn a_changed_key_needs_a_restart_and_the_old_key_keeps_signing() {
     let s = Server::start(&ServerOpts::default());
     reload(&s, |t| t.replace("gpg/secret.asc", "gpg-rsa/secret.asc"));
-    assert!(s.stderr().contains("format gpg: its key changed"), "{}", s.stderr());
+    assert!(
+        s.stderr().contains("format gpg: its key changed"),
+        "{}",
+        s.stderr()
+    );
     let (ok, out) = gpg_sign_and_verify(&s, "gpg", &data(3000, 32));
     assert!(ok, "still signed with the key unlocked at start-up: {out}");
 }
@@ -65,21 +106,47 @@ fn a_changed_key_needs_a_restart_and_the_old_key_keeps_signing() {
 #[test]
 fn rotating_the_token_secret_by_reload() {
     let mut opts = ServerOpts::default();
-    opts.security = opts.security.replace(&format!("token_secret1 = {OLD_SECRET}\n"), "");
+    opts.security = opts
+        .security
+        .replace(&format!("token_secret1 = {OLD_SECRET}\n"), "");
     let s = Server::start(&opts);
     let old_token = s.mint("127.0.0.1", 300);
     let body = data(500, 33);
     // Step 1: a new minting secret, the old one still accepted.
     let new_secret = "rotated-token-secret-0123456789";
-    reload(&s, |t| t.replace(&format!("token_secret = {SECRET}"), &format!("token_secret = {new_secret}\ntoken_secret1 = {SECRET}")));
-    assert_eq!(Upload::new(&old_token, "a.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    reload(&s, |t| {
+        t.replace(
+            &format!("token_secret = {SECRET}"),
+            &format!("token_secret = {new_secret}\ntoken_secret1 = {SECRET}"),
+        )
+    });
+    assert_eq!(
+        Upload::new(&old_token, "a.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
     let new_token = s.mint("127.0.0.1", 300);
-    assert!(signing_server::auth::verify(&new_token, &[secrecy::SecretString::from(new_secret.to_string())], "127.0.0.1".parse().unwrap(), now()).is_ok());
+    assert!(signing_server::auth::verify(
+        &new_token,
+        &[secrecy::SecretString::from(new_secret.to_string())],
+        "127.0.0.1".parse().unwrap(),
+        now()
+    )
+    .is_ok());
     // Step 2: the old secret dropped: its tokens are refused, new ones pass.
-    reload(&s, |t| t.replace(&format!("token_secret1 = {SECRET}\n"), ""));
-    let (status, text) = Upload::new(&old_token, "b.bin", &data(501, 34)).send(&s.client(), &s.url, "gpg");
+    reload(&s, |t| {
+        t.replace(&format!("token_secret1 = {SECRET}\n"), "")
+    });
+    let (status, text) =
+        Upload::new(&old_token, "b.bin", &data(501, 34)).send(&s.client(), &s.url, "gpg");
     assert_eq!(status, 400, "{text}");
-    assert_eq!(Upload::new(&new_token, "c.bin", &data(502, 35)).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(
+        Upload::new(&new_token, "c.bin", &data(502, 35))
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
 }
 
 #[test]
@@ -89,14 +156,24 @@ fn sigterm_drains_finishes_pending_work_and_exits_0() {
     let mut s = Server::start(&opts);
     let token = s.mint("127.0.0.1", 60);
     let body = data(24 << 20, 36);
-    assert_eq!(Upload::new(&token, "big.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(
+        Upload::new(&token, "big.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
     s.signal("TERM");
-    assert!(s.wait_log("draining", Duration::from_secs(10)), "{}", s.stderr());
+    assert!(
+        s.wait_log("draining", Duration::from_secs(10)),
+        "{}",
+        s.stderr()
+    );
     // New work is refused; /health says draining; the pending result is still served.
     let r = s.client().get(format!("{}/health", s.url)).send().unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.text().unwrap().contains("\"draining\""));
-    let (status, text) = Upload::new(&token, "late.bin", &data(1000, 37)).send(&s.client(), &s.url, "gpg");
+    let (status, text) =
+        Upload::new(&token, "late.bin", &data(1000, 37)).send(&s.client(), &s.url, "gpg");
     assert_eq!(status, 503, "{text}");
     let (status, _, sig) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body));
     assert_eq!(status, 200);
@@ -105,7 +182,9 @@ fn sigterm_drains_finishes_pending_work_and_exits_0() {
     std::fs::write(dir.path().join("f.asc"), &sig).unwrap();
     let (ok, out) = gpgv(&dir.path().join("f.asc"), &dir.path().join("f"));
     assert!(ok, "{out}");
-    let status = s.wait_exit(Duration::from_secs(30)).expect("the server should exit after the drain");
+    let status = s
+        .wait_exit(Duration::from_secs(30))
+        .expect("the server should exit after the drain");
     assert!(status.success(), "{status:?}");
 }
 
@@ -115,8 +194,15 @@ fn every_response_carries_a_request_id_that_is_in_the_log() {
     let r = s.client().get(format!("{}/health", s.url)).send().unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(id.len(), 16, "{id}");
-    assert!(s.wait_log(&id, Duration::from_secs(5)), "request id {id} not in the log: {}", s.stderr());
-    let r = client_from("127.0.0.2").get(format!("{}/nope", s.url)).send().unwrap();
+    assert!(
+        s.wait_log(&id, Duration::from_secs(5)),
+        "request id {id} not in the log: {}",
+        s.stderr()
+    );
+    let r = client_from("127.0.0.2")
+        .get(format!("{}/nope", s.url))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.headers().contains_key("x-request-id"));
 }
@@ -126,10 +212,26 @@ fn metrics_have_the_documented_names() {
     let s = Server::start(&ServerOpts::default());
     let token = s.mint("127.0.0.1", 60);
     let body = data(4000, 38);
-    assert_eq!(Upload::new(&token, "m.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(
+        Upload::new(&token, "m.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
     assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
-    assert_eq!(Upload::new("garbage", "m.bin", &body).send(&s.client(), &s.url, "gpg").0, 400);
-    let m = s.client().get(format!("{}/metrics", s.url)).send().unwrap().text().unwrap();
+    assert_eq!(
+        Upload::new("garbage", "m.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        400
+    );
+    let m = s
+        .client()
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     for name in [
         "signing_queue_depth 0",
         "signing_uptime_seconds ",

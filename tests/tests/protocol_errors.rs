@@ -29,13 +29,24 @@ struct Answer {
 
 impl Answer {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn from_reqwest(r: reqwest::blocking::Response) -> Answer {
         let status = r.status().as_u16();
-        let headers = r.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
-        Answer { status, headers, body: r.text().unwrap_or_default() }
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        Answer {
+            status,
+            headers,
+            body: r.text().unwrap_or_default(),
+        }
     }
 }
 
@@ -84,160 +95,666 @@ const NONE: &[(&str, &str)] = &[];
 
 const CASES: &[Case] = &[
     // --- Transport ---
-    Case { name: "peer outside allowed_ips (GET)", doc: "Outside the list", setup: Setup::Main,
+    Case {
+        name: "peer outside allowed_ips (GET)",
+        doc: "Outside the list",
+        setup: Setup::Main,
         request: |c| get_from(c, "127.0.0.3", "/health"),
-        status: 403, body: "your IP address is not allowed", headers: NONE, absent: &[] },
-    Case { name: "peer outside allowed_ips (POST /sign)", doc: "Outside the list", setup: Setup::Main,
-        request: |c| upload_from(c, "127.0.0.3", "gpg", &[("token", &c.token), ("filename", "a.bin")], Some(&data(100, 1))),
-        status: 403, body: "your IP address is not allowed", headers: NONE, absent: &[] },
-    Case { name: "one header of 1 MiB", doc: "header lines", setup: Setup::Main,
+        status: 403,
+        body: "your IP address is not allowed",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "peer outside allowed_ips (POST /sign)",
+        doc: "Outside the list",
+        setup: Setup::Main,
+        request: |c| {
+            upload_from(
+                c,
+                "127.0.0.3",
+                "gpg",
+                &[("token", &c.token), ("filename", "a.bin")],
+                Some(&data(100, 1)),
+            )
+        },
+        status: 403,
+        body: "your IP address is not allowed",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "one header of 1 MiB",
+        doc: "header lines",
+        setup: Setup::Main,
         request: |c| raw_head(&c.s, &format!("X-Big: {}\r\n", "a".repeat(1 << 20))),
-        status: 431, body: "", headers: NONE, absent: &[] },
-    Case { name: "1000 headers", doc: "header lines", setup: Setup::Main,
-        request: |c| raw_head(&c.s, &(0..1000).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()),
-        status: 431, body: "", headers: NONE, absent: &[] },
+        status: 431,
+        body: "",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "1000 headers",
+        doc: "header lines",
+        setup: Setup::Main,
+        request: |c| {
+            raw_head(
+                &c.s,
+                &(0..1000)
+                    .map(|i| format!("X-H{i}: v\r\n"))
+                    .collect::<String>(),
+            )
+        },
+        status: 431,
+        body: "",
+        headers: NONE,
+        absent: &[],
+    },
     // --- POST /token ---
-    Case { name: "minting from a peer outside new_token_allowed_ips", doc: "peer in `new_token_allowed_ips`", setup: Setup::Main,
-        request: |c| mint_from(c, "127.0.0.2", Some(MINT_PASSWORD), "slave_ip=127.0.0.2&duration=60"),
-        status: 403, body: "minting tokens is not allowed", headers: NONE, absent: &[] },
-    Case { name: "minting without credentials", doc: "`Authorization: Basic", setup: Setup::Main,
+    Case {
+        name: "minting from a peer outside new_token_allowed_ips",
+        doc: "peer in `new_token_allowed_ips`",
+        setup: Setup::Main,
+        request: |c| {
+            mint_from(
+                c,
+                "127.0.0.2",
+                Some(MINT_PASSWORD),
+                "slave_ip=127.0.0.2&duration=60",
+            )
+        },
+        status: 403,
+        body: "minting tokens is not allowed",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "minting without credentials",
+        doc: "`Authorization: Basic",
+        setup: Setup::Main,
         request: |c| mint_from(c, "127.0.0.1", None, "slave_ip=127.0.0.2&duration=60"),
-        status: 401, body: "bad or missing credentials", headers: &[("www-authenticate", "Basic realm=\"signing-server\"")], absent: &[] },
-    Case { name: "minting with a wrong password", doc: "`Authorization: Basic", setup: Setup::Main,
-        request: |c| mint_from(c, "127.0.0.1", Some("wrong-password"), "slave_ip=127.0.0.2&duration=60"),
-        status: 401, body: "bad or missing credentials", headers: &[("www-authenticate", "Basic realm=\"signing-server\"")], absent: &[] },
-    Case { name: "minting without slave_ip", doc: "`slave_ip` = an IPv4", setup: Setup::Main,
+        status: 401,
+        body: "bad or missing credentials",
+        headers: &[("www-authenticate", "Basic realm=\"signing-server\"")],
+        absent: &[],
+    },
+    Case {
+        name: "minting with a wrong password",
+        doc: "`Authorization: Basic",
+        setup: Setup::Main,
+        request: |c| {
+            mint_from(
+                c,
+                "127.0.0.1",
+                Some("wrong-password"),
+                "slave_ip=127.0.0.2&duration=60",
+            )
+        },
+        status: 401,
+        body: "bad or missing credentials",
+        headers: &[("www-authenticate", "Basic realm=\"signing-server\"")],
+        absent: &[],
+    },
+    Case {
+        name: "minting without slave_ip",
+        doc: "`slave_ip` = an IPv4",
+        setup: Setup::Main,
         request: |c| mint_from(c, "127.0.0.1", Some(MINT_PASSWORD), "duration=60"),
-        status: 400, body: "slave_ip missing", headers: NONE, absent: &[] },
-    Case { name: "minting for a slave_ip that is no IP", doc: "`slave_ip` = an IPv4", setup: Setup::Main,
-        request: |c| mint_from(c, "127.0.0.1", Some(MINT_PASSWORD), "slave_ip=build-host&duration=60"),
-        status: 400, body: "slave_ip is not an IP address", headers: NONE, absent: &[] },
-    Case { name: "minting with a form body over 4 KiB", doc: "`slave_ip` = an IPv4", setup: Setup::Main,
-        request: |c| mint_from(c, "127.0.0.1", Some(MINT_PASSWORD), &format!("slave_ip=127.0.0.2&duration=60&pad={}", "x".repeat(5000))),
-        status: 400, body: "larger than 4096 bytes", headers: NONE, absent: &[] },
-    Case { name: "minting for 0 s", doc: "`duration` = whole seconds", setup: Setup::Main,
-        request: |c| mint_from(c, "127.0.0.1", Some(MINT_PASSWORD), "slave_ip=127.0.0.2&duration=0"),
-        status: 400, body: "duration must be between 1 and 600", headers: NONE, absent: &[] },
-    Case { name: "minting beyond max_token_age", doc: "`duration` = whole seconds", setup: Setup::Main,
-        request: |c| mint_from(c, "127.0.0.1", Some(MINT_PASSWORD), "slave_ip=127.0.0.2&duration=601"),
-        status: 400, body: "duration must be between 1 and 600", headers: NONE, absent: &[] },
-    Case { name: "minting for a duration that is no number", doc: "`duration` = whole seconds", setup: Setup::Main,
-        request: |c| mint_from(c, "127.0.0.1", Some(MINT_PASSWORD), "slave_ip=127.0.0.2&duration=1.5"),
-        status: 400, body: "duration is not a whole number", headers: NONE, absent: &[] },
+        status: 400,
+        body: "slave_ip missing",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "minting for a slave_ip that is no IP",
+        doc: "`slave_ip` = an IPv4",
+        setup: Setup::Main,
+        request: |c| {
+            mint_from(
+                c,
+                "127.0.0.1",
+                Some(MINT_PASSWORD),
+                "slave_ip=build-host&duration=60",
+            )
+        },
+        status: 400,
+        body: "slave_ip is not an IP address",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "minting with a form body over 4 KiB",
+        doc: "`slave_ip` = an IPv4",
+        setup: Setup::Main,
+        request: |c| {
+            mint_from(
+                c,
+                "127.0.0.1",
+                Some(MINT_PASSWORD),
+                &format!("slave_ip=127.0.0.2&duration=60&pad={}", "x".repeat(5000)),
+            )
+        },
+        status: 400,
+        body: "larger than 4096 bytes",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "minting for 0 s",
+        doc: "`duration` = whole seconds",
+        setup: Setup::Main,
+        request: |c| {
+            mint_from(
+                c,
+                "127.0.0.1",
+                Some(MINT_PASSWORD),
+                "slave_ip=127.0.0.2&duration=0",
+            )
+        },
+        status: 400,
+        body: "duration must be between 1 and 600",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "minting beyond max_token_age",
+        doc: "`duration` = whole seconds",
+        setup: Setup::Main,
+        request: |c| {
+            mint_from(
+                c,
+                "127.0.0.1",
+                Some(MINT_PASSWORD),
+                "slave_ip=127.0.0.2&duration=601",
+            )
+        },
+        status: 400,
+        body: "duration must be between 1 and 600",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "minting for a duration that is no number",
+        doc: "`duration` = whole seconds",
+        setup: Setup::Main,
+        request: |c| {
+            mint_from(
+                c,
+                "127.0.0.1",
+                Some(MINT_PASSWORD),
+                "slave_ip=127.0.0.2&duration=1.5",
+            )
+        },
+        status: 400,
+        body: "duration is not a whole number",
+        headers: NONE,
+        absent: &[],
+    },
     // --- POST /sign/FORMAT, in the documented order ---
-    Case { name: "unknown format", doc: "is not a configured", setup: Setup::Main,
+    Case {
+        name: "unknown format",
+        doc: "is not a configured",
+        setup: Setup::Main,
         request: |c| upload(c, "nosuch", &data(100, 2)),
-        status: 404, body: "unknown format", headers: NONE, absent: &[] },
-    Case { name: "upload while draining", doc: "draining (shutting down)", setup: Setup::Draining,
+        status: 404,
+        body: "unknown format",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "upload while draining",
+        doc: "draining (shutting down)",
+        setup: Setup::Draining,
         request: |c| upload(c, "gpg", &data(100, 3)),
-        status: 503, body: "shutting down", headers: RETRY, absent: &[] },
-    Case { name: "Content-Length over max_filesize", doc: "`Content-Length` already exceeds", setup: Setup::Main,
+        status: 503,
+        body: "shutting down",
+        headers: RETRY,
+        absent: &[],
+    },
+    Case {
+        name: "Content-Length over max_filesize",
+        doc: "`Content-Length` already exceeds",
+        setup: Setup::Main,
         request: |c| curl_upload(c, "gpg-small", 2 << 20, false),
-        status: 413, body: "file too large", headers: CLOSE, absent: &[] },
-    Case { name: "max_queue reached", doc: "`max_queue` jobs are pending", setup: Setup::QueueFull,
+        status: 413,
+        body: "file too large",
+        headers: CLOSE,
+        absent: &[],
+    },
+    Case {
+        name: "max_queue reached",
+        doc: "`max_queue` jobs are pending",
+        setup: Setup::QueueFull,
         request: |c| upload(c, "gpg", &data(100, 4)),
-        status: 503, body: "too much work queued", headers: RETRY, absent: &[] },
-    Case { name: "not multipart", doc: "not `multipart/form-data`", setup: Setup::Main,
-        request: |c| Answer::from_reqwest(c.s.client().post(format!("{}/sign/gpg", c.s.url)).body("hello").send().unwrap()),
-        status: 400, body: "expected a multipart/form-data upload", headers: NONE, absent: &[] },
-    Case { name: "no filedata", doc: "not `multipart/form-data`", setup: Setup::Main,
-        request: |c| upload_from(c, "127.0.0.1", "gpg", &[("token", &c.token), ("filename", "a.bin")], None),
-        status: 400, body: "no filedata field", headers: NONE, absent: &[] },
-    Case { name: "a text field over 4 KiB", doc: "not `multipart/form-data`", setup: Setup::Main,
-        request: |c| upload_from(c, "127.0.0.1", "gpg", &[("token", &c.token), ("filename", &"a".repeat(5000))], Some(&data(100, 5))),
-        status: 400, body: "field filename is longer than 4096 bytes", headers: NONE, absent: &[] },
-    Case { name: "token missing", doc: "token missing, malformed", setup: Setup::Main,
+        status: 503,
+        body: "too much work queued",
+        headers: RETRY,
+        absent: &[],
+    },
+    Case {
+        name: "not multipart",
+        doc: "not `multipart/form-data`",
+        setup: Setup::Main,
+        request: |c| {
+            Answer::from_reqwest(
+                c.s.client()
+                    .post(format!("{}/sign/gpg", c.s.url))
+                    .body("hello")
+                    .send()
+                    .unwrap(),
+            )
+        },
+        status: 400,
+        body: "expected a multipart/form-data upload",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "no filedata",
+        doc: "not `multipart/form-data`",
+        setup: Setup::Main,
+        request: |c| {
+            upload_from(
+                c,
+                "127.0.0.1",
+                "gpg",
+                &[("token", &c.token), ("filename", "a.bin")],
+                None,
+            )
+        },
+        status: 400,
+        body: "no filedata field",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "a text field over 4 KiB",
+        doc: "not `multipart/form-data`",
+        setup: Setup::Main,
+        request: |c| {
+            upload_from(
+                c,
+                "127.0.0.1",
+                "gpg",
+                &[("token", &c.token), ("filename", &"a".repeat(5000))],
+                Some(&data(100, 5)),
+            )
+        },
+        status: 400,
+        body: "field filename is longer than 4096 bytes",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "token missing",
+        doc: "token missing, malformed",
+        setup: Setup::Main,
         request: |c| upload_with_token(c, "127.0.0.1", ""),
-        status: 400, body: "token missing", headers: NONE, absent: &[] },
-    Case { name: "token malformed", doc: "token missing, malformed", setup: Setup::Main,
+        status: 400,
+        body: "token missing",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "token malformed",
+        doc: "token missing, malformed",
+        setup: Setup::Main,
         request: |c| upload_with_token(c, "127.0.0.1", "not-a-token"),
-        status: 400, body: "token malformed", headers: NONE, absent: &[] },
-    Case { name: "token under an unknown secret", doc: "token missing, malformed", setup: Setup::Main,
-        request: |c| upload_with_token(c, "127.0.0.1", &token_with("some-other-secret-0123456789", "127.0.0.1", now(), now() + 60)),
-        status: 400, body: "token signature invalid", headers: NONE, absent: &[] },
-    Case { name: "token not yet valid", doc: "token missing, malformed", setup: Setup::Main,
-        request: |c| upload_with_token(c, "127.0.0.1", &token_with(SECRET, "127.0.0.1", now() + 100, now() + 200)),
-        status: 400, body: "token not yet valid", headers: NONE, absent: &[] },
-    Case { name: "token expired", doc: "token missing, malformed", setup: Setup::Main,
-        request: |c| upload_with_token(c, "127.0.0.1", &token_with(SECRET, "127.0.0.1", now() - 200, now() - 100)),
-        status: 400, body: "token expired", headers: NONE, absent: &[] },
-    Case { name: "token for another IP", doc: "token missing, malformed", setup: Setup::Main,
+        status: 400,
+        body: "token malformed",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "token under an unknown secret",
+        doc: "token missing, malformed",
+        setup: Setup::Main,
+        request: |c| {
+            upload_with_token(
+                c,
+                "127.0.0.1",
+                &token_with(
+                    "some-other-secret-0123456789",
+                    "127.0.0.1",
+                    now(),
+                    now() + 60,
+                ),
+            )
+        },
+        status: 400,
+        body: "token signature invalid",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "token not yet valid",
+        doc: "token missing, malformed",
+        setup: Setup::Main,
+        request: |c| {
+            upload_with_token(
+                c,
+                "127.0.0.1",
+                &token_with(SECRET, "127.0.0.1", now() + 100, now() + 200),
+            )
+        },
+        status: 400,
+        body: "token not yet valid",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "token expired",
+        doc: "token missing, malformed",
+        setup: Setup::Main,
+        request: |c| {
+            upload_with_token(
+                c,
+                "127.0.0.1",
+                &token_with(SECRET, "127.0.0.1", now() - 200, now() - 100),
+            )
+        },
+        status: 400,
+        body: "token expired",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "token for another IP",
+        doc: "token missing, malformed",
+        setup: Setup::Main,
         request: |c| upload_with_token(c, "127.0.0.2", &c.token),
-        status: 400, body: "issued for another IP", headers: NONE, absent: &[] },
-    Case { name: "filename not allowed", doc: "`allowed_filenames`", setup: Setup::Main,
-        request: |c| upload_from(c, "127.0.0.1", "gpg", &[("token", &c.token), ("filename", "evil.sh"), ("sha256", &"0".repeat(64))], Some(&data(100, 6))),
-        status: 403, body: "is not allowed on this server", headers: NONE, absent: &[] },
-    Case { name: "no hash", doc: "no hash given", setup: Setup::Main,
-        request: |c| upload_from(c, "127.0.0.1", "gpg", &[("token", &c.token), ("filename", "a.bin")], Some(&data(100, 7))),
-        status: 400, body: "sha1 or sha256 of the file is required", headers: NONE, absent: &[] },
-    Case { name: "sha256 not 64 hex digits", doc: "no hash given", setup: Setup::Main,
-        request: |c| upload_from(c, "127.0.0.1", "gpg", &[("token", &c.token), ("filename", "a.bin"), ("sha256", "abc")], Some(&data(100, 8))),
-        status: 400, body: "sha256 must be 64 hex digits", headers: NONE, absent: &[] },
-    Case { name: "sha1 not 40 hex digits", doc: "no hash given", setup: Setup::Main,
-        request: |c| upload_from(c, "127.0.0.1", "gpg", &[("token", &c.token), ("filename", "a.bin"), ("sha1", &"g".repeat(40))], Some(&data(100, 9))),
-        status: 400, body: "sha1 must be 40 hex digits", headers: NONE, absent: &[] },
-    Case { name: "file passes max_filesize while streaming", doc: "passes `max_filesize` while streaming", setup: Setup::Main,
+        status: 400,
+        body: "issued for another IP",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "filename not allowed",
+        doc: "`allowed_filenames`",
+        setup: Setup::Main,
+        request: |c| {
+            upload_from(
+                c,
+                "127.0.0.1",
+                "gpg",
+                &[
+                    ("token", &c.token),
+                    ("filename", "evil.sh"),
+                    ("sha256", &"0".repeat(64)),
+                ],
+                Some(&data(100, 6)),
+            )
+        },
+        status: 403,
+        body: "is not allowed on this server",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "no hash",
+        doc: "no hash given",
+        setup: Setup::Main,
+        request: |c| {
+            upload_from(
+                c,
+                "127.0.0.1",
+                "gpg",
+                &[("token", &c.token), ("filename", "a.bin")],
+                Some(&data(100, 7)),
+            )
+        },
+        status: 400,
+        body: "sha1 or sha256 of the file is required",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "sha256 not 64 hex digits",
+        doc: "no hash given",
+        setup: Setup::Main,
+        request: |c| {
+            upload_from(
+                c,
+                "127.0.0.1",
+                "gpg",
+                &[
+                    ("token", &c.token),
+                    ("filename", "a.bin"),
+                    ("sha256", "abc"),
+                ],
+                Some(&data(100, 8)),
+            )
+        },
+        status: 400,
+        body: "sha256 must be 64 hex digits",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "sha1 not 40 hex digits",
+        doc: "no hash given",
+        setup: Setup::Main,
+        request: |c| {
+            upload_from(
+                c,
+                "127.0.0.1",
+                "gpg",
+                &[
+                    ("token", &c.token),
+                    ("filename", "a.bin"),
+                    ("sha1", &"g".repeat(40)),
+                ],
+                Some(&data(100, 9)),
+            )
+        },
+        status: 400,
+        body: "sha1 must be 40 hex digits",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "file passes max_filesize while streaming",
+        doc: "passes `max_filesize` while streaming",
+        setup: Setup::Main,
         request: |c| curl_upload(c, "gpg-small", 2 << 20, true),
-        status: 413, body: "file too large", headers: CLOSE, absent: &[] },
-    Case { name: "file under min_filesize", doc: "smaller than `min_filesize`", setup: Setup::Main,
+        status: 413,
+        body: "file too large",
+        headers: CLOSE,
+        absent: &[],
+    },
+    Case {
+        name: "file under min_filesize",
+        doc: "smaller than `min_filesize`",
+        setup: Setup::Main,
         request: |c| upload(c, "gpg", b"tiny"),
-        status: 400, body: "file too small", headers: NONE, absent: &[] },
-    Case { name: "sha256 differs from the bytes", doc: "a given hash differs", setup: Setup::Main,
-        request: |c| upload_from(c, "127.0.0.1", "gpg", &[("token", &c.token), ("filename", "a.bin"), ("sha256", &sha256_hex(b"other"))], Some(&data(100, 10))),
-        status: 400, body: "sha256 mismatch", headers: NONE, absent: &[] },
-    Case { name: "sha1 differs from the bytes", doc: "a given hash differs", setup: Setup::Main,
-        request: |c| upload_from(c, "127.0.0.1", "gpg", &[("token", &c.token), ("filename", "a.bin"), ("sha1", &sha1_hex(b"other"))], Some(&data(100, 11))),
-        status: 400, body: "sha1 mismatch", headers: NONE, absent: &[] },
-    Case { name: "disk full", doc: "disk is full", setup: Setup::DiskFull,
+        status: 400,
+        body: "file too small",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "sha256 differs from the bytes",
+        doc: "a given hash differs",
+        setup: Setup::Main,
+        request: |c| {
+            upload_from(
+                c,
+                "127.0.0.1",
+                "gpg",
+                &[
+                    ("token", &c.token),
+                    ("filename", "a.bin"),
+                    ("sha256", &sha256_hex(b"other")),
+                ],
+                Some(&data(100, 10)),
+            )
+        },
+        status: 400,
+        body: "sha256 mismatch",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "sha1 differs from the bytes",
+        doc: "a given hash differs",
+        setup: Setup::Main,
+        request: |c| {
+            upload_from(
+                c,
+                "127.0.0.1",
+                "gpg",
+                &[
+                    ("token", &c.token),
+                    ("filename", "a.bin"),
+                    ("sha1", &sha1_hex(b"other")),
+                ],
+                Some(&data(100, 11)),
+            )
+        },
+        status: 400,
+        body: "sha1 mismatch",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "disk full",
+        doc: "disk is full",
+        setup: Setup::DiskFull,
         request: |c| curl_upload(c, "gpg", 5 << 20, false),
-        status: 507, body: "out of disk space", headers: RETRY, absent: &[] },
-    Case { name: "accepted", doc: "accepted; header `X-Nonce`", setup: Setup::Main,
+        status: 507,
+        body: "out of disk space",
+        headers: RETRY,
+        absent: &[],
+    },
+    Case {
+        name: "accepted",
+        doc: "accepted; header `X-Nonce`",
+        setup: Setup::Main,
         request: |c| upload(c, "gpg", &data(1000, 12)),
-        status: 202, body: "accepted ", headers: &[("x-nonce", "")], absent: &[] },
+        status: 202,
+        body: "accepted ",
+        headers: &[("x-nonce", "")],
+        absent: &[],
+    },
     // --- GET /sign/FORMAT/HASH ---
-    Case { name: "signed result", doc: "body = the signed output", setup: Setup::Main,
+    Case {
+        name: "signed result",
+        doc: "body = the signed output",
+        setup: Setup::Main,
         request: |c| {
             let body = data(2000, 13);
             assert_eq!(upload(c, "gpg", &body).status, 202);
             let (status, headers, out) = fetch(&c.s.client(), &c.s.url, "gpg", &sha256_hex(&body));
-            let headers = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
-            Answer { status, headers, body: String::from_utf8_lossy(&out).into() }
+            let headers = headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            Answer {
+                status,
+                headers,
+                body: String::from_utf8_lossy(&out).into(),
+            }
         },
-        status: 200, body: "-----BEGIN PGP SIGNATURE-----", headers: &[("x-sha1-digest", ""), ("x-sha256-digest", ""), ("content-length", "")], absent: &["x-pending"] },
-    Case { name: "pending", doc: "queued or signing", setup: Setup::Main,
+        status: 200,
+        body: "-----BEGIN PGP SIGNATURE-----",
+        headers: &[
+            ("x-sha1-digest", ""),
+            ("x-sha256-digest", ""),
+            ("content-length", ""),
+        ],
+        absent: &["x-pending"],
+    },
+    Case {
+        name: "pending",
+        doc: "queued or signing",
+        setup: Setup::Main,
         request: pending,
-        status: 404, body: "pending", headers: &[("x-pending", "True")], absent: &[] },
-    Case { name: "unknown hash", doc: "unknown (never uploaded", setup: Setup::Main,
+        status: 404,
+        body: "pending",
+        headers: &[("x-pending", "True")],
+        absent: &[],
+    },
+    Case {
+        name: "unknown hash",
+        doc: "unknown (never uploaded",
+        setup: Setup::Main,
         request: |c| get_from(c, "127.0.0.1", &format!("/sign/gpg/{}", "ab".repeat(32))),
-        status: 404, body: "unknown: upload the file first", headers: NONE, absent: &["x-pending"] },
-    Case { name: "signer rejected the input", doc: "signer rejected the input", setup: Setup::Main,
+        status: 404,
+        body: "unknown: upload the file first",
+        headers: NONE,
+        absent: &["x-pending"],
+    },
+    Case {
+        name: "signer rejected the input",
+        doc: "signer rejected the input",
+        setup: Setup::Main,
         request: |c| {
             let body = data(5000, 14);
             assert_eq!(upload(c, "mar", &body).status, 202);
             let (status, headers, out) = fetch(&c.s.client(), &c.s.url, "mar", &sha256_hex(&body));
-            let headers = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
-            Answer { status, headers, body: String::from_utf8_lossy(&out).into() }
+            let headers = headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            Answer {
+                status,
+                headers,
+                body: String::from_utf8_lossy(&out).into(),
+            }
         },
-        status: 422, body: "MAR", headers: NONE, absent: &["x-pending"] },
-    Case { name: "signing failed on the server", doc: "signing failed on this server", setup: Setup::StoreFails,
+        status: 422,
+        body: "MAR",
+        headers: NONE,
+        absent: &["x-pending"],
+    },
+    Case {
+        name: "signing failed on the server",
+        doc: "signing failed on this server",
+        setup: Setup::StoreFails,
         request: store_fails,
-        status: 500, body: "signing failed on this server", headers: NONE, absent: &[] },
-    Case { name: "hash not hex", doc: "HASH is not 40 or 64 hex digits", setup: Setup::Main,
+        status: 500,
+        body: "signing failed on this server",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "hash not hex",
+        doc: "HASH is not 40 or 64 hex digits",
+        setup: Setup::Main,
         request: |c| get_from(c, "127.0.0.1", "/sign/gpg/not-a-hash"),
-        status: 400, body: "hash must be the sha1 (40 hex) or sha256 (64 hex)", headers: NONE, absent: &[] },
-    Case { name: "sha1-length hash with a non-hex digit", doc: "HASH is not 40 or 64 hex digits", setup: Setup::Main,
+        status: 400,
+        body: "hash must be the sha1 (40 hex) or sha256 (64 hex)",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "sha1-length hash with a non-hex digit",
+        doc: "HASH is not 40 or 64 hex digits",
+        setup: Setup::Main,
         request: |c| get_from(c, "127.0.0.1", &format!("/sign/gpg/{}", "z".repeat(40))),
-        status: 400, body: "hash must be", headers: NONE, absent: &[] },
+        status: 400,
+        body: "hash must be",
+        headers: NONE,
+        absent: &[],
+    },
 ];
 
 // --- how requests are made ---
 
 fn get_from(c: &Ctx, ip: &str, path: &str) -> Answer {
-    Answer::from_reqwest(client_from(ip).get(format!("{}{path}", c.s.url)).send().unwrap())
+    Answer::from_reqwest(
+        client_from(ip)
+            .get(format!("{}{path}", c.s.url))
+            .send()
+            .unwrap(),
+    )
 }
 
 fn mint_from(c: &Ctx, ip: &str, password: Option<&str>, form: &str) -> Answer {
-    let mut r = client_from(ip).post(format!("{}/token", c.s.url)).header("content-type", "application/x-www-form-urlencoded").body(form.to_string());
+    let mut r = client_from(ip)
+        .post(format!("{}/token", c.s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_string());
     if let Some(p) = password {
         r = r.basic_auth(MINT_USER, Some(p));
     }
@@ -245,7 +762,13 @@ fn mint_from(c: &Ctx, ip: &str, password: Option<&str>, form: &str) -> Answer {
 }
 
 /// A multipart upload from `ip` with `fields` in order, then `filedata`.
-fn upload_from(c: &Ctx, ip: &str, format: &str, fields: &[(&str, &str)], file: Option<&[u8]>) -> Answer {
+fn upload_from(
+    c: &Ctx,
+    ip: &str,
+    format: &str,
+    fields: &[(&str, &str)],
+    file: Option<&[u8]>,
+) -> Answer {
     use reqwest::blocking::multipart::{Form, Part};
     let mut form = Form::new();
     for (k, v) in fields {
@@ -254,17 +777,44 @@ fn upload_from(c: &Ctx, ip: &str, format: &str, fields: &[(&str, &str)], file: O
     if let Some(bytes) = file {
         form = form.part("filedata", Part::bytes(bytes.to_vec()).file_name("upload"));
     }
-    Answer::from_reqwest(client_from(ip).post(format!("{}/sign/{format}", c.s.url)).multipart(form).send().unwrap())
+    Answer::from_reqwest(
+        client_from(ip)
+            .post(format!("{}/sign/{format}", c.s.url))
+            .multipart(form)
+            .send()
+            .unwrap(),
+    )
 }
 
 /// A correct upload of `body` (with its sha256) from 127.0.0.1.
 fn upload(c: &Ctx, format: &str, body: &[u8]) -> Answer {
-    upload_from(c, "127.0.0.1", format, &[("token", &c.token), ("nonce", ""), ("filename", "a.bin"), ("sha256", &sha256_hex(body))], Some(body))
+    upload_from(
+        c,
+        "127.0.0.1",
+        format,
+        &[
+            ("token", &c.token),
+            ("nonce", ""),
+            ("filename", "a.bin"),
+            ("sha256", &sha256_hex(body)),
+        ],
+        Some(body),
+    )
 }
 
 fn upload_with_token(c: &Ctx, ip: &str, token: &str) -> Answer {
     let body = data(100, 20);
-    upload_from(c, ip, "gpg", &[("token", token), ("filename", "a.bin"), ("sha256", &sha256_hex(&body))], Some(&body))
+    upload_from(
+        c,
+        ip,
+        "gpg",
+        &[
+            ("token", token),
+            ("filename", "a.bin"),
+            ("sha256", &sha256_hex(&body)),
+        ],
+        Some(&body),
+    )
 }
 
 /// An upload of `size` bytes with curl, which reads an early answer while
@@ -280,7 +830,10 @@ fn curl_upload(c: &Ctx, format: &str, size: usize, chunked: bool) -> Answer {
         if last.status != 0 && last.status != 100 {
             break;
         }
-        eprintln!("curl_upload: attempt {attempt} saw no answer (status {}); again", last.status);
+        eprintln!(
+            "curl_upload: attempt {attempt} saw no answer (status {}); again",
+            last.status
+        );
     }
     last
 }
@@ -289,18 +842,45 @@ fn curl_upload_once(c: &Ctx, format: &str, size: usize, chunked: bool) -> Answer
     let body = data(size, 21);
     let file = c.dir.path().join(format!("upload-{size}-{chunked}"));
     std::fs::write(&file, &body).unwrap();
-    let (headers, out) = (c.dir.path().join("curl-headers"), c.dir.path().join("curl-body"));
+    let (headers, out) = (
+        c.dir.path().join("curl-headers"),
+        c.dir.path().join("curl-body"),
+    );
     let mut cmd = Command::new("curl");
-    cmd.args(["-s", "--http1.1", "--max-time", "60", "-w", "%{http_code}", "-D"]).arg(&headers).arg("-o").arg(&out);
+    cmd.args([
+        "-s",
+        "--http1.1",
+        "--max-time",
+        "60",
+        "-w",
+        "%{http_code}",
+        "-D",
+    ])
+    .arg(&headers)
+    .arg("-o")
+    .arg(&out);
     cmd.arg("--cacert").arg(certs().join("ca.pem"));
     if chunked {
         cmd.args(["-H", "Transfer-Encoding: chunked"]);
     }
-    cmd.args(["-F", &format!("token={}", c.token), "-F", "filename=big.bin", "-F", &format!("sha256={}", sha256_hex(&body))]);
-    cmd.arg("-F").arg(format!("filedata=@{}", file.display())).arg(format!("{}/sign/{format}", c.s.url));
+    cmd.args([
+        "-F",
+        &format!("token={}", c.token),
+        "-F",
+        "filename=big.bin",
+        "-F",
+        &format!("sha256={}", sha256_hex(&body)),
+    ]);
+    cmd.arg("-F")
+        .arg(format!("filedata=@{}", file.display()))
+        .arg(format!("{}/sign/{format}", c.s.url));
     let (_, code) = run(&mut cmd);
     let status = code.trim().parse().unwrap_or(0);
-    Answer { status, headers: parse_head(&std::fs::read_to_string(&headers).unwrap_or_default()), body: std::fs::read_to_string(&out).unwrap_or_default() }
+    Answer {
+        status,
+        headers: parse_head(&std::fs::read_to_string(&headers).unwrap_or_default()),
+        body: std::fs::read_to_string(&out).unwrap_or_default(),
+    }
 }
 
 /// The header lines of the last response head in `text` (after any `100 Continue`).
@@ -312,7 +892,6 @@ fn parse_head(text: &str) -> Vec<(String, String)> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect()
 }
-
 
 /// `GET /health` with the extra header lines `extra`, written in pieces
 /// while reading: the server may answer (and close) before it is all sent.
@@ -345,11 +924,22 @@ fn raw_head(s: &Server, extra: &str) -> Answer {
             }
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(25), "the server held an oversized request open");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the server held an oversized request open"
+    );
     let text = String::from_utf8_lossy(&got).to_string();
-    let status = text.strip_prefix("HTTP/1.1 ").and_then(|t| t.get(..3)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
-    Answer { status, headers: parse_head(head), body: body.to_string() }
+    Answer {
+        status,
+        headers: parse_head(head),
+        body: body.to_string(),
+    }
 }
 
 /// A GET while the job is queued: with `concurrency = 1` and `long_poll = 0`,
@@ -362,7 +952,11 @@ fn pending(c: &Ctx) -> Answer {
         assert_eq!(upload(c, "gpg-slow", &big).status, 202);
         let second = data(8 << 20, 40 + attempt);
         assert_eq!(upload(c, "gpg-slow", &second).status, 202);
-        last = get_from(c, "127.0.0.1", &format!("/sign/gpg-slow/{}", sha256_hex(&second)));
+        last = get_from(
+            c,
+            "127.0.0.1",
+            &format!("/sign/gpg-slow/{}", sha256_hex(&second)),
+        );
         if last.status != 200 {
             return last;
         }
@@ -382,7 +976,11 @@ fn store_fails(c: &Ctx) -> Answer {
         assert_eq!(upload(c, "gpg-slow", &big).status, 202);
         let doomed = data(8 << 20, 60 + attempt);
         assert_eq!(upload(c, "broken", &doomed).status, 202);
-        last = get_from(c, "127.0.0.1", &format!("/sign/broken/{}", sha256_hex(&doomed)));
+        last = get_from(
+            c,
+            "127.0.0.1",
+            &format!("/sign/broken/{}", sha256_hex(&doomed)),
+        );
         if last.status == 500 {
             return last;
         }
@@ -397,7 +995,10 @@ fn store_fails(c: &Ctx) -> Answer {
 /// again (it cannot sign from the server's SHA-256 state), so a large upload
 /// keeps the single signing thread busy for a while.
 fn slow_gpg(name: &str) -> String {
-    ServerOpts::default().formats.replace("[format:gpg]", &format!("[format:{name}]")) + "digest = sha512\n"
+    ServerOpts::default()
+        .formats
+        .replace("[format:gpg]", &format!("[format:{name}]"))
+        + "digest = sha512\n"
 }
 
 /// gpg (64M), gpg-small (the same key, 1M), gpg-slow (the same key,
@@ -406,7 +1007,12 @@ fn slow_gpg(name: &str) -> String {
 fn main_opts() -> ServerOpts {
     let mut o = signing_tests::mar::opts("");
     let gpg = ServerOpts::default().formats;
-    let mar_only = o.formats.split("[format:mar_sha384]").next().unwrap().to_string();
+    let mar_only = o
+        .formats
+        .split("[format:mar_sha384]")
+        .next()
+        .unwrap()
+        .to_string();
     o.formats = format!(
         "{gpg}\n{}max_filesize = 1M\n\n{}\n{mar_only}",
         gpg.replace("[format:gpg]", "[format:gpg-small]"),
@@ -416,8 +1022,14 @@ fn main_opts() -> ServerOpts {
     o.server_extra = "long_poll = 0\nconcurrency = 1\n".into();
     o.security = o
         .security
-        .replace("allowed_ips = 127.0.0.0/8", "allowed_ips = 127.0.0.1/32, 127.0.0.2/32")
-        .replace("allowed_filenames = .+", r"allowed_filenames = [A-Za-z0-9._-]+\.bin");
+        .replace(
+            "allowed_ips = 127.0.0.0/8",
+            "allowed_ips = 127.0.0.1/32, 127.0.0.2/32",
+        )
+        .replace(
+            "allowed_filenames = .+",
+            r"allowed_filenames = [A-Za-z0-9._-]+\.bin",
+        );
     o
 }
 
@@ -445,7 +1057,9 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
     if setup == Setup::DiskFull {
         let work = server_dir.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
-        let (ok, out) = run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&work));
+        let (ok, out) = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .arg(&work));
         assert!(ok, "mount tmpfs: {out}");
         mount = Some(Mount(work));
     }
@@ -456,7 +1070,11 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
     match setup {
         Setup::Draining => {
             c.s.signal("TERM");
-            assert!(c.s.wait_log("draining", Duration::from_secs(10)), "{}", c.s.stderr());
+            assert!(
+                c.s.wait_log("draining", Duration::from_secs(10)),
+                "{}",
+                c.s.stderr()
+            );
         }
         Setup::QueueFull => {
             use reqwest::blocking::multipart::{Form, Part};
@@ -468,15 +1086,27 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
                 .text("sha256", sha256_hex(&body))
                 .part("filedata", Part::reader(reader).file_name("slow.bin"));
             let (client, url) = (c.s.client(), format!("{}/sign/gpg", c.s.url));
-            let t = std::thread::spawn(move || client.post(url).multipart(form).send().map(|r| r.status().as_u16()).unwrap_or(0));
+            let t = std::thread::spawn(move || {
+                client
+                    .post(url)
+                    .multipart(form)
+                    .send()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            });
             let deadline = Instant::now() + Duration::from_secs(20);
             while c.s.metric("signing_queue_depth") != Some(1.0) {
-                assert!(Instant::now() < deadline, "the stalled upload never took its place");
+                assert!(
+                    Instant::now() < deadline,
+                    "the stalled upload never took its place"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
             hold = Some((t, gate));
         }
-        Setup::StoreFails => std::fs::write(c.s.work_dir().join("results/broken"), b"not a directory").unwrap(),
+        Setup::StoreFails => {
+            std::fs::write(c.s.work_dir().join("results/broken"), b"not a directory").unwrap()
+        }
         _ => {}
     }
     (c, hold, mount)
@@ -509,7 +1139,9 @@ fn run_setup(setup: Setup) {
         for (name, value) in case.headers {
             match a.header(name) {
                 Some(v) if v.contains(value) => {}
-                other => why.push(format!("header {name}: {other:?} (expected one containing {value:?})")),
+                other => why.push(format!(
+                    "header {name}: {other:?} (expected one containing {value:?})"
+                )),
             }
         }
         for name in case.absent {
@@ -532,7 +1164,13 @@ fn run_setup(setup: Setup) {
     }
     drop(ctx);
     drop(mount);
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -578,20 +1216,33 @@ fn forty_oversized_heads_at_once_cost_bounded_memory() {
     // 40 clients at once, each sending a 4 MiB header: 160 MiB offered.
     let header = std::sync::Arc::new(format!("X-Big: {}\r\n", "a".repeat(4 << 20)));
     let answers: Vec<u16> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..40).map(|_| scope.spawn(|| raw_head(&s, &header).status)).collect();
+        let handles: Vec<_> = (0..40)
+            .map(|_| scope.spawn(|| raw_head(&s, &header).status))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     // Each is refused (431, or closed before the answer could be read), none is served.
-    assert!(answers.iter().all(|&st| st == 431 || st == 0), "{answers:?}");
+    assert!(
+        answers.iter().all(|&st| st == 431 || st == 0),
+        "{answers:?}"
+    );
     assert!(answers.contains(&431), "{answers:?}");
     // hyper buffers at most 408 KiB per connection (16 MiB for 40); allow for allocator slack.
     let grown = peak_rss_kib(s.pid()).saturating_sub(before);
     eprintln!("peak RSS {before} KiB, +{grown} KiB; answers {answers:?}");
-    assert!(grown < 48 * 1024, "peak RSS grew by {grown} KiB for 160 MiB of headers offered");
+    assert!(
+        grown < 48 * 1024,
+        "peak RSS grew by {grown} KiB for 160 MiB of headers offered"
+    );
     // And the server goes on serving.
     let token = s.mint("127.0.0.1", 60);
     let body = data(3000, 90);
-    assert_eq!(Upload::new(&token, "after.bin", &body).send(&s.client(), &s.url, "gpg").0, 202);
+    assert_eq!(
+        Upload::new(&token, "after.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
     assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
 }
 
@@ -625,13 +1276,26 @@ fn documented_rows(text: &str) -> Vec<DocRow> {
             heading = line;
             continue;
         }
-        let in_table = ["`POST /token`", "`POST /sign/FORMAT`", "`GET /sign/FORMAT/HASH`"].iter().any(|h| heading.contains(h)) && line.starts_with('|');
+        let in_table = [
+            "`POST /token`",
+            "`POST /sign/FORMAT`",
+            "`GET /sign/FORMAT/HASH`",
+        ]
+        .iter()
+        .any(|h| heading.contains(h))
+            && line.starts_with('|');
         let in_transport = heading == "## Transport" && line.starts_with("- ");
         if !(in_table || in_transport) {
             continue;
         }
         // The first `NNN` on the line is the status it documents.
-        let status = line.split('`').skip(1).step_by(2).find_map(|code| if code.len() == 3 { code.parse::<u16>().ok() } else { None });
+        let status = line.split('`').skip(1).step_by(2).find_map(|code| {
+            if code.len() == 3 {
+                code.parse::<u16>().ok()
+            } else {
+                None
+            }
+        });
         if let Some(status) = status {
             rows.push(DocRow { status, line });
         }
@@ -647,19 +1311,40 @@ fn protocol_md() -> String {
 fn every_documented_row_has_a_case() {
     let rows = documented_rows(&protocol_md());
     // The three tables have 4 + 13 + 6 rows; the Transport bullets 2 statuses.
-    assert!(rows.len() >= 25, "the parser found too few rows ({}): has PROTOCOL.md's layout changed?\n{rows:#?}", rows.len());
+    assert!(
+        rows.len() >= 25,
+        "the parser found too few rows ({}): has PROTOCOL.md's layout changed?\n{rows:#?}",
+        rows.len()
+    );
     let mut missing = Vec::new();
     for row in &rows {
-        if !CASES.iter().any(|c| c.status == row.status && row.line.contains(c.doc)) {
+        if !CASES
+            .iter()
+            .any(|c| c.status == row.status && row.line.contains(c.doc))
+        {
             missing.push(format!("{} {}", row.status, row.line));
         }
     }
-    assert!(missing.is_empty(), "documented in PROTOCOL.md but not tested here:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "documented in PROTOCOL.md but not tested here:\n{}",
+        missing.join("\n")
+    );
     // And no case claims a row the document does not have.
     for c in CASES {
         let matching: Vec<&DocRow> = rows.iter().filter(|r| r.line.contains(c.doc)).collect();
-        assert_eq!(matching.len(), 1, "case {:?}: its phrase {:?} must name exactly one documented row: {matching:#?}", c.name, c.doc);
-        assert_eq!(matching[0].status, c.status, "case {:?}: status differs from the documented row {:?}", c.name, matching[0].line);
+        assert_eq!(
+            matching.len(),
+            1,
+            "case {:?}: its phrase {:?} must name exactly one documented row: {matching:#?}",
+            c.name,
+            c.doc
+        );
+        assert_eq!(
+            matching[0].status, c.status,
+            "case {:?}: status differs from the documented row {:?}",
+            c.name, matching[0].line
+        );
     }
 }
 
@@ -667,9 +1352,23 @@ fn every_documented_row_has_a_case() {
 fn the_doc_parser_notices_a_new_row() {
     let mut text = protocol_md();
     let anchor = "| `400` | HASH is not 40 or 64 hex digits |";
-    assert!(text.contains(anchor), "PROTOCOL.md changed: update this test's anchor");
-    text = text.replace(anchor, &format!("{anchor}\n| `410` | the result was deleted on purpose |"));
+    assert!(
+        text.contains(anchor),
+        "PROTOCOL.md changed: update this test's anchor"
+    );
+    text = text.replace(
+        anchor,
+        &format!("{anchor}\n| `410` | the result was deleted on purpose |"),
+    );
     let rows = documented_rows(&text);
-    let new = rows.iter().find(|r| r.status == 410).expect("the parser missed an added row");
-    assert!(!CASES.iter().any(|c| c.status == new.status && new.line.contains(c.doc)), "a made-up row must have no case");
+    let new = rows
+        .iter()
+        .find(|r| r.status == 410)
+        .expect("the parser missed an added row");
+    assert!(
+        !CASES
+            .iter()
+            .any(|c| c.status == new.status && new.line.contains(c.doc)),
+        "a made-up row must have no case"
+    );
 }

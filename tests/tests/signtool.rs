@@ -11,7 +11,10 @@ use signing_tests::*;
 
 /// Servers that long-poll briefly, so `--read-timeout 4` is always longer.
 fn opts() -> ServerOpts {
-    ServerOpts { server_extra: "long_poll = 2\n".into(), ..ServerOpts::default() }
+    ServerOpts {
+        server_extra: "long_poll = 2\n".into(),
+        ..ServerOpts::default()
+    }
 }
 
 fn token_file(dir: &Path, s: &Server) -> std::path::PathBuf {
@@ -27,7 +30,12 @@ fn signs_a_directory_with_include_exclude_and_writes_asc_beside_each_file() {
     let tok = token_file(dir.path(), &s);
     let build = dir.path().join("build");
     std::fs::create_dir_all(build.join("sub")).unwrap();
-    let files = [build.join("a.bin"), build.join("sub/b.bin"), build.join("c.txt"), build.join("skip-me.bin")];
+    let files = [
+        build.join("a.bin"),
+        build.join("sub/b.bin"),
+        build.join("c.txt"),
+        build.join("skip-me.bin"),
+    ];
     for (k, f) in files.iter().enumerate() {
         std::fs::write(f, data(100_000 + k * 1000, k as u64 + 10)).unwrap();
     }
@@ -43,16 +51,28 @@ fn signs_a_directory_with_include_exclude_and_writes_asc_beside_each_file() {
         let (ok, out) = gpgv(&asc, f);
         assert!(ok, "gpgv {}: {out}", asc.display());
         let h = sha256_hex(&std::fs::read(f).unwrap());
-        assert!(log.contains(&format!("{h}: processing {}", f.display())), "{log}");
+        assert!(
+            log.contains(&format!("{h}: processing {}", f.display())),
+            "{log}"
+        );
         assert!(log.contains(&format!("{h}: OK")), "{log}");
     }
     for f in &files[2..] {
-        assert!(!Path::new(&format!("{}.asc", f.display())).exists(), "{} should have been skipped", f.display());
+        assert!(
+            !Path::new(&format!("{}.asc", f.display())).exists(),
+            "{} should have been skipped",
+            f.display()
+        );
     }
     // The inputs are untouched (gpg writes FILE.asc, never over FILE).
     assert_eq!(std::fs::read(&files[0]).unwrap(), data(100_000, 10));
     assert!(temp_files(&build).is_empty());
-    assert!(!std::fs::read_to_string(dir.path().join("nonce")).unwrap().is_empty(), "X-Nonce stored");
+    assert!(
+        !std::fs::read_to_string(dir.path().join("nonce"))
+            .unwrap()
+            .is_empty(),
+        "X-Nonce stored"
+    );
 
     // Tampering with a signed file makes gpgv refuse it.
     let mut t = std::fs::read(&files[0]).unwrap();
@@ -88,8 +108,12 @@ fn output_file_output_dir_and_a_pinned_server_certificate() {
     assert!(!dir.path().join("firefox.tar.bz2.asc").exists());
 
     let outdir = dir.path().join("signed");
-    let (code, log) =
-        output(signtool_sign(&[host_of("gpg", &s.url)], &tok, &dir.path().join("n")).args(["-f", "gpg", "-d"]).arg(&outdir).arg(&f));
+    let (code, log) = output(
+        signtool_sign(&[host_of("gpg", &s.url)], &tok, &dir.path().join("n"))
+            .args(["-f", "gpg", "-d"])
+            .arg(&outdir)
+            .arg(&f),
+    );
     assert_eq!(code, 0, "{log}");
     assert!(gpgv(&outdir.join("firefox.tar.bz2.asc"), &f).0);
 
@@ -113,7 +137,19 @@ fn output_file_output_dir_and_a_pinned_server_certificate() {
     // the host and the reason are named, nothing is written.
     let other_ca = dir.path().join("other-ca.pem");
     let (ok, out) = run(Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=Other CA"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=Other CA",
+        ])
         .arg("-keyout")
         .arg(dir.path().join("other-ca.key"))
         .arg("-out")
@@ -137,7 +173,13 @@ fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t"), "tok").unwrap();
     let (code, log) = output(
-        signtool_sign(&["mar:127.0.0.1:1".into()], &dir.path().join("t"), &dir.path().join("n")).args(["-f", "gpg"]).arg(dir.path()),
+        signtool_sign(
+            &["mar:127.0.0.1:1".into()],
+            &dir.path().join("t"),
+            &dir.path().join("n"),
+        )
+        .args(["-f", "gpg"])
+        .arg(dir.path()),
     );
     assert_eq!(code, 2, "{log}");
     assert!(log.contains("no host serves format gpg"), "{log}");
@@ -155,12 +197,25 @@ fn three_servers_one_stopped_one_killed_mid_run_every_file_signed() {
     let c = Server::start(&opts());
     let dir = tempfile::tempdir().unwrap();
     let tok = token_file(dir.path(), &c);
-    let files: Vec<_> = (0..10).map(|k| dir.path().join(format!("f{k}.bin"))).collect();
+    let files: Vec<_> = (0..10)
+        .map(|k| dir.path().join(format!("f{k}.bin")))
+        .collect();
     for (k, f) in files.iter().enumerate() {
         std::fs::write(f, data(3_000_000, 100 + k as u64)).unwrap();
     }
-    let mut cmd = signtool_sign(&[host_of("gpg", &a_url), host_of("gpg", &b.url), host_of("gpg", &c.url)], &tok, &dir.path().join("n"));
-    cmd.args(["-f", "gpg", "--jobs", "1"]).args(&files).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut cmd = signtool_sign(
+        &[
+            host_of("gpg", &a_url),
+            host_of("gpg", &b.url),
+            host_of("gpg", &c.url),
+        ],
+        &tok,
+        &dir.path().join("n"),
+    );
+    cmd.args(["-f", "gpg", "--jobs", "1"])
+        .args(&files)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     // Kill B (SIGKILL) as soon as an upload reaches it.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -168,7 +223,11 @@ fn three_servers_one_stopped_one_killed_mid_run_every_file_signed() {
         assert!(Instant::now() < deadline, "signtool never uploaded to B");
         std::thread::sleep(Duration::from_millis(5));
     }
-    Command::new("kill").arg("-KILL").arg(b.pid().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-KILL")
+        .arg(b.pid().to_string())
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(0), "{log}");
@@ -176,8 +235,14 @@ fn three_servers_one_stopped_one_killed_mid_run_every_file_signed() {
         let (ok, v) = gpgv(Path::new(&format!("{}.asc", f.display())), f);
         assert!(ok, "{}: {v}\n{log}", f.display());
     }
-    assert!(log.contains(&format!("{a_url} failed (cannot connect")), "A's failure not logged:\n{log}");
-    assert!(log.contains(&format!("{} failed (", b.url)), "B's failure not logged:\n{log}");
+    assert!(
+        log.contains(&format!("{a_url} failed (cannot connect")),
+        "A's failure not logged:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("{} failed (", b.url)),
+        "B's failure not logged:\n{log}"
+    );
     assert!(log.contains(&format!("failing over to {}", c.url)), "{log}");
     assert!(c.audit().lines().count() >= 1, "C signed the rest");
 }
@@ -187,11 +252,20 @@ fn a_cache_hit_needs_no_network() {
     let s = Server::start(&opts());
     let dir = tempfile::tempdir().unwrap();
     let tok = token_file(dir.path(), &s);
-    let (f, asc, cache) = (dir.path().join("app.zip"), dir.path().join("app.zip.asc"), dir.path().join("cache"));
+    let (f, asc, cache) = (
+        dir.path().join("app.zip"),
+        dir.path().join("app.zip.asc"),
+        dir.path().join("cache"),
+    );
     std::fs::write(&f, data(70_000, 9)).unwrap();
     let host = host_of("gpg", &s.url);
     let run = |hosts: &[String]| {
-        output(signtool_sign(hosts, &tok, &dir.path().join("n")).args(["-f", "gpg", "--max-errors", "1", "--cachedir"]).arg(&cache).arg(&f))
+        output(
+            signtool_sign(hosts, &tok, &dir.path().join("n"))
+                .args(["-f", "gpg", "--max-errors", "1", "--cachedir"])
+                .arg(&cache)
+                .arg(&f),
+        )
     };
     let (code, log) = run(std::slice::from_ref(&host));
     assert_eq!(code, 0, "{log}");
@@ -205,7 +279,9 @@ fn a_cache_hit_needs_no_network() {
     assert!(ok, "{v}");
     // A damaged cache entry is not handed out: with the host gone the file fails.
     std::fs::remove_file(&asc).unwrap();
-    let entry = cache.join("gpg").join(sha256_hex(&std::fs::read(&f).unwrap()));
+    let entry = cache
+        .join("gpg")
+        .join(sha256_hex(&std::fs::read(&f).unwrap()));
     let mut sig = std::fs::read(&entry).unwrap();
     sig[40] ^= 1;
     std::fs::write(&entry, &sig).unwrap();
@@ -229,17 +305,28 @@ fn token_command_mints_a_token_the_server_accepts_and_refuses_bad_credentials() 
     let hostport = s.url.trim_start_matches("https://").to_string();
     let token_cmd = |pwfile: &Path| {
         let mut c = Command::new(bin("signtool"));
-        c.args(["token", "-H", &hostport, "-c"]).arg(certs().join("ca.pem"));
-        c.args(["-u", MINT_USER, "--password-file"]).arg(pwfile).args(["-i", "127.0.0.1", "-d", "300", "-o"]).arg(&tok);
+        c.args(["token", "-H", &hostport, "-c"])
+            .arg(certs().join("ca.pem"));
+        c.args(["-u", MINT_USER, "--password-file"])
+            .arg(pwfile)
+            .args(["-i", "127.0.0.1", "-d", "300", "-o"])
+            .arg(&tok);
         c
     };
     let (code, log) = output(&mut token_cmd(&pw));
     assert_eq!(code, 0, "{log}");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&tok).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&tok).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let f = dir.path().join("x.bin");
     std::fs::write(&f, data(10_000, 5)).unwrap();
-    let (code, log) = output(signtool_sign(&[host_of("gpg", &s.url)], &tok, &dir.path().join("n")).args(["-f", "gpg"]).arg(&f));
+    let (code, log) = output(
+        signtool_sign(&[host_of("gpg", &s.url)], &tok, &dir.path().join("n"))
+            .args(["-f", "gpg"])
+            .arg(&f),
+    );
     assert_eq!(code, 0, "the minted token was refused: {log}");
     assert!(gpgv(&dir.path().join("x.bin.asc"), &f).0);
 
@@ -247,8 +334,14 @@ fn token_command_mints_a_token_the_server_accepts_and_refuses_bad_credentials() 
     std::fs::write(&pw, "wrong-password\n").unwrap();
     let (code, log) = output(&mut token_cmd(&pw));
     assert_eq!(code, 1, "{log}");
-    assert!(log.contains("bad credentials") && log.contains("401"), "{log}");
-    assert!(!log.contains("wrong-password"), "the password must not be echoed: {log}");
+    assert!(
+        log.contains("bad credentials") && log.contains("401"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("wrong-password"),
+        "the password must not be echoed: {log}"
+    );
     assert!(!tok.exists());
 }
 
@@ -257,7 +350,11 @@ fn formats_chain_in_order_replacing_the_file_in_place_and_gpg_signs_the_result()
     // A server whose format `mar` is (for this test) a gpg signer: its "signed file" is a
     // detached signature, which lets gpgv check each step of the chain with real signatures.
     let mut o = opts();
-    o.formats = format!("{}[format:mar]\ntype = gpg\nkey = {}\n", o.formats, certs().join("gpg/secret.asc").display());
+    o.formats = format!(
+        "{}[format:mar]\ntype = gpg\nkey = {}\n",
+        o.formats,
+        certs().join("gpg/secret.asc").display()
+    );
     o.stdin = format!("{}{}", o.stdin, o.stdin);
     let s = Server::start(&o);
     let dir = tempfile::tempdir().unwrap();
@@ -269,15 +366,22 @@ fn formats_chain_in_order_replacing_the_file_in_place_and_gpg_signs_the_result()
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o750)).unwrap();
     // gpg given first still runs last.
     let (code, log) = output(
-        signtool_sign(&[format!("gpg:mar:{}", s.url.trim_start_matches("https://"))], &tok, &dir.path().join("n"))
-            .args(["-f", "gpg", "-f", "mar"])
-            .arg(&f),
+        signtool_sign(
+            &[format!("gpg:mar:{}", s.url.trim_start_matches("https://"))],
+            &tok,
+            &dir.path().join("n"),
+        )
+        .args(["-f", "gpg", "-f", "mar"])
+        .arg(&f),
     );
     assert_eq!(code, 0, "{log}");
     // The file was replaced by `mar`'s result (a signature of the original), mode kept...
     let (ok, v) = gpgv(&f, &original);
     assert!(ok, "the file is not mar's result: {v}");
-    assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o750);
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o750
+    );
     // ...and gpg signed that result.
     let (ok, v) = gpgv(&out_asc_of(&f), &f);
     assert!(ok, "gpg did not sign the final content: {v}");
@@ -293,9 +397,22 @@ fn overall_timeout_ends_the_run_and_says_so() {
     let f = dir.path().join("f.bin");
     std::fs::write(&f, b"x").unwrap();
     let (code, log) = output(
-        signtool_sign(&[silent.host("gpg")], &dir.path().join("t"), &dir.path().join("n"))
-            .args(["-f", "gpg", "--timeout", "1", "--connect-timeout", "30", "--read-timeout", "30"])
-            .arg(&f),
+        signtool_sign(
+            &[silent.host("gpg")],
+            &dir.path().join("t"),
+            &dir.path().join("n"),
+        )
+        .args([
+            "-f",
+            "gpg",
+            "--timeout",
+            "1",
+            "--connect-timeout",
+            "30",
+            "--read-timeout",
+            "30",
+        ])
+        .arg(&f),
     );
     assert_eq!(code, 1, "{log}");
     assert!(log.contains("overall --timeout ran out"), "{log}");
@@ -306,9 +423,14 @@ fn a_large_upload_keeps_memory_flat_and_a_pending_result_is_polled_not_reuploade
     // long_poll = 0: the server answers "pending" at once while it signs the big file.
     // digest = sha512: the signer reads the stored upload again after it is received (with
     // SHA-256 it signs from the upload's hash state at once, and nothing stays pending).
-    let mut o = ServerOpts { server_extra: "long_poll = 0\n".into(), ..ServerOpts::default() };
+    let mut o = ServerOpts {
+        server_extra: "long_poll = 0\n".into(),
+        ..ServerOpts::default()
+    };
     o.formats = format!("{}digest = sha512\n", o.formats);
-    o.security = o.security.replace("max_filesize = 64M", "max_filesize = 1G");
+    o.security = o
+        .security
+        .replace("max_filesize = 64M", "max_filesize = 1G");
     let s = Server::start(&o);
     let dir = tempfile::tempdir().unwrap();
     let tok = token_file(dir.path(), &s);
@@ -324,13 +446,27 @@ fn a_large_upload_keeps_memory_flat_and_a_pending_result_is_polled_not_reuploade
     let mut cmd = Command::new("/usr/bin/time");
     cmd.arg("-f").arg("maxrss_kb=%M").arg(bin("signtool"));
     let sign = signtool_sign(&[host_of("gpg", &s.url)], &tok, &dir.path().join("n"));
-    cmd.args(sign.get_args()).args(["-f", "gpg", "--read-timeout", "60", "-v"]).arg(&f);
+    cmd.args(sign.get_args())
+        .args(["-f", "gpg", "--read-timeout", "60", "-v"])
+        .arg(&f);
     let (code, log) = output(&mut cmd);
     assert_eq!(code, 0, "{log}");
     assert!(gpgv(&out_asc_of(&f), &f).0);
     assert!(log.contains(&format!("pending on {}", s.url)), "{log}");
-    let posts = s.stderr().lines().filter(|l| l.contains("method=POST") && l.contains("path=/sign/gpg")).count();
+    let posts = s
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("method=POST") && l.contains("path=/sign/gpg"))
+        .count();
     assert_eq!(posts, 1, "uploaded again while pending:\n{}", s.stderr());
-    let kb: u64 = log.split("maxrss_kb=").nth(1).and_then(|v| v.trim().lines().next()).and_then(|v| v.parse().ok()).expect(&log);
-    assert!(kb < 80 * 1024, "signtool peaked at {kb} KiB for a 192 MiB upload");
+    let kb: u64 = log
+        .split("maxrss_kb=")
+        .nth(1)
+        .and_then(|v| v.trim().lines().next())
+        .and_then(|v| v.parse().ok())
+        .expect(&log);
+    assert!(
+        kb < 80 * 1024,
+        "signtool peaked at {kb} KiB for a 192 MiB upload"
+    );
 }

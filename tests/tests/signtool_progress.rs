@@ -28,16 +28,28 @@ fn a_long_upload_shows_a_progress_bar_on_a_terminal_only() {
     std::fs::write(&file, data(48 << 20, 70)).unwrap();
     // `script` runs it on a pseudo-terminal and records what the terminal got.
     let typescript = dir.path().join("typescript");
-    let (code, log) = output(Command::new("script").arg("-qec").arg(command_line(&s, dir.path(), &file)).arg(&typescript));
+    let (code, log) = output(
+        Command::new("script")
+            .arg("-qec")
+            .arg(command_line(&s, dir.path(), &file))
+            .arg(&typescript),
+    );
     assert_eq!(code, 0, "{log}");
     let screen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).to_string();
-    assert!(screen.contains("uploading big.tar ["), "no progress bar on the terminal:\n{screen}");
+    assert!(
+        screen.contains("uploading big.tar ["),
+        "no progress bar on the terminal:\n{screen}"
+    );
     assert!(screen.contains("MiB"), "{screen}");
     assert!(gpgv(&dir.path().join("big.tar.asc"), &file).0);
 
     // Through a pipe: plain lines, no bar.
     std::fs::remove_file(dir.path().join("big.tar.asc")).unwrap();
-    let (code, log) = output(Command::new("sh").arg("-c").arg(command_line(&s, dir.path(), &file)));
+    let (code, log) = output(
+        Command::new("sh")
+            .arg("-c")
+            .arg(command_line(&s, dir.path(), &file)),
+    );
     assert_eq!(code, 0, "{log}");
     assert!(!log.contains('['), "a bar in a pipe:\n{log}");
     assert!(log.contains(": OK"), "{log}");

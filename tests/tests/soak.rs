@@ -21,14 +21,28 @@ fn round(s: &Server, root: &Path, name: &str, n: usize, seed: u64) -> std::path:
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     for i in 0..n {
-        std::fs::write(dir.join(format!("f{i:05}.bin")), data(16 << 10, seed + i as u64)).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i:05}.bin")),
+            data(16 << 10, seed + i as u64),
+        )
+        .unwrap();
     }
     let token = root.join("token");
     std::fs::write(&token, s.mint("127.0.0.1", 600)).unwrap();
     let host = format!("gpg:{}", s.url.trim_start_matches("https://"));
     let (code, log) = output(
         Command::new(bin("signtool"))
-            .args(["sign", "-q", "--jobs", "32", "--timeout", "600", "-H", &host, "-c"])
+            .args([
+                "sign",
+                "-q",
+                "--jobs",
+                "32",
+                "--timeout",
+                "600",
+                "-H",
+                &host,
+                "-c",
+            ])
             .arg(certs().join("ca.pem"))
             .arg("-t")
             .arg(&token)
@@ -66,9 +80,24 @@ fn thousands_of_signings_at_concurrency_32_with_zero_errors_and_flat_memory() {
             }
         }
     }
-    assert_eq!(s.metric("signing_jobs_total{format=\"gpg\",outcome=\"ok\"}"), Some(2500.0));
-    assert_eq!(s.metric("signing_jobs_total{format=\"gpg\",outcome=\"error\"}"), None);
-    assert_eq!(s.audit().lines().filter(|l| l.contains("\"outcome\":\"ok\"")).count(), 2500);
+    assert_eq!(
+        s.metric("signing_jobs_total{format=\"gpg\",outcome=\"ok\"}"),
+        Some(2500.0)
+    );
+    assert_eq!(
+        s.metric("signing_jobs_total{format=\"gpg\",outcome=\"error\"}"),
+        None
+    );
+    assert_eq!(
+        s.audit()
+            .lines()
+            .filter(|l| l.contains("\"outcome\":\"ok\""))
+            .count(),
+        2500
+    );
     // Flat memory: four times the work may not grow the server by more than 32 MiB.
-    assert!(rss_main < rss_warm + 32 * 1024, "server RSS grew from {rss_warm} KiB to {rss_main} KiB");
+    assert!(
+        rss_main < rss_warm + 32 * 1024,
+        "server RSS grew from {rss_warm} KiB to {rss_main} KiB"
+    );
 }

@@ -2,8 +2,19 @@
 
 use signing_tests::*;
 
-fn mint_status(s: &Server, from: &str, user: &str, password: &str, form: &[(&str, &str)]) -> (u16, String, bool) {
-    let r = client_from(from).post(format!("{}/token", s.url)).basic_auth(user, Some(password)).form(form).send().unwrap();
+fn mint_status(
+    s: &Server,
+    from: &str,
+    user: &str,
+    password: &str,
+    form: &[(&str, &str)],
+) -> (u16, String, bool) {
+    let r = client_from(from)
+        .post(format!("{}/token", s.url))
+        .basic_auth(user, Some(password))
+        .form(form)
+        .send()
+        .unwrap();
     let status = r.status().as_u16();
     let www = r.headers().contains_key("www-authenticate");
     (status, r.text().unwrap(), www)
@@ -15,7 +26,10 @@ fn minting_checks_ip_credentials_and_duration() {
     let good = [("slave_ip", "127.0.0.2"), ("duration", "60")];
     let (status, token, _) = mint_status(&s, "127.0.0.1", MINT_USER, MINT_PASSWORD, &good);
     assert_eq!(status, 200, "{token}");
-    assert!(token.starts_with("127.0.0.2:") && !token.ends_with('\n'), "{token:?}");
+    assert!(
+        token.starts_with("127.0.0.2:") && !token.ends_with('\n'),
+        "{token:?}"
+    );
 
     let (status, _, www) = mint_status(&s, "127.0.0.1", MINT_USER, "wrong", &good);
     assert_eq!((status, www), (401, true));
@@ -24,7 +38,12 @@ fn minting_checks_ip_credentials_and_duration() {
     // 127.0.0.2 may use the server but not mint.
     let (status, _, _) = mint_status(&s, "127.0.0.2", MINT_USER, MINT_PASSWORD, &good);
     assert_eq!(status, 403);
-    for bad in [[("slave_ip", "127.0.0.2"), ("duration", "0")], [("slave_ip", "127.0.0.2"), ("duration", "601")], [("slave_ip", "127.0.0.2"), ("duration", "x")], [("slave_ip", "nope"), ("duration", "60")]] {
+    for bad in [
+        [("slave_ip", "127.0.0.2"), ("duration", "0")],
+        [("slave_ip", "127.0.0.2"), ("duration", "601")],
+        [("slave_ip", "127.0.0.2"), ("duration", "x")],
+        [("slave_ip", "nope"), ("duration", "60")],
+    ] {
         let (status, body, _) = mint_status(&s, "127.0.0.1", MINT_USER, MINT_PASSWORD, &bad);
         assert_eq!(status, 400, "{bad:?}: {body}");
     }
@@ -43,14 +62,29 @@ fn token_checks() {
     let ip = "127.0.0.1";
     // Valid: minted by the server, and minted under the older secret still listed.
     assert_eq!(sign_with(&s, &s.mint(ip, 60), ip).0, 202);
-    assert_eq!(sign_with(&s, &token_with(OLD_SECRET, ip, t - 5, t + 60), ip).0, 202);
+    assert_eq!(
+        sign_with(&s, &token_with(OLD_SECRET, ip, t - 5, t + 60), ip).0,
+        202
+    );
     // Refused, each with its reason.
     let cases = [
         (token_with(SECRET, ip, t - 100, t - 50), ip, "expired"),
-        (token_with(SECRET, ip, t + 100, t + 200), ip, "not yet valid"),
-        (token_with("some-other-secret-000000", ip, t - 5, t + 60), ip, "signature invalid"),
+        (
+            token_with(SECRET, ip, t + 100, t + 200),
+            ip,
+            "not yet valid",
+        ),
+        (
+            token_with("some-other-secret-000000", ip, t - 5, t + 60),
+            ip,
+            "signature invalid",
+        ),
         // A secret that was rotated out (no longer in the config).
-        (token_with("retired-secret-0123456789", ip, t - 5, t + 60), ip, "signature invalid"),
+        (
+            token_with("retired-secret-0123456789", ip, t - 5, t + 60),
+            ip,
+            "signature invalid",
+        ),
         (s.mint("127.0.0.1", 60), "127.0.0.2", "another IP"),
         (String::new(), ip, "missing"),
         ("garbage".to_string(), ip, "malformed"),
@@ -64,7 +98,11 @@ fn token_checks() {
     let good = s.mint(ip, 60);
     let forged = good.replacen(':', ":9", 2).replacen(":9", ":", 1);
     assert_eq!(sign_with(&s, &forged, ip).0, 400);
-    assert!(s.metric("signing_token_rejections_total{reason=\"expired\"}").unwrap_or(0.0) >= 1.0);
+    assert!(
+        s.metric("signing_token_rejections_total{reason=\"expired\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
 }
 
 #[test]
@@ -77,14 +115,34 @@ fn a_token_for_127_0_0_2_works_from_there() {
 #[test]
 fn peers_outside_allowed_ips_get_403_everywhere() {
     let mut opts = ServerOpts::default();
-    opts.security = opts.security.replace("allowed_ips = 127.0.0.0/8", "allowed_ips = 127.0.0.1/32");
+    opts.security = opts
+        .security
+        .replace("allowed_ips = 127.0.0.0/8", "allowed_ips = 127.0.0.1/32");
     let s = Server::start(&opts);
     let c = client_from("127.0.0.3");
-    for path in ["/health", "/metrics", "/sign/gpg/0000000000000000000000000000000000000000"] {
-        assert_eq!(c.get(format!("{}{path}", s.url)).send().unwrap().status(), 403, "{path}");
+    for path in [
+        "/health",
+        "/metrics",
+        "/sign/gpg/0000000000000000000000000000000000000000",
+    ] {
+        assert_eq!(
+            c.get(format!("{}{path}", s.url)).send().unwrap().status(),
+            403,
+            "{path}"
+        );
     }
-    assert_eq!(c.post(format!("{}/token", s.url)).send().unwrap().status(), 403);
-    assert_eq!(s.client().get(format!("{}/health", s.url)).send().unwrap().status(), 200);
+    assert_eq!(
+        c.post(format!("{}/token", s.url)).send().unwrap().status(),
+        403
+    );
+    assert_eq!(
+        s.client()
+            .get(format!("{}/health", s.url))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[test]
@@ -92,15 +150,32 @@ fn a_minting_password_stored_as_an_argon2_hash() {
     // Ops hash the password with the server itself.
     let (status, out) = run_server_to_end(&["--hash-password".as_ref()], "hashed-mint-password\n");
     assert!(status.success(), "{out}");
-    let hash = out.lines().find(|l| l.starts_with("$argon2id$")).expect("a PHC string").to_string();
-    assert!(!out.contains("hashed-mint-password"), "the password is not echoed");
+    let hash = out
+        .lines()
+        .find(|l| l.starts_with("$argon2id$"))
+        .expect("a PHC string")
+        .to_string();
+    assert!(
+        !out.contains("hashed-mint-password"),
+        "the password is not echoed"
+    );
     let mut opts = ServerOpts::default();
-    opts.security = opts.security.replace(&format!("new_token_auth = {MINT_USER}:{MINT_PASSWORD}"), &format!("new_token_auth = {MINT_USER}:{hash}"));
+    opts.security = opts.security.replace(
+        &format!("new_token_auth = {MINT_USER}:{MINT_PASSWORD}"),
+        &format!("new_token_auth = {MINT_USER}:{hash}"),
+    );
     let s = Server::start(&opts);
     let good = [("slave_ip", "127.0.0.1"), ("duration", "60")];
     let (status, token, _) = mint_status(&s, "127.0.0.1", MINT_USER, "hashed-mint-password", &good);
     assert_eq!(status, 200, "{token}");
     assert_eq!(sign_with(&s, &token, "127.0.0.1").0, 202);
-    assert_eq!(mint_status(&s, "127.0.0.1", MINT_USER, "wrong", &good).0, 401);
-    assert_eq!(mint_status(&s, "127.0.0.1", MINT_USER, &hash, &good).0, 401, "the hash is not the password");
+    assert_eq!(
+        mint_status(&s, "127.0.0.1", MINT_USER, "wrong", &good).0,
+        401
+    );
+    assert_eq!(
+        mint_status(&s, "127.0.0.1", MINT_USER, &hash, &good).0,
+        401,
+        "the hash is not the password"
+    );
 }

@@ -45,7 +45,6 @@ use zeroize::Zeroizing;
 
 use crate::{FormatConfig, SignContext, SignError, Signer};
 
-
 /// The settings of a `[format:NAME]` section of type `apple` besides the common ones.
 pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements"];
 
