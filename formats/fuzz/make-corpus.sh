@@ -10,7 +10,7 @@ seeds=$here/seeds
 : "${SIGNING_TEST_VENV:=$HOME/.cache/signing-server/venv}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for t in mar_parse apk_zip pe_authenticode authenticode_pkcs7 apple_tarball token config; do
+for t in mar_parse apk_zip apk_manifest pe_authenticode authenticode_pkcs7 apple_tarball token config; do
     rm -rf "${seeds:?}/$t"
     mkdir -p "$seeds/$t"
 done
@@ -50,6 +50,21 @@ printf 'stored\n' > "$tmp/apk/assets/b.dat"
 (cd "$tmp/apk" && aapt package -f -M AndroidManifest.xml -I /usr/share/android-framework-res/framework-res.apk -A assets -0 dat -F "$tmp/base.apk" >/dev/null)
 zipalign -p -f 4 "$tmp/base.apk" "$seeds/apk_zip/aapt.apk"
 (cd "$tmp/apk" && zip -q -X "$seeds/apk_zip/plain.zip" AndroidManifest.xml assets/a.txt)
+
+# --- APK manifests (binary XML): the one above, and one with a codename
+#     minSdkVersion, a maxSdkVersion, UTF-16 strings and more elements.
+unzip -p "$seeds/apk_zip/aapt.apk" AndroidManifest.xml > "$seeds/apk_manifest/min21.xml"
+mkdir -p "$tmp/apk2"
+cat > "$tmp/apk2/AndroidManifest.xml" <<'XML'
+<?xml version="1.0" encoding="utf-8"?>
+<manifest xmlns:android="http://schemas.android.com/apk/res/android" package="org.example.fuzz2" android:versionCode="3">
+  <uses-sdk android:minSdkVersion="K" android:maxSdkVersion="28" android:targetSdkVersion="28"/>
+  <uses-permission android:name="android.permission.INTERNET"/>
+  <application android:label="fuzz \u00e9"><activity android:name=".Main"/></application>
+</manifest>
+XML
+(cd "$tmp/apk2" && aapt package -f -M AndroidManifest.xml -I /usr/share/android-framework-res/framework-res.apk -F "$tmp/apk2.apk" >/dev/null)
+unzip -p "$tmp/apk2.apk" AndroidManifest.xml > "$seeds/apk_manifest/codename.xml"
 
 # --- Apple: tiny .app bundles as .tar.gz (a file, a directory, a relative symlink).
 app=$tmp/app/Tiny.app/Contents

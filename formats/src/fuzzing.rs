@@ -53,13 +53,20 @@ pub fn mar_parse(data: &[u8]) -> Result<(), SignError> {
 /// local headers).
 pub fn apk_zip(data: &[u8]) -> Result<(), SignError> {
     let mut f = temp_file(data)?;
-    let archive = crate::apk::zip::read_archive(&mut f)?;
+    let archive = crate::apk::zip::read_archive(&mut f, crate::apk::v1::is_signature_file)?;
     for e in &archive.entries {
         assert!(
             e.data_offset <= data.len() as u64,
             "entry data starts past the end"
         );
     }
+    Ok(())
+}
+
+/// APK: the API range of a binary AndroidManifest.xml (`<uses-sdk>`).
+pub fn apk_manifest(data: &[u8]) -> Result<(), SignError> {
+    let r = crate::apk::manifest::sdk_range(data)?;
+    assert!(r.min >= 1, "minSdkVersion below 1");
     Ok(())
 }
 
@@ -142,6 +149,9 @@ mod tests {
         }
         for (p, d) in seeds("apk_zip") {
             super::apk_zip(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("apk_manifest") {
+            super::apk_manifest(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         }
         for (p, d) in seeds("pe_authenticode") {
             super::pe_authenticode(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));

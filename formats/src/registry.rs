@@ -36,7 +36,7 @@ pub static REGISTRY: &[SignerType] = &[
     },
     SignerType {
         name: "apk",
-        extra_keys: &["schemes"],
+        extra_keys: crate::apk::EXTRA_KEYS,
         needs_passphrase: crate::apk::needs_passphrase,
         open: crate::apk::open,
     },

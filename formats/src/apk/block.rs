@@ -31,6 +31,10 @@ use crate::SignError;
 
 const CHUNK: usize = 1 << 20;
 const MAGIC: &[u8; 16] = b"APK Sig Block 42";
+/// RSASSA-PKCS1-v1_5 with SHA-256 (the APK signature algorithm id).
+pub(crate) const ALG_RSA_SHA256: u32 = 0x0103;
+/// ECDSA with SHA-256.
+pub(crate) const ALG_ECDSA_SHA256: u32 = 0x0201;
 pub(crate) const V2_ID: u32 = 0x7109_871a;
 pub(crate) const V3_ID: u32 = 0xf053_68c0;
 /// v2 additional attribute: "this APK also has a v3 signature" (stripping protection).
@@ -101,7 +105,8 @@ pub(crate) struct Key {
     pub(crate) pkey: PKey<Private>,
     pub(crate) cert_der: Vec<u8>,
     pub(crate) spki_der: Vec<u8>,
-    /// Invariant: 0x0103 for RSA keys, 0x0201 for EC P-256 keys.
+    /// Invariant: [`ALG_RSA_SHA256`] for RSA keys, [`ALG_ECDSA_SHA256`] for
+    /// EC P-256 keys.
     pub(crate) alg: u32,
 }
 
@@ -110,11 +115,20 @@ fn internal(e: impl std::fmt::Display) -> SignError {
 }
 
 impl Key {
+    /// The v2/v3 signature (SHA-256) of `data`.
     pub(crate) fn sign(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
-        let mut s =
-            openssl::sign::Signer::new(MessageDigest::sha256(), &self.pkey).map_err(internal)?;
+        self.sign_with(MessageDigest::sha256(), data)
+    }
+
+    /// RSA PKCS#1 v1.5 or ECDSA (DER) signature of `data` with `md`.
+    pub(crate) fn sign_with(&self, md: MessageDigest, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        let mut s = openssl::sign::Signer::new(md, &self.pkey).map_err(internal)?;
         s.update(data).map_err(internal)?;
         s.sign_to_vec().map_err(internal)
+    }
+
+    pub(crate) fn is_ec(&self) -> bool {
+        self.alg == ALG_ECDSA_SHA256
     }
 }
 

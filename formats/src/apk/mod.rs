@@ -3,35 +3,42 @@
 //! What it does, in one streaming pass over the input:
 //! 1. reads and validates the input ZIP's structure ([`zip`]): bad input is
 //!    [`SignError::Rejected`] (HTTP 422) with the reason;
-//! 2. copies every entry's compressed bytes as they are into the output,
+//! 2. reads the API range the APK declares from its binary
+//!    `AndroidManifest.xml` ([`manifest`]; no manifest: not an APK, 422),
+//!    unless the format sets `min_sdk`, and picks the v1 digest for it as
+//!    apksigner does ([`v1::choose`]);
+//! 3. copies every entry's compressed bytes as they are into the output,
 //!    behind a fresh local header aligned zipalign-style (stored entries on
 //!    4 bytes, `.so` on 4096), while inflating them to check their CRC and
 //!    size and to hash them for MANIFEST.MF; existing JAR signature files
-//!    (`META-INF/MANIFEST.MF`, `*.SF`, `*.RSA`, `*.DSA`, `*.EC`, `SIG-*`)
-//!    and any old APK Signing Block are dropped;
-//! 3. appends the v1 files ([`v1`]) if enabled;
-//! 4. computes the chunked content digest as bytes are written (entries),
+//!    (`META-INF/MANIFEST.MF`, `*.SF`, `*.RSA`, `*.DSA`, `*.EC`, `SIG-*`,
+//!    whatever their compression) and any old APK Signing Block (v2, v3,
+//!    rotation lineage) are dropped: the output has one signer, ours;
+//! 4. appends the v1 files ([`v1`], [`pkcs7`]) if enabled;
+//! 5. computes the chunked content digest as bytes are written (entries),
 //!    then over the central directory and EOCD, and inserts the APK
 //!    Signing Block with v2/v3 ([`block`]) before the central directory.
 //!
 //! Memory: one 64 KiB copy buffer, one 1 MiB digest chunk, the central
-//! directory (at most 32 MiB) and one manifest line per entry — never the
-//! APK. Config: `schemes = v1,v2,v3` (default all), `digest` may only be
-//! `sha256`, `cert` is the signer certificate (PEM), `key` its private key
-//! (PKCS#8 PEM, RSA or EC P-256, usually passphrase-encrypted).
+//! directory (at most 32 MiB), the manifest (at most [`MAX_MANIFEST`]) and
+//! one manifest line per entry — never the APK. Config: `schemes =
+//! v1,v2,v3` (default all), `min_sdk` (overrides the manifest), `digest`
+//! may only be `sha256`, `cert` is the signer certificate (PEM), `key` its
+//! private key (PKCS#8 PEM, RSA or EC P-256, usually passphrase-encrypted).
 //!
 //! Deliberately NOT done: no key rotation (v3 lineage), no v4 (.idsig), no
-//! SHA-1 v1 digests (see [`v1`]), no ZIP64, no source stamp; `verify`
-//! checks our own v2/v3 blocks (and the v1 files' presence), not all that
-//! apksigner checks — the tests run apksigner itself.
+//! ZIP64, no source stamp; `verify` checks our own signatures, not all
+//! that apksigner checks — the tests run apksigner itself.
 
 mod block;
-mod v1;
+pub(crate) mod manifest;
+mod pkcs7;
+pub(crate) mod v1;
 pub(crate) mod zip;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::anyhow;
@@ -41,12 +48,36 @@ use openssl::x509::X509;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
-use self::block::{ChunkDigests, Key};
-use self::zip::{reject, Counted, Entry};
+use self::block::{ChunkDigests, Key, ALG_ECDSA_SHA256, ALG_RSA_SHA256};
+use self::v1::V1Digest;
+use self::zip::{reject, Archive, Counted};
 use crate::{FormatConfig, SignContext, SignError, Signer};
+
+/// The settings of `[format:NAME]` a `type = apk` section may have beyond
+/// the common ones.
+pub const EXTRA_KEYS: &[&str] = &["schemes", "min_sdk"];
 
 /// Copy buffer.
 const BUF: usize = 64 << 10;
+/// Largest AndroidManifest.xml we read (real ones are well under 1 MiB).
+const MAX_MANIFEST: u64 = 8 << 20;
+/// The manifest's entry name.
+const ANDROID_MANIFEST: &str = "AndroidManifest.xml";
+
+/// `min_sdk = N`: the lowest API level to sign for, instead of the
+/// manifest's minSdkVersion.
+fn parse_min_sdk(cfg: &FormatConfig) -> Result<Option<u32>, SignError> {
+    let Some(text) = cfg.extra.get("min_sdk") else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(SignError::Config(format!(
+            "format {}: min_sdk must be an API level (an integer, 1 or more), not {text:?}",
+            cfg.name
+        ))),
+    }
+}
 
 /// Which schemes to sign with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +140,8 @@ pub struct ApkSigner {
     key: Key,
     cert: X509,
     schemes: Schemes,
+    /// `min_sdk`: overrides the manifest's minSdkVersion.
+    min_sdk: Option<u32>,
     /// Hex SHA-256 of the certificate (what `apksigner --print-certs` shows).
     cert_sha256: String,
 }
@@ -118,6 +151,7 @@ impl std::fmt::Debug for ApkSigner {
         f.debug_struct("ApkSigner")
             .field("cert_sha256", &self.cert_sha256)
             .field("schemes", &self.schemes)
+            .field("min_sdk", &self.min_sdk)
             .finish_non_exhaustive()
     }
 }
@@ -130,7 +164,8 @@ impl ApkSigner {
     /// See [`open`].
     pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Self, SignError> {
         let schemes = parse_schemes(cfg)?;
-        if let Some(k) = cfg.extra.keys().find(|k| *k != "schemes") {
+        let min_sdk = parse_min_sdk(cfg)?;
+        if let Some(k) = cfg.extra.keys().find(|k| !EXTRA_KEYS.contains(&k.as_str())) {
             return Err(SignError::Config(format!(
                 "format {}: unknown setting {k:?} for type apk",
                 cfg.name
@@ -159,12 +194,12 @@ impl ApkSigner {
         let key_path = cfg.key.display();
         let pkey = crate::keys::load_private_key(&cfg.key, "APK key", passphrase)?;
         let alg = match pkey.id() {
-            Id::RSA if pkey.bits() >= 2048 => 0x0103,
+            Id::RSA if pkey.bits() >= 2048 => ALG_RSA_SHA256,
             Id::EC
                 if pkey.ec_key().ok().and_then(|k| k.group().curve_name())
                     == Some(Nid::X9_62_PRIME256V1) =>
             {
-                0x0201
+                ALG_ECDSA_SHA256
             }
             _ => {
                 return Err(SignError::Key(format!(
@@ -206,10 +241,16 @@ impl ApkSigner {
         // Prove the unlocked key signs (cheap, once).
         key.sign(b"apk key self-check")
             .map_err(|e| SignError::Key(format!("the APK key {key_path} cannot sign: {e}")))?;
+        if let (Some(min), true) = (min_sdk, schemes.v1) {
+            v1::choose(key.is_ec(), min).map_err(|why| {
+                SignError::Config(format!("format {}: min_sdk = {min}: {why}", cfg.name))
+            })?;
+        }
         Ok(ApkSigner {
             key,
             cert,
             schemes,
+            min_sdk,
             cert_sha256,
         })
     }
@@ -225,11 +266,33 @@ impl ApkSigner {
     }
 
     fn block_name(&self) -> &'static str {
-        if self.key.alg == 0x0201 {
+        if self.key.is_ec() {
             "META-INF/CERT.EC"
         } else {
             "META-INF/CERT.RSA"
         }
+    }
+
+    /// The lowest API level `archive` (read from `input`) is signed for:
+    /// `min_sdk` if set, else its manifest's minSdkVersion. Refuses an
+    /// archive without AndroidManifest.xml: it is not an APK.
+    fn min_sdk_of(&self, input: &mut File, archive: &Archive) -> Result<u32, SignError> {
+        let Some(entry) = archive.entries.iter().find(|e| e.name == ANDROID_MANIFEST) else {
+            return Err(reject(
+                "not an APK: there is no AndroidManifest.xml entry (apksigner refuses it too: \
+                 \"Missing AndroidManifest.xml\")",
+            ));
+        };
+        if let Some(min) = self.min_sdk {
+            return Ok(min);
+        }
+        let xml = zip::small_content(input, entry, MAX_MANIFEST)?;
+        Ok(manifest::sdk_range(&xml)?.min)
+    }
+
+    /// The v1 digest for an APK whose lowest API level is `min_sdk`.
+    fn v1_digest(&self, min_sdk: u32) -> Result<V1Digest, SignError> {
+        v1::choose(self.key.is_ec(), min_sdk).map_err(SignError::Rejected)
     }
 
     /// Our v1 signature of `signed`: every entry's digest, rebuilt
@@ -237,29 +300,30 @@ impl ApkSigner {
     /// block over CERT.SF made by our certificate.
     fn verify_v1(&self, signed: &Path) -> Result<(), SignError> {
         let mut f = File::open(signed)?;
-        let archive = zip::read_archive(&mut f)?;
+        let archive = zip::read_archive(&mut f, |_| false)?;
+        let alg = self.v1_digest(self.min_sdk_of(&mut f, &archive)?)?;
         let mut digests = BTreeMap::new();
         let mut buf = vec![0u8; BUF];
         let (mut manifest, mut sf, mut block) = (None, None, None);
+        let small = |f: &mut File, e: &zip::Entry| zip::small_content(f, e, zip::MAX_CD_SIZE);
         for e in &archive.entries {
             if e.name == v1::MANIFEST {
-                manifest = Some(small_content(&mut f, e)?);
+                manifest = Some(small(&mut f, e)?);
             } else if e.name == v1::SIGNATURE_FILE {
-                sf = Some(small_content(&mut f, e)?);
+                sf = Some(small(&mut f, e)?);
             } else if e.name == self.block_name() {
-                block = Some(small_content(&mut f, e)?);
+                block = Some(small(&mut f, e)?);
             } else if v1::needs_digest(&e.name) {
-                digests.insert(
-                    e.name.clone(),
-                    copy_entry(&mut f, e, &mut std::io::sink(), &mut buf)?,
-                );
+                let mut h = alg.hasher();
+                zip::copy_entry(&mut f, e, &mut std::io::sink(), &mut buf, &mut h)?;
+                digests.insert(e.name.clone(), h.finish());
             }
         }
         let bad = |why: &str| reject(format!("APK v1 signature: {why}"));
         let (Some(manifest), Some(sf), Some(block)) = (manifest, sf, block) else {
             return Err(bad("signature files missing"));
         };
-        let (want_manifest, want_sf) = v1::manifest_and_sf(&digests, self.apk_signed());
+        let (want_manifest, want_sf) = v1::manifest_and_sf(&digests, alg, self.apk_signed());
         if manifest != want_manifest {
             return Err(bad("MANIFEST.MF does not match the entries"));
         }
@@ -271,7 +335,13 @@ impl ApkSigner {
 
     /// The whole pipeline; `out` is a fresh file.
     fn sign_into(&self, input: &mut File, out: File) -> Result<(), SignError> {
-        let archive = zip::read_archive(input)?;
+        let archive = zip::read_archive(input, v1::is_signature_file)?;
+        let min_sdk = self.min_sdk_of(input, &archive)?;
+        let v1_alg = if self.schemes.v1 {
+            Some(self.v1_digest(min_sdk)?)
+        } else {
+            None
+        };
         let mut w = Counted {
             inner: Hashing {
                 inner: BufWriter::with_capacity(BUF, out),
@@ -283,20 +353,21 @@ impl ApkSigner {
         let mut count = 0usize;
         let mut manifest = BTreeMap::new();
         let mut buf = vec![0u8; BUF];
-        for e in &archive.entries {
-            if v1::is_signature_file(&e.name) {
-                continue;
-            }
+        for e in archive.entries.iter().filter(|e| !e.dropped) {
             let offset = zip::write_local_header(&mut w, e)?;
-            let digest = copy_entry(input, e, &mut w, &mut buf)?;
+            match v1_alg.filter(|_| v1::needs_digest(&e.name)) {
+                Some(alg) => {
+                    let mut h = alg.hasher();
+                    zip::copy_entry(input, e, &mut w, &mut buf, &mut h)?;
+                    manifest.insert(e.name.clone(), h.finish());
+                }
+                None => zip::copy_entry(input, e, &mut w, &mut buf, &mut std::io::sink())?,
+            }
             zip::push_cd_record(&mut cd, e, offset)?;
             count += 1;
-            if self.schemes.v1 && v1::needs_digest(&e.name) {
-                manifest.insert(e.name.clone(), digest);
-            }
         }
-        if self.schemes.v1 {
-            let files = v1::sign(&manifest, self.apk_signed(), &self.cert, &self.key.pkey)?;
+        if let Some(alg) = v1_alg {
+            let files = v1::sign(&manifest, alg, self.apk_signed(), &self.key)?;
             let block_name = self.block_name();
             for (name, data) in [
                 (v1::MANIFEST, &files.manifest),
@@ -363,127 +434,6 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Where inflated bytes go: SHA-256 and CRC-32 of the content, refusing
-/// more bytes than the central directory announced (zip bombs stop here).
-struct Sink {
-    sha: Sha256,
-    crc: flate2::Crc,
-    len: u64,
-    max: u64,
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.len += buf.len() as u64;
-        if self.len > self.max {
-            return Err(std::io::Error::other("more data than announced"));
-        }
-        self.sha.update(buf);
-        self.crc.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Copies `e`'s compressed bytes to `out` and returns the SHA-256 of its
-/// content, after checking the content's size and CRC.
-fn copy_entry<W: Write>(
-    input: &mut File,
-    e: &Entry,
-    out: &mut W,
-    buf: &mut [u8],
-) -> Result<[u8; 32], SignError> {
-    let bad = |why: &str| reject(format!("entry {:?}: {why}", e.name));
-    input.seek(SeekFrom::Start(e.data_offset))?;
-    let mut left = u64::from(e.csize);
-    let sink = Sink {
-        sha: Sha256::new(),
-        crc: flate2::Crc::new(),
-        len: 0,
-        max: u64::from(e.usize),
-    };
-    let mut inflater = (e.method == 8).then(|| flate2::write::DeflateDecoder::new(sink));
-    let mut stored = if e.method == 8 {
-        None
-    } else {
-        Some(Sink {
-            sha: Sha256::new(),
-            crc: flate2::Crc::new(),
-            len: 0,
-            max: u64::from(e.usize),
-        })
-    };
-    while left > 0 {
-        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-        let chunk = buf.get_mut(..want).ok_or_else(|| bad("buffer"))?;
-        input.read_exact(chunk).map_err(|err| {
-            if err.kind() == std::io::ErrorKind::UnexpectedEof {
-                bad("truncated data")
-            } else {
-                err.into()
-            }
-        })?;
-        out.write_all(chunk)?;
-        if let Some(d) = inflater.as_mut() {
-            d.write_all(chunk).map_err(|err| {
-                bad(&format!(
-                    "corrupt deflate data or larger than announced ({err})"
-                ))
-            })?;
-        } else if let Some(s) = stored.as_mut() {
-            s.write_all(chunk)
-                .map_err(|_| bad("larger than announced"))?;
-        }
-        left -= want as u64;
-    }
-    let sink = match (inflater, stored) {
-        (Some(d), _) => d
-            .finish()
-            .map_err(|err| bad(&format!("corrupt deflate data ({err})")))?,
-        (None, Some(s)) => s,
-        (None, None) => return Err(bad("internal: no sink")),
-    };
-    if sink.len != u64::from(e.usize) {
-        return Err(bad("content size differs from the central directory"));
-    }
-    if sink.crc.sum() != e.crc {
-        return Err(bad("CRC-32 mismatch"));
-    }
-    Ok(sink.sha.finalize().into())
-}
-
-/// The content of a small entry (a v1 signature file), at most
-/// [`zip::MAX_CD_SIZE`] bytes.
-fn small_content(input: &mut File, e: &Entry) -> Result<Vec<u8>, SignError> {
-    if u64::from(e.usize) > zip::MAX_CD_SIZE {
-        return Err(reject(format!(
-            "entry {:?} is too large for a signature file",
-            e.name
-        )));
-    }
-    input.seek(SeekFrom::Start(e.data_offset))?;
-    let raw = (&mut *input).take(u64::from(e.csize));
-    let mut out = Vec::new();
-    let limit = u64::from(e.usize) + 1;
-    if e.method == 8 {
-        flate2::read::DeflateDecoder::new(raw)
-            .take(limit)
-            .read_to_end(&mut out)
-    } else {
-        raw.take(limit).read_to_end(&mut out)
-    }
-    .map_err(|err| reject(format!("entry {:?}: {err}", e.name)))?;
-    if out.len() as u64 != u64::from(e.usize) {
-        return Err(reject(format!(
-            "entry {:?}: size differs from the central directory",
-            e.name
-        )));
-    }
-    Ok(out)
-}
-
 impl Signer for ApkSigner {
     fn sign(&self, input: &Path, output: &Path, _ctx: &SignContext) -> Result<(), SignError> {
         let mut inp = File::open(input)
@@ -530,14 +480,16 @@ impl Signer for ApkSigner {
         }
         let mut nonce = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
+        // A real binary manifest; the lowest API level this key signs v1 for.
+        let manifest = manifest::minimal(match (self.min_sdk, self.key.is_ec()) {
+            (Some(min), _) => min,
+            (None, true) => v1::SHA256_FROM_SDK,
+            (None, false) => 1,
+        });
         zip::write_simple(
             &input,
             &[
-                (
-                    "AndroidManifest.xml",
-                    b"not a real manifest: the probe checks our own signature",
-                    false,
-                ),
+                (ANDROID_MANIFEST, &manifest, true),
                 ("classes.dex", &nonce, true),
                 ("lib/x86_64/libprobe.so", &nonce, false),
             ],
@@ -572,3 +524,5 @@ impl Signer for ApkSigner {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_compat;

@@ -163,7 +163,7 @@ fn apksigner_verifies_v1_v2_v3_with_rsa_and_ec_and_a_flipped_byte_fails() {
     let s = signer("rsa");
     let out = tmp.path().join("signed-rsa.apk");
     let mut f = File::open(&out).unwrap();
-    let archive = zip::read_archive(&mut f).unwrap();
+    let archive = zip::read_archive(&mut f, |_| false).unwrap();
     let raw = archive
         .entries
         .iter()
@@ -213,14 +213,13 @@ fn own_verify_and_probe() {
     // Our verifier catches a flipped byte anywhere in the three sections.
     let s = signer("ec");
     let input = tmp.path().join("in.apk");
-    zip::write_simple(
+    write_apk(
         &input,
         &[
             ("a.txt", b"hello hello hello", true),
             ("b.bin", b"raw", false),
         ],
-    )
-    .unwrap();
+    );
     let out = tmp.path().join("out.apk");
     sign(&s, &input, &out).unwrap();
     s.verify(&input, &out).unwrap();
@@ -239,15 +238,14 @@ fn v1_only_is_checked_entry_by_entry() {
     let s = ApkSigner::open(&cfg("rsa", Some("v1")), Some(&passphrase())).unwrap();
     let input = tmp.path().join("in.apk");
     let long = format!("assets/{}.txt", "long-name-".repeat(12));
-    zip::write_simple(
+    write_apk(
         &input,
         &[
             ("a.txt", b"hello hello hello", true),
             ("b.bin", b"raw bytes", false),
             (&long, b"x", false),
         ],
-    )
-    .unwrap();
+    );
     let out = tmp.path().join("out.apk");
     sign(&s, &input, &out).unwrap();
     s.verify(&input, &out).unwrap();
@@ -312,10 +310,19 @@ fn rejected(s: &ApkSigner, dir: &Path, name: &str, data: &[u8]) -> String {
     }
 }
 
-/// Builds a small ZIP in memory and returns it with its entries' offsets.
+/// Writes a small APK: `files`, then a minimal binary AndroidManifest.xml
+/// (minSdkVersion 21) as the last entry.
+fn write_apk(path: &Path, files: &[(&str, &[u8], bool)]) {
+    let m = manifest::minimal(21);
+    let mut all = files.to_vec();
+    all.push(("AndroidManifest.xml", &m, true));
+    zip::write_simple(path, &all).unwrap();
+}
+
+/// Builds a small APK (see [`write_apk`]) and returns its bytes.
 fn small_zip(files: &[(&str, &[u8], bool)], dir: &Path) -> Vec<u8> {
     let p = dir.join("tmp.zip");
-    zip::write_simple(&p, files).unwrap();
+    write_apk(&p, files);
     std::fs::read(p).unwrap()
 }
 
@@ -420,23 +427,46 @@ fn malformed_zips_are_rejected_with_a_reason() {
 #[test]
 fn data_descriptors_are_handled() {
     // Python's zipfile writes data descriptors when writing to a stream; we
-    // make one by hand: set bit 3, zero the local CRC/sizes, append a descriptor.
+    // make one by hand on the last entry: set bit 3, zero the local
+    // CRC/sizes, append a descriptor.
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let s = signer("rsa");
-    let good = small_zip(&[("a.txt", b"hello", false)], d);
+    let p = d.join("base.zip");
+    let m = manifest::minimal(21);
+    zip::write_simple(
+        &p,
+        &[
+            ("AndroidManifest.xml", &m, true),
+            ("a.txt", b"hello", false),
+        ],
+    )
+    .unwrap();
+    let good = std::fs::read(&p).unwrap();
     let cd = find(&good, &[0x50, 0x4b, 1, 2]);
+    let lfh = good[..cd]
+        .windows(4)
+        .rposition(|w| w == [0x50, 0x4b, 3, 4])
+        .unwrap();
     let mut z = good[..cd].to_vec();
-    let (crc, size) = (z[14..18].to_vec(), z[18..22].to_vec());
-    z[6] |= 8;
-    z[14..26].fill(0);
+    let (crc, size) = (
+        z[lfh + 14..lfh + 18].to_vec(),
+        z[lfh + 18..lfh + 22].to_vec(),
+    );
+    z[lfh + 6] |= 8;
+    z[lfh + 14..lfh + 26].fill(0);
     z.extend_from_slice(&[0x50, 0x4b, 7, 8]);
     z.extend_from_slice(&crc);
     z.extend_from_slice(&size);
     z.extend_from_slice(&size);
     let mut central = good[cd..good.len() - 22].to_vec();
-    central[8] |= 8;
+    let second = central
+        .windows(4)
+        .rposition(|w| w == [0x50, 0x4b, 1, 2])
+        .unwrap();
+    central[second + 8] |= 8;
     let new_cd = z.len() as u32;
+    let cd_descriptor_crc = z.len() + second + 16;
     z.extend_from_slice(&central);
     let mut eocd = good[good.len() - 22..].to_vec();
     eocd[16..20].copy_from_slice(&new_cd.to_le_bytes());
@@ -447,8 +477,7 @@ fn data_descriptors_are_handled() {
     sign(&s, &input, &out).unwrap();
     s.verify(&input, &out).unwrap();
     // A descriptor that disagrees is refused.
-    let at = cd + 4;
-    z[at] ^= 1;
+    z[cd_descriptor_crc] ^= 1;
     std::fs::write(&input, &z).unwrap();
     let why = match sign(&s, &input, &out) {
         Err(SignError::Rejected(w)) => w,

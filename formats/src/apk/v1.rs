@@ -1,27 +1,120 @@
-//! v1 (JAR) signing: `META-INF/MANIFEST.MF` with each entry's SHA-256,
-//! `META-INF/CERT.SF` with the manifest's and each section's SHA-256, and
+//! v1 (JAR) signing: `META-INF/MANIFEST.MF` with each entry's digest,
+//! `META-INF/CERT.SF` with the manifest's and each section's digest, and
 //! `META-INF/CERT.RSA` / `CERT.EC`, a detached PKCS#7 SignedData over the
-//! `.SF` without signed attributes (as apksigner makes it).
+//! `.SF` without signed attributes ([`super::pkcs7`]).
+//!
+//! The digest algorithm follows apksigner (`V1SchemeSigner`) from the
+//! lowest API level the APK supports ([`choose`]): Android before 4.3
+//! (API 18) reads only SHA-1 in JAR signatures and cannot verify ECDSA ones
+//! at all, so RSA signs with SHA-1 below API 18 and SHA-256 from 18, and an
+//! EC key below API 18 is refused, as apksigner refuses it. One algorithm
+//! throughout, as apksigner: SHA-1 verifies on every later version too.
 //!
 //! The `.SF` says `X-Android-APK-Signed: 2, 3` (the schemes also signed), so
 //! a verifier that sees only the v1 signature knows a v2/v3 one was stripped.
 //!
-//! Deliberately NOT done: SHA-1 digests. SHA-256 in v1 signatures is
-//! honoured by Android from API 18; APKs whose minSdkVersion is lower
-//! must rely on v2/v3 (API 24+) or another signer. Main attributes of an
-//! existing manifest are not carried over.
+//! Deliberately NOT done: main attributes of an existing manifest are not
+//! carried over (apksigner copies them).
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
-use anyhow::anyhow;
 use base64::Engine;
+use openssl::hash::MessageDigest;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
-use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::X509;
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+use super::block::Key;
 use crate::SignError;
+
+/// The first API level whose JAR verifier reads SHA-256 digests and ECDSA
+/// signatures (Android 4.3).
+pub(crate) const SHA256_FROM_SDK: u32 = 18;
+
+/// The digest of a v1 signature (entries, sections, manifest, PKCS#7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum V1Digest {
+    Sha1,
+    Sha256,
+}
+
+impl V1Digest {
+    /// The JAR attribute prefix: `SHA1-Digest`, `SHA-256-Digest`.
+    fn attr(self) -> &'static str {
+        match self {
+            V1Digest::Sha1 => "SHA1",
+            V1Digest::Sha256 => "SHA-256",
+        }
+    }
+
+    fn hash(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            V1Digest::Sha1 => Sha1::digest(data).to_vec(),
+            V1Digest::Sha256 => Sha256::digest(data).to_vec(),
+        }
+    }
+
+    pub(crate) fn message_digest(self) -> MessageDigest {
+        match self {
+            V1Digest::Sha1 => MessageDigest::sha1(),
+            V1Digest::Sha256 => MessageDigest::sha256(),
+        }
+    }
+
+    /// A hasher for an entry's content.
+    pub(crate) fn hasher(self) -> ContentHasher {
+        match self {
+            V1Digest::Sha1 => ContentHasher::Sha1(Sha1::new()),
+            V1Digest::Sha256 => ContentHasher::Sha256(Sha256::new()),
+        }
+    }
+}
+
+/// apksigner's choice for a key (`ec`: an EC key, else RSA) and the APK's
+/// lowest API level; `Err` says why no v1 signature can serve it.
+pub(crate) fn choose(ec: bool, min_sdk: u32) -> Result<V1Digest, String> {
+    match (ec, min_sdk < SHA256_FROM_SDK) {
+        (false, true) => Ok(V1Digest::Sha1),
+        (_, false) => Ok(V1Digest::Sha256),
+        (true, true) => Err(format!(
+            "the APK supports API level {min_sdk} (minSdkVersion), but Android before 4.3 \
+             (API 18) cannot verify a v1 (JAR) signature made with an EC key (apksigner \
+             refuses too): sign it with an RSA key, raise its minSdkVersion to 18, or leave \
+             v1 out of this format's schemes"
+        )),
+    }
+}
+
+/// Hashes what is written to it (an entry's content).
+pub(crate) enum ContentHasher {
+    Sha1(Sha1),
+    Sha256(Sha256),
+}
+
+impl ContentHasher {
+    pub(crate) fn finish(self) -> Vec<u8> {
+        match self {
+            ContentHasher::Sha1(h) => h.finalize().to_vec(),
+            ContentHasher::Sha256(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+impl Write for ContentHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ContentHasher::Sha1(h) => h.update(buf),
+            ContentHasher::Sha256(h) => h.update(buf),
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 pub(crate) const MANIFEST: &str = "META-INF/MANIFEST.MF";
 pub(crate) const SIGNATURE_FILE: &str = "META-INF/CERT.SF";
@@ -85,13 +178,15 @@ pub(crate) struct V1Files {
     pub(crate) block: Vec<u8>,
 }
 
-/// MANIFEST.MF and CERT.SF for the entries' SHA-256 `digests` (sorted by
+/// MANIFEST.MF and CERT.SF for the entries' `alg` `digests` (sorted by
 /// name); deterministic, so a verifier can rebuild and compare them.
 /// `apk_signed` is the `X-Android-APK-Signed` value (`None` = v1 only).
 pub(crate) fn manifest_and_sf(
-    digests: &BTreeMap<String, [u8; 32]>,
+    digests: &BTreeMap<String, Vec<u8>>,
+    alg: V1Digest,
     apk_signed: Option<&str>,
 ) -> (Vec<u8>, Vec<u8>) {
+    let digest_attr = format!("{}-Digest", alg.attr());
     let mut manifest = Vec::new();
     attr(&mut manifest, "Manifest-Version", "1.0");
     attr(&mut manifest, "Created-By", "1.0 (Android)");
@@ -100,15 +195,11 @@ pub(crate) fn manifest_and_sf(
     for (name, digest) in digests {
         let mut section = Vec::new();
         attr(&mut section, "Name", name);
-        attr(&mut section, "SHA-256-Digest", &b64(digest));
+        attr(&mut section, &digest_attr, &b64(digest));
         section.extend_from_slice(b"\r\n");
         manifest.extend_from_slice(&section);
         attr(&mut sf_sections, "Name", name);
-        attr(
-            &mut sf_sections,
-            "SHA-256-Digest",
-            &b64(&Sha256::digest(&section)),
-        );
+        attr(&mut sf_sections, &digest_attr, &b64(&alg.hash(&section)));
         sf_sections.extend_from_slice(b"\r\n");
     }
     let mut sf = Vec::new();
@@ -116,32 +207,31 @@ pub(crate) fn manifest_and_sf(
     attr(&mut sf, "Created-By", "1.0 (Android)");
     attr(
         &mut sf,
-        "SHA-256-Digest-Manifest",
-        &b64(&Sha256::digest(&manifest)),
+        &format!("{digest_attr}-Manifest"),
+        &b64(&alg.hash(&manifest)),
     );
     if let Some(v) = apk_signed {
         attr(&mut sf, "X-Android-APK-Signed", v);
     }
     sf.extend_from_slice(b"\r\n");
     sf.extend_from_slice(&sf_sections);
+    // Android up to 1.6 fails on a .SF whose length is a multiple of 1024
+    // (apksigner adds a line break then, and so do we).
+    if sf.len() % 1024 == 0 {
+        sf.extend_from_slice(b"\r\n");
+    }
     (manifest, sf)
 }
 
 /// Builds the v1 signature files (see [`manifest_and_sf`]).
 pub(crate) fn sign(
-    digests: &BTreeMap<String, [u8; 32]>,
+    digests: &BTreeMap<String, Vec<u8>>,
+    alg: V1Digest,
     apk_signed: Option<&str>,
-    cert: &X509,
-    pkey: &PKey<Private>,
+    key: &Key,
 ) -> Result<V1Files, SignError> {
-    let (manifest, sf) = manifest_and_sf(digests, apk_signed);
-    let internal = |e: openssl::error::ErrorStack| SignError::Internal(anyhow!("v1 PKCS#7: {e}"));
-    let chain = Stack::new().map_err(internal)?;
-    let flags =
-        Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY | Pkcs7Flags::NOATTR | Pkcs7Flags::NOSMIMECAP;
-    let block = Pkcs7::sign(cert, pkey, &chain, &sf, flags)
-        .and_then(|p| p.to_der())
-        .map_err(internal)?;
+    let (manifest, sf) = manifest_and_sf(digests, alg, apk_signed);
+    let block = super::pkcs7::sign(&sf, alg, key)?;
     Ok(V1Files {
         manifest,
         sf,
