@@ -312,9 +312,8 @@ pub(crate) fn sdk_range(xml: &[u8]) -> Result<SdkRange, SignError> {
                 let short = || bad("element chunk too short");
                 let ns = u32_at(e, 0).ok_or_else(short)?;
                 let name = pool.get(u32_at(e, 4).ok_or_else(short)?)?;
-                if ns != NO_NAMESPACE {
-                    pool.get(ns)?;
-                }
+                // apksigner compares the namespace's text: an empty one counts as none.
+                let no_ns = ns == NO_NAMESPACE || pool.get(ns)?.is_empty();
                 if c.kind == CHUNK_END_ELEMENT {
                     depth -= 1;
                     continue;
@@ -323,7 +322,7 @@ pub(crate) fn sdk_range(xml: &[u8]) -> Result<SdkRange, SignError> {
                     return Err(short());
                 }
                 depth += 1;
-                if depth == 2 && ns == NO_NAMESPACE && name == "uses-sdk" {
+                if depth == 2 && no_ns && name == "uses-sdk" {
                     let ids = resource_ids.unwrap_or_default();
                     let (min, max) = uses_sdk(pool, attributes(e, ids)?)?;
                     range.min = range.min.max(min);
