@@ -80,7 +80,7 @@ pub fn pe_authenticode(data: &[u8]) -> Result<(), SignError> {
         assert_eq!(off, l.content_len);
         assert_eq!(off + len, data.len() as u64);
     }
-    let copied = digest::copy_and_hash(&mut f, &l, digest::DigestAlg::Sha256, None)?;
+    let copied = digest::copy_and_hash(&mut f, &l, crate::signed_data::DigestAlg::Sha256, None)?;
     assert_eq!(copied.digest.len(), 32);
     assert_eq!(copied.table_offset % 8, 0);
     Ok(())
