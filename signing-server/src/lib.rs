@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod hardening;
 pub mod http;
+mod logbridge;
 pub mod metrics;
 pub mod passphrase;
 pub mod queue;

@@ -80,10 +80,14 @@ fn init_logging(level: &str, json: bool) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
+    let installed = if json {
+        tracing::subscriber::set_global_default(b.json().finish())
     } else {
-        b.init();
+        tracing::subscriber::set_global_default(b.finish())
+    };
+    // Not `init()`: its `log` bridge would pass apple-codesign's progress on as WARN.
+    if installed.is_err() || crate::logbridge::Bridge::install().is_err() {
+        eprintln!("signing-server: logging was already set up");
     }
 }
 

@@ -33,6 +33,7 @@
 //!   the operator's choice of certificate.
 
 pub mod check;
+mod log;
 pub mod tarball;
 
 use std::fs::File;
@@ -51,6 +52,8 @@ use zeroize::Zeroizing;
 
 use crate::timestamp::{self, Attempt, TimestampError, TsaFailures};
 use crate::{FormatConfig, SignContext, SignError, Signer};
+
+pub use self::log::{is_progress_message, LOG_TARGET};
 
 /// The settings of a `[format:NAME]` section of type `apple` besides the common ones.
 pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements"];
