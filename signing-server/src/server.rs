@@ -431,6 +431,9 @@ fn reload_now(
         Ok(c) => c,
         Err(e) => {
             tracing::error!("reload rejected, the previous configuration stays in force: {e}");
+            state
+                .metrics
+                .inc("signing_reloads_total", "outcome=\"rejected\"".into());
             return;
         }
     };
@@ -438,6 +441,9 @@ fn reload_now(
         Ok(t) => t,
         Err(e) => {
             tracing::error!("reload rejected, the previous configuration stays in force: {e}");
+            state
+                .metrics
+                .inc("signing_reloads_total", "outcome=\"rejected\"".into());
             return;
         }
     };
@@ -450,6 +456,9 @@ fn reload_now(
     }
     state.replace_dynamic(outcome.dynamic);
     *tls.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new_tls);
+    state
+        .metrics
+        .inc("signing_reloads_total", "outcome=\"applied\"".into());
     tracing::info!("configuration reloaded");
 }
 
