@@ -876,13 +876,13 @@ mod tests {
             check_err(&text, line, "is not a log level");
         }
         let text = format!(
-            "{}\n[logging]\nlevel = info,signing_server=debug, h2::codec=warn\n",
+            "{}\n[logging]\nlevel = info,signing_server=debug,h2::codec=warn\n",
             config_text("")
         );
         let cfg = parse(Path::new("t.ini"), &text).expect("valid");
         assert_eq!(
             cfg.logging.level,
-            "info,signing_server=debug, h2::codec=warn"
+            "info,signing_server=debug,h2::codec=warn"
         );
     }
 
