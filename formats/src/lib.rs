@@ -7,8 +7,9 @@
 //! INI files or tokens; its only network traffic is RFC 3161 requests to the
 //! configured time-stamping authorities ([`timestamp`], and apple-codesign's
 //! own). Files in, files out: a signer reads its input from a path and
-//! writes its output to a path; gpg, mar, apk and authenticode stream it, so
-//! their memory does not grow with the input, while apple reads a Mach-O
+//! writes its output to a path; gpg, mar, apk and authenticode stream its
+//! content (headers, indexes and directories aside), so their memory does not
+//! grow with the data, while apple reads a Mach-O
 //! whole (apple-codesign takes a byte slice; the server's `max_filesize`
 //! bounds it). Log lines go through `tracing`, never `eprintln!`.
 //! Passphrases arrive as [`secrecy::SecretString`] and unlocked keys never
