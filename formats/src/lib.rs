@@ -3,9 +3,15 @@
 //! One module per format, each behind the [`Signer`] trait; the [`registry`]
 //! maps a config `type` (`gpg`, `authenticode`, …) to a constructor.
 //!
-//! **Architecture invariant:** this crate knows nothing of HTTP, INI files or
-//! tokens. Files in, files out: a signer reads its input from a path and
-//! writes its output to a path, so memory never grows with the input.
+//! **Architecture invariant:** this crate knows nothing of the server's HTTP,
+//! INI files or tokens; its only network traffic is RFC 3161 requests to the
+//! configured time-stamping authorities ([`timestamp`], and apple-codesign's
+//! own). Files in, files out: a signer reads its input from a path and
+//! writes its output to a path; gpg, mar, apk and authenticode stream its
+//! content (headers, indexes and directories aside), so their memory does not
+//! grow with the data, while apple reads a Mach-O
+//! whole (apple-codesign takes a byte slice; the server's `max_filesize`
+//! bounds it). Log lines go through `tracing`, never `eprintln!`.
 //! Passphrases arrive as [`secrecy::SecretString`] and unlocked keys never
 //! leave the signer that holds them.
 #![forbid(unsafe_code)]
@@ -26,6 +32,7 @@ pub mod keys;
 pub mod mar;
 pub mod registry;
 pub mod scratch;
+pub(crate) mod signed_data;
 pub mod timestamp;
 
 use std::collections::BTreeMap;
@@ -80,6 +87,13 @@ pub trait Signer: Send + Sync {
 
     /// A public identifier of the key (a fingerprint): safe for logs.
     fn key_id(&self) -> String;
+
+    /// Failed requests to each time-stamping authority since this signer
+    /// was opened (URL, count), for the server's metrics. Empty for the
+    /// signers that do not timestamp.
+    fn tsa_failures(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 
     /// Whether this signer's output depends on the input only through its
     /// SHA-256 (gpg, v4 key, SHA-256): then [`Signer::sign_sha256_state`]

@@ -12,6 +12,7 @@ pub mod conn;
 pub mod form;
 pub mod hardening;
 pub mod http;
+mod logbridge;
 pub mod metrics;
 pub mod passphrase;
 pub mod queue;

@@ -1,11 +1,13 @@
 //! Counters and histograms, rendered in the Prometheus text format.
 //! Hand-written: a handful of series does not justify a metrics framework.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use formats::Signer;
 
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0,
@@ -16,6 +18,24 @@ struct Histogram {
     counts: [u64; BUCKETS.len()],
     sum: f64,
     count: u64,
+}
+
+/// `signing_tsa_failures_total{url}`: the failed time-stamping requests each
+/// signer counted ([`Signer::tsa_failures`]), summed per URL (a signer
+/// serving two formats is counted once).
+pub fn tsa_failures<'a>(
+    signers: impl IntoIterator<Item = &'a Arc<dyn Signer>>,
+) -> BTreeMap<String, u64> {
+    let mut seen = BTreeSet::new();
+    let mut total = BTreeMap::new();
+    for s in signers {
+        if seen.insert(Arc::as_ptr(s).cast::<()>()) {
+            for (url, n) in s.tsa_failures() {
+                *total.entry(url).or_default() += n;
+            }
+        }
+    }
+    total
 }
 
 /// All the server's metrics.
@@ -60,8 +80,13 @@ impl Metrics {
         h.count += 1;
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, queue_depth: usize, uptime: Duration) -> String {
+    /// The Prometheus text exposition; `tsa`: see [`tsa_failures`].
+    pub fn render(
+        &self,
+        queue_depth: usize,
+        uptime: Duration,
+        tsa: &BTreeMap<String, u64>,
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -90,7 +115,6 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
         }
-        let tsa = formats::timestamp::failures();
         if !tsa.is_empty() {
             let _ = writeln!(out, "# TYPE signing_tsa_failures_total counter");
         }
@@ -98,7 +122,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "signing_tsa_failures_total{{url=\"{}\"}} {n}",
-                escape(&url)
+                escape(url)
             );
         }
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());

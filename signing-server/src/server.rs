@@ -84,10 +84,14 @@ fn init_logging(level: &str, json: bool) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
+    let installed = if json {
+        tracing::subscriber::set_global_default(b.json().finish())
     } else {
-        b.init();
+        tracing::subscriber::set_global_default(b.finish())
+    };
+    // Not `init()`: its `log` bridge would pass apple-codesign's progress on as WARN.
+    if installed.is_err() || crate::logbridge::Bridge::install().is_err() {
+        eprintln!("signing-server: logging was already set up");
     }
 }
 
@@ -490,6 +494,9 @@ fn reload_now(
         Ok(c) => c,
         Err(e) => {
             tracing::error!("reload rejected, the previous configuration stays in force: {e}");
+            state
+                .metrics
+                .inc("signing_reloads_total", &[("outcome", "rejected")]);
             return;
         }
     };
@@ -497,6 +504,9 @@ fn reload_now(
         Ok(t) => t,
         Err(e) => {
             tracing::error!("reload rejected, the previous configuration stays in force: {e}");
+            state
+                .metrics
+                .inc("signing_reloads_total", &[("outcome", "rejected")]);
             return;
         }
     };
@@ -509,6 +519,9 @@ fn reload_now(
     }
     state.replace_dynamic(outcome.dynamic);
     *tls.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new_tls);
+    state
+        .metrics
+        .inc("signing_reloads_total", &[("outcome", "applied")]);
     tracing::info!("configuration reloaded");
 }
 

@@ -14,10 +14,40 @@ use sha2::Digest;
 
 pub mod apk;
 pub mod apple;
-pub mod hardening2;
+pub mod busy_peer;
 pub mod mar;
 pub mod proxy;
 pub mod signtool;
+
+/// Polls `cond` every 10 ms until it holds or `limit` has passed; whether it
+/// held. A bounded wait for something to happen, never a timing assertion:
+/// callers assert on the result, saying what never happened.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Fails the test, loudly, unless it runs as root (`why`: what needs root).
+/// CI runs as root, so such a test always runs there; elsewhere it fails
+/// instead of passing without having run. To leave it out on purpose:
+/// `cargo nextest run -E 'not test(=NAME)'`.
+pub fn require_root(why: &str) {
+    let (_, uid) = run(Command::new("id").arg("-u"));
+    assert_eq!(
+        uid.trim(),
+        "0",
+        "NOT RUN: this test needs root ({why}); CI runs as root. \
+         Run it as root, or leave it out explicitly with -E 'not test(=NAME)'"
+    );
+}
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -255,20 +285,11 @@ impl Server {
             dir,
             stderr,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = server.client().get(format!("{}/health", server.url)).send() {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server never became healthy: {}",
-                server.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let healthy = wait_until(Duration::from_secs(30), || {
+            let r = server.client().get(format!("{}/health", server.url)).send();
+            r.is_ok_and(|r| r.status() == 200)
+        });
+        assert!(healthy, "server never became healthy: {}", server.stderr());
         server
     }
 
@@ -344,12 +365,10 @@ impl Drop for Server {
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if wait_until(Duration::from_secs(10), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            }) {
+                return;
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -544,28 +563,21 @@ impl Server {
 
     /// Waits (bounded) for the server to exit; its status, or None if still running.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
         let child = self.child.as_mut()?;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let mut status = None;
+        wait_until(limit, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
         }
-        None
+        status
     }
 
     /// Waits (bounded) until the server's log contains `needle`.
     pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if self.stderr().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_until(limit, || self.stderr().contains(needle))
     }
 
     /// The config file it runs on.

@@ -40,17 +40,6 @@ fn stalled_upload(s: &Server, token: &str, body: Vec<u8>) -> (std::thread::JoinH
     (handle, gate)
 }
 
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 #[test]
 fn uploads_beyond_max_queue_get_503_and_service_resumes_after_the_burst() {
     let mut opts = ServerOpts::default();
@@ -270,10 +259,7 @@ impl Drop for Mount {
 
 #[test]
 fn a_full_work_dir_gives_507_keeps_nothing_and_recovers() {
-    if run(std::process::Command::new("id").arg("-u")).1.trim() != "0" {
-        eprintln!("skipped: mounting a small tmpfs as work_dir needs root (CI runs as root)");
-        return;
-    }
+    require_root("mounts a small tmpfs as work_dir");
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();

@@ -6,29 +6,28 @@ use std::time::Duration;
 use signing_tests::*;
 
 /// Rewrites the running server's config with `edit` and sends SIGHUP; waits
-/// for the log line that ends the reload (`configuration reloaded` or `reload rejected`).
+/// until the server has counted the reload as applied or rejected
+/// (`signing_reloads_total{outcome}`).
 fn reload(s: &Server, edit: impl Fn(String) -> String) {
     let path = s.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, edit(text)).unwrap();
-    let before = s.stderr().matches("SIGHUP: reloading").count();
+    let reloads = || {
+        ["applied", "rejected"]
+            .iter()
+            .map(|o| {
+                s.metric(&format!("signing_reloads_total{{outcome=\"{o}\"}}"))
+                    .unwrap_or(0.0)
+            })
+            .sum::<f64>()
+    };
+    let before = reloads();
     s.signal("HUP");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = s.stderr();
-        if log.matches("SIGHUP: reloading").count() > before
-            && log.matches("configuration reloaded").count()
-                + log.matches("reload rejected").count()
-                > before
-        {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reload never finished: {log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(20), || reloads() > before),
+        "reload never finished: {}",
+        s.stderr()
+    );
 }
 
 #[test]

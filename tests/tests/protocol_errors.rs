@@ -1154,14 +1154,12 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
                     .map(|r| r.status().as_u16())
                     .unwrap_or(0)
             });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while c.s.metric("signing_queue_depth") != Some(1.0) {
-                assert!(
-                    Instant::now() < deadline,
-                    "the stalled upload never took its place"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            assert!(
+                wait_until(Duration::from_secs(20), || {
+                    c.s.metric("signing_queue_depth") == Some(1.0)
+                }),
+                "the stalled upload never took its place"
+            );
             hold = Some((t, gate));
         }
         Setup::StoreFails => {
@@ -1255,10 +1253,7 @@ fn store_failure_rows() {
 
 #[test]
 fn disk_full_rows() {
-    if !run(Command::new("id").arg("-u")).1.trim().eq("0") {
-        eprintln!("skipped: mounting a small tmpfs as work_dir needs root (CI runs as root)");
-        return;
-    }
+    require_root("mounts a small tmpfs as work_dir");
     run_setup(Setup::DiskFull);
 }
 

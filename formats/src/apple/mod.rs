@@ -12,7 +12,10 @@
 //!   leaf first), the hardened runtime (`hardened_runtime = true`) and the
 //!   main executable's entitlements (`entitlements = PLIST`) from the config;
 //! - optionally time-stamps through `timestamp_urls` (RFC 3161), trying the
-//!   authorities in order: a failure moves on to the next one;
+//!   authorities in order with the shared [`crate::timestamp::failover`]: a
+//!   failure of the time-stamp request moves on to the next one and is
+//!   counted ([`Signer::tsa_failures`]); any other error (disk, a bug) ends
+//!   the signing at once;
 //! - CHECKS every output before returning it ([`check`]): each Mach-O (and
 //!   every Mach-O of a bundle, every slice of a universal binary) and each DMG
 //!   must carry a CMS signature (never ad-hoc) whose signer certificate is OUR
@@ -30,6 +33,7 @@
 //!   the operator's choice of certificate.
 
 pub mod check;
+mod log;
 pub mod tarball;
 
 use std::fs::File;
@@ -38,13 +42,19 @@ use std::path::Path;
 
 use anyhow::anyhow;
 use apple_codesign::cryptography::InMemoryPrivateKey;
-use apple_codesign::{CodeSignatureFlags, SettingsScope, SigningSettings, UnifiedSigner};
+use apple_codesign::{
+    AppleCodesignError, CodeSignatureFlags, SettingsScope, SigningSettings, UnifiedSigner,
+};
+use cryptographic_message_syntax::CmsError;
 use secrecy::SecretString;
 use x509_certificate::CapturedX509Certificate;
 use zeroize::Zeroizing;
 
 use crate::scratch::Reservation;
+use crate::timestamp::{self, Attempt, TimestampError, TsaFailures};
 use crate::{FormatConfig, SignContext, SignError, Signer};
+
+pub use self::log::{is_progress_message, LOG_TARGET};
 
 /// The settings of a `[format:NAME]` section of type `apple` besides the common ones.
 pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements", "max_unpacked_size"];
@@ -146,6 +156,8 @@ pub struct AppleSigner {
     timestamp_urls: Vec<String>,
     /// Bounds on what an `.app` tarball may unpack to.
     unpack_limits: tarball::Limits,
+    /// Failed requests per time-stamping authority, for the server's metrics.
+    tsa_failures: TsaFailures,
 }
 
 impl AppleSigner {
@@ -259,6 +271,7 @@ impl AppleSigner {
             entitlements,
             timestamp_urls: cfg.timestamp_urls.clone(),
             unpack_limits,
+            tsa_failures: TsaFailures::default(),
         })
     }
 
@@ -290,29 +303,24 @@ impl AppleSigner {
     }
 
     /// Runs `f` with signing settings, trying each time-stamp authority in
-    /// order (or none if none is configured) until one attempt succeeds.
+    /// order (or none if none is configured) until one attempt succeeds; only
+    /// a TSA failure ([`Attempt::Tsa`]) moves on to the next authority.
     fn with_failover(
         &self,
-        mut f: impl FnMut(&UnifiedSigner<'_>) -> Result<(), SignError>,
+        mut f: impl FnMut(&UnifiedSigner<'_>) -> Result<(), Attempt<SignError>>,
     ) -> Result<(), SignError> {
-        if self.timestamp_urls.is_empty() {
-            return f(&UnifiedSigner::new(self.settings(None)?));
-        }
-        let mut last = None;
-        for url in &self.timestamp_urls {
-            match f(&UnifiedSigner::new(self.settings(Some(url))?)) {
-                Ok(()) => return Ok(()),
-                Err(SignError::Internal(e)) => {
-                    warn_tsa_failover(&self.name, url, &e);
-                    last = Some(e);
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        Err(SignError::Internal(
-            last.unwrap_or_else(|| anyhow!("no timestamp authority"))
-                .context("every timestamp authority failed"),
-        ))
+        let result = if self.timestamp_urls.is_empty() {
+            f(&UnifiedSigner::new(self.settings(None)?))
+        } else {
+            timestamp::failover(&self.timestamp_urls, &self.tsa_failures, |url| {
+                let settings = self.settings(Some(url)).map_err(Attempt::Other)?;
+                f(&UnifiedSigner::new(settings))
+            })
+        };
+        result.map_err(|e| match e {
+            Attempt::Tsa(e) => SignError::Internal(anyhow::Error::new(e)),
+            Attempt::Other(e) => e,
+        })
     }
 
     fn expectations(&self) -> check::Expect<'_> {
@@ -335,12 +343,9 @@ impl AppleSigner {
             .join(identifier_from(&ctx.filename, "binary"));
         std::os::unix::fs::symlink(std::fs::canonicalize(input)?, &named)?;
         self.with_failover(|signer| {
-            check::guard("apple-codesign", || {
-                signer
-                    .sign_macho(&named, output)
-                    .map_err(|e| anyhow!("signing the Mach-O: {e}"))
+            codesign("signing the Mach-O", || {
+                signer.sign_macho(&named, output).map_err(Box::new)
             })
-            .map_err(SignError::Internal)
         })?;
         let signed = std::fs::read(output)?;
         check::check_macho(&signed, &self.expectations())
@@ -355,12 +360,9 @@ impl AppleSigner {
             .join(format!("{}.dmg", identifier_from(&ctx.filename, "image")));
         std::os::unix::fs::symlink(std::fs::canonicalize(input)?, &named)?;
         self.with_failover(|signer| {
-            check::guard("apple-codesign", || {
-                signer
-                    .sign_dmg(&named, output)
-                    .map_err(|e| anyhow!("signing the DMG: {e}"))
+            codesign("signing the DMG", || {
+                signer.sign_dmg(&named, output).map_err(Box::new)
             })
-            .map_err(SignError::Internal)
         })?;
         check::check_dmg(output, &self.expectations())
             .map_err(|e| SignError::Internal(e.context("checking our own signature")))
@@ -387,14 +389,11 @@ impl AppleSigner {
         let dst = signed.join(&app);
         self.with_failover(|signer| {
             if dst.exists() {
-                std::fs::remove_dir_all(&dst)?;
+                std::fs::remove_dir_all(&dst).map_err(|e| Attempt::Other(e.into()))?;
             }
-            check::guard("apple-codesign", || {
-                signer
-                    .sign_bundle(&src, &dst)
-                    .map_err(|e| anyhow!("signing the bundle {app}: {e}"))
+            codesign(&format!("signing the bundle {app}"), || {
+                signer.sign_bundle(&src, &dst).map_err(Box::new)
             })
-            .map_err(SignError::Internal)
         })?;
         // apple-codesign copies files, not empty directories: restore them.
         tarball::copy_dir_tree(&src, &dst)?;
@@ -405,11 +404,27 @@ impl AppleSigner {
     }
 }
 
-fn warn_tsa_failover(format: &str, url: &str, e: &anyhow::Error) {
-    crate::timestamp::record_failure(url);
-    // The formats crate has no logger of its own; the server logs the final
-    // error. Keep the per-authority failure on stderr for the operator.
-    eprintln!("format {format}: timestamp authority {url} failed, trying the next one: {e:#}");
+/// Runs one apple-codesign call under [`check::guard`]. A failed time-stamp
+/// request (apple-codesign asks the TSA itself, through
+/// cryptographic-message-syntax) is [`Attempt::Tsa`], so the next authority
+/// is tried; anything else (I/O, a parse error, a panic) is not.
+fn codesign(
+    what: &str,
+    call: impl FnOnce() -> Result<(), Box<AppleCodesignError>>,
+) -> Result<(), Attempt<SignError>> {
+    let mut tsa_error = None;
+    check::guard("apple-codesign", || {
+        call().map_err(|e| {
+            if matches!(*e, AppleCodesignError::Cms(CmsError::TimeStampProtocol(_))) {
+                tsa_error = Some(e.to_string());
+            }
+            anyhow!("{what}: {e}")
+        })
+    })
+    .map_err(|e| match tsa_error.take() {
+        Some(tsa) => Attempt::Tsa(TimestampError::Library(tsa)),
+        None => Attempt::Other(SignError::Internal(e)),
+    })
 }
 
 /// A private scratch directory beside `output` (same file system, 0700).
@@ -511,6 +526,10 @@ impl Signer for AppleSigner {
             Ok(d) => format!("sha256:{}", hex::encode(d.as_ref())),
             Err(_) => "unknown".into(),
         }
+    }
+
+    fn tsa_failures(&self) -> Vec<(String, u64)> {
+        self.tsa_failures.counts()
     }
 }
 

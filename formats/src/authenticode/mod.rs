@@ -38,8 +38,8 @@ use rand::RngCore;
 use secrecy::SecretString;
 use x509_cert::Certificate;
 
-use self::digest::DigestAlg;
 use self::pkcs7::KeyKind;
+use crate::signed_data::{self, DigestAlg};
 use crate::timestamp::TimestampClient;
 use crate::{FormatConfig, SignContext, SignError, Signer};
 
@@ -164,7 +164,10 @@ impl AuthenticodeSigner {
         let timestamps = if cfg.timestamp_urls.is_empty() {
             None
         } else {
-            Some(TimestampClient::new(cfg.timestamp_urls.clone(), timeout).map_err(cfg_err)?)
+            Some(
+                TimestampClient::new(cfg.timestamp_urls.clone(), timeout)
+                    .map_err(|e| cfg_err(e.to_string()))?,
+            )
         };
 
         let cert_path = cfg
@@ -360,7 +363,8 @@ impl AuthenticodeSigner {
         }
         let sd = &parsed.signed_data;
         let si = sd.signer_infos.0.iter().next().ok_or("no signer")?;
-        let cert = pkcs7::signer_cert(sd, si).ok_or("the signer's certificate is not embedded")?;
+        let cert =
+            signed_data::signer_cert(sd, si).ok_or("the signer's certificate is not embedded")?;
         if cert != &self.leaf {
             return Err("signed with another certificate".into());
         }
@@ -371,7 +375,7 @@ impl AuthenticodeSigner {
             .ok_or("no content")?
             .to_der()
             .map_err(|e| e.to_string())?;
-        pkcs7::verify_signer_info(si, pkcs7::value_octets(&content)?, cert)?;
+        signed_data::verify_signer_info(si, signed_data::value_octets(&content)?, cert)?;
         // An RFC 3161 timestamp, if any, must stamp this signature.
         let tokens = si
             .unsigned_attrs
@@ -381,7 +385,8 @@ impl AuthenticodeSigner {
             .flat_map(|a| a.values.iter());
         for token in tokens {
             let der = token.to_der().map_err(|e| e.to_string())?;
-            let imprint = crate::timestamp::imprint_of(self.alg, si.signature.as_bytes())?;
+            let imprint = crate::timestamp::imprint_of(self.alg, si.signature.as_bytes())
+                .map_err(|e| e.to_string())?;
             crate::timestamp::check_token(&der, &imprint, None)
                 .map_err(|e| format!("the timestamp: {e}"))?;
         }
@@ -470,6 +475,13 @@ impl Signer for AuthenticodeSigner {
 
     fn key_id(&self) -> String {
         self.fingerprint.clone()
+    }
+
+    fn tsa_failures(&self) -> Vec<(String, u64)> {
+        self.timestamps
+            .as_ref()
+            .map(|t| t.failures().counts())
+            .unwrap_or_default()
     }
 }
 

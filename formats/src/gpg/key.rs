@@ -21,16 +21,21 @@ const MAX_KEY_FILE: u64 = 16 << 20;
 
 /// Reads and parses the transferable secret key at `path` (armoured or binary).
 pub(super) fn load_key(path: &Path) -> Result<SignedSecretKey, SignError> {
-    let bad = |what: String| SignError::Key(format!("GPG key {}: {what}", path.display()));
     let bytes = crate::keys::read_bounded(path, "GPG key", MAX_KEY_FILE).map_err(SignError::Key)?;
+    parse_key(&bytes, path)
+}
+
+/// Parses the bytes of a key file (armoured or binary); `path` is for messages.
+pub(super) fn parse_key(bytes: &[u8], path: &Path) -> Result<SignedSecretKey, SignError> {
+    let bad = |what: String| SignError::Key(format!("GPG key {}: {what}", path.display()));
     let armored = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'-');
     let parsed = if armored {
-        SignedSecretKey::from_armor_single(bytes.as_slice()).map(|(k, _)| k)
+        SignedSecretKey::from_armor_single(bytes).map(|(k, _)| k)
     } else {
-        SignedSecretKey::from_bytes(bytes.as_slice())
+        SignedSecretKey::from_bytes(bytes)
     };
     parsed.map_err(|e| {
         bad(format!(

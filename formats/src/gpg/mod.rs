@@ -69,6 +69,21 @@ pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
     Ok(packet.secret_params().is_encrypted())
 }
 
+/// What [`needs_passphrase`] and [`open`] do with a key file, from its bytes,
+/// for the `gpg_key` fuzz target: parse, select the signing key, and unlock
+/// it (sign + verify in memory) when it is not passphrase-protected.
+/// Whether it is protected.
+pub(crate) fn check_key_bytes(bytes: &[u8]) -> Result<bool, SignError> {
+    let path = Path::new("fuzz-input.asc");
+    let key = key::parse_key(bytes, path)?;
+    let packet = select::select_signing_key(&key, path)?;
+    let protected = packet.secret_params().is_encrypted();
+    if !protected {
+        UnlockedKey::unlock(packet, None, HashAlgorithm::Sha256, path)?;
+    }
+    Ok(protected)
+}
+
 /// Parses the key at `cfg.key`, unlocks its signing (sub)key with
 /// `passphrase` and returns a [`GpgSigner`].
 pub fn open(

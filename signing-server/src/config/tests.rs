@@ -56,6 +56,25 @@ fn errors_name_file_and_line() {
 }
 
 #[test]
+fn a_log_level_the_filter_parser_would_panic_on_is_refused() {
+    // formats/fuzz/seeds/config/level-non-ascii.ini
+    for level in ["info, :w\u{38d}=;", "d\u{e9}bug", "info,[span{x}]=debug"] {
+        let text = format!("{}\n[logging]\nlevel = {level}\n", config_text(""));
+        let line = text.lines().count();
+        check_err(&text, line, "is not a log level");
+    }
+    let text = format!(
+        "{}\n[logging]\nlevel = info,signing_server=debug,h2::codec=warn\n",
+        config_text("")
+    );
+    let cfg = parse(Path::new("t.ini"), &text).expect("valid");
+    assert_eq!(
+        cfg.logging.level,
+        "info,signing_server=debug,h2::codec=warn"
+    );
+}
+
+#[test]
 fn missing_key_file_is_reported_on_its_line() {
     let text = config_text("").replace("gpg/secret.asc", "gpg/nope.asc");
     let err = parse(Path::new("t.ini"), &text).expect_err("missing file");

@@ -133,8 +133,10 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let dynamic = state.dynamic();
+    let tsa = crate::metrics::tsa_failures(dynamic.formats.values().map(|f| &f.signer));
     let text = state
         .metrics
-        .render(state.queue.depth(), state.started.elapsed());
+        .render(state.queue.depth(), state.started.elapsed(), &tsa);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
