@@ -58,6 +58,8 @@ struct Inner {
     by_sha1: HashMap<(String, String), String>,
     /// Slots taken: uploads in progress plus jobs in `State::Pending`.
     pending: usize,
+    /// When the last job ended (its client may not have fetched it yet).
+    last_finished: Option<Instant>,
 }
 
 /// What a GET finds.
@@ -333,6 +335,7 @@ impl Queue {
         {
             let mut inner = self.lock();
             inner.pending = inner.pending.saturating_sub(1);
+            inner.last_finished = Some(Instant::now());
             match state {
                 Some(s) => {
                     inner.jobs.insert(
@@ -375,6 +378,13 @@ impl Queue {
             crate::store::remove_file(p);
         }
         doomed.len()
+    }
+
+    /// Whether nothing is pending and no job ended within `window`: then no
+    /// client can be waiting for a result from this server.
+    pub fn quiet_for(&self, window: Duration) -> bool {
+        let inner = self.lock();
+        inner.pending == 0 && inner.last_finished.is_none_or(|t| t.elapsed() >= window)
     }
 
     /// Waits until no job is pending, at most `limit`. Returns whether idle.

@@ -367,8 +367,9 @@ async fn serve(
                 state.draining.store(true, Ordering::Relaxed);
                 tracing::info!(pending = queue.depth(), "draining: waiting for pending jobs");
                 let (queue, limit, grace) = (queue.clone(), cfg.server.drain_timeout, cfg.server.drain_grace);
-                // Nothing pending: nobody is waiting for a result, stop now.
-                let idle = queue.depth() == 0;
+                // Nothing pending and nothing finished within the grace: nobody
+                // can be waiting for a result, stop now.
+                let idle = queue.quiet_for(grace);
                 drained = Box::pin(async move {
                     if idle {
                         return;

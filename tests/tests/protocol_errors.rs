@@ -1129,6 +1129,9 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
     let mut hold = None;
     match setup {
         Setup::Draining => {
+            // A job that just ended: its client may still fetch it, so the
+            // server drains for drain_grace instead of stopping at once.
+            assert_eq!(upload(&c, "gpg", &data(1000, 90)).status, 202);
             c.s.signal("TERM");
             assert!(
                 c.s.wait_log("draining", Duration::from_secs(10)),
