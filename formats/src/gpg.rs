@@ -622,6 +622,7 @@ mod tests {
             name: "gpg".into(),
             kind: "gpg".into(),
             key: certs().join(dir).join("secret.asc"),
+            pkcs11_module: None,
             digest: digest.map(str::to_string),
             ..FormatConfig::default()
         }

@@ -406,17 +406,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         audit_log: None,
     };
     let mut formats = Vec::new();
+    // Read first: the formats before it in the file use its default module too.
+    let pkcs11_module = match sections.iter().find(|s| s.name == "pkcs11") {
+        Some(s) => read_pkcs11(&r, s)?,
+        None => None,
+    };
     for s in &sections {
         match s.name.as_str() {
+            "pkcs11" => {}
             "server" => server = Some(read_server(&r, s)?),
             "security" => security = Some(read_security(&r, s)?),
             "logging" => logging = read_logging(&r, s)?,
             name => match name.strip_prefix("format:") {
-                Some(fname) => formats.push(read_format(&r, s, fname.trim(), &formats)?),
+                Some(fname) => formats.push(read_format(
+                    &r,
+                    s,
+                    fname.trim(),
+                    &formats,
+                    pkcs11_module.as_ref(),
+                )?),
                 None => {
                     return Err(r.err(
                         s.line,
-                        format!("unknown section [{name}] (known: [server], [security], [logging], [format:NAME])"),
+                        format!("unknown section [{name}] (known: [server], [security], [logging], [pkcs11], [format:NAME])"),
                     ))
                 }
             },
@@ -704,11 +716,24 @@ fn read_logging(r: &Reader<'_>, s: &Section) -> Result<LoggingConfig, ConfigErro
     Ok(cfg)
 }
 
+/// `[pkcs11]`: `module = PATH`, the default module of `pkcs11:` keys.
+fn read_pkcs11(r: &Reader<'_>, s: &Section) -> Result<Option<PathBuf>, ConfigError> {
+    let mut module = None;
+    for e in &s.entries {
+        match e.key.as_str() {
+            "module" => module = Some(r.file(e, true)?),
+            _ => return Err(unknown(r, s, e, &["module"])),
+        }
+    }
+    Ok(module)
+}
+
 fn read_format(
     r: &Reader<'_>,
     s: &Section,
     name: &str,
     earlier: &[Format],
+    pkcs11_module: Option<&PathBuf>,
 ) -> Result<Format, ConfigError> {
     if name.is_empty()
         || !name
@@ -755,6 +780,12 @@ fn read_format(
     for e in &s.entries {
         match e.key.as_str() {
             "type" => {}
+            "key" if formats::pkcs11::uri::is_pkcs11_uri(&e.value) => {
+                crate::token_keys::check_key_uri(&e.value, pkcs11_module)
+                    .map_err(|m| r.err(e.line, format!("key: {m}")))?;
+                key = Some(PathBuf::from(&e.value));
+                cfg.pkcs11_module = pkcs11_module.cloned();
+            }
             "key" => key = Some(r.file(e, true)?),
             "cert" => cfg.cert = Some(r.file(e, true)?),
             "digest" => cfg.digest = Some(e.value.to_ascii_lowercase()),
@@ -784,7 +815,7 @@ fn read_format(
     cfg.key = key.ok_or_else(|| {
         r.err(
             s.line,
-            format!("[format:{name}] needs `key` (the private key file)"),
+            format!("[format:{name}] needs `key` (the private key file or a pkcs11: URI)"),
         )
     })?;
     cfg.extra = extra;

@@ -813,10 +813,15 @@ async fn fetch(
                 return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason))
             }
             Lookup::Unknown if waited => {
+                // A token fault: 503 + Retry-After, so the client goes to another host.
+                let status = dynamic.formats.get(&format).map(|f| f.signer.key_status());
+                if let Some(m) = crate::token_keys::unavailable(status) {
+                    return Err(ApiError::busy(m));
+                }
                 return Err(ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "signing failed on this server; upload again or use another host",
-                ))
+                ));
             }
             Lookup::Unknown => {
                 return Err(ApiError::new(
@@ -887,6 +892,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "max_filesize": limits,
         "queue_depth": state.queue.depth(),
         "uptime_seconds": state.started.elapsed().as_secs(),
+        "keys": crate::token_keys::health(key_states(&dynamic)),
     });
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
@@ -896,9 +902,15 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Each format's key state, for /health and /metrics.
+fn key_states(d: &Dynamic) -> impl Iterator<Item = (&String, formats::KeyStatus)> {
+    d.formats.iter().map(|(n, f)| (n, f.signer.key_status()))
+}
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state
+    let mut text = state
         .metrics
         .render(state.queue.depth(), state.started.elapsed());
+    text.push_str(&crate::token_keys::metrics(key_states(&state.dynamic())));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -15,3 +15,4 @@ pub mod queue;
 pub mod reload;
 pub mod server;
 pub mod store;
+pub mod token_keys;

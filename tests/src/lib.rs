@@ -16,6 +16,7 @@ pub mod apk;
 pub mod apple;
 pub mod hardening2;
 pub mod mar;
+pub mod pkcs11;
 pub mod proxy;
 pub mod signtool;
 
@@ -124,6 +125,8 @@ pub struct ServerOpts {
     pub formats: String,
     /// Lines fed to stdin (passphrases).
     pub stdin: String,
+    /// Extra environment of the server process (`SOFTHSM2_CONF`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOpts {
@@ -138,6 +141,7 @@ impl Default for ServerOpts {
             ),
             formats: format!("[format:gpg]\ntype = gpg\nkey = {}\n", c.join("gpg/secret.asc").display()),
             stdin: format!("{}\n", passphrase()),
+            env: Vec::new(),
         }
     }
 }
@@ -204,6 +208,7 @@ impl Server {
     pub fn spawn(config: PathBuf, dir: tempfile::TempDir, opts: &ServerOpts) -> Server {
         let mut child = Command::new(bin("signing-server"))
             .arg(&config)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
