@@ -93,6 +93,16 @@ impl SoftHsm {
         assert!(ok, "softhsm2-util --import: {text}");
     }
 
+    /// Imports the unencrypted PEM key at `plain` into `token` as `label`, CKA_ID `id`.
+    pub fn import_plain(&self, token: &str, plain: &Path, label: &str, id: &str) {
+        let (ok, text) = run(self
+            .tool("softhsm2-util")
+            .arg("--import")
+            .arg(plain)
+            .args(["--token", token, "--label", label, "--id", id, "--pin", PIN]));
+        assert!(ok, "softhsm2-util --import: {text}");
+    }
+
     /// Generates a key pair on `token` (`spec`: `EC:prime256v1`, `rsa:2048`): the
     /// private key never exists outside the token.
     pub fn generate(&self, token: &str, spec: &str, label: &str, id: &str) {
@@ -167,4 +177,56 @@ pub fn uri(token: &str, object: &str) -> String {
 /// A test key file of `certs/` (`authenticode/rsa.key`…).
 pub fn cert_file(rel: &str) -> PathBuf {
     certs().join(rel)
+}
+
+/// The RSA key of the TEST OpenPGP certificate `certs/gpg-rsa` (its primary key, which
+/// signs) as an unencrypted PKCS#8 PEM file at `out`, to import into a token: the
+/// certificate `certs/gpg-rsa/public.asc` then names the token key.
+pub fn gpg_rsa_key_as_pem(out: &Path) {
+    use openssl::bn::{BigNum, BigNumContext};
+    use pgp::composed::{Deserializable, SignedSecretKey};
+    use pgp::types::{Password, PlainSecretParams};
+    let text = std::fs::read(certs().join("gpg-rsa/secret.asc")).expect("certs/gpg-rsa/secret.asc");
+    let (key, _) = SignedSecretKey::from_armor_single(text.as_slice()).expect("parse the key");
+    let pw = Password::from(passphrase().as_bytes());
+    let pem = key
+        .primary_key
+        .unlock(&pw, |_, secret| {
+            let PlainSecretParams::RSA(s) = secret else {
+                panic!("certs/gpg-rsa is not an RSA key")
+            };
+            let (d, p, q, _) = s.to_bytes();
+            let bn = |b: &[u8]| BigNum::from_slice(b).expect("bignum");
+            let (d, p, q) = (bn(&d), bn(&p), bn(&q));
+            let mut ctx = BigNumContext::new().expect("bn ctx");
+            let mut n = BigNum::new().expect("bn");
+            n.checked_mul(&p, &q, &mut ctx).expect("n");
+            // GnuPG makes every RSA key with e = 65537; check_key below proves it.
+            let e = BigNum::from_u32(65537).expect("e");
+            let one = BigNum::from_u32(1).expect("1");
+            let (mut p1, mut q1) = (BigNum::new().expect("bn"), BigNum::new().expect("bn"));
+            p1.checked_sub(&p, &one).expect("p-1");
+            q1.checked_sub(&q, &one).expect("q-1");
+            let (mut dp, mut dq, mut qinv) = (
+                BigNum::new().expect("bn"),
+                BigNum::new().expect("bn"),
+                BigNum::new().expect("bn"),
+            );
+            dp.nnmod(&d, &p1, &mut ctx).expect("dp");
+            dq.nnmod(&d, &q1, &mut ctx).expect("dq");
+            qinv.mod_inverse(&q, &p, &mut ctx).expect("qinv");
+            let rsa = openssl::rsa::Rsa::from_private_components(n, e, d, p, q, dp, dq, qinv)
+                .expect("RSA key");
+            assert!(
+                rsa.check_key().expect("check"),
+                "the converted key is inconsistent"
+            );
+            Ok(openssl::pkey::PKey::from_rsa(rsa)
+                .expect("pkey")
+                .private_key_to_pem_pkcs8()
+                .expect("pem"))
+        })
+        .expect("unlock")
+        .expect("convert");
+    std::fs::write(out, pem).expect("write the PEM key");
 }

@@ -533,3 +533,73 @@ fn apple_signs_in_the_token() {
     let (ok, text) = rcodesign_verify(&out);
     assert!(ok, "rcodesign verify: {text}");
 }
+
+/// gpg with the RSA test OpenPGP key in the token and `public_key` naming its
+/// certificate: gpgv accepts the detached signature with the published key.
+#[test]
+fn gpg_signs_in_the_token() {
+    let hsm = SoftHsm::new();
+    hsm.init_token("release");
+    let pem = hsm.dir.path().join("gpg-rsa.p8");
+    signing_tests::pkcs11::gpg_rsa_key_as_pem(&pem);
+    hsm.import_plain("release", &pem, "gpg-release", "51");
+    std::fs::remove_file(&pem).unwrap();
+    let s = server(
+        &hsm,
+        format!(
+            "[format:gpg]\ntype = gpg\nkey = {}\npublic_key = {}\n",
+            uri("release", "gpg-release"),
+            cert_file("gpg-rsa/public.asc").display()
+        ),
+    );
+    let body = data(100_000, 7);
+    let token = s.mint("127.0.0.1", 60);
+    let (status, text) = Upload::new(&token, "f.bin", &body).send(&s.client(), &s.url, "gpg");
+    assert_eq!(status, 202, "{text}");
+    let (status, _, sig) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&sig));
+    let dir = tempfile::tempdir().unwrap();
+    let (f, asc) = (dir.path().join("f"), dir.path().join("f.asc"));
+    std::fs::write(&f, &body).unwrap();
+    std::fs::write(&asc, &sig).unwrap();
+    let (ok, out) = run(Command::new("gpgv")
+        .arg("--keyring")
+        .arg(cert_file("gpg-rsa/public.gpg"))
+        .arg(&asc)
+        .arg(&f));
+    assert!(ok, "gpgv: {out}");
+    let fpr = std::fs::read_to_string(cert_file("gpg-rsa/FINGERPRINT")).unwrap();
+    assert!(
+        out.contains(&fpr.trim()[24..]),
+        "not signed by the published key: {out}"
+    );
+    std::fs::write(&f, data(100_000, 8)).unwrap();
+    let (ok, out) = run(Command::new("gpgv")
+        .arg("--keyring")
+        .arg(cert_file("gpg-rsa/public.gpg"))
+        .arg(&asc)
+        .arg(&f));
+    assert!(!ok, "gpgv accepted another file: {out}");
+}
+
+/// A token key that is not the key of `public_key` (the Ed25519 test certificate):
+/// exit 2 naming the format.
+#[test]
+fn gpg_token_key_of_another_certificate_exits_2() {
+    let hsm = SoftHsm::new();
+    hsm.init_token("release");
+    let pem = hsm.dir.path().join("gpg-rsa.p8");
+    signing_tests::pkcs11::gpg_rsa_key_as_pem(&pem);
+    hsm.import_plain("release", &pem, "gpg-release", "51");
+    let formats = format!(
+        "[format:gpg]\ntype = gpg\nkey = {}\npublic_key = {}\n",
+        uri("release", "gpg-release"),
+        cert_file("gpg/public.asc").display()
+    );
+    let (code, out) = start_fails(&hsm, &formats, &format!("{PIN}\n"));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("format gpg") && out.contains("neither the primary key nor a signing subkey"),
+        "{out}"
+    );
+}
