@@ -158,4 +158,40 @@ mod tests {
         let (f, none) = asked_for(&cfg("keys/a.pem")).unwrap();
         assert!(matches!(f, AskedFor::File(_)) && none.is_none());
     }
+
+    #[test]
+    fn health_and_metrics_show_token_keys() {
+        let ok = KeyStatus {
+            source: "file",
+            available: true,
+            errors: 0,
+            last_error: None,
+        };
+        let down = KeyStatus {
+            source: "pkcs11",
+            available: false,
+            errors: 3,
+            last_error: Some("token=t;object=k: no token t".into()),
+        };
+        let (a, b) = ("apk".to_string(), "sha2signcode".to_string());
+        let h = health([(&a, ok.clone()), (&b, down.clone())]);
+        assert_eq!(h["apk"]["source"], "file");
+        assert_eq!(h["apk"]["state"], "ok");
+        assert_eq!(h["sha2signcode"]["state"], "unavailable");
+        assert_eq!(h["sha2signcode"]["error"], "token=t;object=k: no token t");
+        let m = metrics([(&a, ok.clone()), (&b, down.clone())]);
+        assert!(
+            m.contains("signing_token_errors_total{format=\"sha2signcode\"} 3"),
+            "{m}"
+        );
+        assert!(
+            m.contains("signing_key_available{format=\"sha2signcode\"} 0"),
+            "{m}"
+        );
+        assert!(!m.contains("apk"), "file keys have no token metrics: {m}");
+        assert_eq!(metrics([(&a, ok.clone())]), "");
+        assert!(unavailable(Some(down)).is_some());
+        assert!(unavailable(Some(ok)).is_none());
+        assert!(unavailable(None).is_none());
+    }
 }
