@@ -812,12 +812,13 @@ async fn fetch(
             Lookup::Rejected(reason) => {
                 return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason))
             }
+            // A token fault: 503 + Retry-After, so the client goes to another host.
+            Lookup::Unavailable(_) => {
+                return Err(ApiError::busy(
+                    "the signing key's token is unavailable on this server; use another host",
+                ))
+            }
             Lookup::Unknown if waited => {
-                // A token fault: 503 + Retry-After, so the client goes to another host.
-                let status = dynamic.formats.get(&format).map(|f| f.signer.key_status());
-                if let Some(m) = crate::token_keys::unavailable(status) {
-                    return Err(ApiError::busy(m));
-                }
                 return Err(ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "signing failed on this server; upload again or use another host",

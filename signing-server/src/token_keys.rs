@@ -54,14 +54,6 @@ pub fn asked_for(cfg: &FormatConfig) -> Result<(AskedFor, Option<String>), SignE
     })
 }
 
-/// When a format's key (its `status`) is in a token that failed on its last use: the
-/// message of the 503 that sends the client to another host.
-pub fn unavailable(status: Option<KeyStatus>) -> Option<&'static str> {
-    status
-        .is_some_and(|s| !s.available)
-        .then_some("the signing key's token is unavailable on this server; use another host")
-}
-
 /// `/health`'s `keys`: each format's key source and state, in name order. Errors are
 /// described by the token library (no secret in them).
 pub fn health<'a>(formats: impl IntoIterator<Item = (&'a String, KeyStatus)>) -> serde_json::Value {
@@ -189,9 +181,6 @@ mod tests {
             "{m}"
         );
         assert!(!m.contains("apk"), "file keys have no token metrics: {m}");
-        assert_eq!(metrics([(&a, ok.clone())]), "");
-        assert!(unavailable(Some(down)).is_some());
-        assert!(unavailable(Some(ok)).is_none());
-        assert!(unavailable(None).is_none());
+        assert_eq!(metrics([(&a, ok)]), "");
     }
 }

@@ -241,29 +241,18 @@ fn a_key_generated_on_the_token_signs() {
     )
     .unwrap();
     let leaf = dir.path().join("leaf.pem");
-    let csr_key = dir.path().join("throwaway.key");
+    // OpenSSL 3's `x509 -new`: a certificate for a public key whose private half is
+    // out of reach (in the token), signed by the CA.
     let (ok, text) = run(Command::new("openssl")
         .args([
-            "req",
+            "x509",
             "-new",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
+            "-subj",
+            "/CN=signing-server token test",
+            "-force_pubkey",
         ])
-        .arg("-keyout")
-        .arg(&csr_key)
-        .args(["-subj", "/CN=throwaway", "-days", "1", "-out"])
-        .arg(dir.path().join("throwaway.pem")));
-    assert!(ok, "{text}");
-    let (ok, text) = run(Command::new("openssl")
-        .args(["x509", "-in"])
-        .arg(dir.path().join("throwaway.pem"))
-        .arg("-force_pubkey")
         .arg(&public)
-        .args(["-subj", "/CN=signing-server token test", "-CA"])
+        .arg("-CA")
         .arg(&ca)
         .arg("-CAkey")
         .arg(&ca_key)
@@ -602,4 +591,58 @@ fn gpg_token_key_of_another_certificate_exits_2() {
         out.contains("format gpg") && out.contains("neither the primary key nor a signing subkey"),
         "{out}"
     );
+}
+
+/// SIGHUP with the same key settings keeps the token key and its logged-in sessions (no
+/// PIN is asked again, nothing to restart); a changed URI is left for a restart, the
+/// format still signing with the key it has.
+#[test]
+fn sighup_keeps_the_token_key() {
+    let hsm = SoftHsm::new();
+    hsm.init_token("release");
+    hsm.import(
+        "release",
+        &cert_file("authenticode/rsa.key"),
+        "authenticode-rsa",
+        "01",
+    );
+    let s = server(
+        &hsm,
+        authenticode_format("sha2signcode", "authenticode-rsa", "rsa"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = std::fs::read(build_pe(dir.path(), "x86_64", false)).unwrap();
+    s.signal("HUP");
+    assert!(
+        s.wait_log("configuration reloaded", std::time::Duration::from_secs(20)),
+        "{}",
+        s.stderr()
+    );
+    assert!(!s.stderr().contains("restart"), "{}", s.stderr());
+    let (status, _) = sign(&s, "sha2signcode", "a.exe", &body);
+    assert_eq!(status, 200, "{}", s.stderr());
+
+    // Another object in the URI: a restart is needed, the running key keeps signing.
+    let cfg = std::fs::read_to_string(s.config_path()).unwrap();
+    std::fs::write(
+        s.config_path(),
+        cfg.replace("object=authenticode-rsa", "object=authenticode-2027"),
+    )
+    .unwrap();
+    s.signal("HUP");
+    assert!(
+        s.wait_log(
+            "keeps signing with the key it has",
+            std::time::Duration::from_secs(20)
+        ),
+        "{}",
+        s.stderr()
+    );
+    body.push(1);
+    let (status, signed) = sign(&s, "sha2signcode", "b.exe", &body);
+    assert_eq!(status, 200, "{}", s.stderr());
+    let out = dir.path().join("b.exe");
+    std::fs::write(&out, &signed).unwrap();
+    let (text, ok) = osslsigncode_verify(&out);
+    assert!(ok, "{text}");
 }

@@ -12,8 +12,11 @@
 //! Faults: any error of the token while signing drops that session and every idle one
 //! (they are likely dead too), counts the error and fails the job with
 //! [`SignError::Unavailable`] (HTTP 503: the client goes to another host). The next job
-//! opens a fresh session, finding the slot and logging in again, so the server recovers
-//! by itself when the token is back.
+//! opens a fresh session, finding the slot and logging in again; when even that fails, the
+//! module is finalized and initialised again (at most every [`MIN_RESET_INTERVAL`]: some
+//! modules, SoftHSM2 among them, only look for tokens at `C_Initialize`), so the server
+//! recovers by itself when the token is back. Sessions from before such a reset are
+//! forgotten, never closed: their handle numbers may belong to new sessions.
 //!
 //! Deliberately NOT done: key generation or import (ops do that with the vendor's tools),
 //! `CKA_ALWAYS_AUTHENTICATE` keys (a PIN per signature), RSA-PSS and EdDSA.
@@ -24,6 +27,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -40,6 +44,12 @@ use crate::SignError;
 
 /// Modules loaded and initialised, by path: `C_Initialize` is once per process.
 static MODULES: Mutex<BTreeMap<PathBuf, Pkcs11>> = Mutex::new(BTreeMap::new());
+/// When each module was last reset (finalized and initialised again).
+static RESETS: Mutex<BTreeMap<PathBuf, Instant>> = Mutex::new(BTreeMap::new());
+/// Bumped by every module reset: sessions opened before it are stale.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// A module is reset at most this often.
+pub const MIN_RESET_INTERVAL: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain data behind the lock: a panic elsewhere leaves it usable.
@@ -67,6 +77,40 @@ fn module(path: &Path) -> Result<Pkcs11, SignError> {
     Ok(m)
 }
 
+/// Finalizes and initialises again the module at `path`, unless that was done less than
+/// [`MIN_RESET_INTERVAL`] ago. Whether it was done.
+fn reset_module(path: &Path) -> bool {
+    {
+        let mut resets = lock(&RESETS);
+        if resets
+            .get(path)
+            .is_some_and(|t| t.elapsed() < MIN_RESET_INTERVAL)
+        {
+            return false;
+        }
+        resets.insert(path.to_path_buf(), Instant::now());
+    }
+    let modules = lock(&MODULES);
+    let Some(m) = modules.get(path) else {
+        return false;
+    };
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+    // Errors: the module may already be half gone; initialising again is what matters.
+    let _ = m.clone().finalize();
+    m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .is_ok()
+}
+
+/// Drops `p`, closing its session, unless a module reset made it stale: then its handle
+/// may name a new session, so it is forgotten instead (a few bytes, once per reset).
+fn discard(p: Pooled) {
+    if p.generation == GENERATION.load(Ordering::SeqCst) {
+        drop(p);
+    } else {
+        std::mem::forget(p);
+    }
+}
+
 /// The type of a token key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKeyType {
@@ -80,6 +124,8 @@ pub enum TokenKeyType {
 struct Pooled {
     session: Session,
     key: ObjectHandle,
+    /// [`GENERATION`] when it was opened.
+    generation: u64,
 }
 
 /// How to reach the key: module, URI, PIN.
@@ -176,14 +222,30 @@ impl TokenKey {
     /// Signs `data` with `mechanism` on a pooled session. A token error drops the
     /// session (and the idle ones) and is [`SignError::Unavailable`].
     pub fn sign_raw(&self, mechanism: &Mechanism<'_>, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        let now = GENERATION.load(Ordering::SeqCst);
         let taken = lock(&self.idle).pop();
         let result = match taken {
-            Some(p) => Ok(p),
-            None => self.conn.open_session(),
+            Some(p) if p.generation == now => Ok(p),
+            stale => {
+                if let Some(p) = stale {
+                    discard(p);
+                }
+                self.conn.open_session().or_else(|e| {
+                    // The token may be back behind a module that must look again.
+                    if reset_module(&self.conn.module) {
+                        self.conn.open_session()
+                    } else {
+                        Err(e)
+                    }
+                })
+            }
         }
         .and_then(|p| match p.session.sign(mechanism, p.key, data) {
             Ok(sig) => Ok((p, sig)),
-            Err(e) => Err(format!("signing on the token: {e}")),
+            Err(e) => {
+                discard(p);
+                Err(format!("signing on the token: {e}"))
+            }
         });
         match result {
             Ok((p, sig)) => {
@@ -194,7 +256,8 @@ impl TokenKey {
             }
             Err(e) => {
                 // Stale sessions would fail the next jobs too: close them all.
-                lock(&self.idle).clear();
+                let idle = std::mem::take(&mut *lock(&self.idle));
+                idle.into_iter().for_each(discard);
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 self.available.store(false, Ordering::Relaxed);
                 let msg = format!("{}: {e}", self.conn.uri.key_name());
@@ -260,6 +323,7 @@ impl Conn {
     /// Opens a session on the token, logs in (the login is shared by every session of
     /// the process, so "already logged in" is fine) and finds the private key.
     fn open_session(&self) -> Result<Pooled, String> {
+        let generation = GENERATION.load(Ordering::SeqCst);
         let slot = self.find_slot()?;
         let session = self
             .ctx
@@ -294,7 +358,11 @@ impl Conn {
             .find_objects(&template)
             .map_err(ck("finding the key"))?;
         match keys.as_slice() {
-            [key] => Ok(Pooled { session, key: *key }),
+            [key] => Ok(Pooled {
+                session,
+                key: *key,
+                generation,
+            }),
             [] => Err("no such private key on the token".into()),
             _ => Err(format!(
                 "{} private keys match; add id= or object= to the URI",
