@@ -26,6 +26,7 @@ pub mod keys;
 pub mod mar;
 pub mod pkcs11;
 pub mod registry;
+pub mod scratch;
 pub mod timestamp;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,9 @@ pub struct FormatConfig {
 pub struct SignContext {
     /// The client's file name: a label only, never a path.
     pub filename: String,
+    /// The server-wide scratch space budget, for signers that expand their
+    /// input on disk (None: unbounded but for the signer's own limits).
+    pub scratch: Option<std::sync::Arc<scratch::ScratchBudget>>,
 }
 
 /// One signature format with its unlocked key. Shared across jobs and threads.

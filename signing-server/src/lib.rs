@@ -6,7 +6,10 @@
 
 pub mod audit;
 pub mod auth;
+pub mod clean;
 pub mod config;
+pub mod conn;
+pub mod form;
 pub mod hardening;
 pub mod http;
 pub mod metrics;
@@ -14,5 +17,7 @@ pub mod passphrase;
 pub mod queue;
 pub mod reload;
 pub mod server;
+pub mod state;
 pub mod store;
+pub mod throttle;
 pub mod token_keys;

@@ -28,8 +28,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Adds one to counter `name{labels}` (labels pre-rendered, e.g. `reason="expired"`).
-    pub fn inc(&self, name: &str, labels: String) {
+    /// Adds one to counter `name{labels}`, e.g. `inc("x_total", &[("reason", "expired")])`;
+    /// label values are escaped as the text format requires.
+    pub fn inc(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         *c.entry((name.to_string(), labels)).or_default() += 1;
     }
@@ -38,7 +44,7 @@ impl Metrics {
     pub fn signed(&self, format: &str, outcome: &str, took: Duration) {
         self.inc(
             "signing_jobs_total",
-            format!("format=\"{format}\",outcome=\"{outcome}\""),
+            &[("format", format), ("outcome", outcome)],
         );
         let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let h = h.entry(format.to_string()).or_default();
@@ -92,7 +98,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "signing_tsa_failures_total{{url=\"{}\"}} {n}",
-                url.replace('\\', "\\\\").replace('"', "\\\"")
+                escape(&url)
             );
         }
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,4 +130,11 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A label value as the Prometheus text format wants it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

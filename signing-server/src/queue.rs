@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use formats::scratch::ScratchBudget;
 use formats::{SignContext, SignError, Signer};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -141,6 +142,8 @@ pub struct Queue {
     max_queue: usize,
     store: Store,
     audit: Arc<Audit>,
+    /// The scratch space budget all jobs share (`[server] max_scratch`).
+    scratch: Arc<ScratchBudget>,
     metrics: Arc<Metrics>,
 }
 
@@ -152,6 +155,7 @@ impl Queue {
         max_queue: usize,
         audit: Arc<Audit>,
         metrics: Arc<Metrics>,
+        scratch: Arc<ScratchBudget>,
     ) -> Arc<Queue> {
         Arc::new(Queue {
             inner: Mutex::new(Inner::default()),
@@ -160,6 +164,7 @@ impl Queue {
             store,
             audit,
             metrics,
+            scratch,
         })
     }
 
@@ -275,6 +280,7 @@ impl Queue {
                     let f = format.clone();
                     let ctx = SignContext {
                         filename: filename.clone(),
+                        scratch: Some(queue.scratch.clone()),
                     };
                     let sha = sha256.clone();
                     tokio::task::spawn_blocking(move || {
@@ -290,25 +296,40 @@ impl Queue {
                 Err(_) => Err(SignError::Internal(anyhow::anyhow!("queue closed"))),
             };
             if let Some(path) = &stored {
-                let _ = std::fs::remove_file(path);
+                crate::store::remove_file(path);
             }
             let elapsed = started.elapsed();
-            let (label, output_sha256, state) = match outcome {
+            let (label, output_sha256, reason, state) = match outcome {
                 Ok(info) => (
                     "ok",
                     Some(info.sha256.clone()),
+                    None,
                     Some(State::Done(Arc::new(info))),
                 ),
                 Err(SignError::Rejected(reason)) => {
-                    ("rejected", None, Some(State::Rejected(reason)))
+                    let reason = crate::clean::clean(&reason);
+                    tracing::info!(format = %format, input_sha256 = %sha256, %reason, "input rejected");
+                    (
+                        "rejected",
+                        None,
+                        Some(reason.clone()),
+                        Some(State::Rejected(reason)),
+                    )
                 }
                 Err(SignError::Unavailable(reason)) => {
-                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: the key's token: {reason}");
-                    ("error", None, Some(State::Unavailable(reason)))
+                    let reason = crate::clean::clean(&format!("the key's token: {reason}"));
+                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {reason}");
+                    (
+                        "error",
+                        None,
+                        Some(reason.clone()),
+                        Some(State::Unavailable(reason)),
+                    )
                 }
                 Err(e) => {
-                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {e:#}");
-                    ("error", None, None)
+                    let reason = crate::clean::clean(&format!("{e:#}"));
+                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {reason}");
+                    ("error", None, Some(reason), None)
                 }
             };
             queue.metrics.signed(&format, label, elapsed);
@@ -321,6 +342,7 @@ impl Queue {
                 output_sha256: output_sha256.as_deref(),
                 duration: elapsed,
                 outcome: label,
+                reason: reason.as_deref(),
             });
             queue.finish(&key, state, &tx);
         });
@@ -371,7 +393,7 @@ impl Queue {
                 .retain(|(format, _), sha256| jobs.contains_key(&(format.clone(), sha256.clone())));
         }
         for p in &doomed {
-            let _ = std::fs::remove_file(p);
+            crate::store::remove_file(p);
         }
         doomed.len()
     }

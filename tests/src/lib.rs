@@ -676,6 +676,31 @@ impl Read for GatedReader {
 /// A TLS connection to `s` trusting the test CA, as a raw byte stream (read and write
 /// time out after 30 s): for requests no HTTP client would send.
 pub fn raw_tls(s: &Server) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    raw_tls_from(s, "127.0.0.1")
+}
+
+/// A TCP connection to `s` from the local address `local_ip` (127.0.0.x acts
+/// as another machine); read and write time out after 30 s.
+pub fn tcp_from(s: &Server, local_ip: &str) -> std::net::TcpStream {
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("https://").parse().expect("addr");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local: std::net::SocketAddr = format!("{local_ip}:0").parse().expect("local address");
+    sock.bind(&local.into()).expect("bind");
+    sock.connect(&addr.into()).expect("connect");
+    let tcp: std::net::TcpStream = sock.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    tcp.set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    tcp
+}
+
+/// [`raw_tls`] from the local address `local_ip`.
+pub fn raw_tls_from(
+    s: &Server,
+    local_ip: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
     use rustls_pki_types::pem::PemObject as _;
     let ca = std::fs::read(certs().join("ca.pem")).expect("ca.pem");
     let mut roots = rustls::RootCertStore::empty();
@@ -688,11 +713,7 @@ pub fn raw_tls(s: &Server) -> rustls::StreamOwned<rustls::ClientConnection, std:
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = std::net::TcpStream::connect(s.url.trim_start_matches("https://")).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    tcp.set_write_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+    let tcp = tcp_from(s, local_ip);
     let conn = rustls::ClientConnection::new(
         std::sync::Arc::new(cfg),
         "127.0.0.1".try_into().expect("name"),

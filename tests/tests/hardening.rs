@@ -352,7 +352,12 @@ fn ten_thousand_idle_connections_do_not_stop_service() {
         hard > 10_100,
         "the hard open-files limit ({hard}) is below 10 100: raise it to run this test"
     );
-    let s = Server::start(&ServerOpts::default());
+    // Room for them all: this test is about the accept queue and the
+    // handshake timeout (the per-peer cap has its own test in front_door.rs).
+    let mut opts = ServerOpts::default();
+    opts.server_extra
+        .push_str("max_connections = 20000\nmax_connections_per_ip = 20000\n");
+    let s = Server::start(&opts);
     let base = open_fds(s.pid());
     let addr: std::net::SocketAddr = s.url.trim_start_matches("https://").parse().unwrap();
     // Plain TCP that never starts TLS: each is held until the handshake timeout.

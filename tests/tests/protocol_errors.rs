@@ -104,7 +104,7 @@ const CASES: &[Case] = &[
         name: "peer outside allowed_ips (GET)",
         doc: "Outside the list",
         setup: Setup::Main,
-        request: |c| get_from(c, "127.0.0.3", "/health"),
+        request: |c| get_from(c, "127.0.0.4", "/health"),
         status: 403,
         body: "your IP address is not allowed",
         headers: NONE,
@@ -117,7 +117,7 @@ const CASES: &[Case] = &[
         request: |c| {
             upload_from(
                 c,
-                "127.0.0.3",
+                "127.0.0.4",
                 "gpg",
                 &[("token", &c.token), ("filename", "a.bin")],
                 Some(&data(100, 1)),
@@ -388,6 +388,38 @@ const CASES: &[Case] = &[
         status: 400,
         body: "field filename is longer than 4096 bytes",
         headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "a part header over 8 KiB",
+        doc: "a part header",
+        setup: Setup::Main,
+        request: |c| {
+            let head = format!(
+                "--B\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n",
+                "a".repeat(9000)
+            );
+            raw_upload(&c.s, head.as_bytes(), 64 << 10)
+        },
+        status: 431,
+        body: "part header is longer than 8192 bytes",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "fields before filedata slower than form_timeout",
+        doc: "took longer than `form_timeout`",
+        setup: Setup::Main,
+        request: |c| {
+            raw_upload(
+                &c.s,
+                b"--B\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\n",
+                1 << 20,
+            )
+        },
+        status: 408,
+        body: "took longer than 3 s",
+        headers: CLOSE,
         absent: &[],
     },
     Case {
@@ -919,12 +951,34 @@ fn parse_head(text: &str) -> Vec<(String, String)> {
 fn raw_head(s: &Server, extra: &str) -> Answer {
     let mut tls = raw_tls(s);
     let request = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n");
-    let started = Instant::now();
     for piece in request.as_bytes().chunks(16 * 1024) {
         if tls.write_all(piece).and_then(|_| tls.flush()).is_err() {
             break;
         }
     }
+    read_answer(tls)
+}
+
+/// `POST /sign/gpg` by hand: a head announcing `len` bytes of a form whose
+/// boundary is `B`, then `prefix` of it, then silence until the answer.
+fn raw_upload(s: &Server, prefix: &[u8], len: usize) -> Answer {
+    let mut tls = raw_tls(s);
+    let head = format!(
+        "POST /sign/gpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let _ = tls
+        .write_all(head.as_bytes())
+        .and_then(|_| tls.write_all(prefix))
+        .and_then(|_| tls.flush());
+    read_answer(tls)
+}
+
+/// Reads what the server answers, until it closes (or 25 s pass).
+fn read_answer(
+    mut tls: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+) -> Answer {
+    let started = Instant::now();
     // Read through the connection itself, not the stream: after a failed
     // write, the stream would first retry the unsent bytes and report that
     // error instead of what the server said before it closed.
@@ -1038,9 +1092,15 @@ fn main_opts() -> ServerOpts {
         slow_gpg("gpg-slow")
     );
     o.stdin = format!("{pw}\n{pw}\n", pw = passphrase());
-    o.server_extra = "long_poll = 0\nconcurrency = 1\n".into();
+    o.server_extra = "long_poll = 0\nconcurrency = 1\nform_timeout = 3\n".into();
+    // 127.0.0.4 may only mint: it passes the door at accept (it is in a
+    // list) and meets the 403 of allowed_ips; 127.0.0.3 is in no list.
     o.security = o
         .security
+        .replace(
+            "new_token_allowed_ips = 127.0.0.1",
+            "new_token_allowed_ips = 127.0.0.1, 127.0.0.4",
+        )
         .replace(
             "allowed_ips = 127.0.0.0/8",
             "allowed_ips = 127.0.0.1/32, 127.0.0.2/32",

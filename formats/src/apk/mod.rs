@@ -547,6 +547,7 @@ impl Signer for ApkSigner {
             &output,
             &SignContext {
                 filename: "apk-probe.apk".into(),
+                ..Default::default()
             },
         )?;
         self.verify(&input, &output)

@@ -44,10 +44,11 @@ use secrecy::SecretString;
 use x509_certificate::CapturedX509Certificate;
 
 use self::key::AppleKey;
+use crate::scratch::Reservation;
 use crate::{FormatConfig, KeyStatus, SignContext, SignError, Signer, SigningKey};
 
 /// The settings of a `[format:NAME]` section of type `apple` besides the common ones.
-pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements"];
+pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements", "max_unpacked_size"];
 
 /// Whether the key file at `cfg.key` is encrypted (PEM `ENCRYPTED PRIVATE KEY`
 /// or a legacy `Proc-Type: 4,ENCRYPTED` PEM).
@@ -144,6 +145,8 @@ pub struct AppleSigner {
     /// Entitlements plist (XML), already parsed once at start-up.
     entitlements: Option<String>,
     timestamp_urls: Vec<String>,
+    /// Bounds on what an `.app` tarball may unpack to.
+    unpack_limits: tarball::Limits,
 }
 
 impl AppleSigner {
@@ -177,6 +180,14 @@ impl AppleSigner {
                 )))
             }
         };
+        let mut unpack_limits = tarball::Limits::default();
+        if let Some(v) = cfg.extra.get("max_unpacked_size") {
+            unpack_limits.max_bytes = v.trim().parse().map_err(|_| {
+                config(format!(
+                    "max_unpacked_size = {v:?}: expected a number of bytes"
+                ))
+            })?;
+        }
         let entitlements = match cfg.extra.get("entitlements") {
             None => None,
             Some(p) => {
@@ -250,6 +261,7 @@ impl AppleSigner {
             hardened_runtime,
             entitlements,
             timestamp_urls: cfg.timestamp_urls.clone(),
+            unpack_limits,
         })
     }
 
@@ -357,14 +369,24 @@ impl AppleSigner {
             .map_err(|e| SignError::Internal(e.context("checking our own signature")))
     }
 
-    fn sign_tarball(&self, input: &Path, output: &Path) -> Result<(), SignError> {
+    fn sign_tarball(
+        &self,
+        input: &Path,
+        output: &Path,
+        ctx: &SignContext,
+    ) -> Result<(), SignError> {
         let scratch = scratch_dir(output)?;
         let unpacked = scratch.path().join("in");
         let signed = scratch.path().join("out");
         std::fs::create_dir(&unpacked)?;
         std::fs::create_dir(&signed)?;
-        let app = tarball::unpack(input, &unpacked, &tarball::Limits::default())?;
+        // Declared after `scratch`, so dropped (given back) after the files went.
+        let mut held = Reservation::new(ctx.scratch.clone());
+        let app = tarball::unpack_within(input, &unpacked, &self.unpack_limits, &mut held)?;
+        // The signed copy takes as much again.
+        held.take(held.held())?;
         let src = unpacked.join(&app);
+        tarball::check_bundle_input(&src)?;
         let dst = signed.join(&app);
         self.with_failover(|signer| {
             if dst.exists() {
@@ -427,7 +449,7 @@ impl Signer for AppleSigner {
         let signed = match detect(input)? {
             InputKind::MachO => self.sign_macho(input, output, ctx),
             InputKind::Dmg => self.sign_dmg(input, output, ctx),
-            InputKind::TarGz => self.sign_tarball(input, output),
+            InputKind::TarGz => self.sign_tarball(input, output, ctx),
         };
         match signed {
             // apple-codesign wraps our key's errors: a token fault must stay a 503.
@@ -461,6 +483,7 @@ impl Signer for AppleSigner {
         std::fs::write(&input, check::minimal_macho())?;
         let ctx = SignContext {
             filename: "signing-probe".into(),
+            ..Default::default()
         };
         self.sign(&input, &output, &ctx)?;
         self.verify(&input, &output)

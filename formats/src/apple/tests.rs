@@ -91,6 +91,7 @@ fn the_check_refuses_another_certificate_and_ad_hoc_signatures() {
         &output,
         &SignContext {
             filename: "x".into(),
+            ..Default::default()
         },
     )
     .unwrap();

@@ -277,6 +277,7 @@ impl Signer for GpgSigner {
         }
         let ctx = SignContext {
             filename: "gpg-probe.bin".into(),
+            ..Default::default()
         };
         self.sign(&input, &output, &ctx)?;
         self.verify(&input, &output)

@@ -409,6 +409,7 @@ impl Signer for MarSigner {
         }
         let ctx = SignContext {
             filename: "mar-probe.mar".into(),
+            ..Default::default()
         };
         self.sign(&input, &output, &ctx)?;
         self.verify(&input, &output)
