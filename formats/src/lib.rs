@@ -30,6 +30,7 @@ pub mod fuzzing;
 pub mod gpg;
 pub mod keys;
 pub mod mar;
+pub mod pkcs11;
 pub mod registry;
 pub mod scratch;
 pub(crate) mod signed_data;
@@ -39,6 +40,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::SignError;
+pub use keys::signing::{Hash, KeySource, SigningKey};
+pub use pkcs11::KeyStatus;
 pub use registry::{SignerType, REGISTRY};
 
 /// What the server knows about one `[format:NAME]` section, already checked
@@ -49,8 +52,10 @@ pub struct FormatConfig {
     pub name: String,
     /// The signer type (`gpg`, `authenticode`, …).
     pub kind: String,
-    /// Private key file.
+    /// Private key: a PEM file, or a `pkcs11:` URI (RFC 7512) naming a key in a token.
     pub key: PathBuf,
+    /// The `[pkcs11] module` default, for a `pkcs11:` key whose URI has no `module-path`.
+    pub pkcs11_module: Option<PathBuf>,
     /// Certificate (chain) file, for the formats that use X.509.
     pub cert: Option<PathBuf>,
     /// Digest name (`sha256`, `sha384`, `sha512`, `sha1`), if set.
@@ -93,6 +98,17 @@ pub trait Signer: Send + Sync {
     /// signers that do not timestamp.
     fn tsa_failures(&self) -> Vec<(String, u64)> {
         Vec::new()
+    }
+
+    /// Where the key is and whether it can sign now (a token may be gone): for /health
+    /// and /metrics. A file key is always available.
+    fn key_status(&self) -> KeyStatus {
+        KeyStatus {
+            source: "file",
+            available: true,
+            errors: 0,
+            last_error: None,
+        }
     }
 
     /// Whether this signer's output depends on the input only through its

@@ -63,6 +63,15 @@ impl DigestAlg {
             .find(|d| d.oid() == *oid)
     }
 
+    /// The same digest as the key interface names it.
+    pub(crate) fn key_hash(self) -> crate::Hash {
+        match self {
+            DigestAlg::Sha256 => crate::Hash::Sha256,
+            DigestAlg::Sha384 => crate::Hash::Sha384,
+            DigestAlg::Sha512 => crate::Hash::Sha512,
+        }
+    }
+
     pub(crate) fn openssl(self) -> openssl::hash::MessageDigest {
         match self {
             DigestAlg::Sha256 => openssl::hash::MessageDigest::sha256(),

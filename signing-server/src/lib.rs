@@ -21,3 +21,4 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod throttle;
+pub mod token_keys;

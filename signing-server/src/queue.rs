@@ -43,6 +43,9 @@ enum State {
     Done(Arc<ResultInfo>),
     /// The signer refused the input; the reason is for the client.
     Rejected(String),
+    /// The key's token failed while signing it: the client should go to another host
+    /// (503); an upload of the same input signs it again.
+    Unavailable(String),
 }
 
 struct Entry {
@@ -70,6 +73,8 @@ pub enum Lookup {
     Pending(watch::Receiver<bool>),
     /// The signer refused this input.
     Rejected(String),
+    /// The key's token failed while signing this input.
+    Unavailable(String),
     /// Never seen, expired, or failed on our side.
     Unknown,
 }
@@ -206,6 +211,7 @@ impl Queue {
             State::Pending(rx) => Lookup::Pending(rx.clone()),
             State::Done(r) => Lookup::Done(r.clone()),
             State::Rejected(m) => Lookup::Rejected(m.clone()),
+            State::Unavailable(m) => Lookup::Unavailable(m.clone()),
         }
     }
 
@@ -221,7 +227,12 @@ impl Queue {
                     .by_sha1
                     .insert((job.format.clone(), sha1.clone()), job.sha256.clone());
             }
-            if let Some(e) = inner.jobs.get_mut(&key) {
+            // A job that failed on a token fault is signed again.
+            if let Some(e) = inner
+                .jobs
+                .get_mut(&key)
+                .filter(|e| !matches!(e.state, State::Unavailable(_)))
+            {
                 e.last_used = Instant::now();
                 drop(inner);
                 drop(slot);
@@ -305,6 +316,16 @@ impl Queue {
                         None,
                         Some(reason.clone()),
                         Some(State::Rejected(reason)),
+                    )
+                }
+                Err(SignError::Unavailable(reason)) => {
+                    let reason = crate::clean::clean(&format!("the key's token: {reason}"));
+                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {reason}");
+                    (
+                        "error",
+                        None,
+                        Some(reason.clone()),
+                        Some(State::Unavailable(reason)),
                     )
                 }
                 Err(e) => {

@@ -16,6 +16,7 @@ pub mod apk;
 pub mod apple;
 pub mod busy_peer;
 pub mod mar;
+pub mod pkcs11;
 pub mod proxy;
 pub mod signtool;
 
@@ -154,6 +155,8 @@ pub struct ServerOpts {
     pub formats: String,
     /// Lines fed to stdin (passphrases).
     pub stdin: String,
+    /// Extra environment of the server process (`SOFTHSM2_CONF`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOpts {
@@ -168,6 +171,7 @@ impl Default for ServerOpts {
             ),
             formats: format!("[format:gpg]\ntype = gpg\nkey = {}\n", c.join("gpg/secret.asc").display()),
             stdin: format!("{}\n", passphrase()),
+            env: Vec::new(),
         }
     }
 }
@@ -234,6 +238,7 @@ impl Server {
     pub fn spawn(config: PathBuf, dir: tempfile::TempDir, opts: &ServerOpts) -> Server {
         let mut child = Command::new(bin("signing-server"))
             .arg(&config)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -63,6 +63,9 @@ enum Setup {
     DiskFull,
     /// `results/broken` is a file, so storing a result of format `broken` fails.
     StoreFails,
+    /// Format `gpg` signs with a key in a SoftHSM2 token whose directory is moved away
+    /// after start-up: the token fails.
+    TokenGone,
 }
 
 /// A server in its state, and what the rows share.
@@ -71,6 +74,8 @@ struct Ctx {
     /// A token for 127.0.0.1.
     token: String,
     dir: tempfile::TempDir,
+    /// The SoftHSM2 store of [`Setup::TokenGone`], kept until the server stops.
+    _hsm: Option<signing_tests::pkcs11::SoftHsm>,
 }
 
 /// One documented refusal.
@@ -750,6 +755,20 @@ const CASES: &[Case] = &[
         absent: &[],
     },
     Case {
+        name: "the key's token failed",
+        doc: "the format's key is in a PKCS#11 token that failed",
+        setup: Setup::TokenGone,
+        request: |c| {
+            let body = data(5000, 15);
+            assert_eq!(upload(c, "gpg", &body).status, 202);
+            get_from(c, "127.0.0.1", &format!("/sign/gpg/{}", sha256_hex(&body)))
+        },
+        status: 503,
+        body: "token is unavailable",
+        headers: RETRY,
+        absent: &[],
+    },
+    Case {
         name: "hash not hex",
         doc: "HASH is not 40 or 64 hex digits",
         setup: Setup::Main,
@@ -1112,6 +1131,8 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
             opts.formats = format!("{}\n{}", slow_gpg("gpg-slow"), slow_gpg("broken"));
             opts.server_extra = "long_poll = 60\nconcurrency = 1\n".into();
         }
+        // The token's format and PIN are set below, with the SoftHSM2 store.
+        Setup::TokenGone => {}
     }
     let server_dir = tempfile::tempdir().unwrap();
     if setup == Setup::DiskFull {
@@ -1123,9 +1144,33 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
         assert!(ok, "mount tmpfs: {out}");
         mount = Some(Mount(work));
     }
+    let hsm = (setup == Setup::TokenGone).then(|| {
+        use signing_tests::pkcs11::{gpg_rsa_key_as_pem, uri, SoftHsm, PIN};
+        let hsm = SoftHsm::new();
+        hsm.init_token("release");
+        let pem = hsm.dir.path().join("gpg.p8");
+        gpg_rsa_key_as_pem(&pem);
+        hsm.import_plain("release", &pem, "gpg", "01");
+        opts.formats = format!(
+            "[format:gpg]\ntype = gpg\nkey = {}\npublic_key = {}\n",
+            uri("release", "gpg"),
+            certs().join("gpg-rsa/public.asc").display()
+        );
+        opts.stdin = format!("{PIN}\n");
+        opts.env = hsm.env();
+        hsm
+    });
     let s = Server::start_in(server_dir, &opts);
     let token = s.mint("127.0.0.1", 600);
-    let c = Ctx { s, token, dir };
+    if let Some(hsm) = &hsm {
+        std::fs::rename(hsm.tokens(), hsm.dir.path().join("unplugged")).unwrap();
+    }
+    let c = Ctx {
+        s,
+        token,
+        dir,
+        _hsm: hsm,
+    };
     let mut hold = None;
     match setup {
         Setup::Draining => {
@@ -1255,6 +1300,11 @@ fn store_failure_rows() {
 }
 
 #[test]
+fn token_failure_rows() {
+    run_setup(Setup::TokenGone);
+}
+
+#[test]
 fn disk_full_rows() {
     require_root("mounts a small tmpfs as work_dir");
     run_setup(Setup::DiskFull);
@@ -1368,7 +1418,7 @@ fn protocol_md() -> String {
 #[test]
 fn every_documented_row_has_a_case() {
     let rows = documented_rows(&protocol_md());
-    // The three tables have 4 + 13 + 6 rows; the Transport bullets 2 statuses.
+    // The three tables have 4 + 13 + 7 rows; the Transport bullets 2 statuses.
     assert!(
         rows.len() >= 25,
         "the parser found too few rows ({}): has PROTOCOL.md's layout changed?\n{rows:#?}",

@@ -36,14 +36,14 @@ use std::path::Path;
 
 use anyhow::anyhow;
 use openssl::nid::Nid;
-use openssl::pkey::Id;
 use openssl::x509::X509;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use self::block::{ChunkDigests, Key};
 use self::zip::{reject, Counted, Entry};
-use crate::{FormatConfig, SignContext, SignError, Signer};
+use crate::keys::signing::KeyKind;
+use crate::{FormatConfig, KeyStatus, SignContext, SignError, Signer, SigningKey};
 
 /// Copy buffer.
 const BUF: usize = 64 << 10;
@@ -93,7 +93,7 @@ fn parse_schemes(cfg: &FormatConfig) -> Result<Schemes, SignError> {
 
 /// Whether the key at `cfg.key` is an encrypted PEM key.
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    crate::keys::needs_passphrase(&cfg.key, "APK key")
+    crate::keys::signing::needs_secret(cfg, "APK key")
 }
 
 /// Unlocks the key and builds an [`ApkSigner`].
@@ -157,15 +157,12 @@ impl ApkSigner {
             )));
         };
         let key_path = cfg.key.display();
-        let pkey = crate::keys::load_private_key(&cfg.key, "APK key", passphrase)?;
-        let alg = match pkey.id() {
-            Id::RSA if pkey.bits() >= 2048 => 0x0103,
-            Id::EC
-                if pkey.ec_key().ok().and_then(|k| k.group().curve_name())
-                    == Some(Nid::X9_62_PRIME256V1) =>
-            {
-                0x0201
-            }
+        let signing_key = SigningKey::open(cfg, passphrase, "APK key")?;
+        let alg = match signing_key.kind() {
+            KeyKind::Rsa { bits } if bits >= 2048 => 0x0103,
+            KeyKind::Ec {
+                curve: Some(Nid::X9_62_PRIME256V1),
+            } => 0x0201,
             _ => {
                 return Err(SignError::Key(format!(
                     "the APK key {key_path} must be RSA (2048 bits or more) or EC P-256"
@@ -184,7 +181,7 @@ impl ApkSigner {
         let cert_key = cert
             .public_key()
             .map_err(|e| SignError::Config(format!("{}: {e}", cert_path.display())))?;
-        if !cert_key.public_eq(&pkey) {
+        if !cert_key.public_eq(signing_key.public_key()) {
             return Err(SignError::Config(format!(
                 "{} is not the certificate of the key {key_path}",
                 cert_path.display()
@@ -197,15 +194,13 @@ impl ApkSigner {
             .public_key_to_der()
             .map_err(|e| internal(format!("public key: {e}")))?;
         let cert_sha256 = hex::encode(Sha256::digest(&cert_der));
+        // SigningKey::open made the key sign once.
         let key = Key {
-            pkey,
+            key: signing_key,
             cert_der,
             spki_der,
             alg,
         };
-        // Prove the unlocked key signs (cheap, once).
-        key.sign(b"apk key self-check")
-            .map_err(|e| SignError::Key(format!("the APK key {key_path} cannot sign: {e}")))?;
         Ok(ApkSigner {
             key,
             cert,
@@ -296,7 +291,12 @@ impl ApkSigner {
             }
         }
         if self.schemes.v1 {
-            let files = v1::sign(&manifest, self.apk_signed(), &self.cert, &self.key.pkey)?;
+            let files = v1::sign(
+                &manifest,
+                self.apk_signed(),
+                &self.key.cert_der,
+                &self.key.key,
+            )?;
             let block_name = self.block_name();
             for (name, data) in [
                 (v1::MANIFEST, &files.manifest),
@@ -568,6 +568,10 @@ impl Signer for ApkSigner {
 
     fn key_id(&self) -> String {
         self.cert_sha256.clone()
+    }
+
+    fn key_status(&self) -> KeyStatus {
+        self.key.key.status()
     }
 }
 

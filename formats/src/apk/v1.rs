@@ -15,13 +15,23 @@ use std::collections::BTreeMap;
 
 use anyhow::anyhow;
 use base64::Engine;
+use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+use cms::content_info::{CmsVersion, ContentInfo};
+use cms::signed_data::{
+    CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+};
+use const_oid::db::rfc5911::{ID_DATA, ID_SIGNED_DATA};
+use const_oid::db::rfc5912::{ECDSA_WITH_SHA_256, ID_SHA_256, RSA_ENCRYPTION};
+use der::asn1::{Any, OctetString, SetOfVec};
+use der::{Decode, Encode};
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
-use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
+use spki::AlgorithmIdentifierOwned;
 
-use crate::SignError;
+use crate::keys::signing::KeyKind;
+use crate::{Hash, SignError, SigningKey};
 
 pub(crate) const MANIFEST: &str = "META-INF/MANIFEST.MF";
 pub(crate) const SIGNATURE_FILE: &str = "META-INF/CERT.SF";
@@ -127,26 +137,76 @@ pub(crate) fn manifest_and_sf(
     (manifest, sf)
 }
 
-/// Builds the v1 signature files (see [`manifest_and_sf`]).
+/// Builds the v1 signature files (see [`manifest_and_sf`]): the key signs CERT.SF
+/// (in the token, for a token key) and the PKCS#7 block is encoded here.
 pub(crate) fn sign(
     digests: &BTreeMap<String, [u8; 32]>,
     apk_signed: Option<&str>,
-    cert: &X509,
-    pkey: &PKey<Private>,
+    cert_der: &[u8],
+    key: &SigningKey,
 ) -> Result<V1Files, SignError> {
     let (manifest, sf) = manifest_and_sf(digests, apk_signed);
-    let internal = |e: openssl::error::ErrorStack| SignError::Internal(anyhow!("v1 PKCS#7: {e}"));
-    let chain = Stack::new().map_err(internal)?;
-    let flags =
-        Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY | Pkcs7Flags::NOATTR | Pkcs7Flags::NOSMIMECAP;
-    let block = Pkcs7::sign(cert, pkey, &chain, &sf, flags)
-        .and_then(|p| p.to_der())
-        .map_err(internal)?;
+    let signature = key.sign(Hash::Sha256, &sf)?;
+    let ec = matches!(key.kind(), KeyKind::Ec { .. });
+    let block = pkcs7_block(cert_der, ec, signature)
+        .map_err(|e| SignError::Internal(anyhow!("v1 PKCS#7: {e}")))?;
     Ok(V1Files {
         manifest,
         sf,
         block,
     })
+}
+
+/// The detached PKCS#7 SignedData over CERT.SF with no attributes, as `jarsigner` and
+/// `openssl smime -sign -noattr` make it: version 1, SHA-256, the one certificate, a
+/// SignerInfo naming it by issuer and serial number and carrying `signature`.
+fn pkcs7_block(cert_der: &[u8], ec: bool, signature: Vec<u8>) -> Result<Vec<u8>, der::Error> {
+    let cert = x509_cert::Certificate::from_der(cert_der)?;
+    let sha256 = AlgorithmIdentifierOwned {
+        oid: ID_SHA_256,
+        parameters: Some(Any::null()),
+    };
+    let signature_algorithm = if ec {
+        AlgorithmIdentifierOwned {
+            oid: ECDSA_WITH_SHA_256,
+            parameters: None,
+        }
+    } else {
+        AlgorithmIdentifierOwned {
+            oid: RSA_ENCRYPTION,
+            parameters: Some(Any::null()),
+        }
+    };
+    let signer_info = SignerInfo {
+        version: CmsVersion::V1,
+        sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer: cert.tbs_certificate.issuer.clone(),
+            serial_number: cert.tbs_certificate.serial_number.clone(),
+        }),
+        digest_alg: sha256.clone(),
+        signed_attrs: None,
+        signature_algorithm,
+        signature: OctetString::new(signature)?,
+        unsigned_attrs: None,
+    };
+    let signed_data = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: SetOfVec::try_from(vec![sha256])?,
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: ID_DATA,
+            econtent: None,
+        },
+        certificates: Some(CertificateSet(SetOfVec::try_from(vec![
+            CertificateChoices::Certificate(cert),
+        ])?)),
+        crls: None,
+        signer_infos: SignerInfos(SetOfVec::try_from(vec![signer_info])?),
+    };
+    ContentInfo {
+        content_type: ID_SIGNED_DATA,
+        content: Any::encode_from(&signed_data)?,
+    }
+    .to_der()
 }
 
 /// Checks a detached PKCS#7 `block` over `sf`: signed by `cert` (only).

@@ -8,8 +8,9 @@
 //!   apple-codesign — nested code first, then the bundle — and repacked as
 //!   `.tar.gz` with the same paths, see [`tarball`]);
 //! - with a Developer ID-like key + certificate chain (`key` = encrypted
-//!   PKCS#8 PEM, unlocked ONCE at start-up with openssl, `cert` = PEM chain,
-//!   leaf first), the hardened runtime (`hardened_runtime = true`) and the
+//!   PKCS#8 PEM, unlocked ONCE at start-up with openssl, or a `pkcs11:` token
+//!   key; either way apple-codesign gets it as an external signer, [`key`];
+//!   `cert` = PEM chain, leaf first), the hardened runtime (`hardened_runtime = true`) and the
 //!   main executable's entitlements (`entitlements = PLIST`) from the config;
 //! - optionally time-stamps through `timestamp_urls` (RFC 3161), trying the
 //!   authorities in order with the shared [`crate::timestamp::failover`]: a
@@ -33,6 +34,7 @@
 //!   the operator's choice of certificate.
 
 pub mod check;
+mod key;
 mod log;
 pub mod tarball;
 
@@ -41,18 +43,17 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::anyhow;
-use apple_codesign::cryptography::InMemoryPrivateKey;
 use apple_codesign::{
     AppleCodesignError, CodeSignatureFlags, SettingsScope, SigningSettings, UnifiedSigner,
 };
 use cryptographic_message_syntax::CmsError;
 use secrecy::SecretString;
 use x509_certificate::CapturedX509Certificate;
-use zeroize::Zeroizing;
 
+use self::key::AppleKey;
 use crate::scratch::Reservation;
 use crate::timestamp::{self, Attempt, TimestampError, TsaFailures};
-use crate::{FormatConfig, SignContext, SignError, Signer};
+use crate::{FormatConfig, KeyStatus, SignContext, SignError, Signer, SigningKey};
 
 pub use self::log::{is_progress_message, LOG_TARGET};
 
@@ -62,7 +63,7 @@ pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements", "max_unpac
 /// Whether the key file at `cfg.key` is encrypted (PEM `ENCRYPTED PRIVATE KEY`
 /// or a legacy `Proc-Type: 4,ENCRYPTED` PEM).
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    crate::keys::needs_passphrase(&cfg.key, "Apple signing key")
+    crate::keys::signing::needs_secret(cfg, "Apple signing key")
 }
 
 /// Unlocks the key at `cfg.key` with `passphrase`, loads the chain at
@@ -145,7 +146,7 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// An unlocked Apple signing identity plus the format's settings.
 pub struct AppleSigner {
     name: String,
-    key: InMemoryPrivateKey,
+    key: AppleKey,
     /// Our leaf certificate: every signature we return must name it.
     cert: CapturedX509Certificate,
     /// The rest of the chain (issuers), embedded in each signature.
@@ -248,23 +249,25 @@ impl AppleSigner {
         })?;
         let chain: Vec<_> = certs.collect();
 
-        let key = unlock_key(&cfg.key, passphrase)?;
+        let key = SigningKey::open(cfg, passphrase, "Apple signing key")?;
         // The key must belong to the leaf certificate.
         let ossl_cert = openssl::x509::X509::from_pem(&cert_pem)
             .map_err(|e| config(format!("certificate {}: {e}", cert_path.display())))?;
         let cert_pub = ossl_cert
             .public_key()
             .map_err(|e| config(format!("certificate {}: {e}", cert_path.display())))?;
-        if !cert_pub.public_eq(&key.0) {
-            return Err(SignError::Key(format!(
+        if !cert_pub.public_eq(key.public_key()) {
+            return Err(config(format!(
                 "key {} does not belong to the certificate {}",
                 cfg.key.display(),
                 cert_path.display()
             )));
         }
+        let key = AppleKey::new(key, cert.public_key_data())
+            .map_err(|m| SignError::Key(format!("Apple signing key {}: {m}", cfg.key.display())))?;
         Ok(AppleSigner {
             name,
-            key: key.1,
+            key,
             cert,
             chain,
             hardened_runtime,
@@ -456,38 +459,19 @@ fn identifier_from(filename: &str, fallback: &str) -> String {
     }
 }
 
-/// Decrypts the PKCS#8 PEM key at `path` with openssl and hands its plain
-/// PKCS#8 DER to apple-codesign. The plain DER lives only in a zeroized buffer.
-fn unlock_key(
-    path: &Path,
-    passphrase: Option<&SecretString>,
-) -> Result<
-    (
-        openssl::pkey::PKey<openssl::pkey::Private>,
-        InMemoryPrivateKey,
-    ),
-    SignError,
-> {
-    let bad = |m: String| SignError::Key(format!("Apple signing key {}: {m}", path.display()));
-    let pkey = crate::keys::load_private_key(path, "Apple signing key", passphrase)?;
-    let der = Zeroizing::new(
-        pkey.private_key_to_pkcs8()
-            .map_err(|e| bad(format!("cannot encode as PKCS#8: {e}")))?,
-    );
-    let key = InMemoryPrivateKey::from_pkcs8_der(der.as_slice()).map_err(|e| {
-        bad(format!(
-            "apple-codesign cannot use this key (RSA 2048+ or P-256 expected): {e}"
-        ))
-    })?;
-    Ok((pkey, key))
-}
-
 impl Signer for AppleSigner {
     fn sign(&self, input: &Path, output: &Path, ctx: &SignContext) -> Result<(), SignError> {
-        match detect(input)? {
+        let signed = match detect(input)? {
             InputKind::MachO => self.sign_macho(input, output, ctx),
             InputKind::Dmg => self.sign_dmg(input, output, ctx),
             InputKind::TarGz => self.sign_tarball(input, output, ctx),
+        };
+        match signed {
+            // apple-codesign wraps our key's errors: a token fault must stay a 503.
+            Err(SignError::Internal(e)) if !self.key.key.status().available => {
+                Err(SignError::Unavailable(format!("{e:#}")))
+            }
+            other => other,
         }
     }
 
@@ -519,6 +503,10 @@ impl Signer for AppleSigner {
         self.sign(&input, &output, &ctx)?;
         self.verify(&input, &output)
             .map_err(|e| SignError::Internal(anyhow!("probe signature does not verify: {e}")))
+    }
+
+    fn key_status(&self) -> KeyStatus {
+        self.key.key.status()
     }
 
     fn key_id(&self) -> String {

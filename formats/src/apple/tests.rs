@@ -10,6 +10,7 @@ fn cfg(extra: &[(&str, &str)]) -> FormatConfig {
         name: "macapp".into(),
         kind: "apple".into(),
         key: certs().join("apple/developer-id.key"),
+        pkcs11_module: None,
         cert: Some(certs().join("apple/chain.pem")),
         extra: extra
             .iter()
@@ -49,7 +50,7 @@ fn wrong_passphrase_and_wrong_key_are_key_errors() {
     let mut c = cfg(&[]);
     c.key = certs().join("apple/other.key");
     match AppleSigner::open(&c, Some(&passphrase())) {
-        Err(SignError::Key(m)) => assert!(m.contains("does not belong"), "{m}"),
+        Err(SignError::Config(m)) => assert!(m.contains("does not belong"), "{m}"),
         other => panic!("{:?}", other.err()),
     }
 }

@@ -36,7 +36,15 @@ pub(super) fn check_unused(cfg: &FormatConfig) -> Result<(), SignError> {
             cfg.name
         )));
     }
-    if let Some(k) = cfg.extra.keys().next() {
+    let token = matches!(crate::KeySource::of(cfg)?, crate::KeySource::Token { .. });
+    if !token && cfg.extra.contains_key("public_key") {
+        return Err(SignError::Config(format!(
+            "format {}: `public_key` is for a key in a token (key = pkcs11:…); the key file \
+             holds its public key",
+            cfg.name
+        )));
+    }
+    if let Some(k) = cfg.extra.keys().find(|k| k.as_str() != "public_key") {
         return Err(SignError::Config(format!(
             "format {}: unknown setting {k:?} for type gpg",
             cfg.name

@@ -87,9 +87,14 @@ impl SecretPacket for SecretSubkey {
     }
 }
 
-/// The unlocked key packet a [`super::GpgSigner`] signs with; rpgp zeroizes
-/// its secret material on drop.
-pub(super) struct UnlockedKey(Box<dyn SecretPacket>);
+/// The key a [`super::GpgSigner`] signs with: an unlocked key packet (rpgp zeroizes
+/// its secret material on drop), or a key in a PKCS#11 token.
+pub(super) enum UnlockedKey {
+    /// From the key file.
+    Packet(Box<dyn SecretPacket>),
+    /// In a token, with its packet from `public_key`.
+    Token(Box<super::token::TokenPgpKey>),
+}
 
 impl UnlockedKey {
     /// Decrypts `packet` with `passphrase` if it is encrypted, then proves
@@ -118,7 +123,7 @@ impl UnlockedKey {
                 ))
             })?;
         }
-        let key = UnlockedKey(packet);
+        let key = UnlockedKey::Packet(packet);
         let check = b"signing-server gpg key self-check";
         let sig = key
             .sign_detached(hash, check.as_slice())
@@ -136,12 +141,23 @@ impl UnlockedKey {
     /// (not for `&dyn SigningKey`), hence the box around a reference.
     #[allow(clippy::redundant_allocation)]
     fn signing_key(&self) -> Box<&dyn SigningKey> {
-        Box::new(&*self.0)
+        match self {
+            UnlockedKey::Packet(p) => Box::new(&**p),
+            UnlockedKey::Token(t) => Box::new(&**t),
+        }
     }
 
     /// The key packet's version (v4, v6).
     pub(super) fn version(&self) -> KeyVersion {
-        self.0.version()
+        self.signing_key().version()
+    }
+
+    /// The state of the key for /health (a token may be gone).
+    pub(super) fn status(&self) -> Option<crate::KeyStatus> {
+        match self {
+            UnlockedKey::Packet(_) => None,
+            UnlockedKey::Token(t) => Some(t.key.status()),
+        }
     }
 
     /// A detached binary signature of everything `data` yields, hashed as
@@ -173,7 +189,10 @@ impl UnlockedKey {
 
     /// Checks `sig` over everything `data` yields, hashed as it is read.
     pub(super) fn verify(&self, sig: &Signature, mut data: impl Read) -> pgp::errors::Result<()> {
-        self.0.verify(sig, &mut data)
+        match self {
+            UnlockedKey::Packet(p) => p.verify(sig, &mut data),
+            UnlockedKey::Token(t) => t.verify(sig, &mut data),
+        }
     }
 }
 

@@ -38,6 +38,7 @@ mod key;
 mod select;
 #[cfg(test)]
 mod tests;
+mod token;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -64,6 +65,9 @@ const READ_BUF: usize = 64 << 10;
 /// Whether the signing (sub)key in the key file at `cfg.key` is
 /// passphrase-protected.
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
+    if let crate::KeySource::Token { .. } = crate::KeySource::of(cfg)? {
+        return Ok(true);
+    }
     let key = key::load_key(&cfg.key)?;
     let packet = select::select_signing_key(&key, &cfg.key)?;
     Ok(packet.secret_params().is_encrypted())
@@ -138,6 +142,16 @@ impl GpgSigner {
     pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Self, SignError> {
         let hash = config::parse_digest(cfg)?;
         config::check_unused(cfg)?;
+        if let crate::KeySource::Token { .. } = crate::KeySource::of(cfg)? {
+            let key = crate::SigningKey::open(cfg, passphrase, "GPG key")?;
+            let (token, fingerprint) = token::open(cfg, key, hash)?;
+            return Ok(GpgSigner {
+                key: UnlockedKey::Token(Box::new(token)),
+                hash,
+                fingerprint,
+                key_path: cfg.key.clone(),
+            });
+        }
         let key = key::load_key(&cfg.key)?;
         let packet = select::select_signing_key(&key, &cfg.key)?;
         let fingerprint = hex::encode_upper(key.primary_key.fingerprint().as_bytes());
@@ -150,6 +164,15 @@ impl GpgSigner {
             fingerprint,
             key_path: cfg.key.clone(),
         })
+    }
+
+    /// A signing failure: [`SignError::Unavailable`] when the key's token has just
+    /// failed (a 503: another host may sign), else internal.
+    fn failed(&self, msg: String) -> SignError {
+        match self.key.status() {
+            Some(s) if !s.available => SignError::Unavailable(msg),
+            _ => internal(msg),
+        }
     }
 
     fn read_signature(signed: &Path) -> Result<DetachedSignature, SignError> {
@@ -184,7 +207,7 @@ impl Signer for GpgSigner {
         let sig = self
             .key
             .sign_detached(self.hash, reader)
-            .map_err(|e| internal(format!("GPG signing of {} failed: {e}", input.display())))?;
+            .map_err(|e| self.failed(format!("GPG signing of {} failed: {e}", input.display())))?;
         write_armored(&sig, output)
     }
 
@@ -208,7 +231,7 @@ impl Signer for GpgSigner {
         let sig = self
             .key
             .sign_sha256_state(state)
-            .map_err(|e| internal(format!("GPG signing failed: {e}")))?;
+            .map_err(|e| self.failed(format!("GPG signing failed: {e}")))?;
         write_armored(&sig, output)
     }
 
@@ -299,5 +322,17 @@ impl Signer for GpgSigner {
 
     fn key_id(&self) -> String {
         self.fingerprint.clone()
+    }
+
+    fn key_status(&self) -> crate::KeyStatus {
+        match self.key.status() {
+            Some(s) => s,
+            None => crate::KeyStatus {
+                source: "file",
+                available: true,
+                errors: 0,
+                last_error: None,
+            },
+        }
     }
 }

@@ -37,13 +37,13 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use openssl::hash::{Hasher, MessageDigest};
 use openssl::md::Md;
-use openssl::pkey::{PKey, Private, Public};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
 use secrecy::SecretString;
 use sha2::Digest as _;
 
-use crate::{FormatConfig, SignContext, SignError, Signer};
+use crate::keys::signing::KeyKind;
+use crate::{FormatConfig, Hash, KeyStatus, SignContext, SignError, Signer, SigningKey};
 
 /// Input read buffer.
 const READ_BUF: usize = 64 << 10;
@@ -86,6 +86,12 @@ impl Algorithm {
         match self {
             Algorithm::Sha1 => Md::sha1(),
             Algorithm::Sha384 => Md::sha384(),
+        }
+    }
+    fn hash(self) -> Hash {
+        match self {
+            Algorithm::Sha1 => Hash::Sha1,
+            Algorithm::Sha384 => Hash::Sha384,
         }
     }
 }
@@ -160,7 +166,7 @@ fn check_unused(cfg: &FormatConfig) -> Result<(), SignError> {
 
 /// Whether the PEM key at `cfg.key` is encrypted (PKCS#8 or legacy OpenSSL).
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    crate::keys::needs_passphrase(&cfg.key, "MAR key")
+    crate::keys::signing::needs_secret(cfg, "MAR key")
 }
 
 /// Unlocks the RSA key at `cfg.key`, checks it suits the digest and returns
@@ -174,9 +180,8 @@ pub fn open(
 
 /// Signs MAR files with one unlocked RSA key.
 pub struct MarSigner {
-    /// The private key; openssl clears it when freed.
-    key: PKey<Private>,
-    public: PKey<Public>,
+    /// The private key (a file's, or a token's).
+    key: SigningKey,
     algorithm: Algorithm,
     resign: Resign,
     /// Signature length in bytes (the modulus size).
@@ -204,16 +209,19 @@ impl MarSigner {
         let resign = parse_resign(cfg)?;
         check_unused(cfg)?;
         let path = cfg.key.display();
-        let key = crate::keys::load_private_key(&cfg.key, "MAR key", passphrase)?;
-        let rsa = key
-            .rsa()
-            .map_err(|_| SignError::Key(format!("the MAR key {path} is not an RSA key")))?;
-        if !rsa.check_key().unwrap_or(false) {
-            return Err(SignError::Key(format!(
-                "the MAR key {path} fails the RSA consistency check"
-            )));
+        let key = SigningKey::open(cfg, passphrase, "MAR key")?;
+        if let Some(rsa) = key.private_pkey().and_then(|k| k.rsa().ok()) {
+            if !rsa.check_key().unwrap_or(false) {
+                return Err(SignError::Key(format!(
+                    "the MAR key {path} fails the RSA consistency check"
+                )));
+            }
         }
-        let bits = key.bits();
+        let KeyKind::Rsa { bits } = key.kind() else {
+            return Err(SignError::Key(format!(
+                "the MAR key {path} is not an RSA key"
+            )));
+        };
         if bits != algorithm.key_bits() {
             return Err(SignError::Config(format!(
                 "format {}: digest {} (MAR algorithm id {}) needs a {}-bit RSA key, but {path} is {bits}-bit \
@@ -225,21 +233,15 @@ impl MarSigner {
                 if bits == 2048 { "sha1" } else { "sha384" },
             )));
         }
-        drop(rsa);
-        let der = key
-            .public_key_to_der()
-            .map_err(|e| internal(format!("cannot encode the public key of {path}: {e}")))?;
-        let public = PKey::public_key_from_der(&der)
-            .map_err(|e| internal(format!("cannot decode the public key of {path}: {e}")))?;
-        let signature_len = u32::try_from(key.size())
+        let der = key.public_key_der();
+        let signature_len = u32::try_from(key.public_key().size())
             .map_err(|_| internal(format!("the key {path} has an absurd size")))?;
         Ok(MarSigner {
+            key_id: hex::encode(sha2::Sha256::digest(der)),
             key,
-            public,
             algorithm,
             resign,
             signature_len,
-            key_id: hex::encode(sha2::Sha256::digest(&der)),
             key_path: cfg.key.clone(),
         })
     }
@@ -248,23 +250,14 @@ impl MarSigner {
         Hasher::new(self.algorithm.message_digest()).map_err(|e| internal(format!("digest: {e}")))
     }
 
-    /// RSA PKCS#1 v1.5 over a precomputed digest (DigestInfo added by openssl).
+    /// RSA PKCS#1 v1.5 over a precomputed digest (its DigestInfo).
     fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, SignError> {
-        let run = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
-            let mut ctx = PkeyCtx::new(&self.key)?;
-            ctx.sign_init()?;
-            ctx.set_rsa_padding(Padding::PKCS1)?;
-            ctx.set_signature_md(self.algorithm.md())?;
-            let mut sig = Vec::new();
-            ctx.sign_to_vec(digest, &mut sig)?;
-            Ok(sig)
-        };
-        run().map_err(|e| internal(format!("RSA signing failed: {e}")))
+        self.key.sign_digest(self.algorithm.hash(), digest)
     }
 
     fn verify_digest(&self, digest: &[u8], signature: &[u8]) -> bool {
         let run = || -> Result<bool, openssl::error::ErrorStack> {
-            let mut ctx = PkeyCtx::new(&self.public)?;
+            let mut ctx = PkeyCtx::new(self.key.public_key())?;
             ctx.verify_init()?;
             ctx.set_rsa_padding(Padding::PKCS1)?;
             ctx.set_signature_md(self.algorithm.md())?;
@@ -438,6 +431,10 @@ impl Signer for MarSigner {
 
     fn key_id(&self) -> String {
         self.key_id.clone()
+    }
+
+    fn key_status(&self) -> KeyStatus {
+        self.key.status()
     }
 }
 

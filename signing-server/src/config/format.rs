@@ -2,6 +2,7 @@
 //! the common settings and the type's own keys.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use formats::FormatConfig;
 
@@ -17,11 +18,24 @@ const COMMON_FORMAT_KEYS: &[&str] = &[
     "max_filesize",
 ];
 
+/// `[pkcs11]`: `module = PATH`, the default module of `pkcs11:` keys.
+pub(super) fn read_pkcs11(r: &Reader<'_>, s: &Section) -> Result<Option<PathBuf>, ConfigError> {
+    let mut module = None;
+    for e in &s.entries {
+        match e.key.as_str() {
+            "module" => module = Some(r.file(e, true)?),
+            _ => return Err(unknown(r, s, e, &["module"])),
+        }
+    }
+    Ok(module)
+}
+
 pub(super) fn read_format(
     r: &Reader<'_>,
     s: &Section,
     name: &str,
     earlier: &[Format],
+    pkcs11_module: Option<&PathBuf>,
 ) -> Result<Format, ConfigError> {
     if name.is_empty()
         || !name
@@ -68,6 +82,12 @@ pub(super) fn read_format(
     for e in &s.entries {
         match e.key.as_str() {
             "type" => {}
+            "key" if formats::pkcs11::uri::is_pkcs11_uri(&e.value) => {
+                crate::token_keys::check_key_uri(&e.value, pkcs11_module)
+                    .map_err(|m| r.err(e.line, format!("key: {m}")))?;
+                key = Some(PathBuf::from(&e.value));
+                cfg.pkcs11_module = pkcs11_module.cloned();
+            }
             "key" => key = Some(r.file(e, true)?),
             "cert" => cfg.cert = Some(r.file(e, true)?),
             "digest" => cfg.digest = Some(e.value.to_ascii_lowercase()),
@@ -97,7 +117,7 @@ pub(super) fn read_format(
     cfg.key = key.ok_or_else(|| {
         r.err(
             s.line,
-            format!("[format:{name}] needs `key` (the private key file)"),
+            format!("[format:{name}] needs `key` (the private key file or a pkcs11: URI)"),
         )
     })?;
     cfg.extra = extra;

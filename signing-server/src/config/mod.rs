@@ -196,17 +196,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         audit_log: None,
     };
     let mut formats = Vec::new();
+    // Read first: the formats before it in the file use its default module too.
+    let pkcs11_module = match sections.iter().find(|s| s.name == "pkcs11") {
+        Some(s) => format::read_pkcs11(&r, s)?,
+        None => None,
+    };
     for s in &sections {
         match s.name.as_str() {
+            "pkcs11" => {}
             "server" => server = Some(read_server(&r, s)?),
             "security" => security = Some(read_security(&r, s)?),
             "logging" => logging = read_logging(&r, s)?,
             name => match name.strip_prefix("format:") {
-                Some(fname) => formats.push(read_format(&r, s, fname.trim(), &formats)?),
+                Some(fname) => formats.push(read_format(
+                    &r,
+                    s,
+                    fname.trim(),
+                    &formats,
+                    pkcs11_module.as_ref(),
+                )?),
                 None => {
                     return Err(r.err(
                         s.line,
-                        format!("unknown section [{name}] (known: [server], [security], [logging], [format:NAME])"),
+                        format!("unknown section [{name}] (known: [server], [security], [logging], [pkcs11], [format:NAME])"),
                     ))
                 }
             },

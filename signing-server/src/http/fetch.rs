@@ -38,6 +38,13 @@ pub(super) async fn fetch(
             Lookup::Rejected(reason) => {
                 return Err(Refusal::answer(StatusCode::UNPROCESSABLE_ENTITY, reason))
             }
+            // A token fault: 503 + Retry-After, so the client goes to another host.
+            Lookup::Unavailable(_) => {
+                return Err(Refusal::busy(
+                    "token_unavailable",
+                    "the signing key's token is unavailable on this server; use another host",
+                ))
+            }
             Lookup::Unknown if waited => {
                 return Err(Refusal::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -123,6 +123,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "max_filesize": limits,
         "queue_depth": state.queue.depth(),
         "uptime_seconds": state.started.elapsed().as_secs(),
+        "keys": crate::token_keys::health(key_states(&dynamic)),
     });
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
@@ -132,11 +133,17 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Each format's key state, for /health and /metrics.
+fn key_states(d: &Dynamic) -> impl Iterator<Item = (&String, formats::KeyStatus)> {
+    d.formats.iter().map(|(n, f)| (n, f.signer.key_status()))
+}
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let dynamic = state.dynamic();
     let tsa = crate::metrics::tsa_failures(dynamic.formats.values().map(|f| &f.signer));
-    let text = state
+    let mut text = state
         .metrics
         .render(state.queue.depth(), state.started.elapsed(), &tsa);
+    text.push_str(&crate::token_keys::metrics(key_states(&dynamic)));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
