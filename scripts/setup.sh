@@ -53,6 +53,10 @@ apt_install libssl-dev pkg-config osslsigncode gcc-mingw-w64-x86-64-win32 gcc-mi
 # clang + lld (ld64.lld) + llvm (llvm-lipo) build the Darwin Mach-O test inputs without an SDK;
 # libssl-dev + pkg-config for the `openssl` crate (decrypts the Apple signing key in-process).
 apt_install clang lld llvm libssl-dev pkg-config
+# --- keys in hardware (PKCS#11) ---
+# SoftHSM2 is the token of the tests (each test points SOFTHSM2_CONF at its own temporary
+# token directory); opensc gives pkcs11-tool to generate keys on it.
+apt_install softhsm2 opensc
 # rcodesign (apple-codesign's CLI), for the tests' cross-check only: built once into the cache
 # (`cargo install`, no notarization features: several minutes on 2 cores). The server never runs it.
 : "${SIGNING_RCODESIGN_ROOT:=$SIGNING_CACHE/rcodesign}"

@@ -115,6 +115,7 @@ fn run() -> Result<String, String> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        ..Default::default()
     };
     let mut times = Vec::with_capacity(a.repeat);
     for i in 0..a.repeat {

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates the small seed inputs in formats/fuzz/seeds/<target>/ (committed;
 # a few KB each) with the real tools: `mar -c` (the test venv), mingw-w64,
-# osslsigncode, aapt + zipalign, tar/gzip, python3. Test keys only (certs/).
+# osslsigncode, aapt + zipalign, tar/gzip, python3, gpg, clang + ld64.lld +
+# llvm-lipo. Test keys only (certs/). Regression inputs (a crash the fuzzer
+# found, e.g. seeds/config/level-non-ascii.ini) are written here too, so a
+# regeneration keeps them.
 # Usage: formats/fuzz/make-corpus.sh   (scripts/setup.sh installs the tools)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -10,7 +13,7 @@ seeds=$here/seeds
 : "${SIGNING_TEST_VENV:=$HOME/.cache/signing-server/venv}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for t in mar_parse apk_zip apk_manifest pe_authenticode authenticode_pkcs7 apple_tarball token config; do
+for t in mar_parse apk_zip apk_manifest pe_authenticode authenticode_pkcs7 apple_tarball apple_macho gpg_key token config; do
     rm -rf "${seeds:?}/$t"
     mkdir -p "$seeds/$t"
 done
@@ -75,6 +78,35 @@ ln -s ../MacOS/tiny "$app/Resources/link"
 tar -C "$tmp/app" --owner=0 --group=0 --mtime=@0 -czf "$seeds/apple_tarball/tiny.tar.gz" Tiny.app
 tar -C "$tmp/app" --owner=0 --group=0 --mtime=@0 --format=gnu -czf "$seeds/apple_tarball/gnu.tar.gz" ./Tiny.app
 
+# --- Apple Mach-O: clang + ld64.lld without an SDK (as tests/src/apple.rs builds them):
+# an x86_64 executable, an arm64 dylib, and both in one universal binary.
+cat > "$tmp/m.c" <<'C'
+int answer(void) { return 42; }
+int main(void) { return answer() - 42; }
+C
+clang -target x86_64-apple-macos11 -fuse-ld=lld -nostdlib -O1 -Wl,-e,_main \
+    -o "$seeds/apple_macho/exe-x86_64" "$tmp/m.c"
+clang -target arm64-apple-macos11 -fuse-ld=lld -nostdlib -O1 -dynamiclib \
+    -o "$seeds/apple_macho/dylib-arm64" "$tmp/m.c"
+clang -target arm64-apple-macos11 -fuse-ld=lld -nostdlib -O1 -Wl,-e,_main \
+    -o "$tmp/exe-arm64" "$tmp/m.c"
+lipo=$(command -v llvm-lipo || command -v llvm-lipo-14 || command -v llvm-lipo-16)
+"$lipo" -create "$seeds/apple_macho/exe-x86_64" "$tmp/exe-arm64" \
+    -output "$seeds/apple_macho/universal"
+
+# --- GPG keys: the test keys (passphrase-protected, armoured and binary) and an
+# unprotected one made here by gpg, with a certify-only primary and a signing subkey.
+cp "$root/certs/gpg/secret.asc" "$seeds/gpg_key/ed25519.asc"
+cp "$root/certs/gpg-rsa/secret.asc" "$seeds/gpg_key/rsa4096.asc"
+gpg --dearmor < "$root/certs/gpg/secret.asc" > "$seeds/gpg_key/ed25519.gpg"
+mkdir -m 700 "$tmp/gnupg"
+g() { gpg --homedir "$tmp/gnupg" --batch --no-tty --pinentry-mode loopback --passphrase '' "$@"; }
+g --quick-gen-key 'fuzz seed <fuzz@example.invalid>' ed25519 cert never 2>/dev/null
+fpr=$(g --with-colons --list-keys | awk -F: '/^fpr:/ {print $10; exit}')
+g --quick-add-key "$fpr" ed25519 sign never 2>/dev/null
+g --armor --export-secret-keys > "$seeds/gpg_key/plain-subkey.asc"
+gpgconf --homedir "$tmp/gnupg" --kill all 2>/dev/null || true
+
 # --- Tokens: valid for the fuzz target's secret, peer and clock (see fuzz_targets/token.rs).
 python3 - "$seeds/token" <<'PY'
 import base64, hashlib, hmac, sys
@@ -108,5 +140,8 @@ token_secrets = s3cret
 type = gpg
 key = k.asc
 INI
+# Regression: tracing-subscriber's filter parser panicked on this level (issue 21).
+printf '[server]\nlisten = 127.0.0.1:9110\nwork_dir = /tmp/w\n[security]\ntoken_secrets = s3cret\n[logging]\nlevel = info, :w\xce\x8d=;\n[format:gpg]\ntype = gpg\nkey = k.asc\n' \
+    > "$seeds/config/level-non-ascii.ini"
 
 du -sh "$seeds"/* >&2

@@ -19,6 +19,10 @@ pub enum SignError {
     /// The configuration of the format is wrong (unknown digest, missing cert).
     #[error("{0}")]
     Config(String),
+    /// The key's device (a PKCS#11 token) failed or is gone: this job fails with HTTP
+    /// 503 + Retry-After (the client goes to another host); the next job reconnects.
+    #[error("the signing key's token is unavailable: {0}")]
+    Unavailable(String),
     /// Our fault or the environment's (I/O error, TSA down).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

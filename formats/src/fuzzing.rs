@@ -87,7 +87,7 @@ pub fn pe_authenticode(data: &[u8]) -> Result<(), SignError> {
         assert_eq!(off, l.content_len);
         assert_eq!(off + len, data.len() as u64);
     }
-    let copied = digest::copy_and_hash(&mut f, &l, digest::DigestAlg::Sha256, None)?;
+    let copied = digest::copy_and_hash(&mut f, &l, crate::signed_data::DigestAlg::Sha256, None)?;
     assert_eq!(copied.digest.len(), 32);
     assert_eq!(copied.table_offset % 8, 0);
     Ok(())
@@ -101,7 +101,8 @@ pub fn authenticode_pkcs7(data: &[u8]) -> Result<(), String> {
 }
 
 /// Apple: unpacks a `.tar.gz` bundle into the empty directory `dest` with
-/// small limits, and checks nothing landed outside it.
+/// small limits, checks nothing landed outside it, then lets apple-codesign
+/// read the bundle as it does before signing it.
 pub fn apple_tarball(data: &[u8], dest: &Path) -> Result<String, SignError> {
     let input = tempfile::NamedTempFile::new()?;
     std::fs::write(input.path(), data)?;
@@ -117,7 +118,49 @@ pub fn apple_tarball(data: &[u8], dest: &Path) -> Result<String, SignError> {
         app.ends_with(".app") && !app.contains('/'),
         "odd .app name {app:?}"
     );
+    // Beyond the names: the bundle as apple-codesign reads it before it signs
+    // (Info.plist, main executable, nested bundles), under the panic guard
+    // signing runs under.
+    let _ = crate::apple::check::guard("apple-codesign", || {
+        let mut signer = apple_codesign::BundleSigner::new_from_path(&root)?;
+        signer.collect_nested_bundles()?;
+        Ok(())
+    });
     Ok(app)
+}
+
+/// GPG: parses a key file (armoured or binary) and selects the key gpg would
+/// sign with, as `needs_passphrase` and `open` do; an unprotected key is also
+/// unlocked (the sign + verify self-check). Whether the key is protected.
+pub fn gpg_key(data: &[u8]) -> Result<bool, SignError> {
+    let r = crate::gpg::check_key_bytes(data);
+    if let Err(e) = &r {
+        assert!(matches!(e, SignError::Key(_)), "not a key error: {e:?}");
+    }
+    r
+}
+
+/// Apple: what the signer does with an input before apple-codesign signs
+/// it: the kind from its magic numbers, then the Mach-O parse and
+/// signing-capability check (or the DMG trailer check). Panics inside
+/// apple-codesign are caught there, as in production ([`crate::apple::check`]).
+pub fn apple_macho(data: &[u8]) -> Result<crate::apple::InputKind, SignError> {
+    use crate::apple::{check, detect, InputKind};
+    let input = tempfile::NamedTempFile::new()?;
+    std::fs::write(input.path(), data)?;
+    let kind = detect(input.path())?;
+    match kind {
+        InputKind::MachO => {
+            assert!(
+                check::is_macho_magic(data),
+                "detected as Mach-O without its magic"
+            );
+            check::precheck_macho(data)?;
+        }
+        InputKind::Dmg => check::precheck_dmg(input.path())?,
+        InputKind::TarGz => assert!(data.starts_with(&[0x1f, 0x8b])),
+    }
+    Ok(kind)
 }
 
 #[cfg(test)]
@@ -158,6 +201,15 @@ mod tests {
         }
         for (p, d) in seeds("authenticode_pkcs7") {
             super::authenticode_pkcs7(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("gpg_key") {
+            let protected = super::gpg_key(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            assert_eq!(protected, !name.starts_with("plain"), "{name}");
+        }
+        for (p, d) in seeds("apple_macho") {
+            let kind = super::apple_macho(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert_eq!(kind, crate::apple::InputKind::MachO, "{}", p.display());
         }
         for (p, d) in seeds("apple_tarball") {
             let dest = tempfile::tempdir().unwrap();

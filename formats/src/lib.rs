@@ -3,9 +3,15 @@
 //! One module per format, each behind the [`Signer`] trait; the [`registry`]
 //! maps a config `type` (`gpg`, `authenticode`, …) to a constructor.
 //!
-//! **Architecture invariant:** this crate knows nothing of HTTP, INI files or
-//! tokens. Files in, files out: a signer reads its input from a path and
-//! writes its output to a path, so memory never grows with the input.
+//! **Architecture invariant:** this crate knows nothing of the server's HTTP,
+//! INI files or tokens; its only network traffic is RFC 3161 requests to the
+//! configured time-stamping authorities ([`timestamp`], and apple-codesign's
+//! own). Files in, files out: a signer reads its input from a path and
+//! writes its output to a path; gpg, mar, apk and authenticode stream its
+//! content (headers, indexes and directories aside), so their memory does not
+//! grow with the data, while apple reads a Mach-O
+//! whole (apple-codesign takes a byte slice; the server's `max_filesize`
+//! bounds it). Log lines go through `tracing`, never `eprintln!`.
 //! Passphrases arrive as [`secrecy::SecretString`] and unlocked keys never
 //! leave the signer that holds them.
 #![forbid(unsafe_code)]
@@ -24,13 +30,18 @@ pub mod fuzzing;
 pub mod gpg;
 pub mod keys;
 pub mod mar;
+pub mod pkcs11;
 pub mod registry;
+pub mod scratch;
+pub(crate) mod signed_data;
 pub mod timestamp;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::SignError;
+pub use keys::signing::{Hash, KeySource, SigningKey};
+pub use pkcs11::KeyStatus;
 pub use registry::{SignerType, REGISTRY};
 
 /// What the server knows about one `[format:NAME]` section, already checked
@@ -41,8 +52,10 @@ pub struct FormatConfig {
     pub name: String,
     /// The signer type (`gpg`, `authenticode`, …).
     pub kind: String,
-    /// Private key file.
+    /// Private key: a PEM file, or a `pkcs11:` URI (RFC 7512) naming a key in a token.
     pub key: PathBuf,
+    /// The `[pkcs11] module` default, for a `pkcs11:` key whose URI has no `module-path`.
+    pub pkcs11_module: Option<PathBuf>,
     /// Certificate (chain) file, for the formats that use X.509.
     pub cert: Option<PathBuf>,
     /// Digest name (`sha256`, `sha384`, `sha512`, `sha1`), if set.
@@ -58,6 +71,9 @@ pub struct FormatConfig {
 pub struct SignContext {
     /// The client's file name: a label only, never a path.
     pub filename: String,
+    /// The server-wide scratch space budget, for signers that expand their
+    /// input on disk (None: unbounded but for the signer's own limits).
+    pub scratch: Option<std::sync::Arc<scratch::ScratchBudget>>,
 }
 
 /// One signature format with its unlocked key. Shared across jobs and threads.
@@ -76,6 +92,24 @@ pub trait Signer: Send + Sync {
 
     /// A public identifier of the key (a fingerprint): safe for logs.
     fn key_id(&self) -> String;
+
+    /// Failed requests to each time-stamping authority since this signer
+    /// was opened (URL, count), for the server's metrics. Empty for the
+    /// signers that do not timestamp.
+    fn tsa_failures(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
+    /// Where the key is and whether it can sign now (a token may be gone): for /health
+    /// and /metrics. A file key is always available.
+    fn key_status(&self) -> KeyStatus {
+        KeyStatus {
+            source: "file",
+            available: true,
+            errors: 0,
+            last_error: None,
+        }
+    }
 
     /// Whether this signer's output depends on the input only through its
     /// SHA-256 (gpg, v4 key, SHA-256): then [`Signer::sign_sha256_state`]

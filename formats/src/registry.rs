@@ -24,7 +24,7 @@ pub struct SignerType {
 pub static REGISTRY: &[SignerType] = &[
     SignerType {
         name: "gpg",
-        extra_keys: &[],
+        extra_keys: &["public_key"],
         needs_passphrase: crate::gpg::needs_passphrase,
         open: crate::gpg::open,
     },

@@ -28,6 +28,8 @@ pub struct AuditRecord<'a> {
     pub duration: Duration,
     /// `ok`, `rejected` or `error`.
     pub outcome: &'a str,
+    /// Why, when not `ok` (control characters escaped, cut to one line).
+    pub reason: Option<&'a str>,
 }
 
 /// The audit sink (a file, or nowhere).
@@ -74,6 +76,7 @@ impl Audit {
             "output_sha256": r.output_sha256,
             "duration_ms": r.duration.as_millis() as u64,
             "outcome": r.outcome,
+            "reason": r.reason,
         });
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = writeln!(f, "{line}") {

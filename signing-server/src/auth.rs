@@ -20,8 +20,6 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Credential;
-
 type HmacSha256 = Hmac<Sha256>;
 
 /// Why a token was refused. The text is safe to show to the client.
@@ -68,6 +66,15 @@ impl std::fmt::Display for TokenError {
             TokenError::WrongIp => "token was issued for another IP address",
         })
     }
+}
+
+/// One `new_token_auth*` entry of the config: who may mint tokens.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// User name.
+    pub user: String,
+    /// Password: plain, or an argon2 PHC string.
+    pub password: SecretString,
 }
 
 /// A verified token's public parts.

@@ -6,12 +6,19 @@
 
 pub mod audit;
 pub mod auth;
+pub mod clean;
 pub mod config;
+pub mod conn;
+pub mod form;
 pub mod hardening;
 pub mod http;
+mod logbridge;
 pub mod metrics;
 pub mod passphrase;
 pub mod queue;
 pub mod reload;
 pub mod server;
+pub mod state;
 pub mod store;
+pub mod throttle;
+pub mod token_keys;

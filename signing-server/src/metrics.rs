@@ -1,11 +1,13 @@
 //! Counters and histograms, rendered in the Prometheus text format.
 //! Hand-written: a handful of series does not justify a metrics framework.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use formats::Signer;
 
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0,
@@ -18,6 +20,24 @@ struct Histogram {
     count: u64,
 }
 
+/// `signing_tsa_failures_total{url}`: the failed time-stamping requests each
+/// signer counted ([`Signer::tsa_failures`]), summed per URL (a signer
+/// serving two formats is counted once).
+pub fn tsa_failures<'a>(
+    signers: impl IntoIterator<Item = &'a Arc<dyn Signer>>,
+) -> BTreeMap<String, u64> {
+    let mut seen = BTreeSet::new();
+    let mut total = BTreeMap::new();
+    for s in signers {
+        if seen.insert(Arc::as_ptr(s).cast::<()>()) {
+            for (url, n) in s.tsa_failures() {
+                *total.entry(url).or_default() += n;
+            }
+        }
+    }
+    total
+}
+
 /// All the server's metrics.
 #[derive(Default)]
 pub struct Metrics {
@@ -28,8 +48,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Adds one to counter `name{labels}` (labels pre-rendered, e.g. `reason="expired"`).
-    pub fn inc(&self, name: &str, labels: String) {
+    /// Adds one to counter `name{labels}`, e.g. `inc("x_total", &[("reason", "expired")])`;
+    /// label values are escaped as the text format requires.
+    pub fn inc(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         *c.entry((name.to_string(), labels)).or_default() += 1;
     }
@@ -38,7 +64,7 @@ impl Metrics {
     pub fn signed(&self, format: &str, outcome: &str, took: Duration) {
         self.inc(
             "signing_jobs_total",
-            format!("format=\"{format}\",outcome=\"{outcome}\""),
+            &[("format", format), ("outcome", outcome)],
         );
         let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let h = h.entry(format.to_string()).or_default();
@@ -54,8 +80,13 @@ impl Metrics {
         h.count += 1;
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, queue_depth: usize, uptime: Duration) -> String {
+    /// The Prometheus text exposition; `tsa`: see [`tsa_failures`].
+    pub fn render(
+        &self,
+        queue_depth: usize,
+        uptime: Duration,
+        tsa: &BTreeMap<String, u64>,
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -84,7 +115,6 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
         }
-        let tsa = formats::timestamp::failures();
         if !tsa.is_empty() {
             let _ = writeln!(out, "# TYPE signing_tsa_failures_total counter");
         }
@@ -92,7 +122,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "signing_tsa_failures_total{{url=\"{}\"}} {n}",
-                url.replace('\\', "\\\\").replace('"', "\\\"")
+                escape(url)
             );
         }
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,4 +154,11 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A label value as the Prometheus text format wants it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use formats::{SignError, Signer};
@@ -19,6 +19,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use crate::config::Config;
+use crate::token_keys::AskedFor;
 
 /// A start-up failure that names the format at fault (exit code 1, or 2
 /// when the format's settings are wrong).
@@ -37,19 +38,30 @@ pub struct UnlockError {
 /// An unlocked, probed signer for each format, in config order.
 pub type Signers = Vec<(String, Arc<dyn Signer>)>;
 
-/// Where passphrases come from.
+/// Where passphrases (and token PINs) come from.
 pub trait PassphraseSource {
-    /// The passphrase for the key of format `name`; `None` when there is none (EOF).
-    fn ask(&mut self, name: &str) -> std::io::Result<Option<SecretString>>;
+    /// The secret asked with `prompt` (`NAME passphrase`, `TOKEN PIN`); `None` when
+    /// there is none (EOF).
+    fn ask_prompt(&mut self, prompt: &str) -> std::io::Result<Option<SecretString>>;
+
+    /// The passphrase for the key of format `name`.
+    fn ask(&mut self, name: &str) -> std::io::Result<Option<SecretString>> {
+        self.ask_prompt(&format!("{name} passphrase"))
+    }
+
+    /// The PIN of the PKCS#11 token labelled `token`.
+    fn ask_pin(&mut self, token: &str) -> std::io::Result<Option<SecretString>> {
+        self.ask_prompt(&format!("{token} PIN"))
+    }
 }
 
 /// The terminal (no echo) or, when stdin is not a terminal, stdin lines.
 pub struct Console;
 
 impl PassphraseSource for Console {
-    fn ask(&mut self, name: &str) -> std::io::Result<Option<SecretString>> {
+    fn ask_prompt(&mut self, prompt: &str) -> std::io::Result<Option<SecretString>> {
         if std::io::stdin().is_terminal() {
-            let p = rpassword::prompt_password(format!("{name} passphrase: "))?;
+            let p = rpassword::prompt_password(format!("{prompt}: "))?;
             return Ok(Some(SecretString::from(p)));
         }
         read_stdin_line()
@@ -63,11 +75,11 @@ impl PassphraseSource for Console {
 pub struct SystemdAskPassword;
 
 impl PassphraseSource for SystemdAskPassword {
-    fn ask(&mut self, name: &str) -> std::io::Result<Option<SecretString>> {
+    fn ask_prompt(&mut self, prompt: &str) -> std::io::Result<Option<SecretString>> {
         let mut child = std::process::Command::new("systemd-ask-password")
             .arg("--timeout=0")
-            .arg(format!("--id=signing-server:{name}"))
-            .arg(format!("{name} passphrase:"))
+            .arg(format!("--id=signing-server:{prompt}"))
+            .arg(format!("{prompt}:"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -156,8 +168,8 @@ pub fn unlock_all(
     source: &mut dyn PassphraseSource,
     scratch: &Path,
 ) -> Result<Signers, UnlockError> {
-    // Keys already asked for, by canonical path.
-    let mut asked: HashMap<PathBuf, Option<SecretString>> = HashMap::new();
+    // Secrets already asked for: by canonical key path, or by token.
+    let mut asked: HashMap<AskedFor, Option<SecretString>> = HashMap::new();
     let mut signers: Signers = Vec::new();
     for f in &cfg.formats {
         let fail = |message: String| UnlockError {
@@ -173,23 +185,29 @@ pub fn unlock_all(
             config: true,
             ..fail(format!("unknown type {}", f.signer.kind))
         })?;
-        let canon = f
-            .signer
-            .key
-            .canonicalize()
-            .unwrap_or_else(|_| f.signer.key.clone());
+        let (canon, token) = crate::token_keys::asked_for(&f.signer).map_err(failed)?;
         if !asked.contains_key(&canon) {
-            let needs = (kind.needs_passphrase)(&f.signer).map_err(failed)?;
+            let (needs, what) = match &token {
+                Some(_) => (true, "PIN"),
+                None => (
+                    (kind.needs_passphrase)(&f.signer).map_err(failed)?,
+                    "passphrase",
+                ),
+            };
             let pass = if needs {
-                match source.ask(&f.signer.name) {
+                let answer = match &token {
+                    Some(label) => source.ask_pin(label),
+                    None => source.ask(&f.signer.name),
+                };
+                match answer {
                     Ok(Some(p)) => Some(p),
                     Ok(None) => {
                         return Err(fail(format!(
-                            "no passphrase given for key {} (stdin ended; give one line per encrypted key)",
+                            "no {what} given for key {} (stdin ended; give one line per encrypted key or token)",
                             f.signer.key.display()
                         )))
                     }
-                    Err(e) => return Err(fail(format!("cannot read the passphrase: {e}"))),
+                    Err(e) => return Err(fail(format!("cannot read the {what}: {e}"))),
                 }
             } else {
                 None

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use formats::scratch::ScratchBudget;
 use formats::{SignContext, SignError, Signer};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -42,6 +43,9 @@ enum State {
     Done(Arc<ResultInfo>),
     /// The signer refused the input; the reason is for the client.
     Rejected(String),
+    /// The key's token failed while signing it: the client should go to another host
+    /// (503); an upload of the same input signs it again.
+    Unavailable(String),
 }
 
 struct Entry {
@@ -57,6 +61,8 @@ struct Inner {
     by_sha1: HashMap<(String, String), String>,
     /// Slots taken: uploads in progress plus jobs in `State::Pending`.
     pending: usize,
+    /// When the last job ended (its client may not have fetched it yet).
+    last_finished: Option<Instant>,
 }
 
 /// What a GET finds.
@@ -67,6 +73,8 @@ pub enum Lookup {
     Pending(watch::Receiver<bool>),
     /// The signer refused this input.
     Rejected(String),
+    /// The key's token failed while signing this input.
+    Unavailable(String),
     /// Never seen, expired, or failed on our side.
     Unknown,
 }
@@ -136,6 +144,8 @@ pub struct Queue {
     max_queue: usize,
     store: Store,
     audit: Arc<Audit>,
+    /// The scratch space budget all jobs share (`[server] max_scratch`).
+    scratch: Arc<ScratchBudget>,
     metrics: Arc<Metrics>,
 }
 
@@ -147,6 +157,7 @@ impl Queue {
         max_queue: usize,
         audit: Arc<Audit>,
         metrics: Arc<Metrics>,
+        scratch: Arc<ScratchBudget>,
     ) -> Arc<Queue> {
         Arc::new(Queue {
             inner: Mutex::new(Inner::default()),
@@ -155,6 +166,7 @@ impl Queue {
             store,
             audit,
             metrics,
+            scratch,
         })
     }
 
@@ -199,6 +211,7 @@ impl Queue {
             State::Pending(rx) => Lookup::Pending(rx.clone()),
             State::Done(r) => Lookup::Done(r.clone()),
             State::Rejected(m) => Lookup::Rejected(m.clone()),
+            State::Unavailable(m) => Lookup::Unavailable(m.clone()),
         }
     }
 
@@ -214,7 +227,12 @@ impl Queue {
                     .by_sha1
                     .insert((job.format.clone(), sha1.clone()), job.sha256.clone());
             }
-            if let Some(e) = inner.jobs.get_mut(&key) {
+            // A job that failed on a token fault is signed again.
+            if let Some(e) = inner
+                .jobs
+                .get_mut(&key)
+                .filter(|e| !matches!(e.state, State::Unavailable(_)))
+            {
                 e.last_used = Instant::now();
                 drop(inner);
                 drop(slot);
@@ -264,6 +282,7 @@ impl Queue {
                     let f = format.clone();
                     let ctx = SignContext {
                         filename: filename.clone(),
+                        scratch: Some(queue.scratch.clone()),
                     };
                     let sha = sha256.clone();
                     tokio::task::spawn_blocking(move || {
@@ -279,21 +298,40 @@ impl Queue {
                 Err(_) => Err(SignError::Internal(anyhow::anyhow!("queue closed"))),
             };
             if let Some(path) = &stored {
-                let _ = std::fs::remove_file(path);
+                crate::store::remove_file(path);
             }
             let elapsed = started.elapsed();
-            let (label, output_sha256, state) = match outcome {
+            let (label, output_sha256, reason, state) = match outcome {
                 Ok(info) => (
                     "ok",
                     Some(info.sha256.clone()),
+                    None,
                     Some(State::Done(Arc::new(info))),
                 ),
                 Err(SignError::Rejected(reason)) => {
-                    ("rejected", None, Some(State::Rejected(reason)))
+                    let reason = crate::clean::clean(&reason);
+                    tracing::info!(format = %format, input_sha256 = %sha256, %reason, "input rejected");
+                    (
+                        "rejected",
+                        None,
+                        Some(reason.clone()),
+                        Some(State::Rejected(reason)),
+                    )
+                }
+                Err(SignError::Unavailable(reason)) => {
+                    let reason = crate::clean::clean(&format!("the key's token: {reason}"));
+                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {reason}");
+                    (
+                        "error",
+                        None,
+                        Some(reason.clone()),
+                        Some(State::Unavailable(reason)),
+                    )
                 }
                 Err(e) => {
-                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {e:#}");
-                    ("error", None, None)
+                    let reason = crate::clean::clean(&format!("{e:#}"));
+                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {reason}");
+                    ("error", None, Some(reason), None)
                 }
             };
             queue.metrics.signed(&format, label, elapsed);
@@ -306,6 +344,7 @@ impl Queue {
                 output_sha256: output_sha256.as_deref(),
                 duration: elapsed,
                 outcome: label,
+                reason: reason.as_deref(),
             });
             queue.finish(&key, state, &tx);
         });
@@ -317,6 +356,7 @@ impl Queue {
         {
             let mut inner = self.lock();
             inner.pending = inner.pending.saturating_sub(1);
+            inner.last_finished = Some(Instant::now());
             match state {
                 Some(s) => {
                     inner.jobs.insert(
@@ -356,9 +396,16 @@ impl Queue {
                 .retain(|(format, _), sha256| jobs.contains_key(&(format.clone(), sha256.clone())));
         }
         for p in &doomed {
-            let _ = std::fs::remove_file(p);
+            crate::store::remove_file(p);
         }
         doomed.len()
+    }
+
+    /// Whether nothing is pending and no job ended within `window`: then no
+    /// client can be waiting for a result from this server.
+    pub fn quiet_for(&self, window: Duration) -> bool {
+        let inner = self.lock();
+        inner.pending == 0 && inner.last_finished.is_none_or(|t| t.elapsed() >= window)
     }
 
     /// Waits until no job is pending, at most `limit`. Returns whether idle.

@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{self, Config, ServerConfig};
-use crate::http::{Dynamic, FormatEntry};
+use crate::config::{Config, ServerConfig};
 use crate::passphrase::Signers;
+use crate::state::{Dynamic, FormatEntry};
 
 /// sha256 of a key file, to tell on reload whether it changed.
 pub fn key_digest(path: &Path) -> String {
@@ -55,24 +55,7 @@ fn dynamic(cfg: &Config, formats: HashMap<String, Arc<FormatEntry>>) -> Dynamic 
         .filter(|n| formats.contains_key(n))
         .collect();
     Dynamic {
-        security: config::SecurityConfig {
-            allowed_ips: cfg.security.allowed_ips.clone(),
-            new_token_allowed_ips: cfg.security.new_token_allowed_ips.clone(),
-            new_token_auth: cfg
-                .security
-                .new_token_auth
-                .iter()
-                .map(|c| config::Credential {
-                    user: c.user.clone(),
-                    password: c.password.clone(),
-                })
-                .collect(),
-            token_secrets: cfg.security.token_secrets.clone(),
-            max_token_age: cfg.security.max_token_age,
-            allowed_filenames: cfg.security.allowed_filenames.clone(),
-            min_filesize: cfg.security.min_filesize,
-            max_filesize: cfg.security.max_filesize,
-        },
+        security: cfg.security.clone(),
         formats,
         format_names,
         long_poll: cfg.server.long_poll,
@@ -101,6 +84,17 @@ pub fn apply(old: &Dynamic, old_server: &ServerConfig, new: &Config) -> Outcome 
         ("work_dir", s.work_dir != old_server.work_dir),
         ("concurrency", s.concurrency != old_server.concurrency),
         ("max_queue", s.max_queue != old_server.max_queue),
+        ("idle_timeout", s.idle_timeout != old_server.idle_timeout),
+        ("form_timeout", s.form_timeout != old_server.form_timeout),
+        ("max_scratch", s.max_scratch != old_server.max_scratch),
+        (
+            "max_connections",
+            s.max_connections != old_server.max_connections,
+        ),
+        (
+            "max_connections_per_ip",
+            s.max_connections_per_ip != old_server.max_connections_per_ip,
+        ),
     ] {
         if changed {
             needs_restart.push(format!("[server] {what} changed: restart to apply"));

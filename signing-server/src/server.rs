@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
@@ -17,13 +17,17 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::audit::Audit;
+use crate::auth;
 use crate::config::Config;
-use crate::http::{self, AppState, Peer};
+use crate::conn::Admission;
+use crate::http;
 use crate::metrics::Metrics;
 use crate::passphrase::{self, Console, PassphraseSource as _, Signers};
 use crate::queue::Queue;
 use crate::reload;
+use crate::state::{AppState, Peer};
 use crate::store::Store;
+use crate::throttle::Throttle;
 
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,10 +84,14 @@ fn init_logging(level: &str, json: bool) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
+    let installed = if json {
+        tracing::subscriber::set_global_default(b.json().finish())
     } else {
-        b.init();
+        tracing::subscriber::set_global_default(b.finish())
+    };
+    // Not `init()`: its `log` bridge would pass apple-codesign's progress on as WARN.
+    if installed.is_err() || crate::logbridge::Bridge::install().is_err() {
+        eprintln!("signing-server: logging was already set up");
     }
 }
 
@@ -264,6 +272,7 @@ async fn serve(
         cfg.server.max_queue,
         audit,
         metrics.clone(),
+        formats::scratch::ScratchBudget::new(cfg.server.max_scratch),
     );
     let state = Arc::new(AppState {
         dynamic: RwLock::new(Arc::new(reload::initial(&cfg, signers))),
@@ -271,6 +280,8 @@ async fn serve(
         store,
         metrics,
         idle_timeout: cfg.server.idle_timeout,
+        form_timeout: cfg.server.form_timeout,
+        mint_throttle: Throttle::default(),
         started: Instant::now(),
         draining: AtomicBool::new(false),
     });
@@ -318,14 +329,23 @@ async fn serve(
 
     let app = http::router(state.clone());
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    // HTTP/1.1 only, whatever the client offers: hyper's HTTP/1 connection
+    // refuses an HTTP/2 preface. The header timer runs from the moment a
+    // request head is awaited: on a new connection before its first byte,
+    // and between the requests of a kept-alive one.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.server.idle_timeout)
+        .keep_alive(true)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES);
     let builder = Arc::new(builder);
+    let admission = Arc::new(Admission::default());
+    let (max_total, max_per_ip) = (
+        cfg.server.max_connections,
+        cfg.server.max_connections_per_ip,
+    );
     let mut shutdown = std::pin::pin!(shutdown_signal());
     // Set once the drain is over: stop accepting.
     let mut drained: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
@@ -347,7 +367,13 @@ async fn serve(
                 state.draining.store(true, Ordering::Relaxed);
                 tracing::info!(pending = queue.depth(), "draining: waiting for pending jobs");
                 let (queue, limit, grace) = (queue.clone(), cfg.server.drain_timeout, cfg.server.drain_grace);
+                // Nothing pending and nothing finished within the grace: nobody
+                // can be waiting for a result, stop now.
+                let idle = queue.quiet_for(grace);
                 drained = Box::pin(async move {
+                    if idle {
+                        return;
+                    }
                     if !queue.wait_idle(limit).await {
                         tracing::warn!(pending = queue.depth(), "jobs still pending after {limit:?}; stopping anyway");
                     }
@@ -356,6 +382,32 @@ async fn serve(
                 continue;
             }
             _ = &mut drained => break,
+        };
+        // Before TLS: a peer in no allow-list, or over its share of
+        // connections, is closed at once and costs nothing more.
+        let ip = auth::canonical(peer.ip());
+        let place = {
+            let d = state.dynamic();
+            let sec = &d.security;
+            if auth::ip_allowed(&sec.allowed_ips, ip)
+                || auth::ip_allowed(&sec.new_token_allowed_ips, ip)
+            {
+                admission.admit(ip, max_total, max_per_ip)
+            } else {
+                Err(crate::conn::Closed::NotAllowed)
+            }
+        };
+        let place = match place {
+            Ok(p) => p,
+            Err(why) => {
+                state.metrics.inc(
+                    "signing_closed_connections_total",
+                    &[("reason", why.label())],
+                );
+                tracing::debug!(%peer, reason = why.label(), "connection closed at accept");
+                drop(tcp);
+                continue;
+            }
         };
         // No Nagle: an answer's last TLS record would otherwise wait for the
         // client's delayed ACK (tens of ms per request with small files).
@@ -383,11 +435,11 @@ async fn serve(
                     req
                 },
             );
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, "connection ended: {e}");
+            let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc));
+            if let Err(e) = watcher.watch(conn).await {
+                log_connection_error(peer, &e);
             }
+            drop(place);
         });
     }
     drop(listener);
@@ -399,6 +451,22 @@ async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A connection that ended on an error: the ones hyper answers itself
+/// (`431` for a head too large, `400` for a bad request line, a header
+/// timeout, an HTTP/2 preface) are logged with their reason, since no
+/// request reached the door to log them.
+fn log_connection_error(peer: std::net::SocketAddr, e: &hyper::Error) {
+    if e.is_parse_too_large() {
+        tracing::info!(%peer, status = 431, "request head too large: answered 431 and closed");
+    } else if e.is_parse() || e.is_parse_version_h2() {
+        tracing::info!(%peer, "malformed request or HTTP/2 preface: connection closed: {e}");
+    } else if e.is_timeout() {
+        tracing::info!(%peer, "no request head within idle_timeout: connection closed");
+    } else {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
 }
 
 /// Listens with a deep accept queue: a burst of build machines connecting
@@ -427,6 +495,9 @@ fn reload_now(
         Ok(c) => c,
         Err(e) => {
             tracing::error!("reload rejected, the previous configuration stays in force: {e}");
+            state
+                .metrics
+                .inc("signing_reloads_total", &[("outcome", "rejected")]);
             return;
         }
     };
@@ -434,6 +505,9 @@ fn reload_now(
         Ok(t) => t,
         Err(e) => {
             tracing::error!("reload rejected, the previous configuration stays in force: {e}");
+            state
+                .metrics
+                .inc("signing_reloads_total", &[("outcome", "rejected")]);
             return;
         }
     };
@@ -446,6 +520,9 @@ fn reload_now(
     }
     state.replace_dynamic(outcome.dynamic);
     *tls.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new_tls);
+    state
+        .metrics
+        .inc("signing_reloads_total", &[("outcome", "applied")]);
     tracing::info!("configuration reloaded");
 }
 

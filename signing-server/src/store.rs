@@ -39,11 +39,20 @@ impl TempPath {
 
     /// Atomically renames the file to `dest` (creating its directory).
     pub fn persist(mut self, dest: &Path) -> io::Result<()> {
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
         let from = self.path.take().unwrap_or_default();
-        let res = std::fs::rename(&from, dest);
+        let mut res = Ok(());
+        // Cleanup may remove an empty directory between its creation and the
+        // rename (`remove_file` below): then create it again.
+        for _ in 0..3 {
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            res = std::fs::rename(&from, dest);
+            match &res {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => continue,
+                _ => break,
+            }
+        }
         if res.is_err() {
             let _ = std::fs::remove_file(&from);
         }
@@ -110,6 +119,22 @@ impl Store {
     }
 }
 
+/// Removes a stored file, then its two spreading directories (`ab/cd/`)
+/// if that left them empty, so `work_dir` does not fill with empty
+/// directories over time.
+pub fn remove_file(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let mut dir = path.parent();
+    for _ in 0..2 {
+        let Some(d) = dir else { break };
+        // Fails, as it should, while the directory holds anything.
+        if std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
 /// Lower-case hex check for digests coming from clients.
 pub fn is_hex_digest(s: &str, len: usize) -> bool {
     s.len() == len
@@ -152,6 +177,27 @@ mod tests {
         let dest = s.input_path(&"cd".repeat(32));
         t.persist(&dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"y");
+    }
+
+    #[test]
+    fn removing_the_last_file_removes_its_empty_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (a, b) = ("ab".repeat(32), format!("ab{}", "cd".repeat(31)));
+        for h in [&a, &b] {
+            let t = s.temp_path("upload");
+            std::fs::write(t.path(), b"x").unwrap();
+            t.persist(&s.input_path(h)).unwrap();
+        }
+        remove_file(&s.input_path(&a));
+        assert!(!dir.path().join("inputs/ab/ab").exists());
+        assert!(
+            dir.path().join("inputs/ab/cd").is_dir(),
+            "a directory still in use stays"
+        );
+        remove_file(&s.input_path(&b));
+        assert!(!dir.path().join("inputs/ab").exists());
+        assert!(dir.path().join("inputs").is_dir(), "inputs/ itself stays");
     }
 
     #[test]

@@ -14,10 +14,41 @@ use sha2::Digest;
 
 pub mod apk;
 pub mod apple;
-pub mod hardening2;
+pub mod busy_peer;
 pub mod mar;
+pub mod pkcs11;
 pub mod proxy;
 pub mod signtool;
+
+/// Polls `cond` every 10 ms until it holds or `limit` has passed; whether it
+/// held. A bounded wait for something to happen, never a timing assertion:
+/// callers assert on the result, saying what never happened.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Fails the test, loudly, unless it runs as root (`why`: what needs root).
+/// CI runs as root, so such a test always runs there; elsewhere it fails
+/// instead of passing without having run. To leave it out on purpose:
+/// `cargo nextest run -E 'not test(=NAME)'`.
+pub fn require_root(why: &str) {
+    let (_, uid) = run(Command::new("id").arg("-u"));
+    assert_eq!(
+        uid.trim(),
+        "0",
+        "NOT RUN: this test needs root ({why}); CI runs as root. \
+         Run it as root, or leave it out explicitly with -E 'not test(=NAME)'"
+    );
+}
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -124,6 +155,8 @@ pub struct ServerOpts {
     pub formats: String,
     /// Lines fed to stdin (passphrases).
     pub stdin: String,
+    /// Extra environment of the server process (`SOFTHSM2_CONF`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOpts {
@@ -138,6 +171,7 @@ impl Default for ServerOpts {
             ),
             formats: format!("[format:gpg]\ntype = gpg\nkey = {}\n", c.join("gpg/secret.asc").display()),
             stdin: format!("{}\n", passphrase()),
+            env: Vec::new(),
         }
     }
 }
@@ -204,6 +238,7 @@ impl Server {
     pub fn spawn(config: PathBuf, dir: tempfile::TempDir, opts: &ServerOpts) -> Server {
         let mut child = Command::new(bin("signing-server"))
             .arg(&config)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -255,20 +290,11 @@ impl Server {
             dir,
             stderr,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = server.client().get(format!("{}/health", server.url)).send() {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server never became healthy: {}",
-                server.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let healthy = wait_until(Duration::from_secs(30), || {
+            let r = server.client().get(format!("{}/health", server.url)).send();
+            r.is_ok_and(|r| r.status() == 200)
+        });
+        assert!(healthy, "server never became healthy: {}", server.stderr());
         server
     }
 
@@ -344,12 +370,10 @@ impl Drop for Server {
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if wait_until(Duration::from_secs(10), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            }) {
+                return;
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -544,28 +568,21 @@ impl Server {
 
     /// Waits (bounded) for the server to exit; its status, or None if still running.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
         let child = self.child.as_mut()?;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let mut status = None;
+        wait_until(limit, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
         }
-        None
+        status
     }
 
     /// Waits (bounded) until the server's log contains `needle`.
     pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if self.stderr().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_until(limit, || self.stderr().contains(needle))
     }
 
     /// The config file it runs on.
@@ -671,6 +688,31 @@ impl Read for GatedReader {
 /// A TLS connection to `s` trusting the test CA, as a raw byte stream (read and write
 /// time out after 30 s): for requests no HTTP client would send.
 pub fn raw_tls(s: &Server) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    raw_tls_from(s, "127.0.0.1")
+}
+
+/// A TCP connection to `s` from the local address `local_ip` (127.0.0.x acts
+/// as another machine); read and write time out after 30 s.
+pub fn tcp_from(s: &Server, local_ip: &str) -> std::net::TcpStream {
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("https://").parse().expect("addr");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local: std::net::SocketAddr = format!("{local_ip}:0").parse().expect("local address");
+    sock.bind(&local.into()).expect("bind");
+    sock.connect(&addr.into()).expect("connect");
+    let tcp: std::net::TcpStream = sock.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    tcp.set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    tcp
+}
+
+/// [`raw_tls`] from the local address `local_ip`.
+pub fn raw_tls_from(
+    s: &Server,
+    local_ip: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
     use rustls_pki_types::pem::PemObject as _;
     let ca = std::fs::read(certs().join("ca.pem")).expect("ca.pem");
     let mut roots = rustls::RootCertStore::empty();
@@ -683,11 +725,7 @@ pub fn raw_tls(s: &Server) -> rustls::StreamOwned<rustls::ClientConnection, std:
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = std::net::TcpStream::connect(s.url.trim_start_matches("https://")).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    tcp.set_write_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+    let tcp = tcp_from(s, local_ip);
     let conn = rustls::ClientConnection::new(
         std::sync::Arc::new(cfg),
         "127.0.0.1".try_into().expect("name"),

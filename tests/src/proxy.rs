@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// What happens to one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub enum NetFault {
     /// Bytes flow untouched.
     Pass,
     /// Every chunk is held back this long (a slow network).
@@ -27,7 +27,7 @@ pub enum Fault {
     /// Accepted and closed at once.
     Close,
     /// Answered by the proxy itself, over TLS with the test server
-    /// certificate: `HTTP/1.1 503` + `Retry-After` (see [`crate::hardening2`]).
+    /// certificate: `HTTP/1.1 503` + `Retry-After` (see [`crate::busy_peer`]).
     Unavailable,
 }
 
@@ -64,25 +64,25 @@ impl Chaos {
     }
 
     /// The fault for the next connection.
-    pub fn pick(&mut self) -> Fault {
+    pub fn pick(&mut self) -> NetFault {
         let r = self.next() % 100;
         if r < self.pass_percent {
-            return Fault::Pass;
+            return NetFault::Pass;
         }
         let at = 200 + self.next() % 40_000;
         match self.next() % 5 {
-            0 => Fault::Delay(Duration::from_millis(20 + self.next() % 200)),
-            1 => Fault::Stall(at),
-            2 => Fault::Reset(at),
-            3 => Fault::Truncate(at),
-            _ => Fault::Close,
+            0 => NetFault::Delay(Duration::from_millis(20 + self.next() % 200)),
+            1 => NetFault::Stall(at),
+            2 => NetFault::Reset(at),
+            3 => NetFault::Truncate(at),
+            _ => NetFault::Close,
         }
     }
 }
 
 impl Proxy {
     /// Proxies to `upstream`, asking `choose` for each connection's fault.
-    pub fn start(upstream: SocketAddr, choose: impl FnMut() -> Fault + Send + 'static) -> Proxy {
+    pub fn start(upstream: SocketAddr, choose: impl FnMut() -> NetFault + Send + 'static) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
@@ -127,12 +127,12 @@ struct Link {
     state: std::sync::atomic::AtomicU8,
 }
 
-fn serve(client: TcpStream, upstream: SocketAddr, fault: Fault, stop: Arc<AtomicBool>) {
-    if fault == Fault::Close {
+fn serve(client: TcpStream, upstream: SocketAddr, fault: NetFault, stop: Arc<AtomicBool>) {
+    if fault == NetFault::Close {
         return;
     }
-    if fault == Fault::Unavailable {
-        let _ = crate::hardening2::answer_503(client);
+    if fault == NetFault::Unavailable {
+        let _ = crate::busy_peer::answer_503(client);
         return;
     }
     let Ok(server) = TcpStream::connect(upstream) else {
@@ -160,7 +160,7 @@ fn serve(client: TcpStream, upstream: SocketAddr, fault: Fault, stop: Arc<Atomic
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
-    fault: Fault,
+    fault: NetFault,
     link: &Link,
     stop: &AtomicBool,
     to_client: bool,
@@ -191,8 +191,8 @@ fn pump(
         }
         let before = link.seen.fetch_add(n as u64, Ordering::Relaxed);
         let limit = match fault {
-            Fault::Stall(at) | Fault::Reset(at) => Some(at),
-            Fault::Truncate(at) if to_client => Some(at),
+            NetFault::Stall(at) | NetFault::Reset(at) => Some(at),
+            NetFault::Truncate(at) if to_client => Some(at),
             _ => None,
         };
         if let Some(at) = limit {
@@ -200,11 +200,11 @@ fn pump(
                 let keep = (at.saturating_sub(before) as usize).min(n);
                 let _ = to.write_all(&buf[..keep]);
                 match fault {
-                    Fault::Stall(_) => {
+                    NetFault::Stall(_) => {
                         link.state.store(1, Ordering::Relaxed);
                         continue;
                     }
-                    Fault::Reset(_) => {
+                    NetFault::Reset(_) => {
                         // With SO_LINGER 0, the last close of each socket sends a RST.
                         let _ = socket_linger_zero(&from);
                         let _ = socket_linger_zero(&to);
@@ -218,7 +218,7 @@ fn pump(
                 return;
             }
         }
-        if let Fault::Delay(d) = fault {
+        if let NetFault::Delay(d) = fault {
             std::thread::sleep(d);
         }
         if to.write_all(&buf[..n]).is_err() {

@@ -77,7 +77,7 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
 
 /// How a fault injector misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
+pub enum PeerFault {
     /// Accepts TCP and never says a word (not even TLS).
     Silent,
     /// Answers every request `503` with `Retry-After: 1`.
@@ -134,7 +134,7 @@ pub(crate) fn tls_config() -> Arc<rustls::ServerConfig> {
 
 impl FakePeer {
     /// Starts one.
-    pub fn start(fault: Fault) -> FakePeer {
+    pub fn start(fault: PeerFault) -> FakePeer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (connections, bytes, stop) = (
@@ -151,7 +151,7 @@ impl FakePeer {
                 }
                 let Ok(stream) = stream else { continue };
                 c.fetch_add(1, Ordering::Relaxed);
-                if fault == Fault::Silent {
+                if fault == PeerFault::Silent {
                     held.push(stream);
                     continue;
                 }
@@ -189,7 +189,7 @@ impl Drop for FakePeer {
 
 fn serve(
     tcp: TcpStream,
-    fault: Fault,
+    fault: PeerFault,
     bytes: &AtomicU64,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
@@ -221,8 +221,8 @@ fn serve(
         s.flush()
     };
     match fault {
-        Fault::Silent => Ok(()),
-        Fault::Busy => {
+        PeerFault::Silent => Ok(()),
+        PeerFault::Busy => {
             let body = b"too much work queued; try again later or use another host\n";
             let head = format!(
                 "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -230,7 +230,7 @@ fn serve(
             );
             respond(&mut reader, &head, body)
         }
-        Fault::WrongDigest => {
+        PeerFault::WrongDigest => {
             let other = crate::data(1000, 7);
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-SHA1-Digest: {}\r\nX-SHA256-Digest: {}\r\nConnection: close\r\n\r\n",
@@ -240,7 +240,7 @@ fn serve(
             );
             respond(&mut reader, &head, BOGUS)
         }
-        Fault::ResetMidBody => {
+        PeerFault::ResetMidBody => {
             let body = crate::data(100_000, 8);
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-SHA256-Digest: {}\r\nConnection: close\r\n\r\n",
@@ -253,7 +253,7 @@ fn serve(
             let _ = reader.get_mut().sock.shutdown(std::net::Shutdown::Both);
             Ok(())
         }
-        Fault::SlowSink | Fault::Stall if is_get => {
+        PeerFault::SlowSink | PeerFault::Stall if is_get => {
             let body = b"unknown: upload the file first\n";
             let head = format!(
                 "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -261,7 +261,7 @@ fn serve(
             );
             respond(&mut reader, &head, body)
         }
-        Fault::SlowSink => {
+        PeerFault::SlowSink => {
             // About 3 MB/s: 64 KiB, then a pause.
             let mut buf = vec![0u8; 64 * 1024];
             let mut left = content_length;
@@ -273,13 +273,13 @@ fn serve(
             }
             Ok(())
         }
-        Fault::Stall => {
+        PeerFault::Stall => {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Ok(())
         }
-        Fault::SlowSource => {
+        PeerFault::SlowSource => {
             let total = 64u64 << 20;
             let head =
                 format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nX-SHA256-Digest: {}\r\nConnection: close\r\n\r\n", "0".repeat(64));

@@ -348,3 +348,34 @@ fn timestamp_urls_fail_over_to_a_working_authority_and_the_token_verifies() {
     let (ok, text) = rcodesign_verify(&f);
     assert!(ok, "{text}");
 }
+
+/// apple-codesign logs its routine progress at WARN ("signing … as a Mach-O
+/// binary", "writing Mach-O to …"); the server logs it at DEBUG, so that an
+/// operator's WARN lines are real warnings (issue 21: 145 WARN lines for 30
+/// signings before).
+#[test]
+fn apple_codesign_progress_is_logged_at_debug_not_warn() {
+    let s = Server::start(&apple_opts(""));
+    let dir = tempfile::tempdir().unwrap();
+    let x86 = build_macho(dir.path(), "x86_64", "exe");
+    let body = std::fs::read(&x86).unwrap();
+    let (status, signed) = sign(&s, "macapp", "firefox", &body);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&signed));
+    let log = s.stderr();
+    let from_codesign: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("apple_codesign"))
+        .collect();
+    // The progress is still there (the tests log at debug), one level down.
+    assert!(
+        from_codesign
+            .iter()
+            .any(|l| l.contains("DEBUG") && l.contains("as a Mach-O binary")),
+        "no apple-codesign progress at DEBUG in:\n{log}"
+    );
+    let warn: Vec<&&str> = from_codesign
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains("\"level\":\"WARN\""))
+        .collect();
+    assert!(warn.is_empty(), "apple-codesign WARN lines: {warn:#?}");
+}

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use signing_tests::hardening2::BODY_503;
-use signing_tests::proxy::{Fault, Proxy};
+use signing_tests::busy_peer::BODY_503;
+use signing_tests::proxy::{NetFault, Proxy};
 use signing_tests::signtool::{output, temp_files};
 use signing_tests::*;
 
@@ -23,9 +23,9 @@ fn burst_proxy(s: &Server, burst: u64) -> (Proxy, Arc<AtomicU64>) {
     let proxy = Proxy::start(upstream, move || {
         if count.load(Ordering::Relaxed) < burst {
             count.fetch_add(1, Ordering::Relaxed);
-            Fault::Unavailable
+            NetFault::Unavailable
         } else {
-            Fault::Pass
+            NetFault::Pass
         }
     });
     (proxy, answered)

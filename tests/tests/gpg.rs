@@ -229,10 +229,7 @@ fn unused_results_are_cleaned_up_after_max_file_age() {
         "inputs are removed once signed"
     );
     // Wait (bounded) for the cleanup task: a wait, not a timing assertion.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while count(&results) > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_until(std::time::Duration::from_secs(20), || count(&results) == 0);
     assert_eq!(count(&results), 0, "result not cleaned up");
     let r = s
         .client()

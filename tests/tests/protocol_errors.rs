@@ -63,6 +63,9 @@ enum Setup {
     DiskFull,
     /// `results/broken` is a file, so storing a result of format `broken` fails.
     StoreFails,
+    /// Format `gpg` signs with a key in a SoftHSM2 token whose directory is moved away
+    /// after start-up: the token fails.
+    TokenGone,
 }
 
 /// A server in its state, and what the rows share.
@@ -71,6 +74,8 @@ struct Ctx {
     /// A token for 127.0.0.1.
     token: String,
     dir: tempfile::TempDir,
+    /// The SoftHSM2 store of [`Setup::TokenGone`], kept until the server stops.
+    _hsm: Option<signing_tests::pkcs11::SoftHsm>,
 }
 
 /// One documented refusal.
@@ -99,7 +104,7 @@ const CASES: &[Case] = &[
         name: "peer outside allowed_ips (GET)",
         doc: "Outside the list",
         setup: Setup::Main,
-        request: |c| get_from(c, "127.0.0.3", "/health"),
+        request: |c| get_from(c, "127.0.0.4", "/health"),
         status: 403,
         body: "your IP address is not allowed",
         headers: NONE,
@@ -112,7 +117,7 @@ const CASES: &[Case] = &[
         request: |c| {
             upload_from(
                 c,
-                "127.0.0.3",
+                "127.0.0.4",
                 "gpg",
                 &[("token", &c.token), ("filename", "a.bin")],
                 Some(&data(100, 1)),
@@ -383,6 +388,38 @@ const CASES: &[Case] = &[
         status: 400,
         body: "field filename is longer than 4096 bytes",
         headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "a part header over 8 KiB",
+        doc: "a part header",
+        setup: Setup::Main,
+        request: |c| {
+            let head = format!(
+                "--B\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n",
+                "a".repeat(9000)
+            );
+            raw_upload(&c.s, head.as_bytes(), 64 << 10)
+        },
+        status: 431,
+        body: "part header is longer than 8192 bytes",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "fields before filedata slower than form_timeout",
+        doc: "took longer than `form_timeout`",
+        setup: Setup::Main,
+        request: |c| {
+            raw_upload(
+                &c.s,
+                b"--B\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\n",
+                1 << 20,
+            )
+        },
+        status: 408,
+        body: "took longer than 3 s",
+        headers: CLOSE,
         absent: &[],
     },
     Case {
@@ -718,6 +755,20 @@ const CASES: &[Case] = &[
         absent: &[],
     },
     Case {
+        name: "the key's token failed",
+        doc: "the format's key is in a PKCS#11 token that failed",
+        setup: Setup::TokenGone,
+        request: |c| {
+            let body = data(5000, 15);
+            assert_eq!(upload(c, "gpg", &body).status, 202);
+            get_from(c, "127.0.0.1", &format!("/sign/gpg/{}", sha256_hex(&body)))
+        },
+        status: 503,
+        body: "token is unavailable",
+        headers: RETRY,
+        absent: &[],
+    },
+    Case {
         name: "hash not hex",
         doc: "HASH is not 40 or 64 hex digits",
         setup: Setup::Main,
@@ -900,12 +951,34 @@ fn parse_head(text: &str) -> Vec<(String, String)> {
 fn raw_head(s: &Server, extra: &str) -> Answer {
     let mut tls = raw_tls(s);
     let request = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n");
-    let started = Instant::now();
     for piece in request.as_bytes().chunks(16 * 1024) {
         if tls.write_all(piece).and_then(|_| tls.flush()).is_err() {
             break;
         }
     }
+    read_answer(tls)
+}
+
+/// `POST /sign/gpg` by hand: a head announcing `len` bytes of a form whose
+/// boundary is `B`, then `prefix` of it, then silence until the answer.
+fn raw_upload(s: &Server, prefix: &[u8], len: usize) -> Answer {
+    let mut tls = raw_tls(s);
+    let head = format!(
+        "POST /sign/gpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let _ = tls
+        .write_all(head.as_bytes())
+        .and_then(|_| tls.write_all(prefix))
+        .and_then(|_| tls.flush());
+    read_answer(tls)
+}
+
+/// Reads what the server answers, until it closes (or 25 s pass).
+fn read_answer(
+    mut tls: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+) -> Answer {
+    let started = Instant::now();
     // Read through the connection itself, not the stream: after a failed
     // write, the stream would first retry the unsent bytes and report that
     // error instead of what the server said before it closed.
@@ -1019,9 +1092,15 @@ fn main_opts() -> ServerOpts {
         slow_gpg("gpg-slow")
     );
     o.stdin = format!("{pw}\n{pw}\n", pw = passphrase());
-    o.server_extra = "long_poll = 0\nconcurrency = 1\n".into();
+    o.server_extra = "long_poll = 0\nconcurrency = 1\nform_timeout = 3\n".into();
+    // 127.0.0.4 may only mint: it passes the door at accept (it is in a
+    // list) and meets the 403 of allowed_ips; 127.0.0.3 is in no list.
     o.security = o
         .security
+        .replace(
+            "new_token_allowed_ips = 127.0.0.1",
+            "new_token_allowed_ips = 127.0.0.1, 127.0.0.4",
+        )
         .replace(
             "allowed_ips = 127.0.0.0/8",
             "allowed_ips = 127.0.0.1/32, 127.0.0.2/32",
@@ -1052,6 +1131,8 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
             opts.formats = format!("{}\n{}", slow_gpg("gpg-slow"), slow_gpg("broken"));
             opts.server_extra = "long_poll = 60\nconcurrency = 1\n".into();
         }
+        // The token's format and PIN are set below, with the SoftHSM2 store.
+        Setup::TokenGone => {}
     }
     let server_dir = tempfile::tempdir().unwrap();
     if setup == Setup::DiskFull {
@@ -1063,12 +1144,39 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
         assert!(ok, "mount tmpfs: {out}");
         mount = Some(Mount(work));
     }
+    let hsm = (setup == Setup::TokenGone).then(|| {
+        use signing_tests::pkcs11::{gpg_rsa_key_as_pem, uri, SoftHsm, PIN};
+        let hsm = SoftHsm::new();
+        hsm.init_token("release");
+        let pem = hsm.dir.path().join("gpg.p8");
+        gpg_rsa_key_as_pem(&pem);
+        hsm.import_plain("release", &pem, "gpg", "01");
+        opts.formats = format!(
+            "[format:gpg]\ntype = gpg\nkey = {}\npublic_key = {}\n",
+            uri("release", "gpg"),
+            certs().join("gpg-rsa/public.asc").display()
+        );
+        opts.stdin = format!("{PIN}\n");
+        opts.env = hsm.env();
+        hsm
+    });
     let s = Server::start_in(server_dir, &opts);
     let token = s.mint("127.0.0.1", 600);
-    let c = Ctx { s, token, dir };
+    if let Some(hsm) = &hsm {
+        std::fs::rename(hsm.tokens(), hsm.dir.path().join("unplugged")).unwrap();
+    }
+    let c = Ctx {
+        s,
+        token,
+        dir,
+        _hsm: hsm,
+    };
     let mut hold = None;
     match setup {
         Setup::Draining => {
+            // A job that just ended: its client may still fetch it, so the
+            // server drains for drain_grace instead of stopping at once.
+            assert_eq!(upload(&c, "gpg", &data(1000, 90)).status, 202);
             c.s.signal("TERM");
             assert!(
                 c.s.wait_log("draining", Duration::from_secs(10)),
@@ -1094,14 +1202,12 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
                     .map(|r| r.status().as_u16())
                     .unwrap_or(0)
             });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while c.s.metric("signing_queue_depth") != Some(1.0) {
-                assert!(
-                    Instant::now() < deadline,
-                    "the stalled upload never took its place"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            assert!(
+                wait_until(Duration::from_secs(20), || {
+                    c.s.metric("signing_queue_depth") == Some(1.0)
+                }),
+                "the stalled upload never took its place"
+            );
             hold = Some((t, gate));
         }
         Setup::StoreFails => {
@@ -1194,11 +1300,13 @@ fn store_failure_rows() {
 }
 
 #[test]
+fn token_failure_rows() {
+    run_setup(Setup::TokenGone);
+}
+
+#[test]
 fn disk_full_rows() {
-    if !run(Command::new("id").arg("-u")).1.trim().eq("0") {
-        eprintln!("skipped: mounting a small tmpfs as work_dir needs root (CI runs as root)");
-        return;
-    }
+    require_root("mounts a small tmpfs as work_dir");
     run_setup(Setup::DiskFull);
 }
 
@@ -1310,7 +1418,7 @@ fn protocol_md() -> String {
 #[test]
 fn every_documented_row_has_a_case() {
     let rows = documented_rows(&protocol_md());
-    // The three tables have 4 + 13 + 6 rows; the Transport bullets 2 statuses.
+    // The three tables have 4 + 13 + 7 rows; the Transport bullets 2 statuses.
     assert!(
         rows.len() >= 25,
         "the parser found too few rows ({}): has PROTOCOL.md's layout changed?\n{rows:#?}",

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use signing_tests::signtool::*;
 use signing_tests::*;
@@ -218,11 +218,12 @@ fn three_servers_one_stopped_one_killed_mid_run_every_file_signed() {
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     // Kill B (SIGKILL) as soon as an upload reaches it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while b.metric("signing_upload_bytes_total").unwrap_or(0.0) == 0.0 {
-        assert!(Instant::now() < deadline, "signtool never uploaded to B");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            b.metric("signing_upload_bytes_total").unwrap_or(0.0) > 0.0
+        }),
+        "signtool never uploaded to B"
+    );
     Command::new("kill")
         .arg("-KILL")
         .arg(b.pid().to_string())
@@ -391,7 +392,7 @@ fn formats_chain_in_order_replacing_the_file_in_place_and_gpg_signs_the_result()
 
 #[test]
 fn overall_timeout_ends_the_run_and_says_so() {
-    let silent = FakePeer::start(Fault::Silent);
+    let silent = FakePeer::start(PeerFault::Silent);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t"), "t").unwrap();
     let f = dir.path().join("f.bin");

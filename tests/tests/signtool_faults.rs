@@ -24,10 +24,10 @@ fn asc(f: &Path) -> PathBuf {
 
 #[test]
 fn silent_busy_reset_and_lying_peers_are_passed_over_and_a_real_server_signs() {
-    let silent = FakePeer::start(Fault::Silent);
-    let busy = FakePeer::start(Fault::Busy);
-    let reset = FakePeer::start(Fault::ResetMidBody);
-    let liar = FakePeer::start(Fault::WrongDigest);
+    let silent = FakePeer::start(PeerFault::Silent);
+    let busy = FakePeer::start(PeerFault::Busy);
+    let reset = FakePeer::start(PeerFault::ResetMidBody);
+    let liar = FakePeer::start(PeerFault::WrongDigest);
     let s = Server::start(&opts());
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("token");
@@ -105,8 +105,8 @@ fn silent_busy_reset_and_lying_peers_are_passed_over_and_a_real_server_signs() {
 
 #[test]
 fn only_bad_peers_fail_the_file_naming_every_host_and_writing_nothing() {
-    let liar = FakePeer::start(Fault::WrongDigest);
-    let busy = FakePeer::start(Fault::Busy);
+    let liar = FakePeer::start(PeerFault::WrongDigest);
+    let busy = FakePeer::start(PeerFault::Busy);
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("token");
     std::fs::write(&tok, "127.0.0.1:0:0:x!y").unwrap();
@@ -212,14 +212,10 @@ fn interrupt_when(
     mut child: std::process::Child,
     ready: impl Fn() -> bool,
 ) -> (Option<i32>, String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("never ready: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if !wait_until(Duration::from_secs(30), &ready) {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("never ready: {}", String::from_utf8_lossy(&out.stderr));
     }
     Command::new("kill")
         .arg("-INT")
@@ -235,7 +231,7 @@ fn interrupt_when(
 
 #[test]
 fn ctrl_c_during_a_large_upload_leaves_the_original_untouched() {
-    let sink = FakePeer::start(Fault::SlowSink);
+    let sink = FakePeer::start(PeerFault::SlowSink);
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("token");
     std::fs::write(&tok, "t").unwrap();
@@ -273,7 +269,7 @@ fn ctrl_c_during_a_large_upload_leaves_the_original_untouched() {
 /// beside the original, which must survive the interrupt unchanged.
 #[test]
 fn ctrl_c_during_a_large_download_removes_the_temp_file_and_keeps_the_original() {
-    let source = FakePeer::start(Fault::SlowSource);
+    let source = FakePeer::start(PeerFault::SlowSource);
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("token");
     std::fs::write(&tok, "t").unwrap();
@@ -358,7 +354,7 @@ fn a_file_over_the_limit_fails_fast_without_failover() {
 
 #[test]
 fn a_stalled_upload_is_abandoned_after_read_timeout_and_a_real_server_signs() {
-    let stall = FakePeer::start(Fault::Stall);
+    let stall = FakePeer::start(PeerFault::Stall);
     let s = Server::start(&opts());
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("token");

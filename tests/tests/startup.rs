@@ -89,6 +89,28 @@ fn config_errors_exit_2_with_file_and_line() {
     }
 }
 
+/// A `[logging]` level the fuzzer found (formats/fuzz/seeds/config/level-non-ascii.ini):
+/// tracing-subscriber's filter parser panicked on it ("end byte index 4 is not a char
+/// boundary") and `--check` exited 101 with a backtrace. Now: exit 2 with `file:line:`.
+#[test]
+fn a_log_level_that_crashed_the_filter_parser_exits_2_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServerOpts::default();
+    let cfg = write_config(dir.path(), &opts);
+    let bad = "level = info, :w\u{38d}=;";
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replacen("level = debug", bad, 1);
+    std::fs::write(&cfg, &text).unwrap();
+    let line = text.lines().position(|l| l == bad).expect("the level line") + 1;
+    let (status, out) = run_server_to_end(&["--check".as_ref(), cfg.as_os_str()], &opts.stdin);
+    assert_eq!(status.code(), Some(2), "{out}");
+    let loc = format!("{}:{line}: ", cfg.display());
+    assert!(out.contains(&loc), "expected {loc:?} in {out}");
+    assert!(out.contains("is not a log level"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
 #[test]
 fn settings_a_signer_type_refuses_exit_2_naming_the_format() {
     // Parsed fine, but refused by the signer when it opens: still a config error (exit 2),

@@ -115,10 +115,23 @@ fn a_token_for_127_0_0_2_works_from_there() {
 #[test]
 fn peers_outside_allowed_ips_get_403_everywhere() {
     let mut opts = ServerOpts::default();
+    // 127.0.0.3 may only mint: it gets past the check at accept (it is in a
+    // list) and meets allowed_ips on every request; 127.0.0.4 is in no list.
     opts.security = opts
         .security
-        .replace("allowed_ips = 127.0.0.0/8", "allowed_ips = 127.0.0.1/32");
+        .replace("allowed_ips = 127.0.0.0/8", "allowed_ips = 127.0.0.1/32")
+        .replace(
+            "new_token_allowed_ips = 127.0.0.1",
+            "new_token_allowed_ips = 127.0.0.1, 127.0.0.3",
+        );
     let s = Server::start(&opts);
+    let nowhere = client_from("127.0.0.4")
+        .get(format!("{}/health", s.url))
+        .send();
+    assert!(
+        nowhere.is_err(),
+        "a peer in no list was answered: {nowhere:?}"
+    );
     let c = client_from("127.0.0.3");
     for path in [
         "/health",

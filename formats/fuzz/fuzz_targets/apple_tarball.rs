@@ -1,8 +1,10 @@
 //! .tar.gz .app bundle unpacking (formats::apple::tarball::unpack) into a temp dir:
 //! whatever the archive says, nothing may appear outside the destination and no
-//! symlink inside it may point outside.
+//! symlink inside it may point outside. Then apple-codesign reads the bundle as it
+//! does before signing (Info.plist, main executable, nested bundles).
 #![no_main]
 use std::path::Path;
+use std::sync::Once;
 
 use libfuzzer_sys::fuzz_target;
 
@@ -21,7 +23,12 @@ fn walk(root: &Path, dir: &Path) {
     }
 }
 
+static DEFAULT_PANIC_HOOK: Once = Once::new();
+
 fuzz_target!(|data: &[u8]| {
+    // A panic inside apple-codesign is caught in production (apple::check::guard);
+    // libfuzzer-sys's hook would abort first. Our own assertions still abort.
+    DEFAULT_PANIC_HOOK.call_once(|| drop(std::panic::take_hook()));
     let outer = tempfile::tempdir().expect("tempdir");
     let dest = outer.path().join("d");
     std::fs::create_dir(&dest).expect("mkdir");

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
 use signing_server::auth;
-use signing_server::config::Credential;
+use signing_server::auth::Credential;
 
 const NOW: u64 = 1_700_000_000;
 

@@ -21,9 +21,6 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-use anyhow::anyhow;
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
 use sha2::{Digest, Sha256};
 
 use super::zip::{self, Bytes};
@@ -102,7 +99,7 @@ impl ChunkDigests {
 
 /// The signing key, its certificate and the APK signature algorithm id.
 pub(crate) struct Key {
-    pub(crate) pkey: PKey<Private>,
+    pub(crate) key: crate::SigningKey,
     pub(crate) cert_der: Vec<u8>,
     pub(crate) spki_der: Vec<u8>,
     /// Invariant: [`ALG_RSA_SHA256`] for RSA keys, [`ALG_ECDSA_SHA256`] for
@@ -110,21 +107,16 @@ pub(crate) struct Key {
     pub(crate) alg: u32,
 }
 
-fn internal(e: impl std::fmt::Display) -> SignError {
-    SignError::Internal(anyhow!("APK signing: {e}"))
-}
-
 impl Key {
     /// The v2/v3 signature (SHA-256) of `data`.
     pub(crate) fn sign(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
-        self.sign_with(MessageDigest::sha256(), data)
+        self.sign_with(crate::Hash::Sha256, data)
     }
 
-    /// RSA PKCS#1 v1.5 or ECDSA (DER) signature of `data` with `md`.
-    pub(crate) fn sign_with(&self, md: MessageDigest, data: &[u8]) -> Result<Vec<u8>, SignError> {
-        let mut s = openssl::sign::Signer::new(md, &self.pkey).map_err(internal)?;
-        s.update(data).map_err(internal)?;
-        s.sign_to_vec().map_err(internal)
+    /// RSA PKCS#1 v1.5 or ECDSA (DER) signature of `data` with `hash`, by
+    /// the format's key (a file or a token).
+    pub(crate) fn sign_with(&self, hash: crate::Hash, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.key.sign(hash, data)
     }
 
     pub(crate) fn is_ec(&self) -> bool {
@@ -291,10 +283,7 @@ fn check_scheme(key: &Key, value: &[u8], v3: bool, digest: &[u8; 32]) -> Result<
         }
     }
     let sig = found.ok_or_else(t("no signature with our algorithm"))?;
-    let mut v =
-        openssl::sign::Verifier::new(MessageDigest::sha256(), &key.pkey).map_err(internal)?;
-    v.update(signed).map_err(internal)?;
-    if !v.verify(sig).unwrap_or(false) {
+    if !key.key.verify(crate::Hash::Sha256, signed, sig) {
         return Err(bad("the signature over the signed data does not verify"));
     }
     let mut sd = Bytes::new(signed);

@@ -43,7 +43,6 @@ use std::path::Path;
 
 use anyhow::anyhow;
 use openssl::nid::Nid;
-use openssl::pkey::Id;
 use openssl::x509::X509;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
@@ -51,7 +50,8 @@ use sha2::{Digest, Sha256};
 use self::block::{ChunkDigests, Key, ALG_ECDSA_SHA256, ALG_RSA_SHA256};
 use self::v1::V1Digest;
 use self::zip::{reject, Archive, Counted};
-use crate::{FormatConfig, SignContext, SignError, Signer};
+use crate::keys::signing::KeyKind;
+use crate::{FormatConfig, KeyStatus, SignContext, SignError, Signer, SigningKey};
 
 /// The settings of `[format:NAME]` a `type = apk` section may have beyond
 /// the common ones.
@@ -124,7 +124,7 @@ fn parse_schemes(cfg: &FormatConfig) -> Result<Schemes, SignError> {
 
 /// Whether the key at `cfg.key` is an encrypted PEM key.
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    crate::keys::needs_passphrase(&cfg.key, "APK key")
+    crate::keys::signing::needs_secret(cfg, "APK key")
 }
 
 /// Unlocks the key and builds an [`ApkSigner`].
@@ -192,15 +192,12 @@ impl ApkSigner {
             )));
         };
         let key_path = cfg.key.display();
-        let pkey = crate::keys::load_private_key(&cfg.key, "APK key", passphrase)?;
-        let alg = match pkey.id() {
-            Id::RSA if pkey.bits() >= 2048 => ALG_RSA_SHA256,
-            Id::EC
-                if pkey.ec_key().ok().and_then(|k| k.group().curve_name())
-                    == Some(Nid::X9_62_PRIME256V1) =>
-            {
-                ALG_ECDSA_SHA256
-            }
+        let signing_key = SigningKey::open(cfg, passphrase, "APK key")?;
+        let alg = match signing_key.kind() {
+            KeyKind::Rsa { bits } if bits >= 2048 => ALG_RSA_SHA256,
+            KeyKind::Ec {
+                curve: Some(Nid::X9_62_PRIME256V1),
+            } => ALG_ECDSA_SHA256,
             _ => {
                 return Err(SignError::Key(format!(
                     "the APK key {key_path} must be RSA (2048 bits or more) or EC P-256"
@@ -219,7 +216,7 @@ impl ApkSigner {
         let cert_key = cert
             .public_key()
             .map_err(|e| SignError::Config(format!("{}: {e}", cert_path.display())))?;
-        if !cert_key.public_eq(&pkey) {
+        if !cert_key.public_eq(signing_key.public_key()) {
             return Err(SignError::Config(format!(
                 "{} is not the certificate of the key {key_path}",
                 cert_path.display()
@@ -232,15 +229,13 @@ impl ApkSigner {
             .public_key_to_der()
             .map_err(|e| internal(format!("public key: {e}")))?;
         let cert_sha256 = hex::encode(Sha256::digest(&cert_der));
+        // SigningKey::open made the key sign once.
         let key = Key {
-            pkey,
+            key: signing_key,
             cert_der,
             spki_der,
             alg,
         };
-        // Prove the unlocked key signs (cheap, once).
-        key.sign(b"apk key self-check")
-            .map_err(|e| SignError::Key(format!("the APK key {key_path} cannot sign: {e}")))?;
         if let (Some(min), true) = (min_sdk, schemes.v1) {
             v1::choose(key.is_ec(), min).map_err(|why| {
                 SignError::Config(format!("format {}: min_sdk = {min}: {why}", cfg.name))
@@ -499,6 +494,7 @@ impl Signer for ApkSigner {
             &output,
             &SignContext {
                 filename: "apk-probe.apk".into(),
+                ..Default::default()
             },
         )?;
         self.verify(&input, &output)
@@ -519,6 +515,10 @@ impl Signer for ApkSigner {
 
     fn key_id(&self) -> String {
         self.cert_sha256.clone()
+    }
+
+    fn key_status(&self) -> KeyStatus {
+        self.key.key.status()
     }
 }
 

@@ -10,7 +10,7 @@
 //!   OpenSSL's PKCS#7 code writes) only from API 21;
 //! - our certificate, identified by issuer and serial number.
 //!
-//! Only the raw signature comes from the key (openssl).
+//! Only the raw signature comes from the format's key (a file or a token).
 
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
@@ -43,7 +43,7 @@ fn with_null(oid: ObjectIdentifier) -> AlgorithmIdentifierOwned {
 /// The signature block over `sf`, signed by `key` with `alg`.
 pub(crate) fn sign(sf: &[u8], alg: V1Digest, key: &Key) -> Result<Vec<u8>, SignError> {
     let cert = Certificate::from_der(&key.cert_der).map_err(internal("certificate"))?;
-    let signature = key.sign_with(alg.message_digest(), sf)?;
+    let signature = key.sign_with(alg.key_hash(), sf)?;
     let digest_alg = with_null(match alg {
         V1Digest::Sha1 => ID_SHA_1,
         V1Digest::Sha256 => ID_SHA_256,

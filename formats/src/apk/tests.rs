@@ -13,6 +13,7 @@ fn cfg(kind: &str, schemes: Option<&str>) -> FormatConfig {
         name: "apk".into(),
         kind: "apk".into(),
         key: dir.join("key.pem"),
+        pkcs11_module: None,
         cert: Some(dir.join("cert.pem")),
         ..FormatConfig::default()
     };

@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use base64::Engine;
-use openssl::hash::MessageDigest;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::stack::Stack;
 use openssl::x509::X509;
@@ -57,10 +56,11 @@ impl V1Digest {
         }
     }
 
-    pub(crate) fn message_digest(self) -> MessageDigest {
+    /// The hash the key signs the `.SF` with.
+    pub(crate) fn key_hash(self) -> crate::Hash {
         match self {
-            V1Digest::Sha1 => MessageDigest::sha1(),
-            V1Digest::Sha256 => MessageDigest::sha256(),
+            V1Digest::Sha1 => crate::Hash::Sha1,
+            V1Digest::Sha256 => crate::Hash::Sha256,
         }
     }
 

@@ -8,11 +8,15 @@
 //!   apple-codesign — nested code first, then the bundle — and repacked as
 //!   `.tar.gz` with the same paths, see [`tarball`]);
 //! - with a Developer ID-like key + certificate chain (`key` = encrypted
-//!   PKCS#8 PEM, unlocked ONCE at start-up with openssl, `cert` = PEM chain,
-//!   leaf first), the hardened runtime (`hardened_runtime = true`) and the
+//!   PKCS#8 PEM, unlocked ONCE at start-up with openssl, or a `pkcs11:` token
+//!   key; either way apple-codesign gets it as an external signer, [`key`];
+//!   `cert` = PEM chain, leaf first), the hardened runtime (`hardened_runtime = true`) and the
 //!   main executable's entitlements (`entitlements = PLIST`) from the config;
 //! - optionally time-stamps through `timestamp_urls` (RFC 3161), trying the
-//!   authorities in order: a failure moves on to the next one;
+//!   authorities in order with the shared [`crate::timestamp::failover`]: a
+//!   failure of the time-stamp request moves on to the next one and is
+//!   counted ([`Signer::tsa_failures`]); any other error (disk, a bug) ends
+//!   the signing at once;
 //! - CHECKS every output before returning it ([`check`]): each Mach-O (and
 //!   every Mach-O of a bundle, every slice of a universal binary) and each DMG
 //!   must carry a CMS signature (never ad-hoc) whose signer certificate is OUR
@@ -30,6 +34,8 @@
 //!   the operator's choice of certificate.
 
 pub mod check;
+mod key;
+mod log;
 pub mod tarball;
 
 use std::fs::File;
@@ -37,21 +43,27 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::anyhow;
-use apple_codesign::cryptography::InMemoryPrivateKey;
-use apple_codesign::{CodeSignatureFlags, SettingsScope, SigningSettings, UnifiedSigner};
+use apple_codesign::{
+    AppleCodesignError, CodeSignatureFlags, SettingsScope, SigningSettings, UnifiedSigner,
+};
+use cryptographic_message_syntax::CmsError;
 use secrecy::SecretString;
 use x509_certificate::CapturedX509Certificate;
-use zeroize::Zeroizing;
 
-use crate::{FormatConfig, SignContext, SignError, Signer};
+use self::key::AppleKey;
+use crate::scratch::Reservation;
+use crate::timestamp::{self, Attempt, TimestampError, TsaFailures};
+use crate::{FormatConfig, KeyStatus, SignContext, SignError, Signer, SigningKey};
+
+pub use self::log::{is_progress_message, LOG_TARGET};
 
 /// The settings of a `[format:NAME]` section of type `apple` besides the common ones.
-pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements"];
+pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements", "max_unpacked_size"];
 
 /// Whether the key file at `cfg.key` is encrypted (PEM `ENCRYPTED PRIVATE KEY`
 /// or a legacy `Proc-Type: 4,ENCRYPTED` PEM).
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    crate::keys::needs_passphrase(&cfg.key, "Apple signing key")
+    crate::keys::signing::needs_secret(cfg, "Apple signing key")
 }
 
 /// Unlocks the key at `cfg.key` with `passphrase`, loads the chain at
@@ -134,7 +146,7 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// An unlocked Apple signing identity plus the format's settings.
 pub struct AppleSigner {
     name: String,
-    key: InMemoryPrivateKey,
+    key: AppleKey,
     /// Our leaf certificate: every signature we return must name it.
     cert: CapturedX509Certificate,
     /// The rest of the chain (issuers), embedded in each signature.
@@ -143,6 +155,10 @@ pub struct AppleSigner {
     /// Entitlements plist (XML), already parsed once at start-up.
     entitlements: Option<String>,
     timestamp_urls: Vec<String>,
+    /// Bounds on what an `.app` tarball may unpack to.
+    unpack_limits: tarball::Limits,
+    /// Failed requests per time-stamping authority, for the server's metrics.
+    tsa_failures: TsaFailures,
 }
 
 impl AppleSigner {
@@ -176,6 +192,14 @@ impl AppleSigner {
                 )))
             }
         };
+        let mut unpack_limits = tarball::Limits::default();
+        if let Some(v) = cfg.extra.get("max_unpacked_size") {
+            unpack_limits.max_bytes = v.trim().parse().map_err(|_| {
+                config(format!(
+                    "max_unpacked_size = {v:?}: expected a number of bytes"
+                ))
+            })?;
+        }
         let entitlements = match cfg.extra.get("entitlements") {
             None => None,
             Some(p) => {
@@ -225,28 +249,32 @@ impl AppleSigner {
         })?;
         let chain: Vec<_> = certs.collect();
 
-        let key = unlock_key(&cfg.key, passphrase)?;
+        let key = SigningKey::open(cfg, passphrase, "Apple signing key")?;
         // The key must belong to the leaf certificate.
         let ossl_cert = openssl::x509::X509::from_pem(&cert_pem)
             .map_err(|e| config(format!("certificate {}: {e}", cert_path.display())))?;
         let cert_pub = ossl_cert
             .public_key()
             .map_err(|e| config(format!("certificate {}: {e}", cert_path.display())))?;
-        if !cert_pub.public_eq(&key.0) {
-            return Err(SignError::Key(format!(
+        if !cert_pub.public_eq(key.public_key()) {
+            return Err(config(format!(
                 "key {} does not belong to the certificate {}",
                 cfg.key.display(),
                 cert_path.display()
             )));
         }
+        let key = AppleKey::new(key, cert.public_key_data())
+            .map_err(|m| SignError::Key(format!("Apple signing key {}: {m}", cfg.key.display())))?;
         Ok(AppleSigner {
             name,
-            key: key.1,
+            key,
             cert,
             chain,
             hardened_runtime,
             entitlements,
             timestamp_urls: cfg.timestamp_urls.clone(),
+            unpack_limits,
+            tsa_failures: TsaFailures::default(),
         })
     }
 
@@ -278,29 +306,24 @@ impl AppleSigner {
     }
 
     /// Runs `f` with signing settings, trying each time-stamp authority in
-    /// order (or none if none is configured) until one attempt succeeds.
+    /// order (or none if none is configured) until one attempt succeeds; only
+    /// a TSA failure ([`Attempt::Tsa`]) moves on to the next authority.
     fn with_failover(
         &self,
-        mut f: impl FnMut(&UnifiedSigner<'_>) -> Result<(), SignError>,
+        mut f: impl FnMut(&UnifiedSigner<'_>) -> Result<(), Attempt<SignError>>,
     ) -> Result<(), SignError> {
-        if self.timestamp_urls.is_empty() {
-            return f(&UnifiedSigner::new(self.settings(None)?));
-        }
-        let mut last = None;
-        for url in &self.timestamp_urls {
-            match f(&UnifiedSigner::new(self.settings(Some(url))?)) {
-                Ok(()) => return Ok(()),
-                Err(SignError::Internal(e)) => {
-                    warn_tsa_failover(&self.name, url, &e);
-                    last = Some(e);
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        Err(SignError::Internal(
-            last.unwrap_or_else(|| anyhow!("no timestamp authority"))
-                .context("every timestamp authority failed"),
-        ))
+        let result = if self.timestamp_urls.is_empty() {
+            f(&UnifiedSigner::new(self.settings(None)?))
+        } else {
+            timestamp::failover(&self.timestamp_urls, &self.tsa_failures, |url| {
+                let settings = self.settings(Some(url)).map_err(Attempt::Other)?;
+                f(&UnifiedSigner::new(settings))
+            })
+        };
+        result.map_err(|e| match e {
+            Attempt::Tsa(e) => SignError::Internal(anyhow::Error::new(e)),
+            Attempt::Other(e) => e,
+        })
     }
 
     fn expectations(&self) -> check::Expect<'_> {
@@ -323,12 +346,9 @@ impl AppleSigner {
             .join(identifier_from(&ctx.filename, "binary"));
         std::os::unix::fs::symlink(std::fs::canonicalize(input)?, &named)?;
         self.with_failover(|signer| {
-            check::guard("apple-codesign", || {
-                signer
-                    .sign_macho(&named, output)
-                    .map_err(|e| anyhow!("signing the Mach-O: {e}"))
+            codesign("signing the Mach-O", || {
+                signer.sign_macho(&named, output).map_err(Box::new)
             })
-            .map_err(SignError::Internal)
         })?;
         let signed = std::fs::read(output)?;
         check::check_macho(&signed, &self.expectations())
@@ -343,36 +363,40 @@ impl AppleSigner {
             .join(format!("{}.dmg", identifier_from(&ctx.filename, "image")));
         std::os::unix::fs::symlink(std::fs::canonicalize(input)?, &named)?;
         self.with_failover(|signer| {
-            check::guard("apple-codesign", || {
-                signer
-                    .sign_dmg(&named, output)
-                    .map_err(|e| anyhow!("signing the DMG: {e}"))
+            codesign("signing the DMG", || {
+                signer.sign_dmg(&named, output).map_err(Box::new)
             })
-            .map_err(SignError::Internal)
         })?;
         check::check_dmg(output, &self.expectations())
             .map_err(|e| SignError::Internal(e.context("checking our own signature")))
     }
 
-    fn sign_tarball(&self, input: &Path, output: &Path) -> Result<(), SignError> {
+    fn sign_tarball(
+        &self,
+        input: &Path,
+        output: &Path,
+        ctx: &SignContext,
+    ) -> Result<(), SignError> {
         let scratch = scratch_dir(output)?;
         let unpacked = scratch.path().join("in");
         let signed = scratch.path().join("out");
         std::fs::create_dir(&unpacked)?;
         std::fs::create_dir(&signed)?;
-        let app = tarball::unpack(input, &unpacked, &tarball::Limits::default())?;
+        // Declared after `scratch`, so dropped (given back) after the files went.
+        let mut held = Reservation::new(ctx.scratch.clone());
+        let app = tarball::unpack_within(input, &unpacked, &self.unpack_limits, &mut held)?;
+        // The signed copy takes as much again.
+        held.take(held.held())?;
         let src = unpacked.join(&app);
+        tarball::check_bundle_input(&src)?;
         let dst = signed.join(&app);
         self.with_failover(|signer| {
             if dst.exists() {
-                std::fs::remove_dir_all(&dst)?;
+                std::fs::remove_dir_all(&dst).map_err(|e| Attempt::Other(e.into()))?;
             }
-            check::guard("apple-codesign", || {
-                signer
-                    .sign_bundle(&src, &dst)
-                    .map_err(|e| anyhow!("signing the bundle {app}: {e}"))
+            codesign(&format!("signing the bundle {app}"), || {
+                signer.sign_bundle(&src, &dst).map_err(Box::new)
             })
-            .map_err(SignError::Internal)
         })?;
         // apple-codesign copies files, not empty directories: restore them.
         tarball::copy_dir_tree(&src, &dst)?;
@@ -383,11 +407,27 @@ impl AppleSigner {
     }
 }
 
-fn warn_tsa_failover(format: &str, url: &str, e: &anyhow::Error) {
-    crate::timestamp::record_failure(url);
-    // The formats crate has no logger of its own; the server logs the final
-    // error. Keep the per-authority failure on stderr for the operator.
-    eprintln!("format {format}: timestamp authority {url} failed, trying the next one: {e:#}");
+/// Runs one apple-codesign call under [`check::guard`]. A failed time-stamp
+/// request (apple-codesign asks the TSA itself, through
+/// cryptographic-message-syntax) is [`Attempt::Tsa`], so the next authority
+/// is tried; anything else (I/O, a parse error, a panic) is not.
+fn codesign(
+    what: &str,
+    call: impl FnOnce() -> Result<(), Box<AppleCodesignError>>,
+) -> Result<(), Attempt<SignError>> {
+    let mut tsa_error = None;
+    check::guard("apple-codesign", || {
+        call().map_err(|e| {
+            if matches!(*e, AppleCodesignError::Cms(CmsError::TimeStampProtocol(_))) {
+                tsa_error = Some(e.to_string());
+            }
+            anyhow!("{what}: {e}")
+        })
+    })
+    .map_err(|e| match tsa_error.take() {
+        Some(tsa) => Attempt::Tsa(TimestampError::Library(tsa)),
+        None => Attempt::Other(SignError::Internal(e)),
+    })
 }
 
 /// A private scratch directory beside `output` (same file system, 0700).
@@ -419,38 +459,19 @@ fn identifier_from(filename: &str, fallback: &str) -> String {
     }
 }
 
-/// Decrypts the PKCS#8 PEM key at `path` with openssl and hands its plain
-/// PKCS#8 DER to apple-codesign. The plain DER lives only in a zeroized buffer.
-fn unlock_key(
-    path: &Path,
-    passphrase: Option<&SecretString>,
-) -> Result<
-    (
-        openssl::pkey::PKey<openssl::pkey::Private>,
-        InMemoryPrivateKey,
-    ),
-    SignError,
-> {
-    let bad = |m: String| SignError::Key(format!("Apple signing key {}: {m}", path.display()));
-    let pkey = crate::keys::load_private_key(path, "Apple signing key", passphrase)?;
-    let der = Zeroizing::new(
-        pkey.private_key_to_pkcs8()
-            .map_err(|e| bad(format!("cannot encode as PKCS#8: {e}")))?,
-    );
-    let key = InMemoryPrivateKey::from_pkcs8_der(der.as_slice()).map_err(|e| {
-        bad(format!(
-            "apple-codesign cannot use this key (RSA 2048+ or P-256 expected): {e}"
-        ))
-    })?;
-    Ok((pkey, key))
-}
-
 impl Signer for AppleSigner {
     fn sign(&self, input: &Path, output: &Path, ctx: &SignContext) -> Result<(), SignError> {
-        match detect(input)? {
+        let signed = match detect(input)? {
             InputKind::MachO => self.sign_macho(input, output, ctx),
             InputKind::Dmg => self.sign_dmg(input, output, ctx),
-            InputKind::TarGz => self.sign_tarball(input, output),
+            InputKind::TarGz => self.sign_tarball(input, output, ctx),
+        };
+        match signed {
+            // apple-codesign wraps our key's errors: a token fault must stay a 503.
+            Err(SignError::Internal(e)) if !self.key.key.status().available => {
+                Err(SignError::Unavailable(format!("{e:#}")))
+            }
+            other => other,
         }
     }
 
@@ -477,10 +498,15 @@ impl Signer for AppleSigner {
         std::fs::write(&input, check::minimal_macho())?;
         let ctx = SignContext {
             filename: "signing-probe".into(),
+            ..Default::default()
         };
         self.sign(&input, &output, &ctx)?;
         self.verify(&input, &output)
             .map_err(|e| SignError::Internal(anyhow!("probe signature does not verify: {e}")))
+    }
+
+    fn key_status(&self) -> KeyStatus {
+        self.key.key.status()
     }
 
     fn key_id(&self) -> String {
@@ -488,6 +514,10 @@ impl Signer for AppleSigner {
             Ok(d) => format!("sha256:{}", hex::encode(d.as_ref())),
             Err(_) => "unknown".into(),
         }
+    }
+
+    fn tsa_failures(&self) -> Vec<(String, u64)> {
+        self.tsa_failures.counts()
     }
 }
 

@@ -22,6 +22,7 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use tar::EntryType;
 
+use crate::scratch::Reservation;
 use crate::SignError;
 
 /// Bounds on what an uploaded bundle may unpack to.
@@ -29,7 +30,8 @@ use crate::SignError;
 pub struct Limits {
     /// Most archive entries.
     pub max_entries: u64,
-    /// Most bytes of file content, all files together.
+    /// Most bytes of file content, all files together (the format's
+    /// `max_unpacked_size`; the server's default is 4 × `max_filesize`).
     pub max_bytes: u64,
 }
 
@@ -110,6 +112,16 @@ fn no_symlink_ancestor(root: &Path, rel: &Path) -> Result<(), SignError> {
 /// Unpacks the `.tar.gz` at `input` into the empty directory `dest`; returns
 /// the name of the one top-level `.app` directory.
 pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, SignError> {
+    unpack_within(input, dest, limits, &mut Reservation::default())
+}
+
+/// [`unpack`], taking every file's bytes from `scratch` before writing them.
+pub fn unpack_within(
+    input: &Path,
+    dest: &Path,
+    limits: &Limits,
+    scratch: &mut Reservation,
+) -> Result<String, SignError> {
     let gz = GzDecoder::new(BufReader::new(File::open(input)?));
     let mut archive = tar::Archive::new(gz);
     let mut app: Option<PathBuf> = None;
@@ -172,10 +184,11 @@ pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, Sign
                 bytes = bytes.saturating_add(size);
                 if bytes > limits.max_bytes {
                     return Err(reject(format!(
-                        "more than {} bytes unpacked",
+                        "it unpacks to more than {} bytes (the format's max_unpacked_size)",
                         limits.max_bytes
                     )));
                 }
+                scratch.take(size)?;
                 let mut out = OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -284,6 +297,48 @@ pub fn copy_dir_tree(from: &Path, to: &Path) -> std::io::Result<()> {
                 stack.push(sub);
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses a bundle that apple-codesign could only fail on, as the input's
+/// fault: no `Info.plist` (`Contents/Info.plist` on macOS, `Info.plist` in a
+/// flat bundle), or a main executable (`CFBundleExecutable`) that is missing
+/// or not Mach-O.
+pub fn check_bundle_input(app_dir: &Path) -> Result<(), SignError> {
+    let (plist_path, exe_dir) = if app_dir.join("Contents/Info.plist").is_file() {
+        (
+            app_dir.join("Contents/Info.plist"),
+            app_dir.join("Contents/MacOS"),
+        )
+    } else if app_dir.join("Info.plist").is_file() {
+        (app_dir.join("Info.plist"), app_dir.to_path_buf())
+    } else {
+        return Err(reject("the bundle has no Contents/Info.plist"));
+    };
+    let info = plist::Value::from_file(&plist_path)
+        .map_err(|e| reject(format!("its Info.plist is not a property list: {e}")))?;
+    let Some(exe) = info
+        .as_dictionary()
+        .and_then(|d| d.get("CFBundleExecutable"))
+        .and_then(plist::Value::as_string)
+    else {
+        return Ok(()); // a bundle without code: nothing to check here
+    };
+    let rel = clean(Path::new(exe))?;
+    let path = exe_dir.join(&rel);
+    no_symlink_ancestor(&exe_dir, &rel)?;
+    let mut head = [0u8; 4];
+    let read = File::open(&path).and_then(|mut f| f.read_exact(&mut head));
+    if read.is_err() {
+        return Err(reject(format!(
+            "its main executable {exe:?} (CFBundleExecutable) is missing or shorter than 4 bytes"
+        )));
+    }
+    if !super::check::is_macho_magic(&head) {
+        return Err(reject(format!(
+            "its main executable {exe:?} is not a Mach-O binary"
+        )));
     }
     Ok(())
 }

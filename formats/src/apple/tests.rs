@@ -10,6 +10,7 @@ fn cfg(extra: &[(&str, &str)]) -> FormatConfig {
         name: "macapp".into(),
         kind: "apple".into(),
         key: certs().join("apple/developer-id.key"),
+        pkcs11_module: None,
         cert: Some(certs().join("apple/chain.pem")),
         extra: extra
             .iter()
@@ -49,7 +50,7 @@ fn wrong_passphrase_and_wrong_key_are_key_errors() {
     let mut c = cfg(&[]);
     c.key = certs().join("apple/other.key");
     match AppleSigner::open(&c, Some(&passphrase())) {
-        Err(SignError::Key(m)) => assert!(m.contains("does not belong"), "{m}"),
+        Err(SignError::Config(m)) => assert!(m.contains("does not belong"), "{m}"),
         other => panic!("{:?}", other.err()),
     }
 }
@@ -90,6 +91,7 @@ fn the_check_refuses_another_certificate_and_ad_hoc_signatures() {
         &output,
         &SignContext {
             filename: "x".into(),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -139,10 +141,41 @@ fn an_unreachable_timestamp_authority_is_an_internal_error_not_an_unstamped_sign
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in"), dir.path().join("out"));
     std::fs::write(&input, check::minimal_macho()).unwrap();
-    assert!(matches!(
-        s.sign(&input, &output, &SignContext::default()),
-        Err(SignError::Internal(_))
-    ));
+    let e = s
+        .sign(&input, &output, &SignContext::default())
+        .unwrap_err();
+    assert!(matches!(e, SignError::Internal(_)), "{e:?}");
+    assert!(e.to_string().contains("no time-stamping authority"), "{e}");
+    // Each authority was tried once, and each failure counted by this signer.
+    assert_eq!(
+        s.tsa_failures(),
+        [
+            ("http://127.0.0.1:9/a".to_string(), 1),
+            ("http://127.0.0.1:9/b".to_string(), 1)
+        ]
+    );
+}
+
+#[test]
+fn an_error_that_is_not_the_tsa_does_not_fail_over() {
+    let mut c = cfg(&[]);
+    c.timestamp_urls = vec!["http://127.0.0.1:9/a".into(), "http://127.0.0.1:9/b".into()];
+    let s = AppleSigner::open(&c, Some(&passphrase())).unwrap();
+    let tried = std::cell::Cell::new(0);
+    let r = s.with_failover(|_| {
+        tried.set(tried.get() + 1);
+        Err(Attempt::Other(SignError::Internal(anyhow!("disk full"))))
+    });
+    assert!(matches!(r, Err(SignError::Internal(e)) if e.to_string() == "disk full"));
+    assert_eq!(
+        tried.get(),
+        1,
+        "a disk error moved on to the next authority"
+    );
+    assert!(
+        s.tsa_failures().is_empty(),
+        "a disk error was counted as a TSA failure"
+    );
 }
 
 #[test]

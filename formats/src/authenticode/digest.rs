@@ -14,63 +14,14 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 
-use const_oid::db::rfc5912::{ID_SHA_256, ID_SHA_384, ID_SHA_512};
-use const_oid::ObjectIdentifier;
 use digest::DynDigest;
 
 use super::pe::PeLayout;
+use crate::signed_data::DigestAlg;
 use crate::SignError;
 
 /// Read buffer for streaming the image.
 const READ_BUF: usize = 64 << 10;
-
-/// The digest algorithms we sign with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DigestAlg {
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl DigestAlg {
-    /// A fresh hasher.
-    pub(crate) fn hasher(self) -> Box<dyn DynDigest + Send> {
-        match self {
-            DigestAlg::Sha256 => Box::new(sha2::Sha256::default()),
-            DigestAlg::Sha384 => Box::new(sha2::Sha384::default()),
-            DigestAlg::Sha512 => Box::new(sha2::Sha512::default()),
-        }
-    }
-
-    /// The hash of `data`.
-    pub(crate) fn hash(self, data: &[u8]) -> Vec<u8> {
-        let mut h = self.hasher();
-        h.update(data);
-        h.finalize().to_vec()
-    }
-
-    pub(crate) fn oid(self) -> ObjectIdentifier {
-        match self {
-            DigestAlg::Sha256 => ID_SHA_256,
-            DigestAlg::Sha384 => ID_SHA_384,
-            DigestAlg::Sha512 => ID_SHA_512,
-        }
-    }
-
-    pub(crate) fn from_oid(oid: &ObjectIdentifier) -> Option<Self> {
-        [DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512]
-            .into_iter()
-            .find(|d| d.oid() == *oid)
-    }
-
-    pub(crate) fn openssl(self) -> openssl::hash::MessageDigest {
-        match self {
-            DigestAlg::Sha256 => openssl::hash::MessageDigest::sha256(),
-            DigestAlg::Sha384 => openssl::hash::MessageDigest::sha384(),
-            DigestAlg::Sha512 => openssl::hash::MessageDigest::sha512(),
-        }
-    }
-}
 
 /// The PE CheckSum: the 16-bit one's-complement sum of the file's
 /// little-endian words (CheckSum field counted as zero) plus the file length.

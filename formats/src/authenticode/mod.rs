@@ -14,7 +14,7 @@
 //!   WIN_CERTIFICATE, and patches the certificate-table entry and CheckSum.
 //!
 //! Config (`[format:NAME]` with `type = authenticode`): `key` (PEM private
-//! key, PKCS#8 encrypted or not), `cert` (PEM chain, the key's certificate
+//! key, PKCS#8 encrypted or not, or a `pkcs11:` URI: [`crate::SigningKey`]), `cert` (PEM chain, the key's certificate
 //! first or anywhere), `digest` (sha256 default, sha384, sha512),
 //! `timestamp_urls`, and the extra keys `resign` (`replace`, the default, or
 //! `refuse`), `program_name`, `program_url` and `timestamp_timeout` (seconds).
@@ -33,15 +33,14 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use der::Encode;
-use openssl::pkey::{Id, PKey, Private};
 use rand::RngCore;
 use secrecy::SecretString;
 use x509_cert::Certificate;
 
-use self::digest::DigestAlg;
 use self::pkcs7::KeyKind;
+use crate::signed_data::{self, DigestAlg};
 use crate::timestamp::TimestampClient;
-use crate::{FormatConfig, SignContext, SignError, Signer};
+use crate::{FormatConfig, KeyStatus, SignContext, SignError, Signer, SigningKey};
 
 /// Largest certificate table we read back when verifying.
 const MAX_CERT_TABLE: u64 = 16 << 20;
@@ -59,7 +58,7 @@ fn internal(msg: impl std::fmt::Display) -> SignError {
 
 /// Whether the key file at `cfg.key` is passphrase-protected.
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    crate::keys::needs_passphrase(&cfg.key, "Authenticode key")
+    crate::keys::signing::needs_secret(cfg, "Authenticode key")
 }
 
 /// Unlocks the key and builds an [`AuthenticodeSigner`].
@@ -80,8 +79,8 @@ enum Resign {
 /// Signs PE images with one unlocked key.
 pub struct AuthenticodeSigner {
     name: String,
-    /// The unlocked private key (openssl frees it on drop).
-    key: PKey<Private>,
+    /// The unlocked private key (a file's, or a token's).
+    key: SigningKey,
     kind: KeyKind,
     alg: DigestAlg,
     leaf: Certificate,
@@ -164,7 +163,10 @@ impl AuthenticodeSigner {
         let timestamps = if cfg.timestamp_urls.is_empty() {
             None
         } else {
-            Some(TimestampClient::new(cfg.timestamp_urls.clone(), timeout).map_err(cfg_err)?)
+            Some(
+                TimestampClient::new(cfg.timestamp_urls.clone(), timeout)
+                    .map_err(|e| cfg_err(e.to_string()))?,
+            )
         };
 
         let cert_path = cfg
@@ -185,26 +187,19 @@ impl AuthenticodeSigner {
         })?;
 
         let key_path = cfg.key.display();
-        let key = crate::keys::load_private_key(&cfg.key, "Authenticode key", passphrase)?;
-        let kind = match key.id() {
-            Id::RSA => {
-                if key.bits() < 2048 {
+        let key = SigningKey::open(cfg, passphrase, "Authenticode key")?;
+        let kind = match key.kind() {
+            crate::keys::signing::KeyKind::Rsa { bits } => {
+                if bits < 2048 {
                     return Err(SignError::Key(format!(
                         "{key_path}: RSA keys need at least 2048 bits"
                     )));
                 }
                 KeyKind::Rsa
             }
-            Id::EC => KeyKind::Ecdsa,
-            other => {
-                return Err(SignError::Key(format!(
-                    "{key_path}: unsupported key type {other:?} (use RSA or ECDSA)"
-                )))
-            }
+            crate::keys::signing::KeyKind::Ec { .. } => KeyKind::Ecdsa,
         };
-        let public = key
-            .public_key_to_der()
-            .map_err(|e| SignError::Key(format!("{key_path}: {e}")))?;
+        let public = key.public_key_der().to_vec();
         let leaf = chain
             .iter()
             .find(|c| {
@@ -225,7 +220,8 @@ impl AuthenticodeSigner {
             .map_err(|e| cfg_err(format!("cannot encode the certificate: {e}")))?;
         let fingerprint = hex::encode_upper(DigestAlg::Sha256.hash(&leaf_der));
 
-        let signer = AuthenticodeSigner {
+        // SigningKey::open made the key sign once; the certificate matches its public key.
+        Ok(AuthenticodeSigner {
             name: cfg.name.clone(),
             key,
             kind,
@@ -238,28 +234,7 @@ impl AuthenticodeSigner {
             timestamps,
             fingerprint,
             key_path: cfg.key.clone(),
-        };
-        // Prove the key signs and matches the certificate.
-        let check = b"signing-server authenticode key self-check";
-        let sig = signer.raw_sign(check).map_err(SignError::Key)?;
-        let ok = openssl::sign::Verifier::new(alg.openssl(), &signer.key)
-            .and_then(|mut v| {
-                v.update(check)?;
-                v.verify(&sig)
-            })
-            .unwrap_or(false);
-        if !ok {
-            return Err(SignError::Key(format!("the key {key_path} cannot sign")));
-        }
-        Ok(signer)
-    }
-
-    /// The raw signature of `data` (RSA PKCS#1 v1.5, or DER ECDSA).
-    fn raw_sign(&self, data: &[u8]) -> Result<Vec<u8>, String> {
-        let mut s = openssl::sign::Signer::new(self.alg.openssl(), &self.key)
-            .map_err(|e| format!("signing: {e}"))?;
-        s.update(data).map_err(|e| format!("signing: {e}"))?;
-        s.sign_to_vec().map_err(|e| format!("signing: {e}"))
+        })
     }
 
     /// The WIN_CERTIFICATE (header, DER PKCS#7, zero padding to 8 bytes)
@@ -273,8 +248,19 @@ impl AuthenticodeSigner {
             program_name: self.program_name.as_deref(),
             program_url: self.program_url.as_deref(),
         };
-        let mut unfinished =
-            pkcs7::build(&params, digest, |data| self.raw_sign(data)).map_err(internal)?;
+        // A token fault must stay a SignError::Unavailable (503), not become a 500.
+        let mut key_error = None;
+        let built = pkcs7::build(&params, digest, |data| {
+            self.key.sign(self.alg.key_hash(), data).map_err(|e| {
+                let shown = e.to_string();
+                key_error = Some(e);
+                shown
+            })
+        });
+        let mut unfinished = match built {
+            Ok(u) => u,
+            Err(m) => return Err(key_error.unwrap_or_else(|| internal(m))),
+        };
         if let Some(tsa) = self.timestamps.as_ref().filter(|_| timestamp) {
             let token = tsa
                 .stamp(self.alg, unfinished.signature())
@@ -360,7 +346,8 @@ impl AuthenticodeSigner {
         }
         let sd = &parsed.signed_data;
         let si = sd.signer_infos.0.iter().next().ok_or("no signer")?;
-        let cert = pkcs7::signer_cert(sd, si).ok_or("the signer's certificate is not embedded")?;
+        let cert =
+            signed_data::signer_cert(sd, si).ok_or("the signer's certificate is not embedded")?;
         if cert != &self.leaf {
             return Err("signed with another certificate".into());
         }
@@ -371,7 +358,7 @@ impl AuthenticodeSigner {
             .ok_or("no content")?
             .to_der()
             .map_err(|e| e.to_string())?;
-        pkcs7::verify_signer_info(si, pkcs7::value_octets(&content)?, cert)?;
+        signed_data::verify_signer_info(si, signed_data::value_octets(&content)?, cert)?;
         // An RFC 3161 timestamp, if any, must stamp this signature.
         let tokens = si
             .unsigned_attrs
@@ -381,7 +368,8 @@ impl AuthenticodeSigner {
             .flat_map(|a| a.values.iter());
         for token in tokens {
             let der = token.to_der().map_err(|e| e.to_string())?;
-            let imprint = crate::timestamp::imprint_of(self.alg, si.signature.as_bytes())?;
+            let imprint = crate::timestamp::imprint_of(self.alg, si.signature.as_bytes())
+                .map_err(|e| e.to_string())?;
             crate::timestamp::check_token(&der, &imprint, None)
                 .map_err(|e| format!("the timestamp: {e}"))?;
         }
@@ -470,6 +458,17 @@ impl Signer for AuthenticodeSigner {
 
     fn key_id(&self) -> String {
         self.fingerprint.clone()
+    }
+
+    fn tsa_failures(&self) -> Vec<(String, u64)> {
+        self.timestamps
+            .as_ref()
+            .map(|t| t.failures().counts())
+            .unwrap_or_default()
+    }
+
+    fn key_status(&self) -> KeyStatus {
+        self.key.status()
     }
 }
 

@@ -328,18 +328,46 @@ mod tests {
         assert!(rejected(v).contains("data directories"));
     }
 
-    #[test]
-    fn no_panic_on_any_prefix_or_single_byte_change() {
-        let v = minimal_pe32_plus(&[1, 2, 3]);
-        for n in 0..v.len() {
-            let _ = parse_vec(v[..n].to_vec());
+    /// What `parse` promises for any input: a layout whose documented
+    /// invariants hold, or a refusal (422), never another error.
+    fn check_outcome(r: Result<PeLayout, SignError>, file_len: u64, what: &str) -> bool {
+        match r {
+            Ok(l) => {
+                assert!(l.headers.len() as u64 <= l.content_len, "{what}");
+                assert!(l.content_len <= file_len, "{what}");
+                assert!(l.checksum_offset + 4 <= l.headers.len(), "{what}");
+                assert!(l.cert_dir_offset + 8 <= l.headers.len(), "{what}");
+                if let Some((off, len)) = l.existing_signature {
+                    assert_eq!(off, l.content_len, "{what}");
+                    assert_eq!(off + len, file_len, "{what}");
+                }
+                true
+            }
+            Err(SignError::Rejected(_)) => false,
+            Err(e) => panic!("{what}: expected a layout or Rejected, got {e:?}"),
         }
+    }
+
+    #[test]
+    fn every_prefix_and_single_byte_change_is_parsed_or_refused() {
+        let v = minimal_pe32_plus(&[1, 2, 3]);
+        // The image is 0x400 bytes: every shorter prefix is truncated.
+        for n in 0..v.len() {
+            let ok = check_outcome(parse_vec(v[..n].to_vec()), n as u64, &format!("prefix {n}"));
+            assert_eq!(ok, n >= 0x400, "prefix of {n} bytes");
+        }
+        let mut refused = 0;
         for i in 0..0x200 {
             for b in [0x00, 0x7f, 0xff] {
                 let mut w = v.clone();
                 w[i] = b;
-                let _ = parse_vec(w);
+                let len = w.len() as u64;
+                if !check_outcome(parse_vec(w), len, &format!("byte {i:#x} = {b:#x}")) {
+                    refused += 1;
+                }
             }
         }
+        // Breaking the DOS/PE headers, the optional header or the section table is caught.
+        assert!(refused > 50, "only {refused} of 1536 changes were refused");
     }
 }

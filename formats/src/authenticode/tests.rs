@@ -17,6 +17,7 @@ pub(crate) fn cfg(
         name: "sha2signcode".into(),
         kind: "authenticode".into(),
         key: dir.join(format!("{key}.key")),
+        pkcs11_module: None,
         cert: Some(dir.join(format!("{key}-chain.pem"))),
         digest: digest.map(str::to_string),
         timestamp_urls: tsa.to_vec(),

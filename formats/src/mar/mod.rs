@@ -37,13 +37,13 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use openssl::hash::{Hasher, MessageDigest};
 use openssl::md::Md;
-use openssl::pkey::{PKey, Private, Public};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
 use secrecy::SecretString;
 use sha2::Digest as _;
 
-use crate::{FormatConfig, SignContext, SignError, Signer};
+use crate::keys::signing::KeyKind;
+use crate::{FormatConfig, Hash, KeyStatus, SignContext, SignError, Signer, SigningKey};
 
 /// Input read buffer.
 const READ_BUF: usize = 64 << 10;
@@ -86,6 +86,12 @@ impl Algorithm {
         match self {
             Algorithm::Sha1 => Md::sha1(),
             Algorithm::Sha384 => Md::sha384(),
+        }
+    }
+    fn hash(self) -> Hash {
+        match self {
+            Algorithm::Sha1 => Hash::Sha1,
+            Algorithm::Sha384 => Hash::Sha384,
         }
     }
 }
@@ -160,7 +166,7 @@ fn check_unused(cfg: &FormatConfig) -> Result<(), SignError> {
 
 /// Whether the PEM key at `cfg.key` is encrypted (PKCS#8 or legacy OpenSSL).
 pub fn needs_passphrase(cfg: &FormatConfig) -> Result<bool, SignError> {
-    crate::keys::needs_passphrase(&cfg.key, "MAR key")
+    crate::keys::signing::needs_secret(cfg, "MAR key")
 }
 
 /// Unlocks the RSA key at `cfg.key`, checks it suits the digest and returns
@@ -174,9 +180,8 @@ pub fn open(
 
 /// Signs MAR files with one unlocked RSA key.
 pub struct MarSigner {
-    /// The private key; openssl clears it when freed.
-    key: PKey<Private>,
-    public: PKey<Public>,
+    /// The private key (a file's, or a token's).
+    key: SigningKey,
     algorithm: Algorithm,
     resign: Resign,
     /// Signature length in bytes (the modulus size).
@@ -204,16 +209,19 @@ impl MarSigner {
         let resign = parse_resign(cfg)?;
         check_unused(cfg)?;
         let path = cfg.key.display();
-        let key = crate::keys::load_private_key(&cfg.key, "MAR key", passphrase)?;
-        let rsa = key
-            .rsa()
-            .map_err(|_| SignError::Key(format!("the MAR key {path} is not an RSA key")))?;
-        if !rsa.check_key().unwrap_or(false) {
-            return Err(SignError::Key(format!(
-                "the MAR key {path} fails the RSA consistency check"
-            )));
+        let key = SigningKey::open(cfg, passphrase, "MAR key")?;
+        if let Some(rsa) = key.private_pkey().and_then(|k| k.rsa().ok()) {
+            if !rsa.check_key().unwrap_or(false) {
+                return Err(SignError::Key(format!(
+                    "the MAR key {path} fails the RSA consistency check"
+                )));
+            }
         }
-        let bits = key.bits();
+        let KeyKind::Rsa { bits } = key.kind() else {
+            return Err(SignError::Key(format!(
+                "the MAR key {path} is not an RSA key"
+            )));
+        };
         if bits != algorithm.key_bits() {
             return Err(SignError::Config(format!(
                 "format {}: digest {} (MAR algorithm id {}) needs a {}-bit RSA key, but {path} is {bits}-bit \
@@ -225,21 +233,15 @@ impl MarSigner {
                 if bits == 2048 { "sha1" } else { "sha384" },
             )));
         }
-        drop(rsa);
-        let der = key
-            .public_key_to_der()
-            .map_err(|e| internal(format!("cannot encode the public key of {path}: {e}")))?;
-        let public = PKey::public_key_from_der(&der)
-            .map_err(|e| internal(format!("cannot decode the public key of {path}: {e}")))?;
-        let signature_len = u32::try_from(key.size())
+        let der = key.public_key_der();
+        let signature_len = u32::try_from(key.public_key().size())
             .map_err(|_| internal(format!("the key {path} has an absurd size")))?;
         Ok(MarSigner {
+            key_id: hex::encode(sha2::Sha256::digest(der)),
             key,
-            public,
             algorithm,
             resign,
             signature_len,
-            key_id: hex::encode(sha2::Sha256::digest(&der)),
             key_path: cfg.key.clone(),
         })
     }
@@ -248,23 +250,14 @@ impl MarSigner {
         Hasher::new(self.algorithm.message_digest()).map_err(|e| internal(format!("digest: {e}")))
     }
 
-    /// RSA PKCS#1 v1.5 over a precomputed digest (DigestInfo added by openssl).
+    /// RSA PKCS#1 v1.5 over a precomputed digest (its DigestInfo).
     fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, SignError> {
-        let run = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
-            let mut ctx = PkeyCtx::new(&self.key)?;
-            ctx.sign_init()?;
-            ctx.set_rsa_padding(Padding::PKCS1)?;
-            ctx.set_signature_md(self.algorithm.md())?;
-            let mut sig = Vec::new();
-            ctx.sign_to_vec(digest, &mut sig)?;
-            Ok(sig)
-        };
-        run().map_err(|e| internal(format!("RSA signing failed: {e}")))
+        self.key.sign_digest(self.algorithm.hash(), digest)
     }
 
     fn verify_digest(&self, digest: &[u8], signature: &[u8]) -> bool {
         let run = || -> Result<bool, openssl::error::ErrorStack> {
-            let mut ctx = PkeyCtx::new(&self.public)?;
+            let mut ctx = PkeyCtx::new(self.key.public_key())?;
             ctx.verify_init()?;
             ctx.set_rsa_padding(Padding::PKCS1)?;
             ctx.set_signature_md(self.algorithm.md())?;
@@ -416,6 +409,7 @@ impl Signer for MarSigner {
         }
         let ctx = SignContext {
             filename: "mar-probe.mar".into(),
+            ..Default::default()
         };
         self.sign(&input, &output, &ctx)?;
         self.verify(&input, &output)
@@ -438,213 +432,11 @@ impl Signer for MarSigner {
     fn key_id(&self) -> String {
         self.key_id.clone()
     }
+
+    fn key_status(&self) -> KeyStatus {
+        self.key.status()
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::test_support::{certs, passphrase};
-
-    fn cfg(key: &str, digest: Option<&str>) -> FormatConfig {
-        FormatConfig {
-            name: "mar_test".into(),
-            kind: "mar".into(),
-            key: certs().join("mar").join(key),
-            digest: digest.map(str::to_string),
-            ..FormatConfig::default()
-        }
-    }
-
-    fn open_err(c: &FormatConfig, pw: Option<&SecretString>) -> SignError {
-        match MarSigner::open(c, pw) {
-            Ok(s) => panic!("open succeeded: {}", s.key_id()),
-            Err(e) => e,
-        }
-    }
-
-    fn sha1() -> MarSigner {
-        MarSigner::open(&cfg("sha1-2048.key", Some("sha1")), Some(&passphrase())).unwrap()
-    }
-
-    #[test]
-    fn keys_need_a_passphrase_and_the_right_one() {
-        let c = cfg("sha1-2048.key", Some("sha1"));
-        assert!(needs_passphrase(&c).unwrap());
-        assert!(matches!(open_err(&c, None), SignError::Key(m) if m.contains("no passphrase")));
-        let wrong = SecretString::from("nope".to_string());
-        assert!(
-            matches!(open_err(&c, Some(&wrong)), SignError::Key(m) if m.contains("wrong passphrase"))
-        );
-    }
-
-    #[test]
-    fn key_size_must_match_the_digest() {
-        let e = open_err(&cfg("sha1-2048.key", Some("sha384")), Some(&passphrase()));
-        assert!(
-            matches!(&e, SignError::Config(m) if m.contains("needs a 4096-bit") && m.contains("2048-bit")),
-            "{e}"
-        );
-        // sha384 is the default.
-        let e = open_err(&cfg("sha1-2048.key", None), Some(&passphrase()));
-        assert!(
-            matches!(&e, SignError::Config(m) if m.contains("sha384")),
-            "{e}"
-        );
-        let e = open_err(&cfg("sha384-4096.key", Some("sha1")), Some(&passphrase()));
-        assert!(
-            matches!(&e, SignError::Config(m) if m.contains("needs a 2048-bit")),
-            "{e}"
-        );
-        let e = open_err(&cfg("sha384-4096.key", Some("sha256")), Some(&passphrase()));
-        assert!(matches!(&e, SignError::Config(_)), "{e}");
-        let mut c = cfg("sha1-2048.key", Some("sha1"));
-        c.extra.insert("resign".into(), "sometimes".into());
-        assert!(matches!(
-            open_err(&c, Some(&passphrase())),
-            SignError::Config(_)
-        ));
-    }
-
-    #[test]
-    fn sign_verify_tamper_and_resign() {
-        let s = sha1();
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        for (i, product) in [None, Some(("release", "140.0"))].into_iter().enumerate() {
-            let mar =
-                parse::build_unsigned(&[("a.txt", b"hello\n"), ("b/c.bin", &[7u8; 5000])], product);
-            let (inp, out, again) = (
-                d.join(format!("in{i}")),
-                d.join(format!("out{i}")),
-                d.join(format!("again{i}")),
-            );
-            std::fs::write(&inp, &mar).unwrap();
-            s.sign(&inp, &out, &SignContext::default()).unwrap();
-            s.verify(&inp, &out).unwrap();
-            let signed = std::fs::read(&out).unwrap();
-            assert_eq!(
-                signed.len(),
-                mar.len() + if product.is_some() { 264 } else { 276 }
-            );
-            let l = parse::parse(&mut std::io::Cursor::new(&signed)).unwrap();
-            assert_eq!(l.signature_block.unwrap().signatures.len(), 1);
-            assert_eq!(l.additional.is_some(), product.is_some());
-
-            // Every flipped byte outside the signature fails.
-            for at in [
-                0usize,
-                5,
-                10,
-                17,
-                21,
-                300,
-                signed.len() / 2,
-                signed.len() - 1,
-            ] {
-                let mut t = signed.clone();
-                t[at] ^= 1;
-                let p = d.join("t");
-                std::fs::write(&p, &t).unwrap();
-                assert!(s.verify(&p, &p).is_err(), "flip at {at} verified");
-            }
-
-            // Re-signing a signed MAR replaces the signature: same bytes out.
-            s.sign(&out, &again, &SignContext::default()).unwrap();
-            assert_eq!(
-                std::fs::read(&again).unwrap(),
-                signed,
-                "PKCS#1 v1.5 is deterministic"
-            );
-        }
-        let mut c = cfg("sha1-2048.key", Some("sha1"));
-        c.extra.insert("resign".into(), "refuse".into());
-        let refuse = MarSigner::open(&c, Some(&passphrase())).unwrap();
-        let e = refuse
-            .sign(&d.join("out0"), &d.join("refused"), &SignContext::default())
-            .unwrap_err();
-        assert!(
-            matches!(&e, SignError::Rejected(m) if m.contains("already signed")),
-            "{e}"
-        );
-        assert!(
-            !d.join("refused").exists(),
-            "nothing written before the refusal"
-        );
-        refuse
-            .sign(&d.join("in1"), &d.join("fine"), &SignContext::default())
-            .unwrap();
-    }
-
-    #[test]
-    fn probe_passes_for_both_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        sha1().probe(dir.path()).unwrap();
-        let s = MarSigner::open(&cfg("sha384-4096.key", None), Some(&passphrase())).unwrap();
-        assert_eq!(s.signature_len, 512);
-        s.probe(dir.path()).unwrap();
-    }
-
-    /// Random corruptions of a valid MAR: never a panic; whatever the parser
-    /// accepts signs and verifies.
-    #[test]
-    fn random_corruptions_never_panic() {
-        use rand::{rngs::StdRng, Rng, SeedableRng};
-        let s = sha1();
-        let dir = tempfile::tempdir().unwrap();
-        let base = parse::build_unsigned(
-            &[("a.txt", b"hello\n"), ("dir/b", &[3u8; 40]), ("c", b"")],
-            Some(("release", "1.0")),
-        );
-        let mut rng = StdRng::seed_from_u64(5);
-        let (mut accepted, mut signed) = (0, 0);
-        for i in 0..3000 {
-            let mut m = base.clone();
-            for _ in 0..rng.gen_range(1..4) {
-                if m.is_empty() {
-                    break;
-                }
-                let at = rng.gen_range(0..m.len());
-                match rng.gen_range(0..4) {
-                    0 => m[at] ^= 1 << rng.gen_range(0..8),
-                    1 => m[at] = rng.gen(),
-                    2 => m[at] = [0x00, 0xff, 0x7f, 0x80][rng.gen_range(0..4)],
-                    _ => m.truncate(at),
-                }
-            }
-            if parse::parse(&mut std::io::Cursor::new(&m)).is_err() {
-                continue;
-            }
-            accepted += 1;
-            if accepted % 10 != 0 {
-                continue;
-            }
-            let (inp, out) = (
-                dir.path().join(format!("i{i}")),
-                dir.path().join(format!("o{i}")),
-            );
-            std::fs::write(&inp, &m).unwrap();
-            s.sign(&inp, &out, &SignContext::default()).unwrap();
-            s.verify(&inp, &out).unwrap();
-            signed += 1;
-        }
-        assert!(
-            signed > 5,
-            "too few mutants accepted to exercise signing: {accepted}"
-        );
-    }
-
-    #[test]
-    fn malformed_input_is_rejected_and_nothing_is_written() {
-        let s = sha1();
-        let dir = tempfile::tempdir().unwrap();
-        let inp = dir.path().join("bad");
-        std::fs::write(&inp, b"not a mar at all").unwrap();
-        let out = dir.path().join("out");
-        assert!(matches!(
-            s.sign(&inp, &out, &SignContext::default()),
-            Err(SignError::Rejected(_))
-        ));
-        assert!(!out.exists());
-    }
-}
+mod tests;

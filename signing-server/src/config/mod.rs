@@ -10,7 +10,6 @@
 //! This module does not read key files or ask passphrases: see
 //! [`crate::passphrase`].
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +19,14 @@ use formats::FormatConfig;
 use ipnet::IpNet;
 use regex::Regex;
 use secrecy::SecretString;
+
+use crate::auth::Credential;
+
+mod format;
+mod ini;
+use format::{read_format, unpacked_size};
+pub use ini::parse_size;
+use ini::{numbered, parse_ini, split_list, Entry, Reader, Section};
 
 /// A configuration error: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +92,15 @@ pub struct ServerConfig {
     /// A client silent this long (while sending headers, or between two
     /// pieces of an upload) is cut off: slow clients cannot hold connections.
     pub idle_timeout: Duration,
+    /// The form fields before `filedata` must all arrive within this.
+    pub form_timeout: Duration,
+    /// Scratch disk space all signing jobs together may use beyond their
+    /// inputs (an `.app` tarball unpacked and copied).
+    pub max_scratch: u64,
+    /// Most connections held at once, from all peers.
+    pub max_connections: usize,
+    /// Most connections one peer address may hold at once.
+    pub max_connections_per_ip: usize,
     /// On SIGTERM: longest wait for pending jobs.
     pub drain_timeout: Duration,
     /// On SIGTERM: how long GETs are still answered once the jobs are done,
@@ -93,7 +109,7 @@ pub struct ServerConfig {
 }
 
 /// `[security]`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SecurityConfig {
     /// Peers allowed to talk to the server at all.
     pub allowed_ips: Vec<IpNet>,
@@ -111,15 +127,9 @@ pub struct SecurityConfig {
     pub min_filesize: u64,
     /// Largest accepted upload, in bytes (a format may set a lower one).
     pub max_filesize: u64,
-}
-
-/// One `new_token_auth*` entry.
-#[derive(Debug)]
-pub struct Credential {
-    /// User name.
-    pub user: String,
-    /// Password.
-    pub password: SecretString,
+    /// Failed minting attempts one address may make per minute (a burst of
+    /// that many, then one every `60 / N` seconds); beyond, `429`.
+    pub mint_failures_per_minute: u32,
 }
 
 /// `[logging]`.
@@ -146,231 +156,11 @@ pub struct Format {
 pub const DEFAULT_PORT: u16 = 9110;
 /// Default largest upload: 2 GiB.
 pub const DEFAULT_MAX_FILESIZE: u64 = 2 << 30;
-
-struct Entry {
-    key: String,
-    value: String,
-    line: usize,
-}
-
-struct Section {
-    name: String,
-    line: usize,
-    entries: Vec<Entry>,
-}
-
-/// Reads the INI structure; no meaning yet.
-fn parse_ini(
-    text: &str,
-    err: &dyn Fn(usize, String) -> ConfigError,
-) -> Result<Vec<Section>, ConfigError> {
-    let mut sections: Vec<Section> = Vec::new();
-    for (idx, raw) in text.lines().enumerate() {
-        let line = idx + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
-            continue;
-        }
-        let indented = raw.starts_with(' ') || raw.starts_with('\t');
-        if indented {
-            // Continuation of the previous value.
-            let Some(entry) = sections.last_mut().and_then(|s| s.entries.last_mut()) else {
-                return Err(err(
-                    line,
-                    "indented line continues nothing (remove the indentation)".into(),
-                ));
-            };
-            if !entry.value.is_empty() {
-                entry.value.push('\n');
-            }
-            entry.value.push_str(trimmed);
-            continue;
-        }
-        if let Some(rest) = trimmed.strip_prefix('[') {
-            let Some(name) = rest.strip_suffix(']') else {
-                return Err(err(
-                    line,
-                    format!("section header {trimmed:?} has no closing ']'"),
-                ));
-            };
-            let name = name.trim().to_string();
-            if let Some(prev) = sections.iter().find(|s| s.name == name) {
-                return Err(err(
-                    line,
-                    format!("section [{name}] already defined on line {}", prev.line),
-                ));
-            }
-            sections.push(Section {
-                name,
-                line,
-                entries: Vec::new(),
-            });
-            continue;
-        }
-        let Some((key, value)) = trimmed.split_once('=') else {
-            return Err(err(
-                line,
-                format!("expected `key = value`, `[section]` or a comment, found {trimmed:?}"),
-            ));
-        };
-        let key = key.trim().to_string();
-        let Some(section) = sections.last_mut() else {
-            return Err(err(line, format!("`{key}` stands before any [section]")));
-        };
-        if key.is_empty() {
-            return Err(err(line, "empty key name".into()));
-        }
-        if let Some(prev) = section.entries.iter().find(|e| e.key == key) {
-            return Err(err(
-                line,
-                format!("`{key}` already set on line {}", prev.line),
-            ));
-        }
-        section.entries.push(Entry {
-            key,
-            value: value.trim().to_string(),
-            line,
-        });
-    }
-    Ok(sections)
-}
-
-/// Splits a list value on commas and newlines, but not on commas inside
-/// `()`, `[]` or `{}` (so `a{1,3}` stays one regex) or after a backslash.
-fn split_list(value: &str) -> Vec<String> {
-    let mut items = Vec::new();
-    let mut cur = String::new();
-    let mut depth: i32 = 0;
-    let mut escaped = false;
-    for c in value.chars() {
-        if escaped {
-            cur.push(c);
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => {
-                cur.push(c);
-                escaped = true;
-            }
-            '(' | '[' | '{' => {
-                depth += 1;
-                cur.push(c);
-            }
-            ')' | ']' | '}' => {
-                depth -= 1;
-                cur.push(c);
-            }
-            ',' if depth <= 0 => items.push(std::mem::take(&mut cur)),
-            '\n' => items.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    items.push(cur);
-    items
-        .into_iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-/// Parses `10`, `10K`, `5M`, `2G` (binary multiples) into bytes.
-pub fn parse_size(value: &str) -> Option<u64> {
-    let v = value.trim();
-    let (num, mult) = match v.chars().last()? {
-        'k' | 'K' => (&v[..v.len() - 1], 1u64 << 10),
-        'm' | 'M' => (&v[..v.len() - 1], 1 << 20),
-        'g' | 'G' => (&v[..v.len() - 1], 1 << 30),
-        _ => (v, 1),
-    };
-    num.trim().parse::<u64>().ok()?.checked_mul(mult)
-}
-
-fn parse_cidr(item: &str) -> Option<IpNet> {
-    if let Ok(net) = item.parse::<IpNet>() {
-        return Some(net);
-    }
-    item.parse::<IpAddr>().ok().map(IpNet::from)
-}
-
-struct Reader<'a> {
-    path: &'a Path,
-    base: PathBuf,
-}
-
-impl Reader<'_> {
-    fn err(&self, line: usize, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.path.to_path_buf(),
-            line: Some(line),
-            message: message.into(),
-        }
-    }
-
-    fn number<T: std::str::FromStr>(&self, e: &Entry, what: &str) -> Result<T, ConfigError> {
-        e.value
-            .parse::<T>()
-            .map_err(|_| self.err(e.line, format!("{}: {:?} is not {what}", e.key, e.value)))
-    }
-
-    fn seconds(&self, e: &Entry) -> Result<Duration, ConfigError> {
-        let n: u64 = self.number(e, "a whole number of seconds")?;
-        Ok(Duration::from_secs(n))
-    }
-
-    fn size(&self, e: &Entry) -> Result<u64, ConfigError> {
-        parse_size(&e.value).ok_or_else(|| {
-            self.err(
-                e.line,
-                format!(
-                    "{}: {:?} is not a size (bytes, or with K, M or G)",
-                    e.key, e.value
-                ),
-            )
-        })
-    }
-
-    /// A path relative to the config file's directory; `must_exist` checks it.
-    fn file(&self, e: &Entry, must_exist: bool) -> Result<PathBuf, ConfigError> {
-        if e.value.is_empty() {
-            return Err(self.err(e.line, format!("{}: empty path", e.key)));
-        }
-        let p = self.base.join(&e.value);
-        if must_exist && !p.is_file() {
-            return Err(self.err(e.line, format!("{}: file {} not found", e.key, p.display())));
-        }
-        Ok(p)
-    }
-
-    fn cidrs(&self, e: &Entry) -> Result<Vec<IpNet>, ConfigError> {
-        split_list(&e.value)
-            .iter()
-            .map(|item| {
-                parse_cidr(item).ok_or_else(|| {
-                    self.err(
-                        e.line,
-                        format!("{}: {item:?} is not an IP address or CIDR network", e.key),
-                    )
-                })
-            })
-            .collect()
-    }
-}
-
-/// Keys allowed in `key` or `keyN` form (`token_secret1`, `new_token_auth2`).
-fn numbered(key: &str, base: &str) -> bool {
-    key.strip_prefix(base)
-        .is_some_and(|rest| rest.is_empty() || rest.bytes().all(|b| b.is_ascii_digit()))
-}
-
-const COMMON_FORMAT_KEYS: &[&str] = &[
-    "type",
-    "key",
-    "cert",
-    "digest",
-    "timestamp_urls",
-    "max_filesize",
-];
+/// Default scratch space budget of all jobs together: 16 GiB.
+pub const DEFAULT_MAX_SCRATCH: u64 = 16 << 30;
+/// An `.app` tarball may unpack to this many times its format's `max_filesize`
+/// unless the format sets `max_unpacked_size`.
+pub const UNPACKED_PER_UPLOAD: u64 = 4;
 
 /// Reads and validates the configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -406,17 +196,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         audit_log: None,
     };
     let mut formats = Vec::new();
+    // Read first: the formats before it in the file use its default module too.
+    let pkcs11_module = match sections.iter().find(|s| s.name == "pkcs11") {
+        Some(s) => format::read_pkcs11(&r, s)?,
+        None => None,
+    };
     for s in &sections {
         match s.name.as_str() {
+            "pkcs11" => {}
             "server" => server = Some(read_server(&r, s)?),
             "security" => security = Some(read_security(&r, s)?),
             "logging" => logging = read_logging(&r, s)?,
             name => match name.strip_prefix("format:") {
-                Some(fname) => formats.push(read_format(&r, s, fname.trim(), &formats)?),
+                Some(fname) => formats.push(read_format(
+                    &r,
+                    s,
+                    fname.trim(),
+                    &formats,
+                    pkcs11_module.as_ref(),
+                )?),
                 None => {
                     return Err(r.err(
                         s.line,
-                        format!("unknown section [{name}] (known: [server], [security], [logging], [format:NAME])"),
+                        format!("unknown section [{name}] (known: [server], [security], [logging], [pkcs11], [format:NAME])"),
                     ))
                 }
             },
@@ -432,6 +234,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     // A format may lower the size limit, never raise it above the global one.
     for f in &mut formats {
         f.max_filesize = f.max_filesize.min(security.max_filesize);
+        unpacked_size(&r, f)?;
     }
     Ok(Config {
         path: path.to_path_buf(),
@@ -467,6 +270,10 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
         "concurrency",
         "max_queue",
         "idle_timeout",
+        "form_timeout",
+        "max_scratch",
+        "max_connections",
+        "max_connections_per_ip",
         "drain_timeout",
         "drain_grace",
     ];
@@ -482,6 +289,10 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
     let mut concurrency = cores;
     let mut max_queue = 64;
     let mut idle_timeout = Duration::from_secs(60);
+    let mut form_timeout = Duration::from_secs(20);
+    let mut max_scratch = DEFAULT_MAX_SCRATCH;
+    let mut max_connections = 4096;
+    let mut max_connections_per_ip = 256;
     let mut drain_timeout = Duration::from_secs(30);
     let mut drain_grace = Duration::from_secs(5);
     for e in &s.entries {
@@ -517,6 +328,24 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
                     return Err(r.err(e.line, "idle_timeout: must be at least 1 second"));
                 }
             }
+            "form_timeout" => {
+                form_timeout = r.seconds(e)?;
+                if form_timeout.is_zero() {
+                    return Err(r.err(e.line, "form_timeout: must be at least 1 second"));
+                }
+            }
+            "max_scratch" => max_scratch = r.size(e)?,
+            "max_connections" | "max_connections_per_ip" => {
+                let n: usize = r.number(e, "a whole number")?;
+                if n == 0 {
+                    return Err(r.err(e.line, format!("{}: must be at least 1", e.key)));
+                }
+                if e.key == "max_connections" {
+                    max_connections = n;
+                } else {
+                    max_connections_per_ip = n;
+                }
+            }
             "drain_timeout" => drain_timeout = r.seconds(e)?,
             "drain_grace" => drain_grace = r.seconds(e)?,
             _ => return Err(unknown(r, s, e, KNOWN)),
@@ -537,6 +366,10 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
         concurrency,
         max_queue,
         idle_timeout,
+        form_timeout,
+        max_scratch,
+        max_connections,
+        max_connections_per_ip,
         drain_timeout,
         drain_grace,
     })
@@ -555,6 +388,7 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
         "allowed_filenames",
         "min_filesize",
         "max_filesize",
+        "mint_failures_per_minute",
     ];
     let mut allowed_ips = None;
     let mut new_token_allowed_ips = Vec::new();
@@ -565,8 +399,15 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
     let mut allowed_filenames = None;
     let mut min_filesize = 10;
     let mut max_filesize = DEFAULT_MAX_FILESIZE;
+    let mut mint_failures_per_minute = 10;
     for e in &s.entries {
         match e.key.as_str() {
+            "mint_failures_per_minute" => {
+                mint_failures_per_minute = r.number(e, "a whole number")?;
+                if mint_failures_per_minute == 0 {
+                    return Err(r.err(e.line, "mint_failures_per_minute: must be at least 1"));
+                }
+            }
             "allowed_ips" => allowed_ips = Some(r.cidrs(e)?),
             "new_token_allowed_ips" => new_token_allowed_ips = r.cidrs(e)?,
             "max_token_age" => {
@@ -667,6 +508,7 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
             .unwrap_or_else(|| vec![Regex::new(r"^[^/\\]+$").expect("static regex")]),
         min_filesize,
         max_filesize,
+        mint_failures_per_minute,
     })
 }
 
@@ -678,6 +520,17 @@ fn first_line(s: &str) -> String {
         .to_string()
 }
 
+/// Whether `level` uses only what a level or a `target=level` list needs
+/// (ASCII letters, digits, `_ : , = . -` and spaces). Checked before
+/// tracing-subscriber parses it: its filter parser panics on some other
+/// input (a non-ASCII character after a comma: "end byte index 4 is not a
+/// char boundary", found by the `config` fuzz target; seed `level-non-ascii.ini`).
+fn log_filter_chars_ok(level: &str) -> bool {
+    level
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | ',' | '=' | '.' | '-' | ' '))
+}
+
 fn read_logging(r: &Reader<'_>, s: &Section) -> Result<LoggingConfig, ConfigError> {
     let mut cfg = LoggingConfig {
         level: "info".into(),
@@ -686,7 +539,9 @@ fn read_logging(r: &Reader<'_>, s: &Section) -> Result<LoggingConfig, ConfigErro
     for e in &s.entries {
         match e.key.as_str() {
             "level" => {
-                if tracing_subscriber::EnvFilter::try_new(&e.value).is_err() {
+                if !log_filter_chars_ok(&e.value)
+                    || tracing_subscriber::EnvFilter::try_new(&e.value).is_err()
+                {
                     return Err(r.err(
                         e.line,
                         format!(
@@ -704,199 +559,5 @@ fn read_logging(r: &Reader<'_>, s: &Section) -> Result<LoggingConfig, ConfigErro
     Ok(cfg)
 }
 
-fn read_format(
-    r: &Reader<'_>,
-    s: &Section,
-    name: &str,
-    earlier: &[Format],
-) -> Result<Format, ConfigError> {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-    {
-        return Err(r.err(
-            s.line,
-            format!(
-                "format name {name:?} must be letters, digits, `_`, `.` or `-` (it goes in URLs)"
-            ),
-        ));
-    }
-    if earlier.iter().any(|f| f.signer.name == name) {
-        return Err(r.err(s.line, format!("format {name} defined twice")));
-    }
-    let Some(type_entry) = s.entries.iter().find(|e| e.key == "type") else {
-        return Err(r.err(
-            s.line,
-            format!(
-                "[format:{name}] needs `type` ({})",
-                formats::registry::known_types().join(", ")
-            ),
-        ));
-    };
-    let Some(kind) = formats::registry::find(&type_entry.value) else {
-        return Err(r.err(
-            type_entry.line,
-            format!(
-                "type: unknown signer type {:?} (this build knows: {})",
-                type_entry.value,
-                formats::registry::known_types().join(", ")
-            ),
-        ));
-    };
-    let mut cfg = FormatConfig {
-        name: name.to_string(),
-        kind: kind.name.to_string(),
-        ..Default::default()
-    };
-    let mut key = None;
-    let mut max_filesize = DEFAULT_MAX_FILESIZE;
-    let mut extra = BTreeMap::new();
-    for e in &s.entries {
-        match e.key.as_str() {
-            "type" => {}
-            "key" => key = Some(r.file(e, true)?),
-            "cert" => cfg.cert = Some(r.file(e, true)?),
-            "digest" => cfg.digest = Some(e.value.to_ascii_lowercase()),
-            "timestamp_urls" => {
-                let urls = split_list(&e.value);
-                for u in &urls {
-                    if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        return Err(r.err(
-                            e.line,
-                            format!("timestamp_urls: {u:?} is not an http(s) URL"),
-                        ));
-                    }
-                }
-                cfg.timestamp_urls = urls;
-            }
-            "max_filesize" => max_filesize = r.size(e)?,
-            k if kind.extra_keys.contains(&k) => {
-                extra.insert(k.to_string(), e.value.clone());
-            }
-            _ => {
-                let mut known: Vec<&str> = COMMON_FORMAT_KEYS.to_vec();
-                known.extend(kind.extra_keys);
-                return Err(unknown(r, s, e, &known));
-            }
-        }
-    }
-    cfg.key = key.ok_or_else(|| {
-        r.err(
-            s.line,
-            format!("[format:{name}] needs `key` (the private key file)"),
-        )
-    })?;
-    cfg.extra = extra;
-    Ok(Format {
-        signer: cfg,
-        max_filesize,
-        line: s.line,
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn certs() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs")
-    }
-
-    /// A valid config whose paths point at the test certs, with `extra`
-    /// appended to the [security] section.
-    fn config_text(extra_security: &str) -> String {
-        let c = certs();
-        format!(
-            "[server]\nport = 0\ntls_cert = {c}/server-chain.pem\ntls_key = {c}/server.key\nwork_dir = /tmp/x\n\n\
-             [security]\nallowed_ips = 127.0.0.1/32, ::1\ntoken_secret = 0123456789abcdef0123\n{extra_security}\n\n\
-             [format:gpg]\ntype = gpg\nkey = {c}/gpg/secret.asc\n",
-            c = c.display()
-        )
-    }
-
-    fn check_err(text: &str, line: usize, needle: &str) {
-        let err = parse(Path::new("t.ini"), text).expect_err("config should be refused");
-        assert_eq!(err.line, Some(line), "{err}");
-        assert!(
-            err.to_string().starts_with(&format!("t.ini:{line}: ")),
-            "{err}"
-        );
-        assert!(
-            err.message.contains(needle),
-            "{err} should mention {needle}"
-        );
-    }
-
-    #[test]
-    fn valid_config_parses_with_defaults() {
-        let cfg = parse(Path::new("t.ini"), &config_text("")).expect("valid");
-        assert_eq!(cfg.server.max_file_age, Duration::from_secs(300));
-        assert_eq!(cfg.server.max_queue, 64);
-        assert_eq!(cfg.security.max_token_age, 3600);
-        assert_eq!(cfg.security.min_filesize, 10);
-        assert_eq!(cfg.security.allowed_ips.len(), 2);
-        assert_eq!(cfg.formats.len(), 1);
-        assert_eq!(cfg.formats[0].signer.name, "gpg");
-    }
-
-    #[test]
-    fn errors_name_file_and_line() {
-        // [security] starts on line 7 of config_text; its extra lines follow line 9.
-        check_err(&config_text("allowed_filenames = ("), 10, "bad regex");
-        check_err(
-            &config_text("new_token_allowed_ips = 10.0.0.0/33"),
-            10,
-            "not an IP address or CIDR",
-        );
-        check_err(&config_text("colour = blue"), 10, "unknown key `colour`");
-        check_err(&config_text("token_secret1 = short"), 10, "too short");
-        check_err(&config_text("max_filesize = lots"), 10, "not a size");
-    }
-
-    #[test]
-    fn missing_key_file_is_reported_on_its_line() {
-        let text = config_text("").replace("gpg/secret.asc", "gpg/nope.asc");
-        let err = parse(Path::new("t.ini"), &text).expect_err("missing file");
-        assert!(err.message.contains("not found"), "{err}");
-        assert_eq!(err.line, Some(14));
-    }
-
-    #[test]
-    fn lists_keep_commas_inside_braces() {
-        assert_eq!(
-            split_list(r"a{1,3}\.exe, b.*,c"),
-            vec![r"a{1,3}\.exe", "b.*", "c"]
-        );
-        assert_eq!(split_list("x\ny, z"), vec!["x", "y", "z"]);
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("10"), Some(10));
-        assert_eq!(parse_size("2K"), Some(2048));
-        assert_eq!(parse_size("5M"), Some(5 << 20));
-        assert_eq!(parse_size("1G"), Some(1 << 30));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size("99999999999G"), None);
-    }
-
-    #[test]
-    fn filename_regexes_match_whole_names() {
-        let cfg = parse(
-            Path::new("t.ini"),
-            &config_text(r"allowed_filenames = .*\.exe, (setup){1,2}\.zip"),
-        )
-        .expect("valid");
-        let ok = |n: &str| {
-            cfg.security
-                .allowed_filenames
-                .iter()
-                .any(|re| re.is_match(n))
-        };
-        assert!(ok("a.exe"));
-        assert!(ok("setupsetup.zip"));
-        assert!(!ok("a.exe.txt"));
-        assert!(!ok("setup.zip.exe.x"));
-    }
-}
+mod tests;

@@ -2,7 +2,7 @@
 //! the test server certificate (certs/, test-only) and answers
 //! `HTTP/1.1 503 Service Unavailable` + `Retry-After`, as a signing server
 //! does when its queue is full. The fault proxy uses it for
-//! [`crate::proxy::Fault::Unavailable`], so a burst of connections can be
+//! [`crate::proxy::NetFault::Unavailable`], so a burst of connections can be
 //! refused while the rest pass through to a real server.
 
 use std::io::{Read, Write};

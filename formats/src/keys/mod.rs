@@ -8,8 +8,13 @@
 //! through openssl, which clears private key material when the `PKey` is
 //! freed. Errors name the key file, never the passphrase.
 //!
+//! [`signing`] is the one key interface of the X.509 signers: a file key unlocked
+//! here, or a token key ([`crate::pkcs11`]), behind [`signing::SigningKey`].
+//!
 //! Deliberately NOT done: checks of the key's type or size (each signer knows
-//! what it accepts); OpenPGP keys (`gpg.rs`, rpgp); keys in HSMs.
+//! what it accepts); OpenPGP keys (`gpg.rs`, rpgp).
+
+pub mod signing;
 
 use std::fs::File;
 use std::io::Read;

@@ -1,0 +1,121 @@
+use super::*;
+
+fn certs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs")
+}
+
+/// A valid config whose paths point at the test certs, with `extra`
+/// appended to the [security] section.
+fn config_text(extra_security: &str) -> String {
+    let c = certs();
+    format!(
+        "[server]\nport = 0\ntls_cert = {c}/server-chain.pem\ntls_key = {c}/server.key\nwork_dir = /tmp/x\n\n\
+         [security]\nallowed_ips = 127.0.0.1/32, ::1\ntoken_secret = 0123456789abcdef0123\n{extra_security}\n\n\
+         [format:gpg]\ntype = gpg\nkey = {c}/gpg/secret.asc\n",
+        c = c.display()
+    )
+}
+
+fn check_err(text: &str, line: usize, needle: &str) {
+    let err = parse(Path::new("t.ini"), text).expect_err("config should be refused");
+    assert_eq!(err.line, Some(line), "{err}");
+    assert!(
+        err.to_string().starts_with(&format!("t.ini:{line}: ")),
+        "{err}"
+    );
+    assert!(
+        err.message.contains(needle),
+        "{err} should mention {needle}"
+    );
+}
+
+#[test]
+fn valid_config_parses_with_defaults() {
+    let cfg = parse(Path::new("t.ini"), &config_text("")).expect("valid");
+    assert_eq!(cfg.server.max_file_age, Duration::from_secs(300));
+    assert_eq!(cfg.server.max_queue, 64);
+    assert_eq!(cfg.security.max_token_age, 3600);
+    assert_eq!(cfg.security.min_filesize, 10);
+    assert_eq!(cfg.security.allowed_ips.len(), 2);
+    assert_eq!(cfg.formats.len(), 1);
+    assert_eq!(cfg.formats[0].signer.name, "gpg");
+}
+
+#[test]
+fn errors_name_file_and_line() {
+    // [security] starts on line 7 of config_text; its extra lines follow line 9.
+    check_err(&config_text("allowed_filenames = ("), 10, "bad regex");
+    check_err(
+        &config_text("new_token_allowed_ips = 10.0.0.0/33"),
+        10,
+        "not an IP address or CIDR",
+    );
+    check_err(&config_text("colour = blue"), 10, "unknown key `colour`");
+    check_err(&config_text("token_secret1 = short"), 10, "too short");
+    check_err(&config_text("max_filesize = lots"), 10, "not a size");
+}
+
+#[test]
+fn a_log_level_the_filter_parser_would_panic_on_is_refused() {
+    // formats/fuzz/seeds/config/level-non-ascii.ini
+    for level in ["info, :w\u{38d}=;", "d\u{e9}bug", "info,[span{x}]=debug"] {
+        let text = format!("{}\n[logging]\nlevel = {level}\n", config_text(""));
+        let line = text.lines().count();
+        check_err(&text, line, "is not a log level");
+    }
+    let text = format!(
+        "{}\n[logging]\nlevel = info,signing_server=debug,h2::codec=warn\n",
+        config_text("")
+    );
+    let cfg = parse(Path::new("t.ini"), &text).expect("valid");
+    assert_eq!(
+        cfg.logging.level,
+        "info,signing_server=debug,h2::codec=warn"
+    );
+}
+
+#[test]
+fn missing_key_file_is_reported_on_its_line() {
+    let text = config_text("").replace("gpg/secret.asc", "gpg/nope.asc");
+    let err = parse(Path::new("t.ini"), &text).expect_err("missing file");
+    assert!(err.message.contains("not found"), "{err}");
+    assert_eq!(err.line, Some(14));
+}
+
+#[test]
+fn lists_keep_commas_inside_braces() {
+    assert_eq!(
+        split_list(r"a{1,3}\.exe, b.*,c"),
+        vec![r"a{1,3}\.exe", "b.*", "c"]
+    );
+    assert_eq!(split_list("x\ny, z"), vec!["x", "y", "z"]);
+}
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size("10"), Some(10));
+    assert_eq!(parse_size("2K"), Some(2048));
+    assert_eq!(parse_size("5M"), Some(5 << 20));
+    assert_eq!(parse_size("1G"), Some(1 << 30));
+    assert_eq!(parse_size("x"), None);
+    assert_eq!(parse_size("99999999999G"), None);
+}
+
+#[test]
+fn filename_regexes_match_whole_names() {
+    let cfg = parse(
+        Path::new("t.ini"),
+        &config_text(r"allowed_filenames = .*\.exe, (setup){1,2}\.zip"),
+    )
+    .expect("valid");
+    let ok = |n: &str| {
+        cfg.security
+            .allowed_filenames
+            .iter()
+            .any(|re| re.is_match(n))
+    };
+    assert!(ok("a.exe"));
+    assert!(ok("setupsetup.zip"));
+    assert!(!ok("a.exe.txt"));
+    assert!(!ok("setup.zip.exe.x"));
+}

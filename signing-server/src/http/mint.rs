@@ -1,0 +1,143 @@
+//! `POST /token`: minting, behind `new_token_allowed_ips`, HTTP Basic
+//! credentials and a per-address throttle on failed attempts.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use base64::Engine as _;
+
+use super::{now, ApiResult, Refusal};
+use crate::auth;
+use crate::clean::clean;
+use crate::state::{AppState, Peer};
+
+/// Largest form body accepted by POST /token.
+const TOKEN_FORM_LIMIT: usize = 4096;
+
+/// The user name an `Authorization: Basic` header claims (for the log only:
+/// nothing is decided on it), cleaned and cut.
+fn claimed_user(authz: Option<&str>) -> String {
+    let user = authz
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|raw| {
+            let user = raw
+                .split(|b| *b == b':')
+                .next()
+                .unwrap_or_default()
+                .to_vec();
+            String::from_utf8(user).ok()
+        })
+        .unwrap_or_default();
+    clean(&user.chars().take(64).collect::<String>())
+}
+
+pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request) -> ApiResult {
+    let dynamic = state.dynamic();
+    let sec = &dynamic.security;
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map(|p| auth::canonical(p.0.ip()))
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "peer address unknown",
+            )
+        })?;
+    if !auth::ip_allowed(&sec.new_token_allowed_ips, peer) {
+        state
+            .metrics
+            .inc("signing_token_mint_refused_total", &[("reason", "ip")]);
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "mint_ip_not_allowed",
+            "minting tokens is not allowed from your IP address",
+        ));
+    }
+    let per_minute = sec.mint_failures_per_minute;
+    if let Err(wait) = state.mint_throttle.check(peer, per_minute) {
+        state.metrics.inc(
+            "signing_token_mint_refused_total",
+            &[("reason", "throttled")],
+        );
+        return Err(Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "mint_throttled",
+            format!(
+                "too many failed minting attempts from your address; try again in {} s",
+                wait.as_secs()
+            ),
+        )
+        .with_value(header::RETRY_AFTER, HeaderValue::from(wait.as_secs())));
+    }
+    let authz = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(user) = auth::check_basic(authz, &sec.new_token_auth) else {
+        state.mint_throttle.failed(peer, per_minute);
+        state.metrics.inc(
+            "signing_token_mint_refused_total",
+            &[("reason", "credentials")],
+        );
+        tracing::warn!(user = %claimed_user(authz), "minting refused: bad or missing credentials");
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "mint_credentials",
+            "bad or missing credentials (HTTP Basic user:password)",
+        )
+        .with(header::WWW_AUTHENTICATE, "Basic realm=\"signing-server\""));
+    };
+    let body = axum::body::to_bytes(req.into_body(), TOKEN_FORM_LIMIT)
+        .await
+        .map_err(|_| {
+            Refusal::bad(
+                "mint_form",
+                format!("form body missing or larger than {TOKEN_FORM_LIMIT} bytes"),
+            )
+        })?;
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| Refusal::bad("mint_form", "body is not application/x-www-form-urlencoded"))?;
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim());
+    let ip: IpAddr = field("slave_ip")
+        .ok_or_else(|| {
+            Refusal::bad(
+                "mint_form",
+                "slave_ip missing (the build machine's IP address)",
+            )
+        })?
+        .parse()
+        .map_err(|_| Refusal::bad("mint_form", "slave_ip is not an IP address"))?;
+    let duration: u64 = field("duration")
+        .ok_or_else(|| Refusal::bad("mint_form", "duration missing (seconds)"))?
+        .parse()
+        .map_err(|_| Refusal::bad("mint_form", "duration is not a whole number of seconds"))?;
+    if duration < 1 || duration > sec.max_token_age {
+        return Err(Refusal::bad(
+            "mint_form",
+            format!(
+                "duration must be between 1 and {} seconds",
+                sec.max_token_age
+            ),
+        ));
+    }
+    let from = now();
+    let token = auth::mint(&sec.token_secrets[0], ip, from, from + duration);
+    state.metrics.inc("signing_tokens_minted_total", &[]);
+    tracing::info!(%user, slave_ip = %ip, duration, "token minted");
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain")],
+        token,
+    )
+        .into_response())
+}

@@ -1,0 +1,427 @@
+//! `POST /sign/FORMAT`: the door checks on the form fields, then the file
+//! (`ingest.rs`), then the job.
+//!
+//! An unauthenticated client holds as little as possible for as short as
+//! possible: the form is read by our bounded reader (`crate::form`), the
+//! fields before `filedata` must all arrive within `form_timeout`, the token
+//! is checked the moment its field is complete, and a queue slot is taken
+//! only once the token is valid.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use futures_util::{Stream, StreamExt as _};
+use rand::RngCore;
+use sha2::Digest;
+
+use super::ingest::{receive, storage_error, too_large};
+use super::{now, ApiResult, Refusal};
+use crate::auth;
+use crate::form::{self, Event, Form, FormError};
+use crate::queue::{Job, Slot, Submit, Upload};
+use crate::state::{AppState, Peer};
+use crate::store::is_hex_digest;
+
+/// Longest value of a text field in the upload form.
+const FIELD_LIMIT: usize = 4096;
+/// Longest part header block.
+const PART_HEAD_LIMIT: usize = 8 * 1024;
+/// Most bytes of form (heads and fields) before `filedata`; also the slack
+/// for multipart framing when checking Content-Length up front.
+const FORM_LIMIT: u64 = 64 * 1024;
+/// Longest a refused upload is drained, and how much of it at most.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: u64 = 64 << 20;
+
+/// The fields before `filedata`, checked as they complete.
+#[derive(Default)]
+struct Fields {
+    token: Option<auth::Token>,
+    slot: Option<Slot>,
+    filename: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+}
+
+pub(super) async fn upload(
+    State(state): State<Arc<AppState>>,
+    Path(format): Path<String>,
+    ext: axum::Extension<Peer>,
+    req: Request,
+) -> ApiResult {
+    let peer = auth::canonical(ext.0 .0.ip());
+    let dynamic = state.dynamic();
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let boundary = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(form::boundary);
+    let body = req.into_body().into_data_stream();
+    let Some(fmt) = dynamic.formats.get(&format) else {
+        linger(body);
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unknown_format",
+            format!("unknown format {format:?}"),
+        ));
+    };
+    if state.draining.load(Ordering::Relaxed) {
+        return Err(Refusal::busy(
+            "draining",
+            "server is shutting down; use another host",
+        ));
+    }
+    let limit = fmt.max_filesize;
+    if declared.is_some_and(|n| n > limit.saturating_add(FORM_LIMIT)) {
+        return Err(too_large(limit, &format));
+    }
+    let Some(boundary) = boundary else {
+        linger(body);
+        return Err(Refusal::bad(
+            "not_multipart",
+            "expected a multipart/form-data upload (with a boundary)",
+        ));
+    };
+    let limits = form::Limits {
+        head: PART_HEAD_LIMIT,
+    };
+    let mut form = match Form::new(body, &boundary, limits) {
+        Ok(f) => f,
+        Err(e) => return Err(form_refusal(e)),
+    };
+    let result = async {
+        let (fields, file_name) = read_fields(&state, &dynamic.security, peer, &mut form).await?;
+        check_fields(&dynamic.security, fields, file_name, peer)
+    }
+    .await;
+    let (fields, token, slot, filename) = match result {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            if refusal.drain {
+                linger(form.into_inner());
+            }
+            return Err(refusal);
+        }
+    };
+    let got = receive(
+        &state,
+        &mut form,
+        fmt,
+        &format,
+        fields.sha1.is_some(),
+        declared,
+    )
+    .await?;
+    let upload = match got.file {
+        Some(temp) => Upload::File(temp),
+        None => Upload::Sha256State(Box::new(got.sha256.clone())),
+    };
+    let sec = &dynamic.security;
+    if got.size < sec.min_filesize {
+        return Err(Refusal::bad(
+            "too_small",
+            format!(
+                "file too small: {} bytes, the minimum is {}",
+                got.size, sec.min_filesize
+            ),
+        ));
+    }
+    let (sha1, sha256) = (
+        got.sha1.map(|h| hex::encode(h.finalize())),
+        hex::encode(got.sha256.finalize()),
+    );
+    for (name, given, got) in [
+        ("sha1", &fields.sha1, sha1.as_ref()),
+        ("sha256", &fields.sha256, Some(&sha256)),
+    ] {
+        if let (Some(given), Some(got)) = (given, got) {
+            if given != got {
+                return Err(Refusal::bad(
+                    "hash_mismatch",
+                    format!("{name} mismatch: the request says {given}, the bytes received hash to {got}"),
+                ));
+            }
+        }
+    }
+    let job = Job {
+        format: format.clone(),
+        signer: fmt.signer.clone(),
+        upload,
+        sha1,
+        sha256: sha256.clone(),
+        filename,
+        peer,
+        token_id: token.chaff,
+    };
+    match state
+        .queue
+        .submit(job, slot)
+        .map_err(|e| storage_error(&e))?
+    {
+        Submit::Queued => {}
+        Submit::Duplicate => {
+            tracing::debug!(input_sha256 = %sha256, "already signed or pending: not signed again")
+        }
+    }
+    let mut nonce = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    Ok((
+        StatusCode::ACCEPTED,
+        [("X-Nonce", hex::encode(nonce))],
+        format!("accepted {sha256}\n"),
+    )
+        .into_response())
+}
+
+/// The next form event, within `idle_timeout` of the last piece and, while
+/// reading the fields, before `deadline`.
+pub(super) async fn next_event<S, E>(
+    state: &AppState,
+    form: &mut Form<S>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Event, Refusal>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let idle_end = tokio::time::Instant::now() + state.idle_timeout;
+    let (end, by_deadline) = match deadline {
+        Some(d) if d < idle_end => (d, true),
+        _ => (idle_end, false),
+    };
+    match tokio::time::timeout_at(end, form.next()).await {
+        Ok(Ok(event)) => Ok(event),
+        Ok(Err(e)) => Err(form_refusal(e)),
+        Err(_) if by_deadline => Err(Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "form_timeout",
+            format!(
+                "the form fields before filedata took longer than {} s",
+                state.form_timeout.as_secs()
+            ),
+        )
+        .with(header::CONNECTION, "close")),
+        Err(_) => Err(Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "idle_timeout",
+            format!(
+                "upload stalled: nothing received for {} s",
+                state.idle_timeout.as_secs()
+            ),
+        )
+        .with(header::CONNECTION, "close")),
+    }
+}
+
+fn form_refusal(e: FormError) -> Refusal {
+    match e {
+        FormError::HeadTooLong(_) => Refusal::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "part_header_too_long",
+            e.to_string(),
+        )
+        .drained(),
+        FormError::Malformed(_) => Refusal::bad("malformed_form", e.to_string()).drained(),
+        FormError::Stream(_) => Refusal::bad(
+            "upload_interrupted",
+            format!("upload interrupted or malformed: {e}"),
+        ),
+    }
+}
+
+/// Reads the fields up to `filedata`, acting on each as it completes;
+/// returns them and the file part's own file name.
+async fn read_fields<S, E>(
+    state: &AppState,
+    sec: &crate::config::SecurityConfig,
+    peer: IpAddr,
+    form: &mut Form<S>,
+) -> Result<(Fields, Option<String>), Refusal>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let deadline = tokio::time::Instant::now() + state.form_timeout;
+    let mut fields = Fields::default();
+    let mut current: Option<(String, Vec<u8>)> = None;
+    let mut total: u64 = 0;
+    loop {
+        match next_event(state, form, Some(deadline)).await? {
+            Event::PartEnd => {
+                if let Some((name, value)) = current.take() {
+                    complete(state, sec, peer, &mut fields, &name, value)?;
+                }
+            }
+            Event::Part(head) => {
+                if head.name == "filedata" {
+                    return Ok((fields, head.filename));
+                }
+                total += (head.name.len() + head.filename.map_or(0, |f| f.len())) as u64;
+                current = Some((head.name, Vec::new()));
+            }
+            Event::Data(piece) => {
+                let Some((name, value)) = &mut current else {
+                    continue;
+                };
+                if value.len() + piece.len() > FIELD_LIMIT {
+                    return Err(Refusal::bad(
+                        "field_too_long",
+                        format!("field {name} is longer than {FIELD_LIMIT} bytes"),
+                    )
+                    .drained());
+                }
+                total += piece.len() as u64;
+                value.extend_from_slice(&piece);
+            }
+            Event::End | Event::NeedMore => {
+                if let Some((name, value)) = current.take() {
+                    complete(state, sec, peer, &mut fields, &name, value)?;
+                }
+                return Err(
+                    Refusal::bad("no_filedata", "no filedata field in the upload").drained(),
+                );
+            }
+        }
+        if total > FORM_LIMIT {
+            return Err(Refusal::bad(
+                "form_too_long",
+                format!("the form fields before filedata pass {FORM_LIMIT} bytes"),
+            )
+            .drained());
+        }
+    }
+}
+
+/// Acts on a complete text field: the token is verified at once and, once
+/// valid, takes a queue slot; the others are kept for [`check_fields`].
+fn complete(
+    state: &AppState,
+    sec: &crate::config::SecurityConfig,
+    peer: IpAddr,
+    fields: &mut Fields,
+    name: &str,
+    value: Vec<u8>,
+) -> Result<(), Refusal> {
+    let text = String::from_utf8(value).map_err(|_| {
+        Refusal::bad("field_not_utf8", format!("field {name} is not UTF-8")).drained()
+    })?;
+    match name {
+        "token" => {
+            let token = verify_token(state, sec, peer, &text)?;
+            if fields.slot.is_none() {
+                // The place is taken once the token is valid and before the
+                // file is read: a burst of uploads costs neither disk nor
+                // bandwidth beyond `max_queue` of them, and uploads without
+                // a valid token hold none.
+                let slot = state.queue.reserve().ok_or_else(|| {
+                    Refusal::busy(
+                        "queue_full",
+                        "too much work queued; try again later or use another host",
+                    )
+                    .drained()
+                })?;
+                fields.slot = Some(slot);
+            }
+            fields.token = Some(token);
+        }
+        "filename" => fields.filename = Some(text),
+        "sha1" => fields.sha1 = Some(text.trim().to_ascii_lowercase()),
+        "sha256" => fields.sha256 = Some(text.trim().to_ascii_lowercase()),
+        // `nonce` and anything else: ignored.
+        _ => {}
+    }
+    Ok(())
+}
+
+fn verify_token(
+    state: &AppState,
+    sec: &crate::config::SecurityConfig,
+    peer: IpAddr,
+    text: &str,
+) -> Result<auth::Token, Refusal> {
+    auth::verify(text, &sec.token_secrets, peer, now()).map_err(|e| {
+        state
+            .metrics
+            .inc("signing_token_rejections_total", &[("reason", e.label())]);
+        Refusal::bad("token", e.to_string()).drained()
+    })
+}
+
+/// The checks that need every field: the token is there, the file name is
+/// allowed, the hashes are well formed.
+fn check_fields(
+    sec: &crate::config::SecurityConfig,
+    mut fields: Fields,
+    file_name: Option<String>,
+    peer: IpAddr,
+) -> Result<(Fields, auth::Token, Slot, String), Refusal> {
+    let (Some(token), Some(slot)) = (fields.token.take(), fields.slot.take()) else {
+        // No token field: the same refusal as an empty one.
+        let e = auth::verify("", &sec.token_secrets, peer, now())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "token missing".into());
+        return Err(Refusal::bad("token", e).drained());
+    };
+    let filename = fields.filename.take().or(file_name).unwrap_or_default();
+    if filename.is_empty()
+        || !sec
+            .allowed_filenames
+            .iter()
+            .any(|re| re.is_match(&filename))
+    {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "filename_not_allowed",
+            format!("filename {filename:?} is not allowed on this server"),
+        )
+        .drained());
+    }
+    for (name, hash, len) in [("sha1", &fields.sha1, 40), ("sha256", &fields.sha256, 64)] {
+        if hash.as_ref().is_some_and(|h| !is_hex_digest(h, len)) {
+            return Err(
+                Refusal::bad("bad_hash", format!("{name} must be {len} hex digits")).drained(),
+            );
+        }
+    }
+    if fields.sha1.is_none() && fields.sha256.is_none() {
+        return Err(Refusal::bad("no_hash", "sha1 or sha256 of the file is required").drained());
+    }
+    Ok((fields, token, slot, filename))
+}
+
+/// After a refusal on the form fields (bad token, filename, unknown format),
+/// reads and discards the rest of the body in the background, bounded in
+/// time and bytes: closing a connection with unread data resets it, and the
+/// client (still sending) would see a broken connection instead of our answer
+/// and fail over instead of failing fast. The raw body is drained, not
+/// parsed, so nothing of it is kept. A 413 is never drained: there the server
+/// stops reading at once.
+fn linger<S, E>(mut body: S)
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send + 'static,
+    E: Send + 'static,
+{
+    tokio::spawn(async move {
+        let drain = async {
+            let mut seen = 0u64;
+            while let Some(Ok(chunk)) = body.next().await {
+                seen += chunk.len() as u64;
+                if seen > LINGER_BYTES {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
+}

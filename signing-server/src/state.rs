@@ -1,0 +1,86 @@
+//! What the request handlers share: the reloadable configuration snapshot
+//! (`Dynamic`, swapped whole on SIGHUP by `reload.rs`), the queue, the store,
+//! the metrics and the per-address minting throttle.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use formats::Signer;
+
+use crate::config::SecurityConfig;
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+use crate::store::Store;
+use crate::throttle::Throttle;
+
+/// The TCP peer of the connection a request came on (set per connection).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// One servable format.
+pub struct FormatEntry {
+    /// Its unlocked signer.
+    pub signer: Arc<dyn Signer>,
+    /// Largest accepted upload.
+    pub max_filesize: u64,
+    /// The settings the signer was opened with (to tell, on reload, whether it still fits).
+    pub config: formats::FormatConfig,
+    /// sha256 of the key file when it was unlocked.
+    pub key_digest: String,
+}
+
+/// The part of the configuration that SIGHUP replaces, swapped as a whole.
+pub struct Dynamic {
+    /// `[security]`.
+    pub security: SecurityConfig,
+    /// Formats by name.
+    pub formats: HashMap<String, Arc<FormatEntry>>,
+    /// Format names in config order (for /health).
+    pub format_names: Vec<String>,
+    /// GET long-poll duration.
+    pub long_poll: Duration,
+    /// Unused results are removed after this long.
+    pub max_file_age: Duration,
+    /// How often cleanup runs.
+    pub cleanup_interval: Duration,
+}
+
+/// Everything handlers share.
+pub struct AppState {
+    /// The reloadable configuration.
+    pub dynamic: RwLock<Arc<Dynamic>>,
+    /// The job queue.
+    pub queue: Arc<Queue>,
+    /// File storage.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Longest silence between two pieces of an upload.
+    pub idle_timeout: Duration,
+    /// Longest time the form fields before `filedata` may take, all together.
+    pub form_timeout: Duration,
+    /// Failed minting attempts, per source address.
+    pub mint_throttle: Throttle,
+    /// Start time.
+    pub started: Instant,
+    /// Set on SIGTERM: new uploads are refused, /health says `draining`.
+    pub draining: AtomicBool,
+}
+
+impl AppState {
+    /// The configuration in force now (a snapshot: a reload does not change it under a request).
+    pub fn dynamic(&self) -> Arc<Dynamic> {
+        self.dynamic
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a new configuration in force.
+    pub fn replace_dynamic(&self, d: Dynamic) {
+        *self.dynamic.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d);
+    }
+}
