@@ -44,17 +44,6 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status"))
 }
 
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
-}
-
 #[test]
 fn a_peer_in_no_allow_list_is_closed_before_tls() {
     let s = Server::start(&door_opts("", ""));
@@ -106,11 +95,10 @@ fn an_idle_tls_connection_is_closed_within_idle_timeout() {
 fn an_http2_preface_is_not_served() {
     let s = Server::start(&door_opts("", ""));
     for alpn in [None, Some("http/1.1")] {
-        let mut tls = raw_tls_from(&s, "127.0.0.1");
-        if let Some(p) = alpn {
-            // raw_tls offers no ALPN; ask for http/1.1 through a fresh connection.
-            tls = raw_tls_alpn(&s, p);
-        }
+        let mut tls = match alpn {
+            None => raw_tls_from(&s, "127.0.0.1"),
+            Some(p) => raw_tls_alpn(&s, p),
+        };
         // The client preface, then an empty SETTINGS frame.
         tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
             .unwrap();
@@ -129,7 +117,7 @@ fn an_http2_preface_is_not_served() {
             String::from_utf8_lossy(&got)
         );
     }
-    assert!(wait_for(Duration::from_secs(5), || s
+    assert!(wait_until(Duration::from_secs(5), || s
         .stderr()
         .contains("HTTP/2 preface")));
 }
@@ -296,7 +284,7 @@ fn uploads_without_a_valid_token_hold_no_queue_slot() {
         assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
     }
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert!(wait_for(Duration::from_secs(5), || s
+    assert!(wait_until(Duration::from_secs(5), || s
         .stderr()
         .contains("form_timeout")));
 }
@@ -368,7 +356,7 @@ fn refusals_are_logged_with_their_reason_and_cleaned() {
     let (status, text) = up.send(&s.client(), &s.url, "gpg");
     assert_eq!(status, 400, "{text}");
     assert!(!text.contains('\x1b'), "raw control bytes echoed: {text:?}");
-    assert!(wait_for(Duration::from_secs(5), || s
+    assert!(wait_until(Duration::from_secs(5), || s
         .stderr()
         .contains("reason=\"token\"")
         || s.stderr().contains("reason=token")));
@@ -381,7 +369,7 @@ fn refusals_are_logged_with_their_reason_and_cleaned() {
     let _ = tls.write_all(big.as_bytes());
     let (got, _) = read_until_closed(&mut tls);
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 431"));
-    assert!(wait_for(Duration::from_secs(5), || s
+    assert!(wait_until(Duration::from_secs(5), || s
         .stderr()
         .contains("431")));
 }
@@ -396,7 +384,7 @@ fn cleanup_removes_empty_store_directories() {
     let dirs = || walk_dirs(&s.work_dir().join("inputs")) + walk_dirs(&results);
     assert!(dirs() > 0, "nothing was stored");
     assert!(
-        wait_for(Duration::from_secs(15), || dirs() == 0),
+        wait_until(Duration::from_secs(15), || dirs() == 0),
         "{} empty directories left under the store",
         dirs()
     );
