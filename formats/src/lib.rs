@@ -76,6 +76,27 @@ pub struct SignContext {
     pub scratch: Option<std::sync::Arc<scratch::ScratchBudget>>,
 }
 
+/// What a signer's result is to the client: a new version of the file, or a
+/// detached signature written beside it (told in /health, so that clients need
+/// not guess from a format's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The signed file, which replaces the input (authenticode, mar, apk, …).
+    File,
+    /// A detached signature over the unchanged input (gpg's `.asc`).
+    Detached,
+}
+
+impl Output {
+    /// The name /health gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Output::File => "file",
+            Output::Detached => "detached",
+        }
+    }
+}
+
 /// One signature format with its unlocked key. Shared across jobs and threads.
 pub trait Signer: Send + Sync {
     /// Signs `input` into `output` (both files on local disk). `output` does
@@ -92,6 +113,11 @@ pub trait Signer: Send + Sync {
 
     /// A public identifier of the key (a fingerprint): safe for logs.
     fn key_id(&self) -> String;
+
+    /// What the result is: the signed file (the default) or a detached signature.
+    fn output(&self) -> Output {
+        Output::File
+    }
 
     /// Failed requests to each time-stamping authority since this signer
     /// was opened (URL, count), for the server's metrics. Empty for the

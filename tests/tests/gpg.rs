@@ -153,6 +153,10 @@ fn health_and_metrics() {
     .unwrap();
     assert_eq!(h["status"], "ok");
     assert_eq!(h["formats"], serde_json::json!(["gpg"]));
+    assert_eq!(
+        h["format_details"]["gpg"],
+        serde_json::json!({"type": "gpg", "output": "detached"})
+    );
     assert_eq!(h["queue_depth"], 0);
     let m = s
         .client()

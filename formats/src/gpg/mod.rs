@@ -324,6 +324,10 @@ impl Signer for GpgSigner {
         self.fingerprint.clone()
     }
 
+    fn output(&self) -> crate::Output {
+        crate::Output::Detached
+    }
+
     fn key_status(&self) -> crate::KeyStatus {
         match self.key.status() {
             Some(s) => s,

@@ -116,11 +116,25 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .map(|(name, f)| (name.clone(), f.max_filesize.into()))
         .collect();
+    // Each format's type and what its result is, so that a client need not
+    // infer either from the format's name.
+    let details: serde_json::Map<String, serde_json::Value> = dynamic
+        .formats
+        .iter()
+        .map(|(name, f)| {
+            let detail = serde_json::json!({
+                "type": f.config.kind,
+                "output": f.signer.output().as_str(),
+            });
+            (name.clone(), detail)
+        })
+        .collect();
     let body = serde_json::json!({
         "status": if draining { "draining" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "formats": dynamic.format_names,
         "max_filesize": limits,
+        "format_details": details,
         "queue_depth": state.queue.depth(),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "keys": crate::token_keys::health(key_states(&dynamic)),
