@@ -3,6 +3,7 @@
 //! and stop it. Nothing here mocks a server, a signer or a verifier.
 
 pub mod authenticode;
+pub mod windows;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
