@@ -324,4 +324,4 @@ pub(crate) fn read_signature(file: &mut File, l: &CabLayout) -> Result<Vec<u8>, 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -314,3 +314,6 @@ impl AuthenticodeSigner {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -209,10 +209,12 @@ impl Decoder {
                         n,
                     )
                 }
-                Err(e) => return Err(reject(format!(
+                Err(e) => {
+                    return Err(reject(format!(
                     "invalid UTF-8 at byte {} (a UTF-16 script needs its FF FE byte-order mark)",
                     start + e.valid_up_to() as u64
-                ))),
+                )))
+                }
             };
             for (i, c) in text.char_indices() {
                 f(start + i as u64, c);
