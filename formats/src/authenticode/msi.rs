@@ -42,8 +42,9 @@ const SIP_UUID: [u8; 16] = [
 ];
 /// Storages nested deeper than this are refused (MSI uses one level, if any).
 const MAX_DEPTH: usize = 32;
-/// Directory entries beyond this are refused (real packages have hundreds).
-const MAX_ENTRIES: usize = 1 << 20;
+/// Directory entries beyond this are refused: real packages have hundreds,
+/// and the hash lists a storage's children in memory to sort them.
+const MAX_ENTRIES: usize = 1 << 16;
 /// Largest signature stream read back when verifying.
 const MAX_SIGNATURE: u64 = 16 << 20;
 /// Streams of this length or more are refused: osslsigncode would leave them
