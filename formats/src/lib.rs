@@ -126,6 +126,14 @@ pub trait Signer: Send + Sync {
         Vec::new()
     }
 
+    /// (TSA URL, `notAfter` in Unix seconds) of the certificate each
+    /// time-stamping authority signed its last valid reply with, for the
+    /// server's expiry metrics. Empty for the signers that do not timestamp
+    /// through [`timestamp`] (apple's timestamps come from apple-codesign).
+    fn tsa_certificate_expiry(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
     /// Where the key is and whether it can sign now (a token may be gone): for /health
     /// and /metrics. A file key is always available.
     fn key_status(&self) -> KeyStatus {

@@ -40,6 +40,7 @@ pub fn initial(cfg: &Config, signers: Signers) -> Dynamic {
                 max_filesize: f.max_filesize,
                 config: f.signer.clone(),
                 key_digest: key_digest(&f.signer.key),
+                certs: crate::expiry::read(f.signer.cert.as_deref()),
             };
             formats.insert(name, Arc::new(entry));
         }
@@ -119,6 +120,7 @@ pub fn apply(old: &Dynamic, old_server: &ServerConfig, new: &Config) -> Outcome 
                     max_filesize: f.max_filesize,
                     config: running.config.clone(),
                     key_digest: running.key_digest.clone(),
+                    certs: running.certs.clone(),
                 }),
             );
         } else {

@@ -467,6 +467,13 @@ impl Signer for AuthenticodeSigner {
             .unwrap_or_default()
     }
 
+    fn tsa_certificate_expiry(&self) -> Vec<(String, u64)> {
+        self.timestamps
+            .as_ref()
+            .map(|t| t.certificates().expiry())
+            .unwrap_or_default()
+    }
+
     fn key_status(&self) -> KeyStatus {
         self.key.status()
     }
