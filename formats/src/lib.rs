@@ -31,6 +31,7 @@ pub mod gpg;
 pub mod keys;
 pub mod mar;
 pub mod pkcs11;
+pub(crate) mod probe;
 pub mod registry;
 pub mod scratch;
 pub(crate) mod signed_data;
