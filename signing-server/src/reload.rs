@@ -8,7 +8,8 @@
 //! Not reloaded (the log says "restart to apply"): a format whose key file or
 //! signer settings changed (it keeps signing with the key it has), a new
 //! format (its key would need a passphrase), the listen address, port,
-//! work_dir, concurrency, max_queue, logging.
+//! work_dir, concurrency, max_queue, the connection limits,
+//! proxy_protocol_from, cert_expiry_warning, logging.
 //!
 //! A config that does not load is rejected as a whole: the old one keeps serving.
 
@@ -95,6 +96,14 @@ pub fn apply(old: &Dynamic, old_server: &ServerConfig, new: &Config) -> Outcome 
         (
             "max_connections_per_ip",
             s.max_connections_per_ip != old_server.max_connections_per_ip,
+        ),
+        (
+            "proxy_protocol_from",
+            s.proxy_protocol_from != old_server.proxy_protocol_from,
+        ),
+        (
+            "cert_expiry_warning",
+            s.cert_expiry_warning != old_server.cert_expiry_warning,
         ),
     ] {
         if changed {
