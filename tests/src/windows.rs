@@ -172,3 +172,22 @@ pub fn signature_count(verify_output: &str) -> Option<usize> {
         .find_map(|l| l.strip_prefix("Number of verified signatures: "))
         .and_then(|n| n.trim().parse().ok())
 }
+
+/// Panics, saying why, unless osslsigncode is 2.9 or later: 2.5 (Debian
+/// bookworm's package) knows neither catalogs nor scripts, so its verdict on
+/// them would say nothing about our signatures.
+pub fn require_osslsigncode_2_9() {
+    let (_, text) = run(Command::new("osslsigncode").arg("--version"));
+    let version = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .trim_end_matches(',')
+        .to_string();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    assert!(
+        (major, minor) >= (2, 9),
+        "these tests need osslsigncode 2.9 or later (catalogs, scripts); found {version:?}: {text}"
+    );
+}
