@@ -269,6 +269,23 @@ mod tests {
         assert_eq!(digest(&mut cf, DigestAlg::Sha256).unwrap(), ours);
     }
 
+    /// Regression (fuzz target msi_cfb): cfb panics in remove_stream on this
+    /// corrupt mini-stream chain; the guard makes it a refusal.
+    #[test]
+    fn a_panic_inside_cfb_is_a_refusal() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/authenticode/testdata/cfb-remove-stream-panic.msi");
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("x.msi");
+        std::fs::copy(src, &p).unwrap();
+        let f = File::options().read(true).write(true).open(&p).unwrap();
+        let r = open(f).and_then(|mut cf| remove_signatures(&mut cf));
+        match r {
+            Err(SignError::Rejected(m)) => assert!(m.contains("inconsistent"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
     #[test]
     fn not_a_compound_file_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
