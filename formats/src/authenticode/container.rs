@@ -167,7 +167,7 @@ impl AuthenticodeSigner {
             Container::Msi => {
                 // Check the input before writing anything.
                 let probe = msi::open(input.try_clone()?)?;
-                self.refuse_signed(c, msi::is_signed(&probe))?;
+                self.refuse_signed(c, msi::is_signed(&probe)?)?;
                 drop(probe);
                 let mut out = create(output)?;
                 input.seek(SeekFrom::Start(0))?;

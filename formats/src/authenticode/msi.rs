@@ -108,8 +108,10 @@ fn children(cf: &CompoundFile<File>, dir: &Path) -> Result<Vec<Child>, SignError
 }
 
 /// Whether the root has a signature stream (either kind).
-pub(crate) fn is_signed(cf: &CompoundFile<File>) -> bool {
-    cf.is_stream(format!("/{SIGNATURE}")) || cf.is_stream(format!("/{SIGNATURE_EX}"))
+pub(crate) fn is_signed(cf: &CompoundFile<File>) -> Result<bool, SignError> {
+    guarded(
+        || Ok(cf.is_stream(format!("/{SIGNATURE}")) || cf.is_stream(format!("/{SIGNATURE_EX}"))),
+    )
 }
 
 /// The MSI hash of `cf` (see the module doc).
@@ -210,6 +212,10 @@ pub(crate) fn write_signature(cf: &mut CompoundFile<File>, der: &[u8]) -> Result
 
 /// The DER of the root's `\u{5}DigitalSignature` stream.
 pub(crate) fn read_signature(cf: &mut CompoundFile<File>) -> Result<Vec<u8>, String> {
+    guarded(|| read_signature_unguarded(cf).map_err(SignError::Rejected)).map_err(|e| e.to_string())
+}
+
+fn read_signature_unguarded(cf: &mut CompoundFile<File>) -> Result<Vec<u8>, String> {
     let path = format!("/{SIGNATURE}");
     if !cf.is_stream(&path) {
         return Err("the MSI has no \\005DigitalSignature stream".into());
@@ -261,11 +267,11 @@ mod tests {
 
         // Signing adds a stream the hash leaves out; removing it restores the file's state.
         write_signature(&mut cf, b"\x30\x00").unwrap();
-        assert!(is_signed(&cf));
+        assert!(is_signed(&cf).unwrap());
         assert_eq!(digest(&mut cf, DigestAlg::Sha256).unwrap(), ours);
         assert_eq!(read_signature(&mut cf).unwrap(), b"\x30\x00");
         remove_signatures(&mut cf).unwrap();
-        assert!(!is_signed(&cf));
+        assert!(!is_signed(&cf).unwrap());
         assert_eq!(digest(&mut cf, DigestAlg::Sha256).unwrap(), ours);
     }
 
