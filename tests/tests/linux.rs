@@ -12,16 +12,18 @@ use signing_tests::*;
 /// rpm formats `rpm` (RSA-4096) and `rpm_ed25519`.
 fn server() -> Server {
     let c = certs();
-    let mut opts = ServerOpts::default();
-    opts.formats = format!(
-        "[format:inrelease]\ntype = gpg\nkey = {}\nclearsign = yes\n\n\
-         [format:rpm]\ntype = rpm\nkey = {}\n\n\
-         [format:rpm_ed25519]\ntype = rpm\nkey = {}\n",
-        c.join("gpg/secret.asc").display(),
-        c.join("gpg-rsa/secret.asc").display(),
-        c.join("gpg/secret.asc").display(),
-    );
-    opts.stdin = format!("{0}\n{0}\n{0}\n", passphrase());
+    let opts = ServerOpts {
+        formats: format!(
+            "[format:inrelease]\ntype = gpg\nkey = {}\nclearsign = yes\n\n\
+             [format:rpm]\ntype = rpm\nkey = {}\n\n\
+             [format:rpm_ed25519]\ntype = rpm\nkey = {}\n",
+            c.join("gpg/secret.asc").display(),
+            c.join("gpg-rsa/secret.asc").display(),
+            c.join("gpg/secret.asc").display(),
+        ),
+        stdin: format!("{0}\n{0}\n{0}\n", passphrase()),
+        ..ServerOpts::default()
+    };
     Server::start(&opts)
 }
 
@@ -148,6 +150,79 @@ fn rpm_rsa_signature_is_ok_for_rpmkeys_and_a_flipped_payload_byte_is_bad() {
 fn rpm_ed25519_signature_is_ok_for_rpmkeys() {
     let s = server();
     rpm_signed_checked_flipped_and_resigned(&s, "rpm_ed25519", "gpg", "EdDSA");
+}
+
+/// The reference signer, rpmsign (with gpg in a throw-away home), signs a
+/// package with the RSA key; the server re-signs it with the ed25519 key:
+/// rpmsign's signature is replaced, not kept beside ours.
+#[test]
+fn a_package_signed_by_rpmsign_gets_its_signature_replaced() {
+    let s = server();
+    let tmp = tempfile::tempdir().unwrap();
+    let built = rpmbuild(tmp.path());
+    let home = tmp.path().join("gnupg");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let pass = certs().join("PASSPHRASE");
+    let (ok, out) = run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(&home)
+        .args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase-file",
+        ])
+        .arg(&pass)
+        .arg("--import")
+        .arg(certs().join("gpg-rsa/secret.asc")));
+    assert!(ok, "gpg --import: {out}");
+    let fpr = std::fs::read_to_string(certs().join("gpg-rsa/FINGERPRINT")).unwrap();
+    let (ok, out) = run(Command::new("rpmsign")
+        .arg("--addsign")
+        .arg("--define")
+        .arg(format!("_gpg_name {}", fpr.trim()))
+        .args(["--define", "__gpg /usr/bin/gpg"])
+        .arg("--define")
+        .arg(format!("_gpg_path {}", home.display()))
+        .arg("--define")
+        .arg(format!(
+            "_gpg_sign_cmd_extra_args --pinentry-mode loopback --passphrase-file {}",
+            pass.display()
+        ))
+        .arg(&built));
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--kill", "all"])
+        .output();
+    assert!(ok, "rpmsign --addsign: {out}");
+    let (ok, out) = checksig("gpg-rsa", &built);
+    assert!(
+        ok && out.contains(&format!("Signature, key ID {}: OK", key_id("gpg-rsa"))),
+        "rpmsign's own signature: {out}"
+    );
+
+    let ours = sign_ok(
+        &s,
+        "rpm_ed25519",
+        "hello.rpm",
+        &std::fs::read(&built).unwrap(),
+    );
+    let p = tmp.path().join("ours.rpm");
+    std::fs::write(&p, &ours).unwrap();
+    let (ok, out) = checksig("gpg", &p);
+    let good = format!(
+        "Header V4 EdDSA/SHA256 Signature, key ID {}: OK",
+        key_id("gpg")
+    );
+    assert!(ok && out.contains(&good), "expected {good:?}:\n{out}");
+    assert_eq!(out.matches("Signature").count(), 1, "{out}");
+    let (ok, out) = checksig("gpg-rsa", &p);
+    assert!(
+        !ok && out.contains("NOKEY"),
+        "rpmsign's signature is still there: {out}"
+    );
 }
 
 #[test]

@@ -268,7 +268,7 @@ pub(crate) fn write(entries: &[NewEntry], region: u32) -> Vec<u8> {
     };
     let mut body = Vec::new();
     for e in sorted {
-        while data.len() % align(e.kind) != 0 {
+        while !data.len().is_multiple_of(align(e.kind)) {
             data.push(0);
         }
         put(&mut body, e.tag, e.kind, data.len() as u32, e.count);

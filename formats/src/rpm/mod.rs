@@ -147,10 +147,11 @@ pub(crate) fn read_headers(r: &mut impl Read) -> Result<Headers, SignError> {
     Ok(Headers { lead, sig, main })
 }
 
+/// A payload hasher and the digest (lower-case hex) the payload must have.
+type PayloadCheck = (Box<dyn digest::DynDigest>, String);
+
 /// The payload digest the main header gives: the hasher and the expected hex.
-fn payload_digest(
-    main: &Header,
-) -> Result<Option<(Box<dyn digest::DynDigest>, String)>, SignError> {
+fn payload_digest(main: &Header) -> Result<Option<PayloadCheck>, SignError> {
     let Some(want) = main.string(PAYLOAD_DIGEST) else {
         return Ok(None);
     };
@@ -159,9 +160,11 @@ fn payload_digest(
         8 => Box::new(Sha256::new()),
         9 => Box::new(sha2::Sha384::new()),
         10 => Box::new(sha2::Sha512::new()),
-        n => return Err(SignError::Rejected(format!(
+        n => {
+            return Err(SignError::Rejected(format!(
             "RPM payload digest algorithm {n} is not supported (SHA-1, SHA-256, SHA-384, SHA-512)"
-        ))),
+        )))
+        }
     };
     Ok(Some((hasher, want.to_ascii_lowercase())))
 }
@@ -242,9 +245,11 @@ impl RpmSigner {
         let tag = match key.algorithm() {
             PublicKeyAlgorithm::RSA | PublicKeyAlgorithm::RSASign => SIG_RSA,
             PublicKeyAlgorithm::DSA | PublicKeyAlgorithm::EdDSALegacy => SIG_DSA,
-            other => return Err(config(format!(
+            other => {
+                return Err(config(format!(
                 "rpm checks RSA, DSA and EdDSA (legacy ed25519) signatures; this key is {other:?}"
-            ))),
+            )))
+            }
         };
         if key.version() != KeyVersion::V4 {
             return Err(config(
