@@ -175,3 +175,18 @@ fn probe_passes_and_unknown_settings_are_refused() {
         other => panic!("expected a config error, got {other:?}"),
     }
 }
+
+/// Regression (fuzzer, rpm_headers): a NULL-type entry whose count exceeded the data
+/// after it was accepted, then its rewritten header did not parse.
+#[test]
+fn a_null_type_entry_is_rejected() {
+    let mut pkg = probe_package(b"x");
+    // The signature header's second entry (after the region) becomes type 0, count 4128.
+    let at = LEAD_LEN + 16 + 16;
+    pkg[at + 4..at + 8].copy_from_slice(&0u32.to_be_bytes());
+    pkg[at + 12..at + 16].copy_from_slice(&4128u32.to_be_bytes());
+    match read_headers(&mut &pkg[..]) {
+        Err(SignError::Rejected(m)) => assert!(m.contains("bad type"), "{m}"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
