@@ -225,6 +225,40 @@ fn a_package_signed_by_rpmsign_gets_its_signature_replaced() {
     );
 }
 
+/// `type = rpm` with the RSA test OpenPGP key in a PKCS#11 token (SoftHSM2) and
+/// `public_key` naming its certificate, as `type = gpg` takes it: rpmkeys accepts.
+#[test]
+fn rpm_signed_with_a_token_key_is_ok_for_rpmkeys() {
+    use signing_tests::pkcs11::{cert_file, gpg_rsa_key_as_pem, uri, SoftHsm, PIN};
+    let hsm = SoftHsm::new();
+    hsm.init_token("release");
+    let pem = hsm.dir.path().join("gpg-rsa.p8");
+    gpg_rsa_key_as_pem(&pem);
+    hsm.import_plain("release", &pem, "rpm-release", "52");
+    std::fs::remove_file(&pem).unwrap();
+    let s = Server::start(&ServerOpts {
+        formats: format!(
+            "[format:rpm]\ntype = rpm\nkey = {}\npublic_key = {}\n",
+            uri("release", "rpm-release"),
+            cert_file("gpg-rsa/public.asc").display()
+        ),
+        stdin: format!("{PIN}\n"),
+        env: hsm.env(),
+        ..ServerOpts::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let built = rpmbuild(tmp.path());
+    let signed = sign_ok(&s, "rpm", "hello.rpm", &std::fs::read(&built).unwrap());
+    let p = tmp.path().join("signed.rpm");
+    std::fs::write(&p, &signed).unwrap();
+    let (ok, out) = checksig("gpg-rsa", &p);
+    let good = format!(
+        "Header V4 RSA/SHA256 Signature, key ID {}: OK",
+        key_id("gpg-rsa")
+    );
+    assert!(ok && out.contains(&good), "expected {good:?}:\n{out}");
+}
+
 #[test]
 fn malformed_rpms_are_422_with_a_reason() {
     let s = server();
