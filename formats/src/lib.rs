@@ -31,6 +31,7 @@ pub mod gpg;
 pub mod keys;
 pub mod mar;
 pub mod pkcs11;
+pub(crate) mod probe;
 pub mod registry;
 pub mod rpm;
 pub mod scratch;
@@ -124,6 +125,14 @@ pub trait Signer: Send + Sync {
     /// was opened (URL, count), for the server's metrics. Empty for the
     /// signers that do not timestamp.
     fn tsa_failures(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
+    /// (TSA URL, `notAfter` in Unix seconds) of the certificate each
+    /// time-stamping authority signed its last valid reply with, for the
+    /// server's expiry metrics. Empty for the signers that do not timestamp
+    /// through [`timestamp`] (apple's timestamps come from apple-codesign).
+    fn tsa_certificate_expiry(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
 

@@ -126,6 +126,29 @@ impl TsaFailures {
     }
 }
 
+/// The `notAfter` (Unix seconds) of the certificate each TSA signed its last
+/// valid reply with, for the server's expiry metrics: a TSA certificate that
+/// expires blocks every timestamped signing as surely as our own.
+#[derive(Debug, Default)]
+pub struct TsaCertificates(Mutex<BTreeMap<String, u64>>);
+
+impl TsaCertificates {
+    fn record(&self, url: &str, not_after: u64) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(url.to_string(), not_after);
+    }
+
+    /// (URL, notAfter) of every TSA that answered so far.
+    pub fn expiry(&self) -> Vec<(String, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(u, t)| (u.clone(), *t))
+            .collect()
+    }
+}
+
 /// Why one attempt of [`failover`] failed.
 #[derive(Debug)]
 pub(crate) enum Attempt<E> {
@@ -179,6 +202,7 @@ pub(crate) struct TimestampClient {
     /// thread, which must not happen inside the server's async context.
     http: OnceLock<reqwest::blocking::Client>,
     failures: TsaFailures,
+    certs: TsaCertificates,
 }
 
 impl std::fmt::Debug for TimestampClient {
@@ -199,12 +223,18 @@ impl TimestampClient {
             timeout,
             http: OnceLock::new(),
             failures: TsaFailures::default(),
+            certs: TsaCertificates::default(),
         })
     }
 
     /// Failed requests per URL since this client was made.
     pub(crate) fn failures(&self) -> &TsaFailures {
         &self.failures
+    }
+
+    /// The TSA certificates of the last valid replies.
+    pub(crate) fn certificates(&self) -> &TsaCertificates {
+        &self.certs
     }
 
     fn http(&self) -> Result<&reqwest::blocking::Client, TimestampError> {
@@ -261,7 +291,9 @@ impl TimestampClient {
         if body.len() as u64 > MAX_REPLY {
             return Err(TimestampError::TooLarge);
         }
-        check_reply(&body, &message_imprint, &nonce)
+        let (token, not_after) = check_reply(&body, &message_imprint, &nonce)?;
+        self.certs.record(url, not_after);
+        Ok(token)
     }
 }
 
@@ -297,12 +329,13 @@ fn request(
     Ok((message_imprint, nonce, req))
 }
 
-/// Checks a `TimeStampResp` and returns its token's DER.
+/// Checks a `TimeStampResp` and returns its token's DER and the TSA
+/// certificate's `notAfter`.
 fn check_reply(
     body: &[u8],
     imprint: &MessageImprint,
     nonce: &Int,
-) -> Result<Vec<u8>, TimestampError> {
+) -> Result<(Vec<u8>, u64), TimestampError> {
     let resp =
         TimeStampResp::from_der(body).map_err(|e| invalid(format!("not a TimeStampResp: {e}")))?;
     let status = resp.status.status as u8;
@@ -325,18 +358,19 @@ fn check_reply(
         .time_stamp_token
         .ok_or_else(|| invalid("granted but no token"))?;
     let token_der = token.to_der().map_err(|e| invalid(format!("token: {e}")))?;
-    check_token(&token_der, imprint, Some(nonce))?;
-    Ok(token_der)
+    let not_after = check_token(&token_der, imprint, Some(nonce))?;
+    Ok((token_der, not_after))
 }
 
 /// Checks a DER `TimeStampToken`: a SignedData over a TSTInfo for
 /// `imprint` (and `nonce`, if given), signed by the certificate it carries,
-/// which has the critical extendedKeyUsage timeStamping.
+/// which has the critical extendedKeyUsage timeStamping. Returns that
+/// certificate's `notAfter` (Unix seconds).
 pub(crate) fn check_token(
     token_der: &[u8],
     imprint: &MessageImprint,
     nonce: Option<&Int>,
-) -> Result<(), TimestampError> {
+) -> Result<u64, TimestampError> {
     let sd =
         signed_data::decode_signed_data(token_der).map_err(|e| invalid(format!("token: {e}")))?;
     if sd.encap_content_info.econtent_type != ID_CT_TST_INFO {
@@ -382,7 +416,12 @@ pub(crate) fn check_token(
     }
     signed_data::verify_signer_info(si, tst_der.as_bytes(), cert)
         .map_err(|e| invalid(format!("the token's signature: {e}")))?;
-    Ok(())
+    Ok(cert
+        .tbs_certificate
+        .validity
+        .not_after
+        .to_unix_duration()
+        .as_secs())
 }
 
 /// The message imprint an RFC 3161 token over `message` carries.
@@ -446,8 +485,12 @@ pub(crate) mod tests {
         let imprint = DigestAlg::Sha256.hash(b"a signature value");
         let (mi, nonce, req) = request(DigestAlg::Sha256, &imprint).unwrap();
         let reply = openssl_reply(&req, "sha256, sha384");
-        let token = check_reply(&reply, &mi, &nonce).unwrap();
+        let (token, not_after) = check_reply(&reply, &mi, &nonce).unwrap();
         assert!(signed_data::decode_signed_data(&token).is_ok());
+        // The TSA certificate's notAfter, as openssl reads it from the test TSA's cert.
+        let tsa_cert = certs().join("tsa.pem");
+        let want = crate::keys::validity::chain_validity(&tsa_cert).unwrap()[0].not_after;
+        assert_eq!(not_after, want);
 
         let (_, other_nonce, _) = request(DigestAlg::Sha256, &imprint).unwrap();
         let e = check_reply(&reply, &mi, &other_nonce)

@@ -16,6 +16,8 @@ pub struct AuditRecord<'a> {
     pub peer: IpAddr,
     /// The token's chaff.
     pub token_id: &'a str,
+    /// The formats the token was limited to (`gpg,mar`), "" when it was not.
+    pub token_scope: &'a str,
     /// Format name.
     pub format: &'a str,
     /// Client's filename label.
@@ -70,6 +72,7 @@ impl Audit {
             "time": time,
             "peer": r.peer.to_string(),
             "token_id": r.token_id,
+            "token_scope": (!r.token_scope.is_empty()).then_some(r.token_scope),
             "format": r.format,
             "filename": r.filename,
             "input_sha256": r.input_sha256,

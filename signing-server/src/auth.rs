@@ -3,7 +3,10 @@
 //! Token text: `IP:VALID_FROM:VALID_TO:CHAFF!MAC`, MAC = HMAC-SHA256 over
 //! everything before `!`, CHAFF 16 random bytes, both standard base64 without
 //! `=` padding. A token is valid under ANY configured secret (rotation), in
-//! its time window, and only from the IP it names.
+//! its time window, and only from the IP it names. A token scoped to some
+//! formats carries them inside the MAC'd text, after the chaff:
+//! `IP:VALID_FROM:VALID_TO:CHAFF;FORMAT,FORMAT!MAC` (format names never hold
+//! `;`, `,`, `:` or `!`); a token without a scope is valid for every format.
 //!
 //! Every secret comparison here is constant-time: MACs through
 //! `Mac::verify_slice`, passwords through `subtle` on fixed-length digests
@@ -57,7 +60,9 @@ impl std::fmt::Display for TokenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             TokenError::Missing => "token missing",
-            TokenError::Malformed => "token malformed (expected IP:VALID_FROM:VALID_TO:CHAFF!MAC)",
+            TokenError::Malformed => {
+                "token malformed (expected IP:VALID_FROM:VALID_TO:CHAFF[;FORMATS]!MAC)"
+            }
             TokenError::BadMac => {
                 "token signature invalid (bad MAC or a secret no longer configured)"
             }
@@ -88,6 +93,25 @@ pub struct Token {
     pub valid_to: u64,
     /// The random part: identifies the token in audit logs without being a secret.
     pub chaff: String,
+    /// The formats it may sign with; `None`: all of them.
+    pub formats: Option<Vec<String>>,
+}
+
+impl Token {
+    /// Whether the token may sign with `format`.
+    pub fn allows(&self, format: &str) -> bool {
+        self.formats
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|scoped| scoped == format))
+    }
+
+    /// The scope as the audit log and messages show it: `gpg,mar` ("" when unscoped).
+    pub fn scope(&self) -> String {
+        self.formats
+            .as_ref()
+            .map(|l| l.join(","))
+            .unwrap_or_default()
+    }
 }
 
 fn mac(secret: &SecretString) -> HmacSha256 {
@@ -96,17 +120,29 @@ fn mac(secret: &SecretString) -> HmacSha256 {
         .expect("HMAC takes any key length")
 }
 
-/// Mints a token for `ip`, valid from `valid_from` to `valid_to` (Unix seconds).
-pub fn mint(secret: &SecretString, ip: IpAddr, valid_from: u64, valid_to: u64) -> String {
+/// Mints a token for `ip`, valid from `valid_from` to `valid_to` (Unix
+/// seconds), for the `formats` given (None: all). Format names are checked by
+/// the caller (config names: letters, digits, `_`, `.`, `-`).
+pub fn mint(
+    secret: &SecretString,
+    ip: IpAddr,
+    valid_from: u64,
+    valid_to: u64,
+    formats: Option<&[String]>,
+) -> String {
     let mut chaff = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut chaff);
-    let payload = format!(
+    let mut payload = format!(
         "{}:{}:{}:{}",
         canonical(ip),
         valid_from,
         valid_to,
         STANDARD_NO_PAD.encode(chaff)
     );
+    if let Some(list) = formats {
+        payload.push(';');
+        payload.push_str(&list.join(","));
+    }
     let mut m = mac(secret);
     m.update(payload.as_bytes());
     format!(
@@ -136,7 +172,7 @@ pub fn verify(
         .map_err(|_| TokenError::Malformed)?;
     // IPv6 addresses contain ':', so split the three last fields from the right.
     let mut fields = payload.rsplitn(4, ':');
-    let (Some(chaff), Some(to), Some(from), Some(ip)) =
+    let (Some(last), Some(to), Some(from), Some(ip)) =
         (fields.next(), fields.next(), fields.next(), fields.next())
     else {
         return Err(TokenError::Malformed);
@@ -148,6 +184,16 @@ pub fn verify(
         .map_err(|_| TokenError::Malformed)?;
     let valid_from: u64 = from.parse().map_err(|_| TokenError::Malformed)?;
     let valid_to: u64 = to.parse().map_err(|_| TokenError::Malformed)?;
+    let (chaff, formats) = match last.split_once(';') {
+        Some((chaff, list)) => {
+            let list: Vec<String> = list.split(',').map(str::to_string).collect();
+            if list.iter().any(|f| f.is_empty()) {
+                return Err(TokenError::Malformed);
+            }
+            (chaff, Some(list))
+        }
+        None => (last, None),
+    };
     if chaff.is_empty() {
         return Err(TokenError::Malformed);
     }
@@ -176,6 +222,7 @@ pub fn verify(
         valid_from,
         valid_to,
         chaff: chaff.to_string(),
+        formats,
     })
 }
 
@@ -264,7 +311,7 @@ mod tests {
     #[test]
     fn minted_token_verifies() {
         let ip: IpAddr = IP.parse().unwrap();
-        let t = mint(&s("secret-secret-secret"), ip, 100, 200);
+        let t = mint(&s("secret-secret-secret"), ip, 100, 200, None);
         let ok = verify(&t, &[s("secret-secret-secret")], ip, 150).unwrap();
         assert_eq!(ok.ip, ip);
         assert_eq!((ok.valid_from, ok.valid_to), (100, 200));
@@ -276,7 +323,7 @@ mod tests {
     fn refusals_say_why() {
         let ip: IpAddr = IP.parse().unwrap();
         let good = [s("secret-secret-secret")];
-        let t = mint(&good[0], ip, 100, 200);
+        let t = mint(&good[0], ip, 100, 200, None);
         assert_eq!(verify(&t, &good, ip, 99), Err(TokenError::NotYetValid));
         assert_eq!(verify(&t, &good, ip, 201), Err(TokenError::Expired));
         assert_eq!(
@@ -298,9 +345,30 @@ mod tests {
     }
 
     #[test]
+    fn scoped_tokens_carry_their_formats_under_the_mac() {
+        let ip: IpAddr = IP.parse().unwrap();
+        let good = [s("secret-secret-secret")];
+        let scope = ["gpg".to_string(), "mar_sha384".to_string()];
+        let t = mint(&good[0], ip, 100, 200, Some(&scope));
+        assert!(t.contains(";gpg,mar_sha384!"), "{t}");
+        let ok = verify(&t, &good, ip, 150).unwrap();
+        assert!(ok.allows("gpg") && ok.allows("mar_sha384") && !ok.allows("mar"));
+        assert_eq!(ok.scope(), "gpg,mar_sha384");
+        // Widening or removing the scope breaks the MAC.
+        let wider = t.replacen(";gpg,", ";gpg,mar,", 1);
+        assert_eq!(verify(&wider, &good, ip, 150), Err(TokenError::BadMac));
+        let (head, mac) = t.split_once('!').unwrap();
+        let unscoped = format!("{}!{mac}", head.split_once(';').unwrap().0);
+        assert_eq!(verify(&unscoped, &good, ip, 150), Err(TokenError::BadMac));
+        // Unscoped tokens keep their meaning: every format.
+        let all = verify(&mint(&good[0], ip, 100, 200, None), &good, ip, 150).unwrap();
+        assert!(all.allows("anything") && all.formats.is_none());
+    }
+
+    #[test]
     fn any_listed_secret_verifies() {
         let ip: IpAddr = IP.parse().unwrap();
-        let t = mint(&s("old-secret-old-secret"), ip, 100, 200);
+        let t = mint(&s("old-secret-old-secret"), ip, 100, 200, None);
         let secrets = [s("new-secret-new-secret"), s("old-secret-old-secret")];
         assert!(verify(&t, &secrets, ip, 150).is_ok());
     }
@@ -308,11 +376,11 @@ mod tests {
     #[test]
     fn ipv6_and_mapped_addresses() {
         let ip: IpAddr = "2001:db8::1".parse().unwrap();
-        let t = mint(&s("secret-secret-secret"), ip, 100, 200);
+        let t = mint(&s("secret-secret-secret"), ip, 100, 200, None);
         assert!(verify(&t, &[s("secret-secret-secret")], ip, 150).is_ok());
         let v4: IpAddr = "127.0.0.2".parse().unwrap();
         let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
-        let t = mint(&s("secret-secret-secret"), v4, 100, 200);
+        let t = mint(&s("secret-secret-secret"), v4, 100, 200, None);
         assert!(verify(&t, &[s("secret-secret-secret")], mapped, 150).is_ok());
         assert!(ip_allowed(&["127.0.0.0/8".parse().unwrap()], mapped));
     }
@@ -320,7 +388,7 @@ mod tests {
     #[test]
     fn trailing_newline_is_tolerated() {
         let ip: IpAddr = IP.parse().unwrap();
-        let t = mint(&s("secret-secret-secret"), ip, 100, 200) + "\n";
+        let t = mint(&s("secret-secret-secret"), ip, 100, 200, None) + "\n";
         assert!(verify(&t, &[s("secret-secret-secret")], ip, 150).is_ok());
     }
 

@@ -3,10 +3,28 @@
 //! once, and every peer may hold at most `max_connections_per_ip` connections
 //! out of `max_connections` in all. A held place is given back when its
 //! [`Admitted`] guard drops with the connection.
+//!
+//! A connection from a load balancer listed in `proxy_protocol_from` is
+//! judged on the client address its PROXY header carries ([`arrive`]): the
+//! balancer may hold up to `max_connections` while headers are read (within
+//! [`PROXY_HEADER_TIMEOUT`]), then each connection takes its client's place.
+//! A PROXY header from any other peer is refused: nobody else may say who
+//! they are.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::net::TcpStream;
+
+use crate::auth;
+use crate::config::SecurityConfig;
+use crate::proxy::{self, Source};
+
+/// How long a balancer has to send its PROXY header.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a connection was closed at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +35,10 @@ pub enum Closed {
     PeerLimit,
     /// The server holds `max_connections`.
     TotalLimit,
+    /// A listed balancer sent no valid PROXY header in time.
+    ProxyHeader,
+    /// A peer not listed in `proxy_protocol_from` sent a PROXY header.
+    ProxyNotAllowed,
 }
 
 impl Closed {
@@ -26,6 +48,8 @@ impl Closed {
             Closed::NotAllowed => "ip_not_allowed",
             Closed::PeerLimit => "peer_connection_limit",
             Closed::TotalLimit => "connection_limit",
+            Closed::ProxyHeader => "proxy_header",
+            Closed::ProxyNotAllowed => "proxy_not_allowed",
         }
     }
 }
@@ -76,6 +100,101 @@ impl Admission {
     /// Connections held now, in all.
     pub fn total(&self) -> usize {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+/// The connection limits and the balancers, from `[server]`.
+#[derive(Debug, Clone)]
+pub struct Door {
+    /// `max_connections`.
+    pub max_total: usize,
+    /// `max_connections_per_ip`.
+    pub max_per_ip: usize,
+    /// `proxy_protocol_from`.
+    pub balancers: Vec<IpNet>,
+}
+
+fn in_lists(sec: &SecurityConfig, ip: IpAddr) -> bool {
+    auth::ip_allowed(&sec.allowed_ips, ip) || auth::ip_allowed(&sec.new_token_allowed_ips, ip)
+}
+
+impl Door {
+    /// At accept: a place for a peer in an allow-list, or for a balancer
+    /// (whose clients are judged once their header is read, by [`Door::arrive`]).
+    pub fn admit(
+        &self,
+        admission: &Arc<Admission>,
+        sec: &SecurityConfig,
+        peer: IpAddr,
+    ) -> Result<Admitted, Closed> {
+        if auth::ip_allowed(&self.balancers, peer) {
+            admission.admit(peer, self.max_total, self.max_total)
+        } else if in_lists(sec, peer) {
+            admission.admit(peer, self.max_total, self.max_per_ip)
+        } else {
+            Err(Closed::NotAllowed)
+        }
+    }
+
+    /// Before TLS: from a balancer, reads its PROXY header and returns the
+    /// client it names with the client's own place (the balancer's is given
+    /// back); from anyone else, refuses a PROXY header and keeps `peer`.
+    /// The allow-lists (`dynamic`) are read after the header, so a reload in between counts.
+    pub async fn arrive(
+        &self,
+        admission: &Arc<Admission>,
+        dynamic: impl FnOnce() -> Arc<crate::state::Dynamic>,
+        tcp: &mut TcpStream,
+        peer: SocketAddr,
+        place: Admitted,
+        deadline: tokio::time::Instant,
+    ) -> Result<(SocketAddr, Admitted), (Closed, String)> {
+        let ip = auth::canonical(peer.ip());
+        if !auth::ip_allowed(&self.balancers, ip) {
+            // A header where a TLS ClientHello should be: someone claiming to
+            // speak for another address. (Peeking costs nothing: the handshake
+            // reads these bytes next anyway.)
+            let mut first = [0u8; 12];
+            if let Ok(Ok(n)) = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+                if proxy::looks_like_header(first.get(..n).unwrap_or_default()) {
+                    return Err((
+                        Closed::ProxyNotAllowed,
+                        "PROXY protocol header from an address not in proxy_protocol_from".into(),
+                    ));
+                }
+            }
+            return Ok((peer, place));
+        }
+        let header = tokio::time::timeout(PROXY_HEADER_TIMEOUT, proxy::read(tcp)).await;
+        let source = match header {
+            Ok(Ok(source)) => source,
+            Ok(Err(e)) => return Err((Closed::ProxyHeader, e.to_string())),
+            Err(_) => {
+                return Err((
+                    Closed::ProxyHeader,
+                    format!(
+                        "no PROXY protocol header within {} s",
+                        PROXY_HEADER_TIMEOUT.as_secs()
+                    ),
+                ))
+            }
+        };
+        let client = match source {
+            Source::Client(addr) => addr,
+            Source::Balancer => peer,
+        };
+        let client_ip = auth::canonical(client.ip());
+        if !in_lists(&dynamic().security, client_ip) {
+            return Err((
+                Closed::NotAllowed,
+                format!("client {client_ip} (via balancer {ip}) is in no allow-list"),
+            ));
+        }
+        let own = admission
+            .admit(client_ip, self.max_total, self.max_per_ip)
+            .map_err(|c| (c, format!("client {client_ip} (via balancer {ip})")))?;
+        drop(place);
+        Ok((client, own))
     }
 }
 

@@ -157,7 +157,7 @@ impl Metrics {
 }
 
 /// A label value as the Prometheus text format wants it.
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -135,6 +135,8 @@ pub struct Job {
     pub peer: IpAddr,
     /// The token's chaff (its public id), for the audit log.
     pub token_id: String,
+    /// The token's format scope (`gpg,mar`; "" when unscoped), for the audit log.
+    pub token_scope: String,
 }
 
 /// The queue, shared by all requests.
@@ -257,6 +259,7 @@ impl Queue {
             filename,
             peer,
             token_id,
+            token_scope,
         } = job;
         let input = match upload {
             Upload::File(temp) => {
@@ -338,6 +341,7 @@ impl Queue {
             queue.audit.record(&AuditRecord {
                 peer,
                 token_id: &token_id,
+                token_scope: &token_scope,
                 format: &format,
                 filename: &filename,
                 input_sha256: &sha256,

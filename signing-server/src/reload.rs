@@ -8,7 +8,8 @@
 //! Not reloaded (the log says "restart to apply"): a format whose key file or
 //! signer settings changed (it keeps signing with the key it has), a new
 //! format (its key would need a passphrase), the listen address, port,
-//! work_dir, concurrency, max_queue, logging.
+//! work_dir, concurrency, max_queue, the connection limits,
+//! proxy_protocol_from, cert_expiry_warning, logging.
 //!
 //! A config that does not load is rejected as a whole: the old one keeps serving.
 
@@ -40,6 +41,7 @@ pub fn initial(cfg: &Config, signers: Signers) -> Dynamic {
                 max_filesize: f.max_filesize,
                 config: f.signer.clone(),
                 key_digest: key_digest(&f.signer.key),
+                certs: crate::expiry::read(f.signer.cert.as_deref()),
             };
             formats.insert(name, Arc::new(entry));
         }
@@ -95,6 +97,14 @@ pub fn apply(old: &Dynamic, old_server: &ServerConfig, new: &Config) -> Outcome 
             "max_connections_per_ip",
             s.max_connections_per_ip != old_server.max_connections_per_ip,
         ),
+        (
+            "proxy_protocol_from",
+            s.proxy_protocol_from != old_server.proxy_protocol_from,
+        ),
+        (
+            "cert_expiry_warning",
+            s.cert_expiry_warning != old_server.cert_expiry_warning,
+        ),
     ] {
         if changed {
             needs_restart.push(format!("[server] {what} changed: restart to apply"));
@@ -119,6 +129,7 @@ pub fn apply(old: &Dynamic, old_server: &ServerConfig, new: &Config) -> Outcome 
                     max_filesize: f.max_filesize,
                     config: running.config.clone(),
                     key_digest: running.key_digest.clone(),
+                    certs: running.certs.clone(),
                 }),
             );
         } else {

@@ -19,7 +19,7 @@ use tower::ServiceExt as _;
 use crate::audit::Audit;
 use crate::auth;
 use crate::config::Config;
-use crate::conn::Admission;
+use crate::conn::{Admission, Closed, Door};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::passphrase::{self, Console, PassphraseSource as _, Signers};
@@ -167,6 +167,14 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     init_logging(&cfg.logging.level, cli.log_json);
+    // Before any passphrase is asked: an expired signing certificate stops here.
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Err(e) = crate::expiry::check_at_startup(&cfg, unix_now) {
+        eprintln!("signing-server: {}: {e}", cfg.path.display());
+        return ExitCode::from(2);
+    }
     tracing::info!(
         not_dumpable = hardening.not_dumpable,
         no_core_dumps = hardening.no_core,
@@ -281,6 +289,7 @@ async fn serve(
         metrics,
         idle_timeout: cfg.server.idle_timeout,
         form_timeout: cfg.server.form_timeout,
+        cert_expiry_warning: cfg.server.cert_expiry_warning,
         mint_throttle: Throttle::default(),
         started: Instant::now(),
         draining: AtomicBool::new(false),
@@ -342,10 +351,11 @@ async fn serve(
         .max_buf_size(MAX_HEAD_BYTES);
     let builder = Arc::new(builder);
     let admission = Arc::new(Admission::default());
-    let (max_total, max_per_ip) = (
-        cfg.server.max_connections,
-        cfg.server.max_connections_per_ip,
-    );
+    let door = Arc::new(Door {
+        max_total: cfg.server.max_connections,
+        max_per_ip: cfg.server.max_connections_per_ip,
+        balancers: cfg.server.proxy_protocol_from.clone(),
+    });
     let mut shutdown = std::pin::pin!(shutdown_signal());
     // Set once the drain is over: stop accepting.
     let mut drained: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
@@ -386,25 +396,11 @@ async fn serve(
         // Before TLS: a peer in no allow-list, or over its share of
         // connections, is closed at once and costs nothing more.
         let ip = auth::canonical(peer.ip());
-        let place = {
-            let d = state.dynamic();
-            let sec = &d.security;
-            if auth::ip_allowed(&sec.allowed_ips, ip)
-                || auth::ip_allowed(&sec.new_token_allowed_ips, ip)
-            {
-                admission.admit(ip, max_total, max_per_ip)
-            } else {
-                Err(crate::conn::Closed::NotAllowed)
-            }
-        };
+        let place = door.admit(&admission, &state.dynamic().security, ip);
         let place = match place {
             Ok(p) => p,
             Err(why) => {
-                state.metrics.inc(
-                    "signing_closed_connections_total",
-                    &[("reason", why.label())],
-                );
-                tracing::debug!(%peer, reason = why.label(), "connection closed at accept");
+                closed(&state, peer, why, "");
                 drop(tcp);
                 continue;
             }
@@ -417,8 +413,29 @@ async fn serve(
         let acceptor = TlsAcceptor::from(tls.read().unwrap_or_else(|p| p.into_inner()).clone());
         let (app, builder) = (app.clone(), builder.clone());
         let watcher = graceful.watcher();
+        let (door, admission, state) = (door.clone(), admission.clone(), state.clone());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let mut tcp = tcp;
+            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+            // From a listed balancer, the PROXY header names the peer.
+            let arrived = door
+                .arrive(
+                    &admission,
+                    || state.dynamic(),
+                    &mut tcp,
+                    peer,
+                    place,
+                    deadline,
+                )
+                .await;
+            let (peer, place) = match arrived {
+                Ok(p) => p,
+                Err((why, detail)) => {
+                    closed(&state, peer, why, &detail);
+                    return;
+                }
+            };
+            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -451,6 +468,25 @@ async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A connection closed before TLS: counted, and logged with its reason (a
+/// PROXY header refused is worth a warning: someone tried to speak for
+/// another address, or a balancer is misconfigured).
+fn closed(state: &AppState, peer: std::net::SocketAddr, why: Closed, detail: &str) {
+    state.metrics.inc(
+        "signing_closed_connections_total",
+        &[("reason", why.label())],
+    );
+    match why {
+        Closed::ProxyHeader | Closed::ProxyNotAllowed => {
+            tracing::warn!(%peer, reason = why.label(), "connection closed before TLS: {detail}")
+        }
+        _ if !detail.is_empty() => {
+            tracing::info!(%peer, reason = why.label(), "connection closed before TLS: {detail}")
+        }
+        _ => tracing::debug!(%peer, reason = why.label(), "connection closed at accept"),
+    }
 }
 
 /// A connection that ended on an error: the ones hyper answers itself

@@ -30,6 +30,9 @@ pub struct FormatEntry {
     pub config: formats::FormatConfig,
     /// sha256 of the key file when it was unlocked.
     pub key_digest: String,
+    /// Its certificate chain's validity, leaf first, as read when the key was
+    /// unlocked (the signer keeps signing with that chain); empty for gpg.
+    pub certs: Vec<formats::keys::validity::Validity>,
 }
 
 /// The part of the configuration that SIGHUP replaces, swapped as a whole.
@@ -62,6 +65,8 @@ pub struct AppState {
     pub idle_timeout: Duration,
     /// Longest time the form fields before `filedata` may take, all together.
     pub form_timeout: Duration,
+    /// `cert_expiry_warning`: /health lists certificates expiring within it.
+    pub cert_expiry_warning: Duration,
     /// Failed minting attempts, per source address.
     pub mint_throttle: Throttle,
     /// Start time.

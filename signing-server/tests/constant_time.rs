@@ -22,8 +22,9 @@ use std::collections::BTreeSet;
 
 use syn::visit::Visit;
 
-/// Identifiers a comparison may involve: the IP check of a token.
-const NOT_SECRET: &[&str] = &["canonical", "ip", "peer"];
+/// Identifiers a comparison may involve: the IP check of a token, and the
+/// format names of a token's scope (public: config names, also in URLs).
+const NOT_SECRET: &[&str] = &["canonical", "ip", "peer", "scoped", "format"];
 
 #[derive(Default)]
 struct Body {

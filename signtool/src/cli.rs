@@ -57,10 +57,13 @@ const TOKEN_AFTER: &str = "\
 The server checks the peer address against new_token_allowed_ips and the user and
 password against new_token_auth*; a 401 is reported as bad credentials (exit 1).
 The token is written to -o FILE (mode 0600, atomically) or printed on stdout.
+With --formats the token signs only with those formats (least privilege: a build
+job that makes MARs needs no Authenticode token); a server that limits the user
+with new_token_formats.USER refuses wider requests (403 naming the formats).
 
 Example:
   signtool token -H sign1.example.net:9110 -c ca.pem -u tokenhost \\
-      --password-file pw.txt -i 10.0.3.7 -d 7200 -o token
+      --password-file pw.txt -i 10.0.3.7 -d 7200 --formats gpg,mar -o token
 ";
 
 /// `signtool`: the signing service's client.
@@ -217,6 +220,11 @@ pub struct TokenArgs {
     /// Write the token here instead of stdout.
     #[arg(short = 'o', long = "output-file", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Limit the token to these formats (comma-separated, e.g. `gpg,mar_sha384`):
+    /// it is refused (403) for any other. Without it the token serves every
+    /// format, unless the server limits the user (`new_token_formats.USER`).
+    #[arg(long = "formats", value_name = "FORMAT,...")]
+    pub formats: Option<String>,
 }
 
 /// argv with `sign` inserted when no command is named (Mozilla's flags).

@@ -1,5 +1,6 @@
 //! `signtool token`: mints a token with `POST /token` (HTTP Basic auth, form
-//! `slave_ip`, `duration`), as the token-issuing host does for build machines.
+//! `slave_ip`, `duration` and optionally `formats`), as the token-issuing host
+//! does for build machines.
 //!
 //! The password comes from `--password-file` or a no-echo prompt on the
 //! terminal; it is never taken from argv or the environment, and never
@@ -58,10 +59,13 @@ async fn mint(args: &TokenArgs) -> Result<String, (u8, String)> {
         .map_err(|e| local(e.to_string()))?;
     let mut tried = Vec::new();
     for url in &urls {
-        let form = [
+        let mut form = vec![
             ("slave_ip", args.slave_ip.to_string()),
             ("duration", args.duration.to_string()),
         ];
+        if let Some(formats) = &args.formats {
+            form.push(("formats", formats.clone()));
+        }
         let r = client
             .post(format!("{url}/token"))
             .basic_auth(&args.user, Some(&password))
@@ -89,6 +93,9 @@ async fn mint(args: &TokenArgs) -> Result<String, (u8, String)> {
                         args.user
                     ),
                 ))
+            }
+            403 if line.contains("may mint tokens only for") => {
+                return Err((EXIT_FAILED, format!("{url} refused: 403 {line}")))
             }
             403 => {
                 return Err((

@@ -3,6 +3,7 @@
 //! and stop it. Nothing here mocks a server, a signer or a verifier.
 
 pub mod authenticode;
+pub mod balancer;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
@@ -410,6 +411,7 @@ pub fn token_with(secret: &str, ip: &str, from: u64, to: u64) -> String {
         ip.parse().expect("ip"),
         from,
         to,
+        None,
     )
 }
 
@@ -713,6 +715,14 @@ pub fn raw_tls_from(
     s: &Server,
     local_ip: &str,
 ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    tls_on(tcp_from(s, local_ip))
+}
+
+/// A TLS client (trusting the test CA, for the name 127.0.0.1) on `tcp`: its
+/// handshake starts with the first read or write.
+pub fn tls_on(
+    tcp: std::net::TcpStream,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
     use rustls_pki_types::pem::PemObject as _;
     let ca = std::fs::read(certs().join("ca.pem")).expect("ca.pem");
     let mut roots = rustls::RootCertStore::empty();
@@ -725,7 +735,6 @@ pub fn raw_tls_from(
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = tcp_from(s, local_ip);
     let conn = rustls::ClientConnection::new(
         std::sync::Arc::new(cfg),
         "127.0.0.1".try_into().expect("name"),

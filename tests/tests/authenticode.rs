@@ -139,6 +139,22 @@ fn sha2signcode_v2_timestamps_and_falls_over_to_the_next_tsa() {
         )),
         None
     );
+    // The certificate the good TSA signed with: its notAfter in /metrics (issue 20),
+    // as openssl reads it; the failed TSAs gave no certificate.
+    let tsa_expiry = s.metric(&format!(
+        "signing_certificate_expiry_timestamp_seconds{{format=\"sha2signcode-v2\",cert=\"tsa\",url=\"{}\"}}",
+        tsa.url
+    ));
+    assert_eq!(
+        tsa_expiry,
+        Some(not_after_of(&certs().join("authenticode/tsa.pem")) as f64)
+    );
+    assert!(s
+        .metric(&format!(
+            "signing_certificate_expiry_timestamp_seconds{{format=\"sha2signcode-v2\",cert=\"tsa\",url=\"{}\"}}",
+            broken.url
+        ))
+        .is_none());
 
     // The untimestamped format on the same server has no timestamp.
     let pe32 = build_pe(dir.path(), "i686", false);
@@ -179,4 +195,24 @@ fn when_every_tsa_fails_the_job_fails_and_says_why() {
         log.contains(&dead) && log.contains(&broken.url) && log.contains("500"),
         "{log}"
     );
+}
+
+/// A certificate's notAfter in Unix seconds, as openssl reads it.
+fn not_after_of(cert: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let date = text.trim().trim_start_matches("notAfter=").to_string();
+    let unix = std::process::Command::new("date")
+        .args(["-u", "-d", &date, "+%s"])
+        .output()
+        .unwrap();
+    String::from_utf8(unix.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }

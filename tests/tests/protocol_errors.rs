@@ -174,6 +174,46 @@ const CASES: &[Case] = &[
         absent: &[],
     },
     Case {
+        name: "minting for a format the server does not have",
+        doc: "names only configured formats",
+        setup: Setup::Main,
+        request: |c| {
+            mint_from(
+                c,
+                "127.0.0.1",
+                Some(MINT_PASSWORD),
+                "slave_ip=127.0.0.2&duration=60&formats=gpg,nope",
+            )
+        },
+        status: 400,
+        body: "unknown format(s) nope",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "minting beyond the user's formats",
+        doc: "within the user's `new_token_formats.USER`",
+        setup: Setup::Main,
+        request: |c| {
+            Answer::from_reqwest(
+                client_from("127.0.0.1")
+                    .post(format!("{}/token", c.s.url))
+                    .basic_auth("limited", Some("limited-password"))
+                    .form(&[
+                        ("slave_ip", "127.0.0.2"),
+                        ("duration", "60"),
+                        ("formats", "mar"),
+                    ])
+                    .send()
+                    .unwrap(),
+            )
+        },
+        status: 403,
+        body: "may mint tokens only for gpg; not for mar",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
         name: "minting without credentials",
         doc: "`Authorization: Basic",
         setup: Setup::Main,
@@ -420,6 +460,26 @@ const CASES: &[Case] = &[
         status: 408,
         body: "took longer than 3 s",
         headers: CLOSE,
+        absent: &[],
+    },
+    Case {
+        name: "token scoped to another format",
+        doc: "scoped to some formats",
+        setup: Setup::Main,
+        request: |c| {
+            let now = now();
+            let scoped = signing_server::auth::mint(
+                &secrecy::SecretString::from(SECRET.to_string()),
+                "127.0.0.1".parse().unwrap(),
+                now,
+                now + 60,
+                Some(&["mar".to_string()]),
+            );
+            upload_with_token(c, "127.0.0.1", &scoped)
+        },
+        status: 403,
+        body: "limited to the formats mar; it may not sign with gpg",
+        headers: NONE,
         absent: &[],
     },
     Case {
@@ -1109,6 +1169,8 @@ fn main_opts() -> ServerOpts {
             "allowed_filenames = .+",
             r"allowed_filenames = [A-Za-z0-9._-]+\.bin",
         );
+    // A second minting user, limited to gpg tokens.
+    o.security += "new_token_auth1 = limited:limited-password\nnew_token_formats.limited = gpg\n";
     o
 }
 
@@ -1418,7 +1480,7 @@ fn protocol_md() -> String {
 #[test]
 fn every_documented_row_has_a_case() {
     let rows = documented_rows(&protocol_md());
-    // The three tables have 4 + 13 + 7 rows; the Transport bullets 2 statuses.
+    // The three tables have 6 + 14 + 7 rows; the Transport bullets 2 statuses.
     assert!(
         rows.len() >= 25,
         "the parser found too few rows ({}): has PROTOCOL.md's layout changed?\n{rows:#?}",

@@ -21,8 +21,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(!t.chaff.is_empty());
     }
     // Round trip: a freshly minted token verifies, and flipping its MAC breaks it.
-    let token = auth::mint(&secrets[1], peer, NOW - 10, NOW + 10);
+    let token = auth::mint(&secrets[1], peer, NOW - 10, NOW + 10, None);
     assert!(auth::verify(&token, &secrets, peer, NOW).is_ok());
+    // A scoped token keeps its scope through the round trip.
+    let scope = ["gpg".to_string()];
+    let scoped = auth::mint(&secrets[1], peer, NOW - 10, NOW + 10, Some(&scope));
+    let t = auth::verify(&scoped, &secrets, peer, NOW).expect("a minted scoped token verifies");
+    assert!(t.allows("gpg") && !t.allows("mar"));
     let mut forged = token.clone();
     forged.push('A');
     assert!(auth::verify(&forged, &secrets, peer, NOW).is_err());

@@ -460,19 +460,6 @@ impl Signer for ApkSigner {
     }
 
     fn probe(&self, scratch: &Path) -> Result<(), SignError> {
-        let input = scratch.join("apk-probe.apk");
-        let output = scratch.join("apk-probe-signed.apk");
-        for p in [&input, &output] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(internal(format!(
-                        "probe: cannot remove {}: {e}",
-                        p.display()
-                    )))
-                }
-                _ => {}
-            }
-        }
         let mut nonce = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
         // A real binary manifest; the lowest API level this key signs v1 for.
@@ -481,36 +468,28 @@ impl Signer for ApkSigner {
             (None, true) => v1::SHA256_FROM_SDK,
             (None, false) => 1,
         });
+        let apk = scratch.join("apk-probe.zip");
         zip::write_simple(
-            &input,
+            &apk,
             &[
                 (ANDROID_MANIFEST, &manifest, true),
                 ("classes.dex", &nonce, true),
                 ("lib/x86_64/libprobe.so", &nonce, false),
             ],
         )?;
-        self.sign(
-            &input,
-            &output,
-            &SignContext {
-                filename: "apk-probe.apk".into(),
-                ..Default::default()
-            },
-        )?;
-        self.verify(&input, &output)
-            .map_err(|e| internal(format!("probe: our own APK signature does not verify: {e}")))?;
-        // A flipped byte in the entries must be caught.
-        let mut data = std::fs::read(&output)?;
-        if let Some(b) = data.get_mut(40) {
-            *b ^= 1;
-        }
-        std::fs::write(&output, &data)?;
-        match self.verify(&input, &output) {
-            Ok(()) => Err(internal(
-                "probe: an APK signature verified over a modified file".into(),
-            )),
-            Err(_) => Ok(()),
-        }
+        let files = crate::probe::Files::new(scratch, "apk-probe.apk", &std::fs::read(&apk)?)?;
+        let ctx = SignContext {
+            filename: "apk-probe.apk".into(),
+            ..Default::default()
+        };
+        // The byte flipped is in the first entry.
+        crate::probe::run(
+            "APK",
+            &files,
+            crate::probe::Tamper::OutputAt(40),
+            |i, o| self.sign(i, o, &ctx),
+            |i, o| self.verify(i, o),
+        )
     }
 
     fn key_id(&self) -> String {

@@ -493,16 +493,18 @@ impl Signer for AppleSigner {
     }
 
     fn probe(&self, scratch: &Path) -> Result<(), SignError> {
-        let input = scratch.join("probe-input");
-        let output = scratch.join("probe-output");
-        std::fs::write(&input, check::minimal_macho())?;
+        let files = crate::probe::Files::new(scratch, "probe-input", &check::minimal_macho())?;
         let ctx = SignContext {
             filename: "signing-probe".into(),
             ..Default::default()
         };
-        self.sign(&input, &output, &ctx)?;
-        self.verify(&input, &output)
-            .map_err(|e| SignError::Internal(anyhow!("probe signature does not verify: {e}")))
+        crate::probe::run(
+            "Apple",
+            &files,
+            crate::probe::Tamper::Skip,
+            |i, o| self.sign(i, o, &ctx),
+            |i, o| self.verify(i, o),
+        )
     }
 
     fn key_status(&self) -> KeyStatus {

@@ -415,45 +415,19 @@ impl Signer for AuthenticodeSigner {
     }
 
     fn probe(&self, scratch: &Path) -> Result<(), SignError> {
-        let input = scratch.join("authenticode-probe.exe");
-        let output = scratch.join("authenticode-probe.signed.exe");
-        let tampered = scratch.join("authenticode-probe.tampered.exe");
         let mut nonce = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut nonce);
-        let write = |p: &Path, d: &[u8]| {
-            std::fs::write(p, d)
-                .map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
-        };
-        write(&input, &pe::minimal_pe32_plus(&nonce))?;
-        for p in [&output, &tampered] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(internal(format!(
-                        "probe: cannot remove {}: {e}",
-                        p.display()
-                    )))
-                }
-                _ => {}
-            }
-        }
-        self.sign_file(&input, &output, false)?;
-        self.verify(&input, &output).map_err(|e| {
-            internal(format!(
-                "probe: our own Authenticode signature does not verify: {e}"
-            ))
-        })?;
-        let mut data = std::fs::read(&output)?;
-        // Flip a byte of the code section.
-        if let Some(b) = data.get_mut(0x200) {
-            *b ^= 0x01;
-        }
-        write(&tampered, &data)?;
-        match self.verify(&input, &tampered) {
-            Ok(()) => Err(internal(
-                "probe: an Authenticode signature verified over a modified file",
-            )),
-            Err(_) => Ok(()),
-        }
+        let pe = pe::minimal_pe32_plus(&nonce);
+        let files = crate::probe::Files::new(scratch, "authenticode-probe.exe", &pe)?;
+        // Not timestamped: a TSA outage must not stop a start. The byte
+        // flipped is in the code section.
+        crate::probe::run(
+            "Authenticode",
+            &files,
+            crate::probe::Tamper::OutputAt(0x200),
+            |i, o| self.sign_file(i, o, false),
+            |i, o| self.verify(i, o),
+        )
     }
 
     fn key_id(&self) -> String {
@@ -464,6 +438,13 @@ impl Signer for AuthenticodeSigner {
         self.timestamps
             .as_ref()
             .map(|t| t.failures().counts())
+            .unwrap_or_default()
+    }
+
+    fn tsa_certificate_expiry(&self) -> Vec<(String, u64)> {
+        self.timestamps
+            .as_ref()
+            .map(|t| t.certificates().expiry())
             .unwrap_or_default()
     }
 

@@ -303,56 +303,42 @@ impl Signer for GpgSigner {
     }
 
     fn probe(&self, scratch: &Path) -> Result<(), SignError> {
-        let input = scratch.join("gpg-probe.bin");
-        let tampered = scratch.join("gpg-probe-tampered.bin");
-        let output = scratch.join("gpg-probe.bin.asc");
         let mut data = b"signing-server gpg probe\n".to_vec();
         let mut nonce = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut nonce);
         // Hex: a clear-signing format signs text.
         data.extend_from_slice(hex::encode(nonce).as_bytes());
-        let write = |p: &Path, d: &[u8]| {
-            std::fs::write(p, d)
-                .map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
-        };
-        write(&input, &data)?;
-        match std::fs::remove_file(&output) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(internal(format!(
-                    "probe: cannot remove {}: {e}",
-                    output.display()
-                )))
-            }
-            _ => {}
-        }
+        let files = crate::probe::Files::new(scratch, "gpg-probe.bin", &data)?;
         let ctx = SignContext {
             filename: "gpg-probe.bin".into(),
             ..Default::default()
         };
-        self.sign(&input, &output, &ctx)?;
-        self.verify(&input, &output)
-            .map_err(|e| internal(format!("probe: our own GPG signature does not verify: {e}")))?;
+        // A detached signature: the byte flipped is the input's. A clear-signed text:
+        // a byte of the signed text ("signing-server" after the 49 bytes of header).
+        let tamper = if self.clearsign {
+            crate::probe::Tamper::OutputAt(52)
+        } else {
+            crate::probe::Tamper::InputLastByte
+        };
+        crate::probe::run(
+            "GPG",
+            &files,
+            tamper,
+            |i, o| self.sign(i, o, &ctx),
+            |i, o| self.verify(i, o),
+        )?;
         if self.signs_sha256_state() {
             // The server signs gpg uploads from their SHA-256 state: prove that path too.
             let from_state = scratch.join("gpg-probe-state.bin.asc");
             let _ = std::fs::remove_file(&from_state);
             self.sign_sha256_state(&Sha256::new_with_prefix(&data), &from_state, &ctx)?;
-            self.verify(&input, &from_state).map_err(|e| {
+            self.verify(&files.input, &from_state).map_err(|e| {
                 internal(format!(
                     "probe: a GPG signature made from the SHA-256 state does not verify: {e}"
                 ))
             })?;
         }
-        if let Some(b) = data.last_mut() {
-            *b ^= 0x01;
-        }
-        write(&tampered, &data)?;
-        match self.verify(&tampered, &output) {
-            Ok(()) => Err(internal(
-                "probe: a GPG signature verified over a modified file".into(),
-            )),
-            Err(_) => Ok(()),
-        }
+        Ok(())
     }
 
     fn key_id(&self) -> String {

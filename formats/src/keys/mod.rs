@@ -15,6 +15,7 @@
 //! what it accepts); OpenPGP keys (`gpg.rs`, rpgp).
 
 pub mod signing;
+pub mod validity;
 
 use std::fs::File;
 use std::io::Read;

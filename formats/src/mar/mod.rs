@@ -379,9 +379,6 @@ impl Signer for MarSigner {
     }
 
     fn probe(&self, scratch: &Path) -> Result<(), SignError> {
-        let input = scratch.join("mar-probe.mar");
-        let output = scratch.join("mar-probe-signed.mar");
-        let tampered = scratch.join("mar-probe-tampered.mar");
         let mut nonce = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
         let mar = parse::build_unsigned(
@@ -391,42 +388,19 @@ impl Signer for MarSigner {
             ],
             Some(("probe-channel", "1.0")),
         );
-        let write = |p: &Path, d: &[u8]| {
-            std::fs::write(p, d)
-                .map_err(|e| internal(format!("probe: cannot write {}: {e}", p.display())))
-        };
-        write(&input, &mar)?;
-        for p in [&output, &tampered] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(internal(format!(
-                        "probe: cannot remove {}: {e}",
-                        p.display()
-                    )))
-                }
-                _ => {}
-            }
-        }
+        let files = crate::probe::Files::new(scratch, "mar-probe.mar", &mar)?;
         let ctx = SignContext {
             filename: "mar-probe.mar".into(),
             ..Default::default()
         };
-        self.sign(&input, &output, &ctx)?;
-        self.verify(&input, &output)
-            .map_err(|e| internal(format!("probe: our own MAR signature does not verify: {e}")))?;
-        let mut signed = std::fs::read(&output)?;
-        // Flip a byte of the last entry's content (before the index).
-        let at = signed.len().saturating_sub(60);
-        if let Some(b) = signed.get_mut(at) {
-            *b ^= 0x01;
-        }
-        write(&tampered, &signed)?;
-        match self.verify(&tampered, &tampered) {
-            Ok(()) => Err(internal(
-                "probe: a MAR signature verified over a modified file".into(),
-            )),
-            Err(_) => Ok(()),
-        }
+        // The byte flipped: in the last entry's content, before the index.
+        crate::probe::run(
+            "MAR",
+            &files,
+            crate::probe::Tamper::OutputFromEnd(60),
+            |i, o| self.sign(i, o, &ctx),
+            |i, o| self.verify(i, o),
+        )
     }
 
     fn key_id(&self) -> String {

@@ -393,34 +393,27 @@ impl Signer for RpmSigner {
     }
 
     fn probe(&self, scratch: &Path) -> Result<(), SignError> {
-        let input = scratch.join("rpm-probe.rpm");
-        let output = scratch.join("rpm-probe-signed.rpm");
-        let again = scratch.join("rpm-probe-resigned.rpm");
-        for p in [&output, &again] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(internal(format!(
-                        "probe: cannot remove {}: {e}",
-                        p.display()
-                    )))
-                }
-                _ => {}
-            }
-        }
         let mut nonce = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
-        std::fs::write(&input, probe_package(&nonce))
-            .map_err(|e| internal(format!("probe: cannot write {}: {e}", input.display())))?;
+        let files = crate::probe::Files::new(scratch, "rpm-probe.rpm", &probe_package(&nonce))?;
         let ctx = SignContext {
             filename: "rpm-probe.rpm".into(),
             ..Default::default()
         };
-        self.sign(&input, &output, &ctx)?;
-        self.verify(&input, &output)
-            .map_err(|e| internal(format!("probe: our own RPM signature does not verify: {e}")))?;
+        // The byte flipped: in the main header's data (before its 16-byte region
+        // trailer and the 32-byte payload), which the signature covers.
+        crate::probe::run(
+            "RPM",
+            &files,
+            crate::probe::Tamper::OutputFromEnd(60),
+            |i, o| self.sign(i, o, &ctx),
+            |i, o| self.verify(i, o),
+        )?;
         // Re-signing replaces the signature.
-        self.sign(&output, &again, &ctx)?;
-        self.verify(&input, &again)
+        let again = scratch.join("rpm-probe.rpm.resigned");
+        let _ = std::fs::remove_file(&again);
+        self.sign(&files.output, &again, &ctx)?;
+        self.verify(&files.input, &again)
             .map_err(|e| internal(format!("probe: a re-signed RPM does not verify: {e}")))
     }
 

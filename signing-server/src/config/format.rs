@@ -16,6 +16,7 @@ const COMMON_FORMAT_KEYS: &[&str] = &[
     "digest",
     "timestamp_urls",
     "max_filesize",
+    "allow_expired",
 ];
 
 /// `[pkcs11]`: `module = PATH`, the default module of `pkcs11:` keys.
@@ -78,6 +79,7 @@ pub(super) fn read_format(
     };
     let mut key = None;
     let mut max_filesize = DEFAULT_MAX_FILESIZE;
+    let mut allow_expired = false;
     let mut extra = BTreeMap::new();
     for e in &s.entries {
         match e.key.as_str() {
@@ -104,6 +106,7 @@ pub(super) fn read_format(
                 cfg.timestamp_urls = urls;
             }
             "max_filesize" => max_filesize = r.size(e)?,
+            "allow_expired" => allow_expired = r.yes_no(e)?,
             k if kind.extra_keys.contains(&k) => {
                 extra.insert(k.to_string(), e.value.clone());
             }
@@ -124,6 +127,7 @@ pub(super) fn read_format(
     Ok(Format {
         signer: cfg,
         max_filesize,
+        allow_expired,
         line: s.line,
     })
 }

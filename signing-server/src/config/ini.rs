@@ -181,6 +181,15 @@ impl Reader<'_> {
             .map_err(|_| self.err(e.line, format!("{}: {:?} is not {what}", e.key, e.value)))
     }
 
+    /// `yes`/`no` (also `true`/`false`, `on`/`off`, `1`/`0`).
+    pub(super) fn yes_no(&self, e: &Entry) -> Result<bool, ConfigError> {
+        match e.value.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "on" | "1" => Ok(true),
+            "no" | "false" | "off" | "0" => Ok(false),
+            _ => Err(self.err(e.line, format!("{}: {:?} is not yes or no", e.key, e.value))),
+        }
+    }
+
     pub(super) fn seconds(&self, e: &Entry) -> Result<Duration, ConfigError> {
         let n: u64 = self.number(e, "a whole number of seconds")?;
         Ok(Duration::from_secs(n))

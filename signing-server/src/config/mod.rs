@@ -101,6 +101,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most connections one peer address may hold at once.
     pub max_connections_per_ip: usize,
+    /// L4 load balancers whose connections start with a PROXY protocol
+    /// header (v1 or v2) naming the client, who then is the peer.
+    pub proxy_protocol_from: Vec<IpNet>,
+    /// Certificates expiring within this are warned about (log, /health).
+    pub cert_expiry_warning: Duration,
     /// On SIGTERM: longest wait for pending jobs.
     pub drain_timeout: Duration,
     /// On SIGTERM: how long GETs are still answered once the jobs are done,
@@ -117,6 +122,9 @@ pub struct SecurityConfig {
     pub new_token_allowed_ips: Vec<IpNet>,
     /// `user:password` pairs for minting.
     pub new_token_auth: Vec<Credential>,
+    /// `new_token_formats.USER = a, b`: the formats a minting user's tokens
+    /// are limited to (a user not listed mints for any format).
+    pub new_token_formats: std::collections::HashMap<String, Vec<String>>,
     /// Token secrets: the first (the plain `token_secret`) mints, all verify.
     pub token_secrets: Vec<SecretString>,
     /// Longest token lifetime, in seconds.
@@ -148,6 +156,8 @@ pub struct Format {
     pub signer: FormatConfig,
     /// Largest accepted upload for this format.
     pub max_filesize: u64,
+    /// `allow_expired = yes`: start even if the signing certificate has expired.
+    pub allow_expired: bool,
     /// Line of the section header, for error messages.
     pub line: usize,
 }
@@ -231,6 +241,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "no [format:NAME] section: nothing to sign with".into(),
         ));
     }
+    check_token_formats(&security, &formats).map_err(whole)?;
     // A format may lower the size limit, never raise it above the global one.
     for f in &mut formats {
         f.max_filesize = f.max_filesize.min(security.max_filesize);
@@ -274,6 +285,8 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
         "max_scratch",
         "max_connections",
         "max_connections_per_ip",
+        "proxy_protocol_from",
+        "cert_expiry_warning",
         "drain_timeout",
         "drain_grace",
     ];
@@ -293,6 +306,8 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
     let mut max_scratch = DEFAULT_MAX_SCRATCH;
     let mut max_connections = 4096;
     let mut max_connections_per_ip = 256;
+    let mut proxy_protocol_from = Vec::new();
+    let mut cert_expiry_warning = Duration::from_secs(30 * 86_400);
     let mut drain_timeout = Duration::from_secs(30);
     let mut drain_grace = Duration::from_secs(5);
     for e in &s.entries {
@@ -346,6 +361,11 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
                     max_connections_per_ip = n;
                 }
             }
+            "proxy_protocol_from" => proxy_protocol_from = r.cidrs(e)?,
+            "cert_expiry_warning" => {
+                let days: u64 = r.number(e, "a whole number of days")?;
+                cert_expiry_warning = Duration::from_secs(days * 86_400);
+            }
             "drain_timeout" => drain_timeout = r.seconds(e)?,
             "drain_grace" => drain_grace = r.seconds(e)?,
             _ => return Err(unknown(r, s, e, KNOWN)),
@@ -370,9 +390,38 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
         max_scratch,
         max_connections,
         max_connections_per_ip,
+        proxy_protocol_from,
+        cert_expiry_warning,
         drain_timeout,
         drain_grace,
     })
+}
+
+/// `new_token_formats.USER` names a minting user and formats that exist.
+fn check_token_formats(sec: &SecurityConfig, formats: &[Format]) -> Result<(), String> {
+    let mut users: Vec<_> = sec.new_token_formats.iter().collect();
+    users.sort();
+    for (user, list) in users {
+        if !sec.new_token_auth.iter().any(|c| &c.user == user) {
+            return Err(format!(
+                "[security] new_token_formats.{user}: no new_token_auth entry for user {user:?}"
+            ));
+        }
+        if let Some(bad) = list
+            .iter()
+            .find(|f| !formats.iter().any(|x| &x.signer.name == *f))
+        {
+            return Err(format!(
+                "[security] new_token_formats.{user}: unknown format {bad:?} (formats: {})",
+                formats
+                    .iter()
+                    .map(|f| f.signer.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Shortest accepted token secret: HMAC-SHA256 keys shorter than this are guessable.
@@ -383,6 +432,7 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
         "allowed_ips",
         "new_token_allowed_ips",
         "new_token_auth[N]",
+        "new_token_formats.USER",
         "token_secret[N]",
         "max_token_age",
         "allowed_filenames",
@@ -393,6 +443,7 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
     let mut allowed_ips = None;
     let mut new_token_allowed_ips = Vec::new();
     let mut new_token_auth = Vec::new();
+    let mut new_token_formats = std::collections::HashMap::new();
     let mut plain_secret = None;
     let mut other_secrets = Vec::new();
     let mut max_token_age = 3600;
@@ -457,6 +508,17 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
                     password: SecretString::from(password.to_string()),
                 });
             }
+            k if k.starts_with("new_token_formats.") => {
+                let user = &k["new_token_formats.".len()..];
+                let list = split_list(&e.value);
+                if user.is_empty() || list.is_empty() {
+                    return Err(r.err(
+                        e.line,
+                        "new_token_formats.USER = FORMAT, …: a user name and at least one format",
+                    ));
+                }
+                new_token_formats.insert(user.to_string(), list);
+            }
             k if numbered(k, "token_secret") => {
                 if e.value.len() < MIN_SECRET_LEN {
                     return Err(r.err(
@@ -501,6 +563,7 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
         allowed_ips,
         new_token_allowed_ips,
         new_token_auth,
+        new_token_formats,
         token_secrets,
         max_token_age,
         // No list: any name that is a plain label (no path separators).

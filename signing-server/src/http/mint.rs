@@ -39,6 +39,65 @@ fn claimed_user(authz: Option<&str>) -> String {
     clean(&user.chars().take(64).collect::<String>())
 }
 
+/// The formats a new token is limited to: those asked for (`formats=a,b`),
+/// within the user's `new_token_formats.USER` limit if there is one (asking
+/// for nothing then gives the user's whole list); None: every format.
+fn scope(
+    dynamic: &crate::state::Dynamic,
+    user: &str,
+    asked: Option<&str>,
+) -> Result<Option<Vec<String>>, Refusal> {
+    let asked: Option<Vec<String>> = asked.filter(|a| !a.is_empty()).map(|a| {
+        a.split(',')
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect()
+    });
+    if let Some(list) = &asked {
+        let unknown: Vec<&str> = list
+            .iter()
+            .filter(|f| !dynamic.formats.contains_key(*f))
+            .map(|f| f.as_str())
+            .collect();
+        if !unknown.is_empty() || list.is_empty() {
+            return Err(Refusal::bad(
+                "mint_form",
+                format!(
+                    "formats: unknown format(s) {} (this server has {})",
+                    clean(&unknown.join(", ")),
+                    dynamic.format_names.join(", ")
+                ),
+            ));
+        }
+    }
+    let limit = dynamic.security.new_token_formats.get(user);
+    match (asked, limit) {
+        (None, None) => Ok(None),
+        (None, Some(limit)) => Ok(Some(limit.clone())),
+        (Some(asked), None) => Ok(Some(asked)),
+        (Some(asked), Some(limit)) => {
+            let beyond: Vec<&str> = asked
+                .iter()
+                .filter(|f| !limit.contains(*f))
+                .map(|f| f.as_str())
+                .collect();
+            if beyond.is_empty() {
+                Ok(Some(asked))
+            } else {
+                Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "mint_formats_not_allowed",
+                    format!(
+                        "user {user} may mint tokens only for {}; not for {}",
+                        limit.join(", "),
+                        beyond.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request) -> ApiResult {
     let dynamic = state.dynamic();
     let sec = &dynamic.security;
@@ -130,10 +189,18 @@ pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request)
             ),
         ));
     }
+    let scope = scope(&dynamic, &user, field("formats"))?;
     let from = now();
-    let token = auth::mint(&sec.token_secrets[0], ip, from, from + duration);
+    let token = auth::mint(
+        &sec.token_secrets[0],
+        ip,
+        from,
+        from + duration,
+        scope.as_deref(),
+    );
     state.metrics.inc("signing_tokens_minted_total", &[]);
-    tracing::info!(%user, slave_ip = %ip, duration, "token minted");
+    let scope = scope.map(|l| l.join(",")).unwrap_or_else(|| "*".into());
+    tracing::info!(%user, slave_ip = %ip, duration, formats = %scope, "token minted");
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain")],

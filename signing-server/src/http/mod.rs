@@ -138,6 +138,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "queue_depth": state.queue.depth(),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "keys": crate::token_keys::health(key_states(&dynamic)),
+        "certificate_warnings": crate::expiry::warnings(&dynamic, now(), state.cert_expiry_warning),
     });
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
@@ -159,5 +160,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .metrics
         .render(state.queue.depth(), state.started.elapsed(), &tsa);
     text.push_str(&crate::token_keys::metrics(key_states(&dynamic)));
+    text.push_str(&crate::expiry::metrics(&dynamic));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

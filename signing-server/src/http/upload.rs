@@ -100,7 +100,8 @@ pub(super) async fn upload(
         Err(e) => return Err(form_refusal(e)),
     };
     let result = async {
-        let (fields, file_name) = read_fields(&state, &dynamic.security, peer, &mut form).await?;
+        let (fields, file_name) =
+            read_fields(&state, &dynamic.security, peer, &format, &mut form).await?;
         check_fields(&dynamic.security, fields, file_name, peer)
     }
     .await;
@@ -161,6 +162,7 @@ pub(super) async fn upload(
         sha256: sha256.clone(),
         filename,
         peer,
+        token_scope: token.scope(),
         token_id: token.chaff,
     };
     match state
@@ -245,6 +247,7 @@ async fn read_fields<S, E>(
     state: &AppState,
     sec: &crate::config::SecurityConfig,
     peer: IpAddr,
+    format: &str,
     form: &mut Form<S>,
 ) -> Result<(Fields, Option<String>), Refusal>
 where
@@ -259,7 +262,7 @@ where
         match next_event(state, form, Some(deadline)).await? {
             Event::PartEnd => {
                 if let Some((name, value)) = current.take() {
-                    complete(state, sec, peer, &mut fields, &name, value)?;
+                    complete(state, sec, peer, format, &mut fields, &name, value)?;
                 }
             }
             Event::Part(head) => {
@@ -285,7 +288,7 @@ where
             }
             Event::End | Event::NeedMore => {
                 if let Some((name, value)) = current.take() {
-                    complete(state, sec, peer, &mut fields, &name, value)?;
+                    complete(state, sec, peer, format, &mut fields, &name, value)?;
                 }
                 return Err(
                     Refusal::bad("no_filedata", "no filedata field in the upload").drained(),
@@ -308,6 +311,7 @@ fn complete(
     state: &AppState,
     sec: &crate::config::SecurityConfig,
     peer: IpAddr,
+    format: &str,
     fields: &mut Fields,
     name: &str,
     value: Vec<u8>,
@@ -317,7 +321,7 @@ fn complete(
     })?;
     match name {
         "token" => {
-            let token = verify_token(state, sec, peer, &text)?;
+            let token = verify_token(state, sec, peer, format, &text)?;
             if fields.slot.is_none() {
                 // The place is taken once the token is valid and before the
                 // file is read: a burst of uploads costs neither disk nor
@@ -343,18 +347,37 @@ fn complete(
     Ok(())
 }
 
-fn verify_token(
+/// Checks a request's token: valid (MAC, time, bound to `peer`) and, when
+/// scoped, allowed to sign with `format`. Every request that signs (upload or
+/// digest) goes through here.
+pub(super) fn verify_token(
     state: &AppState,
     sec: &crate::config::SecurityConfig,
     peer: IpAddr,
+    format: &str,
     text: &str,
 ) -> Result<auth::Token, Refusal> {
-    auth::verify(text, &sec.token_secrets, peer, now()).map_err(|e| {
+    let token = auth::verify(text, &sec.token_secrets, peer, now()).map_err(|e| {
         state
             .metrics
             .inc("signing_token_rejections_total", &[("reason", e.label())]);
         Refusal::bad("token", e.to_string()).drained()
-    })
+    })?;
+    if !token.allows(format) {
+        state
+            .metrics
+            .inc("signing_token_rejections_total", &[("reason", "scope")]);
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "token_scope",
+            format!(
+                "this token is limited to the formats {}; it may not sign with {format}",
+                token.scope()
+            ),
+        )
+        .drained());
+    }
+    Ok(token)
 }
 
 /// The checks that need every field: the token is there, the file name is
