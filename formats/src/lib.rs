@@ -7,7 +7,7 @@
 //! INI files or tokens; its only network traffic is RFC 3161 requests to the
 //! configured time-stamping authorities ([`timestamp`], and apple-codesign's
 //! own). Files in, files out: a signer reads its input from a path and
-//! writes its output to a path; gpg, mar, apk and authenticode stream its
+//! writes its output to a path; gpg, mar, apk, authenticode and rpm stream its
 //! content (headers, indexes and directories aside), so their memory does not
 //! grow with the data, while apple reads a Mach-O
 //! whole (apple-codesign takes a byte slice; the server's `max_filesize`
@@ -33,6 +33,7 @@ pub mod mar;
 pub mod pkcs11;
 pub(crate) mod probe;
 pub mod registry;
+pub mod rpm;
 pub mod scratch;
 pub(crate) mod signed_data;
 pub mod timestamp;
