@@ -180,6 +180,11 @@ impl Queue {
         self.lock().pending
     }
 
+    /// The audit log (digest signings are audited beside the jobs).
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
     /// Takes a place for an upload, or `None` when `max_queue` are taken.
     pub fn reserve(self: &Arc<Self>) -> Option<Slot> {
         let mut inner = self.lock();
@@ -345,6 +350,7 @@ impl Queue {
                 duration: elapsed,
                 outcome: label,
                 reason: reason.as_deref(),
+                digest: None,
             });
             queue.finish(&key, state, &tx);
         });

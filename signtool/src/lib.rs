@@ -11,6 +11,8 @@
 //! digest header.
 
 pub mod cli;
+mod digest;
+pub mod health;
 pub mod hosts;
 pub mod log;
 pub mod sign;

@@ -34,6 +34,7 @@
 //!   certifications) are not validated; only what selects the signing key.
 
 mod config;
+mod digest;
 mod key;
 mod select;
 #[cfg(test)]
@@ -56,6 +57,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{FormatConfig, SignContext, SignError, Signer};
 use key::UnlockedKey;
+
+pub(crate) use digest::check_from_state;
 
 /// Largest detached signature file we read when verifying.
 const MAX_SIG_FILE: u64 = 1 << 20;
@@ -230,7 +233,7 @@ impl Signer for GpgSigner {
         }
         let sig = self
             .key
-            .sign_sha256_state(state)
+            .sign_sha256_state(Box::new(state.clone()))
             .map_err(|e| self.failed(format!("GPG signing failed: {e}")))?;
         write_armored(&sig, output)
     }
@@ -322,6 +325,19 @@ impl Signer for GpgSigner {
 
     fn key_id(&self) -> String {
         self.fingerprint.clone()
+    }
+
+    fn digest_spec(&self) -> Option<crate::digest_signing::DigestSpec> {
+        self.signs_sha256_state()
+            .then_some(crate::digest_signing::DigestSpec::Sha256State)
+    }
+
+    fn sign_digest(
+        &self,
+        input: &crate::digest_signing::DigestInput,
+        _ctx: &SignContext,
+    ) -> Result<Vec<u8>, SignError> {
+        digest::sign(self, input)
     }
 
     fn output(&self) -> crate::Output {

@@ -16,7 +16,11 @@ const COMMON_FORMAT_KEYS: &[&str] = &[
     "digest",
     "timestamp_urls",
     "max_filesize",
+    "digest_signing",
 ];
+
+/// The signer types that can sign a digest a client computed (issue 16).
+const DIGEST_SIGNING_TYPES: &[&str] = &["gpg", "mar", "authenticode"];
 
 /// `[pkcs11]`: `module = PATH`, the default module of `pkcs11:` keys.
 pub(super) fn read_pkcs11(r: &Reader<'_>, s: &Section) -> Result<Option<PathBuf>, ConfigError> {
@@ -78,6 +82,7 @@ pub(super) fn read_format(
     };
     let mut key = None;
     let mut max_filesize = DEFAULT_MAX_FILESIZE;
+    let mut digest_signing = false;
     let mut extra = BTreeMap::new();
     for e in &s.entries {
         match e.key.as_str() {
@@ -104,6 +109,25 @@ pub(super) fn read_format(
                 cfg.timestamp_urls = urls;
             }
             "max_filesize" => max_filesize = r.size(e)?,
+            "digest_signing" => {
+                digest_signing = match e.value.to_ascii_lowercase().as_str() {
+                    "yes" | "true" | "on" => true,
+                    "no" | "false" | "off" => false,
+                    v => {
+                        return Err(r.err(e.line, format!("digest_signing: {v:?} is not yes or no")))
+                    }
+                };
+                if digest_signing && !DIGEST_SIGNING_TYPES.contains(&kind.name) {
+                    return Err(r.err(
+                        e.line,
+                        format!(
+                            "digest_signing: type {} signs whole files only (digest signing: {})",
+                            kind.name,
+                            DIGEST_SIGNING_TYPES.join(", ")
+                        ),
+                    ));
+                }
+            }
             k if kind.extra_keys.contains(&k) => {
                 extra.insert(k.to_string(), e.value.clone());
             }
@@ -121,9 +145,16 @@ pub(super) fn read_format(
         )
     })?;
     cfg.extra = extra;
+    if digest_signing && cfg.kind == "gpg" && cfg.digest.as_deref().is_some_and(|d| d != "sha256") {
+        return Err(r.err(
+            s.line,
+            format!("[format:{name}] digest_signing needs digest = sha256 for gpg (the client sends a SHA-256 state)"),
+        ));
+    }
     Ok(Format {
         signer: cfg,
         max_filesize,
+        digest_signing,
         line: s.line,
     })
 }

@@ -148,6 +148,8 @@ pub struct Format {
     pub signer: FormatConfig,
     /// Largest accepted upload for this format.
     pub max_filesize: u64,
+    /// `digest_signing = yes`: clients may send a digest instead of the file.
+    pub digest_signing: bool,
     /// Line of the section header, for error messages.
     pub line: usize,
 }
