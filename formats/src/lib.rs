@@ -11,7 +11,11 @@
 //! content (headers, indexes and directories aside), so their memory does not
 //! grow with the data, while apple reads a Mach-O
 //! whole (apple-codesign takes a byte slice; the server's `max_filesize`
-//! bounds it). Log lines go through `tracing`, never `eprintln!`.
+//! bounds it). Digest signing ([`digest_signing`]) is the exception to files in,
+//! files out: a signer signs what a client computed (a SHA-256 state, a digest)
+//! and returns the signature material, and the client builds its output with
+//! the format's own `prepare`/`finish` halves from this crate.
+//! Log lines go through `tracing`, never `eprintln!`.
 //! Passphrases arrive as [`secrecy::SecretString`] and unlocked keys never
 //! leave the signer that holds them.
 #![forbid(unsafe_code)]

@@ -19,6 +19,8 @@
 //! `digest_signing = yes` (the server checks that before calling it).
 
 pub mod sha256;
+#[cfg(test)]
+mod tests;
 
 pub use sha256::Sha256State;
 
