@@ -51,14 +51,14 @@ impl Health {
     }
 
     /// Whether `format`'s result is a detached signature: the first of its
-    /// hosts whose /health says, else the name rule for older servers.
+    /// hosts (in pool order) whose /health says, else the name rule for older
+    /// servers. The hosts are asked at once, so dead hosts cost one timeout, not one each.
     pub async fn detached(&self, s: &Session, format: &str) -> bool {
         if let Some(pool) = s.pools.get(format) {
-            for i in 0..pool.len() {
-                let url = pool.url(pool.start() + i);
-                if let Some(d) = self.get(s, url, format).await.detached {
-                    return d;
-                }
+            let asks = (0..pool.len()).map(|i| self.get(s, pool.url(pool.start() + i), format));
+            let said = futures_util::future::join_all(asks).await;
+            if let Some(d) = said.iter().find_map(|info| info.detached) {
+                return d;
             }
         }
         crate::cli::is_detached(format)

@@ -69,11 +69,14 @@ struct Format {
 /// host that does not), in order: the formats that sign the content first,
 /// detached signatures last (they must cover the final content).
 async fn outputs(s: &Session, names: Vec<String>) -> Vec<Format> {
-    let mut all = Vec::new();
-    for name in names {
-        let detached = s.health.detached(s, &name).await;
-        all.push(Format { name, detached });
-    }
+    // Every format's hosts at once: unreachable hosts cost one connect timeout in all.
+    let asks = names.iter().map(|name| s.health.detached(s, name));
+    let detached = futures_util::future::join_all(asks).await;
+    let all: Vec<Format> = names
+        .into_iter()
+        .zip(detached)
+        .map(|(name, detached)| Format { name, detached })
+        .collect();
     let (mut content, detached): (Vec<Format>, Vec<Format>) =
         all.into_iter().partition(|f| !f.detached);
     content.extend(detached);
