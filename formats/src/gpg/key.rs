@@ -13,7 +13,6 @@ use pgp::packet::{
 };
 use pgp::types::{KeyVersion, Password, SecretParams, SigningKey, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
 
 use crate::SignError;
 
@@ -185,10 +184,11 @@ impl UnlockedKey {
     }
 
     /// The same signature as [`UnlockedKey::sign_detached`] with SHA-256,
-    /// made from `state`: SHA-256 after every byte of the data, not finalized.
+    /// made from `state`: SHA-256 after every byte of the data, not finalized
+    /// (a `sha2::Sha256`, or a client's [`crate::digest_signing::Sha256State`]).
     pub(super) fn sign_sha256_state(
         &self,
-        state: &Sha256,
+        state: Box<dyn digest::DynDigest + Send>,
     ) -> pgp::errors::Result<DetachedSignature> {
         sign_state(&self.signing_key(), state)
     }
@@ -269,7 +269,10 @@ impl PendingSignature {
 /// (issuer fingerprint and creation time hashed, issuer key id unhashed).
 /// The steps are rpgp's `SignatureHasher::sign` (hash the signature fields
 /// and the trailer after the data, sign the digest), started from our state.
-fn sign_state(key: &impl SigningKey, state: &Sha256) -> pgp::errors::Result<DetachedSignature> {
+fn sign_state(
+    key: &impl SigningKey,
+    mut hasher: Box<dyn digest::DynDigest + Send>,
+) -> pgp::errors::Result<DetachedSignature> {
     let mut config = SignatureConfig::v4(
         SignatureType::Binary,
         key.algorithm(),
@@ -282,7 +285,6 @@ fn sign_state(key: &impl SigningKey, state: &Sha256) -> pgp::errors::Result<Deta
     config.unhashed_subpackets = vec![Subpacket::regular(SubpacketData::IssuerKeyId(
         key.legacy_key_id(),
     ))?];
-    let mut hasher: Box<dyn digest::DynDigest + Send> = Box::new(state.clone());
     let len = config.hash_signature_data(&mut hasher)?;
     hasher.update(&config.trailer(len)?);
     let hash = hasher.finalize();

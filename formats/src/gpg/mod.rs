@@ -38,6 +38,7 @@
 
 mod clearsign;
 mod config;
+mod digest;
 pub(crate) mod key;
 mod select;
 #[cfg(test)]
@@ -61,6 +62,8 @@ use sha2::{Digest, Sha256};
 use crate::{FormatConfig, SignContext, SignError, Signer};
 pub(crate) use config::parse_digest;
 pub(crate) use key::UnlockedKey;
+
+pub(crate) use digest::check_from_state;
 
 /// Largest detached signature file we read when verifying.
 const MAX_SIG_FILE: u64 = 1 << 20;
@@ -261,7 +264,7 @@ impl Signer for GpgSigner {
         }
         let sig = self
             .key
-            .sign_sha256_state(state)
+            .sign_sha256_state(Box::new(state.clone()))
             .map_err(|e| self.failed(format!("GPG signing failed: {e}")))?;
         write_armored(&sig, output)
     }
@@ -343,6 +346,19 @@ impl Signer for GpgSigner {
 
     fn key_id(&self) -> String {
         self.fingerprint.clone()
+    }
+
+    fn digest_spec(&self) -> Option<crate::digest_signing::DigestSpec> {
+        self.signs_sha256_state()
+            .then_some(crate::digest_signing::DigestSpec::Sha256State)
+    }
+
+    fn sign_digest(
+        &self,
+        input: &crate::digest_signing::DigestInput,
+        _ctx: &SignContext,
+    ) -> Result<Vec<u8>, SignError> {
+        digest::sign(self, input)
     }
 
     fn output(&self) -> crate::Output {
