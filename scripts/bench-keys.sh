@@ -117,7 +117,7 @@ if [ $write = 1 ]; then
         echo "<!-- BEGIN bench-keys -->"
         echo "Run: \`./scripts/bench-keys.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores, load average $load, SoftHSM2 $(softhsm2-util --version). Median of $n in-process signings of one ~10 KiB input per key, one thread; each output verified by its tool."
         echo
-        echo "| format (key) | input | file key | file key | token key | token key | token / file |"
+        echo "| format (key) | input | file key: median | file key: signatures/s | token key: median | token key: signatures/s | token / file |"
         echo "|---|---|---|---|---|---|---|"
         printf '%s\n' "${rows[@]}"
         echo "<!-- END bench-keys -->"

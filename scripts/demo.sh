@@ -5,7 +5,7 @@
 #   3. signs a sample file in every format the server has, with our signtool client
 #      (and once with Mozilla's signtool 4.x, which must keep working unchanged);
 #   4. verifies each output with the tool users trust (gpgv, mar, apksigner, osslsigncode,
-#      rcodesign), then stops the server.
+#      rcodesign, rpmkeys), then stops the server.
 # ./scripts/demo.sh            (port 9110 as in signing.ini.example; DEMO_PORT=N to change)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -139,6 +139,40 @@ tar -C "$work/app" -czf "$work/Demo.app.tar.gz" Demo.app
 sign macapp "$work/Demo.app.tar.gz"
 mkdir -p "$work/app-signed" && tar -C "$work/app-signed" -xzf "$work/Demo.app.tar.gz"
 "$SIGNING_RCODESIGN" verify "$work/app-signed/Demo.app/Contents/MacOS/demo"   # the bundle's main executable
+
+say "rpm: an RPM built with rpmbuild, verified with rpmkeys (a private rpm database holding the test key)"
+mkdir -p "$work/rpm"
+cat > "$work/rpm/demo.spec" <<'SPEC'
+Name: signing-demo
+Version: 1.0
+Release: 1
+Summary: signing-server demo package
+License: MIT
+BuildArch: noarch
+%description
+A package signed by the demo.
+%install
+mkdir -p %{buildroot}/usr/share/signing-demo
+seq 1 20000 > %{buildroot}/usr/share/signing-demo/numbers.txt
+%files
+/usr/share/signing-demo/numbers.txt
+SPEC
+rpmbuild -bb --quiet --define "_topdir $work/rpm/top" --define 'debug_package %{nil}' \
+    --define '__os_install_post %{nil}' --define '_build_id_links none' --nodeps "$work/rpm/demo.spec"
+cp "$work/rpm/top/RPMS/noarch/signing-demo-1.0-1.noarch.rpm" "$work/demo.rpm"
+sign rpm "$work/demo.rpm"
+rpmkeys --dbpath "$work/rpmdb" --import certs/gpg-rsa/public.asc
+rpmkeys --dbpath "$work/rpmdb" --checksig -v "$work/demo.rpm"
+
+say "inrelease: an apt repository's Release (apt-ftparchive) clear-signed into InRelease, verified with gpgv"
+mkdir -p "$work/apt/dists/stable/main/binary-all"
+: > "$work/apt/dists/stable/main/binary-all/Packages"
+(cd "$work/apt" && apt-ftparchive -o APT::FTPArchive::Release::Suite=stable \
+    -o APT::FTPArchive::Release::Components=main release dists/stable > "$work/Release")
+cp "$work/Release" "$work/apt/dists/stable/InRelease"
+sign inrelease "$work/apt/dists/stable/InRelease"
+head -n 3 "$work/apt/dists/stable/InRelease"
+gpgv --keyring ./certs/gpg/public.gpg "$work/apt/dists/stable/InRelease"
 
 say "audit log (last lines):"
 tail -n 8 /tmp/signing-server-example/audit.log

@@ -60,6 +60,10 @@ apt_install clang lld llvm libssl-dev pkg-config
 # SoftHSM2 is the token of the tests (each test points SOFTHSM2_CONF at its own temporary
 # token directory); opensc gives pkcs11-tool to generate keys on it.
 apt_install softhsm2 opensc
+# --- Linux distributions (rpm, apt InRelease) ---
+# rpm: rpmbuild makes the tests' packages, rpmkeys checks our signatures; apt-utils:
+# apt-ftparchive makes the tests' apt repository (dpkg-deb and apt-get are always there).
+apt_install rpm apt-utils
 # rcodesign (apple-codesign's CLI), for the tests' cross-check only: built once into the cache
 # (`cargo install`, no notarization features: several minutes on 2 cores). The server never runs it.
 : "${SIGNING_RCODESIGN_ROOT:=$SIGNING_CACHE/rcodesign}"

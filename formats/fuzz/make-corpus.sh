@@ -13,7 +13,7 @@ seeds=$here/seeds
 : "${SIGNING_TEST_VENV:=$HOME/.cache/signing-server/venv}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for t in mar_parse apk_zip apk_manifest pe_authenticode authenticode_pkcs7 msi_cfb cab_parse cat_parse script_scan apple_tarball apple_macho gpg_key token config; do
+for t in mar_parse apk_zip apk_manifest pe_authenticode authenticode_pkcs7 msi_cfb cab_parse cat_parse script_scan apple_tarball apple_macho gpg_key token config rpm_headers; do
     rm -rf "${seeds:?}/$t"
     mkdir -p "$seeds/$t"
 done
@@ -201,5 +201,26 @@ INI
 # Regression: tracing-subscriber's filter parser panicked on this level (issue 21).
 printf '[server]\nlisten = 127.0.0.1:9110\nwork_dir = /tmp/w\n[security]\ntoken_secrets = s3cret\n[logging]\nlevel = info, :w\xce\x8d=;\n[format:gpg]\ntype = gpg\nkey = k.asc\n' \
     > "$seeds/config/level-non-ascii.ini"
+
+# --- RPM: a small noarch package from rpmbuild (Debian rpm), unsigned.
+mkdir -p "$tmp/rpm"
+cat > "$tmp/rpm/seed.spec" <<'SPEC'
+Name: seed
+Version: 1.0
+Release: 1
+Summary: fuzz seed
+License: MIT
+BuildArch: noarch
+%description
+A fuzz seed.
+%install
+mkdir -p %{buildroot}/usr/share/seed
+echo hello > %{buildroot}/usr/share/seed/a.txt
+%files
+/usr/share/seed/a.txt
+SPEC
+rpmbuild -bb --quiet --define "_topdir $tmp/rpm/top" --define 'debug_package %{nil}' \
+    --define '__os_install_post %{nil}' --define '_build_id_links none' --nodeps "$tmp/rpm/seed.spec"
+cp "$tmp/rpm/top/RPMS/noarch/seed-1.0-1.noarch.rpm" "$seeds/rpm_headers/seed.rpm"
 
 du -sh "$seeds"/* >&2

@@ -241,6 +241,32 @@ pub fn apple_macho(data: &[u8]) -> Result<crate::apple::InputKind, SignError> {
     Ok(kind)
 }
 
+/// RPM: reads the lead and both headers ([`crate::rpm::read_headers`]), checks
+/// every entry's data lies in its header, and that the signature header the
+/// signer would write parses back with the same entries plus the signature.
+pub fn rpm_headers(data: &[u8]) -> Result<(), SignError> {
+    use crate::rpm::header;
+    let h = crate::rpm::read_headers(&mut &data[..])?;
+    for hd in [&h.sig, &h.main] {
+        for e in &hd.entries {
+            assert!(
+                e.range.end <= hd.data().len(),
+                "entry data outside its header"
+            );
+        }
+    }
+    let written = crate::rpm::new_sig_header(&h, 268, b"not really a signature");
+    let (back, rest) = header::parse(&written, crate::rpm::SIG_LIMITS, "rewritten")
+        .unwrap_or_else(|e| panic!("the signature header we write does not parse: {e}"));
+    assert!(rest.is_empty());
+    assert!(back.has_region(header::REGION_SIGNATURES));
+    assert_eq!(
+        back.bytes(back.get(268).expect("the new signature")),
+        b"not really a signature"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -7,11 +7,15 @@
 //! INI files or tokens; its only network traffic is RFC 3161 requests to the
 //! configured time-stamping authorities ([`timestamp`], and apple-codesign's
 //! own). Files in, files out: a signer reads its input from a path and
-//! writes its output to a path; gpg, mar, apk and authenticode stream its
+//! writes its output to a path; gpg, mar, apk, authenticode and rpm stream its
 //! content (headers, indexes and directories aside), so their memory does not
 //! grow with the data, while apple reads a Mach-O
 //! whole (apple-codesign takes a byte slice; the server's `max_filesize`
-//! bounds it). Log lines go through `tracing`, never `eprintln!`.
+//! bounds it). Digest signing ([`digest_signing`]) is the exception to files in,
+//! files out: a signer signs what a client computed (a SHA-256 state, a digest)
+//! and returns the signature material, and the client builds its output with
+//! the format's own `prepare`/`finish` halves from this crate.
+//! Log lines go through `tracing`, never `eprintln!`.
 //! Passphrases arrive as [`secrecy::SecretString`] and unlocked keys never
 //! leave the signer that holds them.
 #![forbid(unsafe_code)]
@@ -24,6 +28,7 @@
 pub mod apk;
 pub mod apple;
 pub mod authenticode;
+pub mod digest_signing;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -33,6 +38,7 @@ pub mod mar;
 pub mod pkcs11;
 pub(crate) mod probe;
 pub mod registry;
+pub mod rpm;
 pub mod scratch;
 pub(crate) mod signed_data;
 pub mod timestamp;
@@ -166,6 +172,33 @@ pub trait Signer: Send + Sync {
         let _ = (state, output, ctx);
         Err(SignError::Internal(anyhow::anyhow!(
             "this signer cannot sign from a SHA-256 state"
+        )))
+    }
+
+    /// What a client must compute to have this signer sign without the file
+    /// (see [`digest_signing`]); `None`: whole files only.
+    fn digest_spec(&self) -> Option<digest_signing::DigestSpec> {
+        None
+    }
+
+    /// The public key (SubjectPublicKeyInfo DER) a client checks a bare
+    /// signature from [`Signer::sign_digest`] with (mar); `None` where the
+    /// signature material carries its certificate or the client checks it otherwise.
+    fn public_key_der(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Signs what a client computed for [`Signer::digest_spec`]; returns the
+    /// signature material the client builds its output from. The caller has
+    /// checked `input` against the spec.
+    fn sign_digest(
+        &self,
+        input: &digest_signing::DigestInput,
+        ctx: &SignContext,
+    ) -> Result<Vec<u8>, SignError> {
+        let _ = (input, ctx);
+        Err(SignError::Internal(anyhow::anyhow!(
+            "this signer cannot sign digests"
         )))
     }
 }

@@ -24,7 +24,7 @@ pub struct SignerType {
 pub static REGISTRY: &[SignerType] = &[
     SignerType {
         name: "gpg",
-        extra_keys: &["public_key"],
+        extra_keys: &["public_key", "clearsign"],
         needs_passphrase: crate::gpg::needs_passphrase,
         open: crate::gpg::open,
     },
@@ -51,6 +51,12 @@ pub static REGISTRY: &[SignerType] = &[
         extra_keys: crate::apple::EXTRA_KEYS,
         needs_passphrase: crate::apple::needs_passphrase,
         open: crate::apple::open,
+    },
+    SignerType {
+        name: "rpm",
+        extra_keys: crate::rpm::EXTRA_KEYS,
+        needs_passphrase: crate::rpm::needs_passphrase,
+        open: crate::rpm::open,
     },
 ];
 

@@ -1,7 +1,8 @@
 //! The audit log: one JSON line per signing, appended to `audit_log`.
 //!
 //! It holds who (peer IP, token chaff: a token's public id), what (format,
-//! filename label, input and output sha256), how long and how it ended.
+//! filename label, input and output sha256; for digest signing the digest
+//! the client sent), how long and how it ended.
 //! Never a token's MAC, a password or a passphrase.
 
 use std::io::Write;
@@ -32,6 +33,8 @@ pub struct AuditRecord<'a> {
     pub outcome: &'a str,
     /// Why, when not `ok` (control characters escaped, cut to one line).
     pub reason: Option<&'a str>,
+    /// Digest signing: the digest the client sent, hex (`None`: an upload).
+    pub digest: Option<&'a str>,
 }
 
 /// The audit sink (a file, or nowhere).
@@ -80,6 +83,8 @@ impl Audit {
             "duration_ms": r.duration.as_millis() as u64,
             "outcome": r.outcome,
             "reason": r.reason,
+            "mode": if r.digest.is_some() { "digest" } else { "upload" },
+            "digest": r.digest,
         });
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = writeln!(f, "{line}") {

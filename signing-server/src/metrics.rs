@@ -51,13 +51,18 @@ impl Metrics {
     /// Adds one to counter `name{labels}`, e.g. `inc("x_total", &[("reason", "expired")])`;
     /// label values are escaped as the text format requires.
     pub fn inc(&self, name: &str, labels: &[(&str, &str)]) {
+        self.add(name, labels, 1);
+    }
+
+    /// Adds `n` to counter `name{labels}`.
+    pub fn add(&self, name: &str, labels: &[(&str, &str)], n: u64) {
         let labels = labels
             .iter()
             .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
             .collect::<Vec<_>>()
             .join(",");
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        *c.entry((name.to_string(), labels)).or_default() += 1;
+        *c.entry((name.to_string(), labels)).or_default() += n;
     }
 
     /// Records the end of a signing.
@@ -153,6 +158,53 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// Request body bytes read for one (configured) format: added to
+/// `signing_received_bytes_total{format}` when dropped, whatever the outcome.
+pub struct BodyBytes {
+    metrics: Arc<Metrics>,
+    format: String,
+    read: Arc<AtomicU64>,
+}
+
+impl BodyBytes {
+    /// Counts for `format`.
+    pub fn new(metrics: &Arc<Metrics>, format: &str) -> BodyBytes {
+        BodyBytes {
+            metrics: metrics.clone(),
+            format: format.to_string(),
+            read: Arc::default(),
+        }
+    }
+
+    /// `body`, counting every byte read from it.
+    pub fn count<S, E>(
+        &self,
+        body: S,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send + 'static
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send + 'static,
+    {
+        use futures_util::StreamExt as _;
+        let read = self.read.clone();
+        body.inspect(move |piece| {
+            if let Ok(piece) = piece {
+                read.fetch_add(piece.len() as u64, Ordering::Relaxed);
+            }
+        })
+    }
+}
+
+impl Drop for BodyBytes {
+    fn drop(&mut self) {
+        let n = self.read.load(Ordering::Relaxed);
+        self.metrics.add(
+            "signing_received_bytes_total",
+            &[("format", &self.format)],
+            n,
+        );
     }
 }
 

@@ -182,6 +182,11 @@ impl Queue {
         self.lock().pending
     }
 
+    /// The audit log (digest signings are audited beside the jobs).
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
     /// Takes a place for an upload, or `None` when `max_queue` are taken.
     pub fn reserve(self: &Arc<Self>) -> Option<Slot> {
         let mut inner = self.lock();
@@ -349,6 +354,7 @@ impl Queue {
                 duration: elapsed,
                 outcome: label,
                 reason: reason.as_deref(),
+                digest: None,
             });
             queue.finish(&key, state, &tx);
         });

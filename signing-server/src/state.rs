@@ -26,6 +26,8 @@ pub struct FormatEntry {
     pub signer: Arc<dyn Signer>,
     /// Largest accepted upload.
     pub max_filesize: u64,
+    /// `digest_signing = yes` (whether the signer can: `http/digest.rs`).
+    pub digest_signing: bool,
     /// The settings the signer was opened with (to tell, on reload, whether it still fits).
     pub config: formats::FormatConfig,
     /// sha256 of the key file when it was unlocked.

@@ -20,12 +20,23 @@ Exit codes:
 const SIGN_AFTER: &str = "\
 Outputs:
   no -o/-d     a signed file replaces the input in place (atomic rename; the file
-               mode is kept); a detached signature (format gpg*) goes to FILE.asc
-               beside FILE, the file itself is left untouched
+               mode is kept); a detached signature goes to FILE.asc beside FILE, the
+               file itself is left untouched. Which formats give detached signatures,
+               each host's /health says (format_details.output); for an older host
+               that does not, formats named gpg* do
   -o FILE      the one input's result goes to FILE (with gpg alone: the signature)
   -d DIR       results go to DIR/NAME (detached signatures to DIR/NAME.asc)
   Several formats on one file are applied in order, each signing the previous
-  result; gpg* formats always come last and sign the final content.
+  result; detached formats always come last and sign the final content.
+
+Digest signing:
+  Where a host's /health says a format allows it (digest_signing, set per format by
+  `digest_signing = yes`), the file is not uploaded: signtool computes what the
+  signature covers (gpg: the SHA-256 state of the file; mar: the digest of the MAR
+  with its signature block in place; authenticode: the PE image hash), sends that,
+  checks the signature that comes back (its digest, and for mar and authenticode
+  the signature itself) and builds the output locally, then renames it into place
+  as always. --whole-file uploads instead.
   Every result is checked against the server's X-SHA256-Digest (or X-SHA1-Digest)
   before it is written, through a temp file beside the destination, fsync, rename.
 
@@ -181,6 +192,11 @@ pub struct SignArgs {
     /// Largest backoff delay.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub backoff_max_ms: u64,
+    /// Upload every file whole, even to hosts that sign its format by digest
+    /// (by default a format whose host's /health says `digest_signing` is signed
+    /// by sending only what its signature covers: the file never leaves).
+    #[arg(long)]
+    pub whole_file: bool,
     /// Try hosts in the order given instead of shuffling them (debugging, tests).
     #[arg(long)]
     pub no_shuffle: bool,
@@ -259,8 +275,9 @@ pub fn formats(raw: &[String]) -> Result<Vec<String>, String> {
     Ok(content)
 }
 
-/// Formats whose result is a detached signature written beside the file:
-/// `gpg` and formats named `gpg…` (e.g. `gpg-nightly`).
+/// Formats whose result is a detached signature written beside the file,
+/// guessed from the name (`gpg` and `gpg…`, e.g. `gpg-nightly`): only for a
+/// host whose /health does not say (`format_details.output`; older servers).
 pub fn is_detached(format: &str) -> bool {
     format.starts_with("gpg")
 }

@@ -6,11 +6,19 @@
 //! destination, fsync, rename. Hosts fail over (`hosts.rs`), transfers stream
 //! from and to disk (`transfer.rs`). `signtool token` mints tokens (`token.rs`).
 //!
-//! It deliberately does not sign anything itself, trust any certificate but
-//! the `-c` file, or write a result it has not verified against the server's
-//! digest header.
+//! Where a host's /health says a format signs digests (issue 16), it sends
+//! only what the signature covers and builds the output itself with the
+//! `formats` crate's client halves (`digest.rs`); `health.rs` reads each
+//! host's /health once (limits, detached or not, digest signing).
+//!
+//! It deliberately does not sign anything itself (no key ever reaches it), trust
+//! any certificate but the `-c` file, or write a result it has not verified
+//! against the server's digest header (uploads) or checked against what it
+//! sent (digest signing).
 
 pub mod cli;
+mod digest;
+pub mod health;
 pub mod hosts;
 pub mod log;
 pub mod sign;

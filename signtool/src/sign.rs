@@ -41,8 +41,16 @@ pub async fn run(args: SignArgs) -> u8 {
     } else {
         log::INFO
     });
-    match prepare(&args) {
-        Ok((session, jobs, formats)) => execute(&args, &session, jobs, &formats).await,
+    let (session, formats) = match prepare(&args) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("signtool: {msg}");
+            return EXIT_LOCAL;
+        }
+    };
+    let formats = outputs(&session, formats).await;
+    match jobs(&args, &formats) {
+        Ok(jobs) => execute(&args, &session, jobs, &formats).await,
         Err(msg) => {
             eprintln!("signtool: {msg}");
             EXIT_LOCAL
@@ -50,7 +58,32 @@ pub async fn run(args: SignArgs) -> u8 {
     }
 }
 
-fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> {
+/// One format to apply, and whether its result is a detached signature.
+#[derive(Debug, Clone)]
+struct Format {
+    name: String,
+    detached: bool,
+}
+
+/// Each format's output, as its hosts' /health tells (the name rule for a
+/// host that does not), in order: the formats that sign the content first,
+/// detached signatures last (they must cover the final content).
+async fn outputs(s: &Session, names: Vec<String>) -> Vec<Format> {
+    // Every format's hosts at once: unreachable hosts cost one connect timeout in all.
+    let asks = names.iter().map(|name| s.health.detached(s, name));
+    let detached = futures_util::future::join_all(asks).await;
+    let all: Vec<Format> = names
+        .into_iter()
+        .zip(detached)
+        .map(|(name, detached)| Format { name, detached })
+        .collect();
+    let (mut content, detached): (Vec<Format>, Vec<Format>) =
+        all.into_iter().partition(|f| !f.detached);
+    content.extend(detached);
+    content
+}
+
+fn prepare(args: &SignArgs) -> Result<(Session, Vec<String>), String> {
     let formats = cli::formats(&args.formats)?;
     let mut urls: HashMap<String, Vec<String>> = HashMap::new();
     for spec in &args.hosts {
@@ -106,15 +139,15 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<Job>, Vec<String>), String> 
         max_errors: args.max_errors.max(1),
         deadline: Instant::now() + timeout,
         read_timeout,
-        limits: Default::default(),
+        health: Default::default(),
+        whole_file: args.whole_file,
         renamed_in: Default::default(),
     };
-    let jobs = jobs(args)?;
-    Ok((session, jobs, formats))
+    Ok((session, formats))
 }
 
 /// The inputs (directories searched with -i/-x) and their destinations.
-fn jobs(args: &SignArgs) -> Result<Vec<Job>, String> {
+fn jobs(args: &SignArgs, formats: &[Format]) -> Result<Vec<Job>, String> {
     let pattern = |p: &String| glob::Pattern::new(p).map_err(|e| format!("bad pattern {p:?}: {e}"));
     let includes = args
         .includes
@@ -155,9 +188,7 @@ fn jobs(args: &SignArgs) -> Result<Vec<Job>, String> {
         std::fs::create_dir_all(d)
             .map_err(|e| format!("cannot create the output directory {}: {e}", d.display()))?;
     }
-    let only_detached = cli::formats(&args.formats)?
-        .iter()
-        .all(|f| cli::is_detached(f));
+    let only_detached = formats.iter().all(|f| f.detached);
     inputs
         .into_iter()
         .map(|input| {
@@ -316,7 +347,7 @@ fn walk(
     Ok(())
 }
 
-async fn execute(args: &SignArgs, s: &Session, jobs: Vec<Job>, formats: &[String]) -> u8 {
+async fn execute(args: &SignArgs, s: &Session, jobs: Vec<Job>, formats: &[Format]) -> u8 {
     if jobs.is_empty() {
         eprintln!("signtool: no file to sign (check the -i/-x patterns)");
         return EXIT_LOCAL;
@@ -368,7 +399,7 @@ async fn execute(args: &SignArgs, s: &Session, jobs: Vec<Job>, formats: &[String
 async fn process(
     s: &Session,
     job: &Job,
-    formats: &[String],
+    formats: &[Format],
     cache: Option<&Path>,
 ) -> Result<(), Failure> {
     let label = job
@@ -386,7 +417,7 @@ async fn process(
             .map_err(|e| Failure::Local(format!("cannot create {}: {e}", d.display())))?;
     }
     let mut content: Option<Signed> = None;
-    for format in formats.iter().filter(|f| !cli::is_detached(f)) {
+    for format in formats.iter().filter(|f| !f.detached).map(|f| &f.name) {
         let input = content
             .as_ref()
             .map(|c| c.temp.to_path_buf())
@@ -404,7 +435,8 @@ async fn process(
         }
         None => job.input.clone(),
     };
-    for (k, format) in formats.iter().filter(|f| cli::is_detached(f)).enumerate() {
+    let detached = formats.iter().filter(|f| f.detached).map(|f| &f.name);
+    for (k, format) in detached.enumerate() {
         let dest = if k == 0 {
             job.asc.clone()
         } else {

@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
 
-use crate::hosts::{Backoff, HostPool};
+use formats::digest_signing::Sha256State;
+
+use crate::hosts::Backoff;
 use crate::log;
 
 /// Everything shared by the files of a run.
@@ -29,7 +31,7 @@ pub struct Session {
     /// The HTTPS client (TLS trust and timeouts set).
     pub client: reqwest::Client,
     /// Hosts per format name.
-    pub pools: HashMap<String, HostPool>,
+    pub pools: HashMap<String, crate::hosts::HostPool>,
     /// Token text (sent with uploads).
     pub token: String,
     /// The nonce, sent with uploads and replaced by each 202's X-Nonce.
@@ -43,69 +45,18 @@ pub struct Session {
     /// Longest silence tolerated from a server (`--read-timeout`): waiting for
     /// an answer, between body chunks, or an upload making no progress.
     pub read_timeout: Duration,
-    /// Per host URL, the upload limits its /health advertised (read once).
-    pub limits: Limits,
+    /// Per host URL, what its /health says of each format (read once).
+    pub health: crate::health::Health,
+    /// `--whole-file`: upload even where a host signs digests.
+    pub whole_file: bool,
     /// Directories that received a renamed result: each is fsynced once,
     /// before the run ends, instead of once per file.
     pub renamed_in: Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 impl Session {
-    fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
-    }
-}
-
-/// Each host's `max_filesize` per format, read from its `/health` once per
-/// run, before the first upload to it. A file over a host's limit fails at
-/// once, as a 413 would: the server refuses such an upload from its
-/// Content-Length and closes, and a client still sending it may see only a
-/// reset, which would look like a host failure and cost a failover per host.
-#[derive(Default)]
-pub struct Limits {
-    hosts: Mutex<HashMap<String, HostLimits>>,
-}
-
-/// One host's limits by format, filled by its first reader.
-type HostLimits = std::sync::Arc<tokio::sync::OnceCell<HashMap<String, u64>>>;
-
-impl Limits {
-    /// The limit of `format` on `url`, if the host says (older servers and
-    /// Mozilla's do not: then the upload itself finds out).
-    async fn get(&self, s: &Session, url: &str, format: &str) -> Option<u64> {
-        let cell = self
-            .hosts
-            .lock()
-            .ok()?
-            .entry(url.to_string())
-            .or_default()
-            .clone();
-        let limits = cell
-            .get_or_init(|| async {
-                let send = s
-                    .client
-                    .get(format!("{url}/health"))
-                    .timeout(s.read_timeout.min(s.remaining()))
-                    .send();
-                let body = match send.await {
-                    Ok(r) if r.status().is_success() => r.bytes().await.ok(),
-                    _ => None,
-                };
-                let json: Option<serde_json::Value> =
-                    body.and_then(|b| serde_json::from_slice(&b).ok());
-                let map = json
-                    .as_ref()
-                    .and_then(|j| j.get("max_filesize"))
-                    .and_then(|m| m.as_object());
-                map.map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                        .collect()
-                })
-                .unwrap_or_default()
-            })
-            .await;
-        limits.get(format).copied()
     }
 }
 
@@ -162,6 +113,9 @@ pub struct Hashes {
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
+    /// The SHA-256 state before it was finished (for gpg's digest signing),
+    /// when this file was hashed by [`hash_file`].
+    pub state: Option<Sha256State>,
 }
 
 /// Hashes a file (SHA-256) in one pass, off the async threads.
@@ -169,7 +123,8 @@ pub async fn hash_file(path: &Path) -> std::io::Result<Hashes> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&path)?;
-        let (mut h256, mut size) = (Sha256::new(), 0u64);
+        // Our resumable SHA-256: digest signing sends its state (gpg) with no second pass.
+        let (mut h256, mut size) = (Sha256State::default(), 0u64);
         // No bigger than the file: many small files would each zero 1 MiB.
         let len = f.metadata()?.len();
         let mut buf = vec![0u8; len.clamp(4096, 1 << 20) as usize];
@@ -179,12 +134,13 @@ pub async fn hash_file(path: &Path) -> std::io::Result<Hashes> {
                 break;
             }
             let chunk = buf.get(..n).unwrap_or_default();
-            h256.update(chunk);
+            h256.absorb(chunk);
             size += n as u64;
         }
         Ok(Hashes {
-            sha256: hex::encode(h256.finalize()),
+            sha256: hex::encode(h256.clone().finish()),
             size,
+            state: Some(h256),
         })
     })
     .await
@@ -217,7 +173,7 @@ enum Answer {
 }
 
 /// Why a request did not give an answer we can use.
-enum TryError {
+pub(crate) enum TryError {
     /// Connection, timeout, TLS, 5xx, bad digest: the next host may do better.
     Retry {
         what: String,
@@ -229,7 +185,7 @@ enum TryError {
     Local(String),
 }
 
-fn retry(what: impl Into<String>) -> TryError {
+pub(crate) fn retry(what: impl Into<String>) -> TryError {
     TryError::Retry {
         what: what.into(),
         retry_after: None,
@@ -266,7 +222,7 @@ pub fn describe(e: &reqwest::Error) -> String {
 }
 
 /// The first line of an error body, bounded.
-async fn message(r: reqwest::Response) -> String {
+pub(crate) async fn message(r: reqwest::Response) -> String {
     let mut r = r;
     let mut buf = Vec::new();
     while buf.len() < 2048 {
@@ -281,7 +237,7 @@ async fn message(r: reqwest::Response) -> String {
 }
 
 /// An answer that is neither success nor an expected 404.
-async fn refusal(r: reqwest::Response) -> TryError {
+pub(crate) async fn refusal(r: reqwest::Response) -> TryError {
     let status = r.status();
     let retry_after = r
         .headers()
@@ -388,6 +344,7 @@ async fn download(
     let hashes = Hashes {
         sha256: hex::encode(h256.finalize()),
         size,
+        state: None,
     };
     let (name, want, got) = match (&want256, &want1) {
         (Some(w), _) => ("X-SHA256-Digest", w, &hashes.sha256),
@@ -414,7 +371,7 @@ async fn upload(
     hashes: &Hashes,
 ) -> Result<(), TryError> {
     use reqwest::multipart::{Form, Part};
-    if let Some(limit) = s.limits.get(s, url, format).await {
+    if let Some(limit) = s.health.get(s, url, format).await.max_filesize {
         if hashes.size > limit {
             return Err(TryError::Fatal(format!(
                 "413 file too large: {} bytes, the limit for format {format} is {limit} bytes (from its /health; not uploaded)",
@@ -535,6 +492,10 @@ pub async fn sign(
     let mut tried: Vec<String> = Vec::new();
     let mut uploaded_here = false;
     let mut announced = None;
+    // Digest signing: what was prepared for which spec (kept across hosts),
+    // and whether this host turned it down since its /health was read.
+    let mut prepared = None;
+    let mut digest_refused_here = false;
     let give_up = |tried: &[String], why: &str| {
         Failure::Remote(format!(
             "could not sign {shown} with {format}{why}:\n    {}",
@@ -557,32 +518,60 @@ pub async fn sign(
             announced = Some(i);
         }
         let started = Instant::now();
-        let result = match get(s, url, format, hashes, out_dir, label).await {
-            Ok(Answer::Done(signed)) => {
-                log::info(format!("{h}: OK"));
-                return Ok(signed);
-            }
-            Ok(Answer::Pending) => {
-                log::debug(format!("{h}: pending on {url}"));
-                // A server without long polling answers at once: do not spin.
-                if started.elapsed() < Duration::from_millis(500) {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+        let by_digest = if s.whole_file || digest_refused_here {
+            None
+        } else {
+            s.health.get(s, url, format).await.digest
+        };
+        let result = if let Some(spec) = by_digest {
+            let on = crate::digest::On {
+                url,
+                format,
+                label,
+                out_dir,
+            };
+            match crate::digest::sign(s, &on, spec, input, hashes, &mut prepared).await {
+                Ok(Some(signed)) => {
+                    log::info(format!("{h}: OK (signed by digest; the file was not sent)"));
+                    return Ok(signed);
                 }
-                continue;
-            }
-            Ok(Answer::Unknown) if uploaded_here => {
-                Err(retry("forgot the file it had accepted (restarted?)"))
-            }
-            Ok(Answer::Unknown) => {
-                log::info(format!("{h}: uploading {shown} to {url}"));
-                let r = upload(s, url, format, input, label, hashes).await;
-                if r.is_ok() {
-                    uploaded_here = true;
+                Ok(None) => {
+                    log::info(format!(
+                        "{h}: {url} no longer signs {format} by digest; uploading"
+                    ));
+                    digest_refused_here = true;
                     continue;
                 }
-                r
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
+        } else {
+            match get(s, url, format, hashes, out_dir, label).await {
+                Ok(Answer::Done(signed)) => {
+                    log::info(format!("{h}: OK"));
+                    return Ok(signed);
+                }
+                Ok(Answer::Pending) => {
+                    log::debug(format!("{h}: pending on {url}"));
+                    // A server without long polling answers at once: do not spin.
+                    if started.elapsed() < Duration::from_millis(500) {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    continue;
+                }
+                Ok(Answer::Unknown) if uploaded_here => {
+                    Err(retry("forgot the file it had accepted (restarted?)"))
+                }
+                Ok(Answer::Unknown) => {
+                    log::info(format!("{h}: uploading {shown} to {url}"));
+                    let r = upload(s, url, format, input, label, hashes).await;
+                    if r.is_ok() {
+                        uploaded_here = true;
+                        continue;
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            }
         };
         match result {
             Ok(()) => continue,
@@ -622,6 +611,7 @@ pub async fn sign(
                 tokio::time::sleep(delay).await;
                 if next != i {
                     uploaded_here = false;
+                    digest_refused_here = false;
                 }
                 i = next;
             }

@@ -17,6 +17,7 @@ use sha2::Digest;
 pub mod apk;
 pub mod apple;
 pub mod busy_peer;
+pub mod digest;
 pub mod mar;
 pub mod pkcs11;
 pub mod proxy;

@@ -155,7 +155,7 @@ fn health_and_metrics() {
     assert_eq!(h["formats"], serde_json::json!(["gpg"]));
     assert_eq!(
         h["format_details"]["gpg"],
-        serde_json::json!({"type": "gpg", "output": "detached"})
+        serde_json::json!({"type": "gpg", "output": "detached", "digest_signing": false})
     );
     assert_eq!(h["queue_depth"], 0);
     let m = s

@@ -17,6 +17,15 @@ use std::time::{Duration, Instant};
 
 use signing_tests::*;
 
+/// The `POST /digest/FORMAT` rows.
+#[path = "protocol_errors/digest.rs"]
+mod digest_rows;
+
+/// Every case: this file's and the digest rows'.
+fn all_cases() -> impl Iterator<Item = &'static Case> {
+    CASES.iter().chain(digest_rows::CASES)
+}
+
 /// What came back.
 #[derive(Debug, Default)]
 struct Answer {
@@ -1147,7 +1156,7 @@ fn main_opts() -> ServerOpts {
         .unwrap()
         .to_string();
     o.formats = format!(
-        "{gpg}\n{}max_filesize = 1M\n\n{}\n{mar_only}",
+        "{gpg}digest_signing = yes\n\n{}max_filesize = 1M\n\n{}\n{mar_only}",
         gpg.replace("[format:gpg]", "[format:gpg-small]"),
         slow_gpg("gpg-slow")
     );
@@ -1185,7 +1194,10 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
     match setup {
         Setup::Main => opts = main_opts(),
         Setup::Draining => opts.server_extra.push_str("drain_grace = 8\n"),
-        Setup::QueueFull => opts.server_extra.push_str("max_queue = 1\n"),
+        Setup::QueueFull => {
+            opts.server_extra.push_str("max_queue = 1\n");
+            opts.formats.push_str("digest_signing = yes\n");
+        }
         // gpg with SHA-256 signs from the hash state and never writes the
         // upload to disk; SHA-512 makes it store the upload, as other types do.
         Setup::DiskFull => opts.formats = slow_gpg("gpg"),
@@ -1214,7 +1226,7 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
         gpg_rsa_key_as_pem(&pem);
         hsm.import_plain("release", &pem, "gpg", "01");
         opts.formats = format!(
-            "[format:gpg]\ntype = gpg\nkey = {}\npublic_key = {}\n",
+            "[format:gpg]\ntype = gpg\nkey = {}\npublic_key = {}\ndigest_signing = yes\n",
             uri("release", "gpg"),
             certs().join("gpg-rsa/public.asc").display()
         );
@@ -1291,7 +1303,7 @@ impl Drop for Mount {
 
 /// Runs every case of `setup`; all failures are reported together.
 fn run_setup(setup: Setup) {
-    let cases: Vec<&Case> = CASES.iter().filter(|c| c.setup == setup).collect();
+    let cases: Vec<&Case> = all_cases().filter(|c| c.setup == setup).collect();
     assert!(!cases.is_empty());
     let (ctx, hold, mount) = start(setup);
     let mut failures = Vec::new();
@@ -1450,6 +1462,7 @@ fn documented_rows(text: &str) -> Vec<DocRow> {
             "`POST /token`",
             "`POST /sign/FORMAT`",
             "`GET /sign/FORMAT/HASH`",
+            "`POST /digest/FORMAT`",
         ]
         .iter()
         .any(|h| heading.contains(h))
@@ -1480,18 +1493,15 @@ fn protocol_md() -> String {
 #[test]
 fn every_documented_row_has_a_case() {
     let rows = documented_rows(&protocol_md());
-    // The three tables have 6 + 14 + 7 rows; the Transport bullets 2 statuses.
+    // The four tables have 6 + 14 + 7 + 12 rows; the Transport bullets 2 statuses.
     assert!(
-        rows.len() >= 25,
+        rows.len() >= 37,
         "the parser found too few rows ({}): has PROTOCOL.md's layout changed?\n{rows:#?}",
         rows.len()
     );
     let mut missing = Vec::new();
     for row in &rows {
-        if !CASES
-            .iter()
-            .any(|c| c.status == row.status && row.line.contains(c.doc))
-        {
+        if !all_cases().any(|c| c.status == row.status && row.line.contains(c.doc)) {
             missing.push(format!("{} {}", row.status, row.line));
         }
     }
@@ -1501,7 +1511,7 @@ fn every_documented_row_has_a_case() {
         missing.join("\n")
     );
     // And no case claims a row the document does not have.
-    for c in CASES {
+    for c in all_cases() {
         let matching: Vec<&DocRow> = rows.iter().filter(|r| r.line.contains(c.doc)).collect();
         assert_eq!(
             matching.len(),

@@ -348,20 +348,17 @@ fn token_command_mints_a_token_the_server_accepts_and_refuses_bad_credentials() 
 
 #[test]
 fn formats_chain_in_order_replacing_the_file_in_place_and_gpg_signs_the_result() {
-    // A server whose format `mar` is (for this test) a gpg signer: its "signed file" is a
-    // detached signature, which lets gpgv check each step of the chain with real signatures.
-    let mut o = opts();
-    o.formats = format!(
-        "{}[format:mar]\ntype = gpg\nkey = {}\n",
-        o.formats,
-        certs().join("gpg/secret.asc").display()
-    );
-    o.stdin = format!("{}{}", o.stdin, o.stdin);
+    use signing_tests::mar::{make_mar, mar_verify, pubkey};
+    // A real MAR format (its result replaces the file) and gpg (detached, by /health).
+    let mut o = signing_tests::mar::opts("");
+    o.formats = format!("{}{}", opts().formats, o.formats);
+    o.stdin = format!("{pw}\n{pw}\n{pw}\n", pw = passphrase());
     let s = Server::start(&o);
     let dir = tempfile::tempdir().unwrap();
     let tok = token_file(dir.path(), &s);
-    let (f, original) = (dir.path().join("update.mar"), dir.path().join("original"));
-    std::fs::write(&f, data(80_000, 21)).unwrap();
+    let files: [(&str, &[u8]); 1] = [("payload.bin", &data(80_000, 21))];
+    let f = make_mar(dir.path(), "update.mar", &[], &files);
+    let original = dir.path().join("original");
     std::fs::copy(&f, &original).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o750)).unwrap();
@@ -376,9 +373,10 @@ fn formats_chain_in_order_replacing_the_file_in_place_and_gpg_signs_the_result()
         .arg(&f),
     );
     assert_eq!(code, 0, "{log}");
-    // The file was replaced by `mar`'s result (a signature of the original), mode kept...
-    let (ok, v) = gpgv(&f, &original);
+    // The file was replaced by `mar`'s result (a signed MAR), mode kept...
+    let (ok, v) = mar_verify(&f, &pubkey("sha1-2048"));
     assert!(ok, "the file is not mar's result: {v}");
+    assert!(!mar_verify(&original, &pubkey("sha1-2048")).0);
     assert_eq!(
         std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
         0o750

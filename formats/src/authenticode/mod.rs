@@ -32,6 +32,7 @@ pub(crate) mod digest;
 pub(crate) mod msi;
 pub(crate) mod pe;
 pub(crate) mod pkcs7;
+pub mod remote;
 pub(crate) mod script;
 
 use std::fs::{File, OpenOptions};
@@ -248,6 +249,12 @@ impl AuthenticodeSigner {
     /// The WIN_CERTIFICATE (header, DER PKCS#7, zero padding to 8 bytes)
     /// for the image hash `digest`.
     fn win_certificate(&self, digest: &[u8], timestamp: bool) -> Result<Vec<u8>, SignError> {
+        remote::win_certificate(&self.signed_data(digest, timestamp)?)
+    }
+
+    /// The DER PKCS#7 SignedData (timestamped if `timestamp` and TSAs are
+    /// configured) for the image hash `digest`.
+    fn signed_data(&self, digest: &[u8], timestamp: bool) -> Result<Vec<u8>, SignError> {
         let params = pkcs7::SignParams {
             alg: self.alg,
             kind: self.kind,
@@ -275,16 +282,7 @@ impl AuthenticodeSigner {
                 .map_err(internal)?;
             unfinished.add_timestamp(&token).map_err(internal)?;
         }
-        let der = unfinished.finish().map_err(internal)?;
-        let len = 8 + der.len() as u64 + digest::pad8(der.len() as u64);
-        let dw_length = u32::try_from(len).map_err(|_| internal("signature too large"))?;
-        let mut out = Vec::with_capacity(len as usize);
-        out.extend_from_slice(&dw_length.to_le_bytes());
-        out.extend_from_slice(&WIN_CERT_REVISION_2_0.to_le_bytes());
-        out.extend_from_slice(&WIN_CERT_TYPE_PKCS_SIGNED_DATA.to_le_bytes());
-        out.extend_from_slice(&der);
-        out.resize(len as usize, 0);
-        Ok(out)
+        unfinished.finish().map_err(internal)
     }
 
     fn sign_to(
@@ -294,35 +292,18 @@ impl AuthenticodeSigner {
         out: &mut File,
         timestamp: bool,
     ) -> Result<(), SignError> {
-        if l.content_len >= u64::from(u32::MAX) - (1 << 20) {
-            return Err(SignError::Rejected(format!(
-                "the PE image is {} bytes: too large for a signature (4 GiB limit)",
-                l.content_len
-            )));
-        }
+        check_size(l)?;
         let mut w = BufWriter::with_capacity(64 << 10, &mut *out);
         let copied = digest::copy_and_hash(input, l, self.alg, Some(&mut w))?;
-        let table = self.win_certificate(&copied.digest, timestamp)?;
-        let mut checksum = copied.checksum;
-        checksum.add(copied.table_offset, &table);
-        w.write_all(&table)?;
         w.flush()?;
         drop(w);
-        let total = copied.table_offset + table.len() as u64;
-        let table_offset = u32::try_from(copied.table_offset)
-            .map_err(|_| SignError::Rejected("the PE image is too large for a signature".into()))?;
-        let table_len = u32::try_from(table.len()).map_err(|_| internal("signature too large"))?;
-        let mut dir = [0u8; 8];
-        dir[..4].copy_from_slice(&table_offset.to_le_bytes());
-        dir[4..].copy_from_slice(&table_len.to_le_bytes());
-        checksum.add(l.cert_dir_offset as u64, &dir);
-        let sum = checksum.finish(total);
-        out.seek(SeekFrom::Start(l.cert_dir_offset as u64))?;
-        out.write_all(&dir)?;
-        out.seek(SeekFrom::Start(l.checksum_offset as u64))?;
-        out.write_all(&sum.to_le_bytes())?;
-        out.sync_data()?;
-        Ok(())
+        let table = self.win_certificate(&copied.digest, timestamp)?;
+        let at = remote::Placement {
+            table_offset: copied.table_offset,
+            cert_dir_offset: l.cert_dir_offset as u64,
+            checksum_offset: l.checksum_offset as u64,
+        };
+        remote::attach(out, at, copied.checksum, &table)
     }
 
     /// Checks the signature of `signed` against our key: the image hash, the
@@ -425,6 +406,17 @@ impl AuthenticodeSigner {
     }
 }
 
+/// Refuses an image too large to carry a signature (offsets are 32-bit).
+fn check_size(l: &pe::PeLayout) -> Result<(), SignError> {
+    if l.content_len >= u64::from(u32::MAX) - (1 << 20) {
+        return Err(SignError::Rejected(format!(
+            "the PE image is {} bytes: too large for a signature (4 GiB limit)",
+            l.content_len
+        )));
+    }
+    Ok(())
+}
+
 impl Signer for AuthenticodeSigner {
     fn sign(&self, input: &Path, output: &Path, ctx: &SignContext) -> Result<(), SignError> {
         self.sign_file(input, output, &ctx.filename, true)
@@ -457,6 +449,18 @@ impl Signer for AuthenticodeSigner {
 
     fn key_id(&self) -> String {
         self.fingerprint.clone()
+    }
+
+    fn digest_spec(&self) -> Option<crate::digest_signing::DigestSpec> {
+        Some(remote::spec(self))
+    }
+
+    fn sign_digest(
+        &self,
+        input: &crate::digest_signing::DigestInput,
+        _ctx: &SignContext,
+    ) -> Result<Vec<u8>, SignError> {
+        remote::sign_digest(self, input)
     }
 
     fn tsa_failures(&self) -> Vec<(String, u64)> {

@@ -6,7 +6,7 @@ use pgp::crypto::hash::HashAlgorithm;
 use crate::{FormatConfig, SignError};
 
 /// The digest named by `cfg.digest` (default SHA-256).
-pub(super) fn parse_digest(cfg: &FormatConfig) -> Result<HashAlgorithm, SignError> {
+pub(crate) fn parse_digest(cfg: &FormatConfig) -> Result<HashAlgorithm, SignError> {
     let Some(name) = cfg.digest.as_deref() else {
         return Ok(HashAlgorithm::Sha256);
     };
@@ -44,11 +44,30 @@ pub(super) fn check_unused(cfg: &FormatConfig) -> Result<(), SignError> {
             cfg.name
         )));
     }
-    if let Some(k) = cfg.extra.keys().find(|k| k.as_str() != "public_key") {
+    if let Some(k) = cfg
+        .extra
+        .keys()
+        .find(|k| !matches!(k.as_str(), "public_key" | "clearsign"))
+    {
         return Err(SignError::Config(format!(
             "format {}: unknown setting {k:?} for type gpg",
             cfg.name
         )));
     }
     Ok(())
+}
+
+/// `clearsign = yes|no` (default no): a clear-signed text instead of a detached signature.
+pub(super) fn parse_clearsign(cfg: &FormatConfig) -> Result<bool, SignError> {
+    let Some(value) = cfg.extra.get("clearsign") else {
+        return Ok(false);
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "1" | "on" => Ok(true),
+        "no" | "false" | "0" | "off" => Ok(false),
+        _ => Err(SignError::Config(format!(
+            "format {}: clearsign = {value:?}: use yes or no",
+            cfg.name
+        ))),
+    }
 }

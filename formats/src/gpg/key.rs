@@ -8,11 +8,11 @@ use std::path::Path;
 use pgp::composed::{Deserializable, DetachedSignature, SignedSecretKey};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::{
-    SecretKey, SecretSubkey, Signature, SignatureConfig, SignatureType, Subpacket, SubpacketData,
+    SecretKey, SecretSubkey, Signature, SignatureConfig, SignatureType, SignatureVersionSpecific,
+    Subpacket, SubpacketData,
 };
 use pgp::types::{KeyVersion, Password, SecretParams, SigningKey, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
 
 use crate::SignError;
 
@@ -47,7 +47,7 @@ pub(super) fn parse_key(bytes: &[u8], path: &Path) -> Result<SignedSecretKey, Si
 /// What signing needs of a secret key packet, whether it is the primary key
 /// ([`SecretKey`]) or a subkey ([`SecretSubkey`]): rpgp's [`SigningKey`] plus
 /// the secret parameters, unlocking, and the public half to verify with.
-pub(super) trait SecretPacket: SigningKey + Send + Sync {
+pub(crate) trait SecretPacket: SigningKey + Send + Sync {
     /// The secret key material (plain, encrypted, or a gpg stub).
     fn secret_params(&self) -> &SecretParams;
 
@@ -87,9 +87,9 @@ impl SecretPacket for SecretSubkey {
     }
 }
 
-/// The key a [`super::GpgSigner`] signs with: an unlocked key packet (rpgp zeroizes
-/// its secret material on drop), or a key in a PKCS#11 token.
-pub(super) enum UnlockedKey {
+/// The key a [`super::GpgSigner`] (or an rpm signer) signs with: an unlocked key packet
+/// (rpgp zeroizes its secret material on drop), or a key in a PKCS#11 token.
+pub(crate) enum UnlockedKey {
     /// From the key file.
     Packet(Box<dyn SecretPacket>),
     /// In a token, with its packet from `public_key`.
@@ -148,12 +148,17 @@ impl UnlockedKey {
     }
 
     /// The key packet's version (v4, v6).
-    pub(super) fn version(&self) -> KeyVersion {
+    pub(crate) fn version(&self) -> KeyVersion {
         self.signing_key().version()
     }
 
+    /// The key packet's public-key algorithm.
+    pub(crate) fn algorithm(&self) -> pgp::crypto::public_key::PublicKeyAlgorithm {
+        self.signing_key().algorithm()
+    }
+
     /// The state of the key for /health (a token may be gone).
-    pub(super) fn status(&self) -> Option<crate::KeyStatus> {
+    pub(crate) fn status(&self) -> Option<crate::KeyStatus> {
         match self {
             UnlockedKey::Packet(_) => None,
             UnlockedKey::Token(t) => Some(t.key.status()),
@@ -179,20 +184,83 @@ impl UnlockedKey {
     }
 
     /// The same signature as [`UnlockedKey::sign_detached`] with SHA-256,
-    /// made from `state`: SHA-256 after every byte of the data, not finalized.
+    /// made from `state`: SHA-256 after every byte of the data, not finalized
+    /// (a `sha2::Sha256`, or a client's [`crate::digest_signing::Sha256State`]).
     pub(super) fn sign_sha256_state(
         &self,
-        state: &Sha256,
+        state: Box<dyn digest::DynDigest + Send>,
     ) -> pgp::errors::Result<DetachedSignature> {
         sign_state(&self.signing_key(), state)
     }
 
+    /// A signature of type `typ` over data the caller hashes piece by piece
+    /// ([`PendingSignature::update`]), exactly as given: no line-ending
+    /// normalisation (clear-signed text is canonicalised by its caller, RPM
+    /// headers are binary). Subpackets as rpgp's `sign_binary_data` writes them.
+    pub(crate) fn start(
+        &self,
+        typ: SignatureType,
+        hash: HashAlgorithm,
+    ) -> pgp::errors::Result<PendingSignature> {
+        let key = self.signing_key();
+        let mut config = match key.version() {
+            KeyVersion::V4 => SignatureConfig::v4(typ, key.algorithm(), hash),
+            KeyVersion::V6 => SignatureConfig::v6(rand::thread_rng(), typ, key.algorithm(), hash)?,
+            v => return Err(format!("unsupported key version {v:?}").into()),
+        };
+        config.hashed_subpackets = vec![
+            Subpacket::regular(SubpacketData::IssuerFingerprint(key.fingerprint()))?,
+            Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::now()))?,
+        ];
+        if key.version() == KeyVersion::V4 {
+            config.unhashed_subpackets = vec![Subpacket::regular(SubpacketData::IssuerKeyId(
+                key.legacy_key_id(),
+            ))?];
+        }
+        let mut hasher = hash.new_hasher()?;
+        if let SignatureVersionSpecific::V6 { salt } = &config.version_specific {
+            hasher.update(salt);
+        }
+        Ok(PendingSignature { config, hasher })
+    }
+
+    /// Signs what was fed to `pending` (the steps of rpgp's `SignatureHasher::sign`).
+    pub(crate) fn finish(&self, pending: PendingSignature) -> pgp::errors::Result<Signature> {
+        let PendingSignature { config, mut hasher } = pending;
+        let len = config.hash_signature_data(&mut hasher)?;
+        hasher.update(&config.trailer(len)?);
+        let hash = hasher.finalize();
+        let signed_hash_value = [
+            hash.first().copied().unwrap_or_default(),
+            hash.get(1).copied().unwrap_or_default(),
+        ];
+        // The key is unlocked: the empty password is never used.
+        let signature = self
+            .signing_key()
+            .sign(&Password::empty(), config.hash_alg, &hash)?;
+        Signature::from_config(config, signed_hash_value, signature)
+    }
+
     /// Checks `sig` over everything `data` yields, hashed as it is read.
-    pub(super) fn verify(&self, sig: &Signature, mut data: impl Read) -> pgp::errors::Result<()> {
+    pub(crate) fn verify(&self, sig: &Signature, mut data: impl Read) -> pgp::errors::Result<()> {
         match self {
             UnlockedKey::Packet(p) => p.verify(sig, &mut data),
             UnlockedKey::Token(t) => t.verify(sig, &mut data),
         }
+    }
+}
+
+/// A signature being made: its fields and the hash of the data so far
+/// (see [`UnlockedKey::start`]).
+pub(crate) struct PendingSignature {
+    config: SignatureConfig,
+    hasher: Box<dyn digest::DynDigest + Send>,
+}
+
+impl PendingSignature {
+    /// Hashes the next piece of the signed data.
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
     }
 }
 
@@ -201,7 +269,10 @@ impl UnlockedKey {
 /// (issuer fingerprint and creation time hashed, issuer key id unhashed).
 /// The steps are rpgp's `SignatureHasher::sign` (hash the signature fields
 /// and the trailer after the data, sign the digest), started from our state.
-fn sign_state(key: &impl SigningKey, state: &Sha256) -> pgp::errors::Result<DetachedSignature> {
+fn sign_state(
+    key: &impl SigningKey,
+    mut hasher: Box<dyn digest::DynDigest + Send>,
+) -> pgp::errors::Result<DetachedSignature> {
     let mut config = SignatureConfig::v4(
         SignatureType::Binary,
         key.algorithm(),
@@ -214,7 +285,6 @@ fn sign_state(key: &impl SigningKey, state: &Sha256) -> pgp::errors::Result<Deta
     config.unhashed_subpackets = vec![Subpacket::regular(SubpacketData::IssuerKeyId(
         key.legacy_key_id(),
     ))?];
-    let mut hasher: Box<dyn digest::DynDigest + Send> = Box::new(state.clone());
     let len = config.hash_signature_data(&mut hasher)?;
     hasher.update(&config.trailer(len)?);
     let hash = hasher.finalize();

@@ -1,4 +1,5 @@
-//! GPG: detached, ASCII-armoured OpenPGP signatures (`FILE.asc`), made
+//! GPG: detached, ASCII-armoured OpenPGP signatures (`FILE.asc`), or with
+//! `clearsign = yes` clear-signed text (an apt repository's `InRelease`), made
 //! in-process with rpgp (the `pgp` crate).
 //!
 //! What it does:
@@ -28,13 +29,17 @@
 //!   tens of milliseconds), which rules out hundreds of signatures per second.
 //!   So the key is decrypted once and held by the signer; rpgp zeroizes the
 //!   secret key material on drop. The passphrase itself is not kept at all;
-//! - no cleartext (`--clearsign`) or inline signatures, no text-mode
-//!   signatures, no encryption;
+//! - with `clearsign = yes`, the result is the input clear-signed as
+//!   `gpg --clearsign` writes it ([`clearsign`]): a text-mode signature over
+//!   the canonical text, which replaces the input;
+//! - no inline (`--sign`) signatures, no encryption;
 //! - the certificate's other self-signatures (user IDs, third-party
 //!   certifications) are not validated; only what selects the signing key.
 
+mod clearsign;
 mod config;
-mod key;
+mod digest;
+pub(crate) mod key;
 mod select;
 #[cfg(test)]
 mod tests;
@@ -55,7 +60,10 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use crate::{FormatConfig, SignContext, SignError, Signer};
-use key::UnlockedKey;
+pub(crate) use config::parse_digest;
+pub(crate) use key::UnlockedKey;
+
+pub(crate) use digest::check_from_state;
 
 /// Largest detached signature file we read when verifying.
 const MAX_SIG_FILE: u64 = 1 << 20;
@@ -116,6 +124,27 @@ fn internal(msg: String) -> SignError {
     SignError::Internal(anyhow!(msg))
 }
 
+/// Opens the OpenPGP key of `cfg` (a key file, or a PKCS#11 token key with its
+/// `public_key`) and unlocks it: the key and its primary fingerprint (upper-case
+/// hex). Shared by `type = gpg` and `type = rpm`, which sign with the same keys.
+pub(crate) fn open_key(
+    cfg: &FormatConfig,
+    passphrase: Option<&SecretString>,
+    hash: HashAlgorithm,
+) -> Result<(UnlockedKey, String), SignError> {
+    if let crate::KeySource::Token { .. } = crate::KeySource::of(cfg)? {
+        let key = crate::SigningKey::open(cfg, passphrase, "GPG key")?;
+        let (token, fingerprint) = token::open(cfg, key, hash)?;
+        return Ok((UnlockedKey::Token(Box::new(token)), fingerprint));
+    }
+    let key = key::load_key(&cfg.key)?;
+    let packet = select::select_signing_key(&key, &cfg.key)?;
+    let fingerprint = hex::encode_upper(key.primary_key.fingerprint().as_bytes());
+    drop(key);
+    let packet = UnlockedKey::unlock(packet, passphrase, hash, &cfg.key)?;
+    Ok((packet, fingerprint))
+}
+
 /// Signs files with one unlocked OpenPGP key.
 pub struct GpgSigner {
     /// The signing (sub)key, unlocked; zeroized on drop by rpgp.
@@ -125,6 +154,8 @@ pub struct GpgSigner {
     fingerprint: String,
     /// The key file, for messages.
     key_path: PathBuf,
+    /// `clearsign = yes`: the result is the clear-signed text, not a detached signature.
+    clearsign: bool,
 }
 
 impl fmt::Debug for GpgSigner {
@@ -133,6 +164,7 @@ impl fmt::Debug for GpgSigner {
             .field("fingerprint", &self.fingerprint)
             .field("hash", &self.hash)
             .field("key_path", &self.key_path)
+            .field("clearsign", &self.clearsign)
             .finish_non_exhaustive()
     }
 }
@@ -142,27 +174,14 @@ impl GpgSigner {
     pub fn open(cfg: &FormatConfig, passphrase: Option<&SecretString>) -> Result<Self, SignError> {
         let hash = config::parse_digest(cfg)?;
         config::check_unused(cfg)?;
-        if let crate::KeySource::Token { .. } = crate::KeySource::of(cfg)? {
-            let key = crate::SigningKey::open(cfg, passphrase, "GPG key")?;
-            let (token, fingerprint) = token::open(cfg, key, hash)?;
-            return Ok(GpgSigner {
-                key: UnlockedKey::Token(Box::new(token)),
-                hash,
-                fingerprint,
-                key_path: cfg.key.clone(),
-            });
-        }
-        let key = key::load_key(&cfg.key)?;
-        let packet = select::select_signing_key(&key, &cfg.key)?;
-        let fingerprint = hex::encode_upper(key.primary_key.fingerprint().as_bytes());
-        drop(key);
-        let packet = UnlockedKey::unlock(packet, passphrase, hash, &cfg.key)?;
-
+        let clearsign = config::parse_clearsign(cfg)?;
+        let (key, fingerprint) = open_key(cfg, passphrase, hash)?;
         Ok(GpgSigner {
-            key: packet,
+            key,
             hash,
             fingerprint,
             key_path: cfg.key.clone(),
+            clearsign,
         })
     }
 
@@ -172,6 +191,15 @@ impl GpgSigner {
         match self.key.status() {
             Some(s) if !s.available => SignError::Unavailable(msg),
             _ => internal(msg),
+        }
+    }
+
+    /// An internal error becomes [`SignError::Unavailable`] when the key's token has
+    /// just failed; a rejected input stays rejected.
+    fn failed_if_token(&self, e: SignError) -> SignError {
+        match e {
+            SignError::Internal(e) => self.failed(format!("{e:#}")),
+            e => e,
         }
     }
 
@@ -201,6 +229,10 @@ impl GpgSigner {
 
 impl Signer for GpgSigner {
     fn sign(&self, input: &Path, output: &Path, _ctx: &SignContext) -> Result<(), SignError> {
+        if self.clearsign {
+            return clearsign::sign(&self.key, self.hash, input, output)
+                .map_err(|e| self.failed_if_token(e));
+        }
         let file = File::open(input)
             .map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?;
         let reader = BufReader::with_capacity(READ_BUF, file);
@@ -212,7 +244,9 @@ impl Signer for GpgSigner {
     }
 
     fn signs_sha256_state(&self) -> bool {
-        self.hash == HashAlgorithm::Sha256 && self.key.version() == KeyVersion::V4
+        !self.clearsign
+            && self.hash == HashAlgorithm::Sha256
+            && self.key.version() == KeyVersion::V4
     }
 
     fn sign_sha256_state(
@@ -230,12 +264,15 @@ impl Signer for GpgSigner {
         }
         let sig = self
             .key
-            .sign_sha256_state(state)
+            .sign_sha256_state(Box::new(state.clone()))
             .map_err(|e| self.failed(format!("GPG signing failed: {e}")))?;
         write_armored(&sig, output)
     }
 
     fn verify(&self, input: &Path, signed: &Path) -> Result<(), SignError> {
+        if self.clearsign {
+            return clearsign::verify(&self.key, input, signed);
+        }
         let sig = Self::read_signature(signed)?.signature;
         if sig.typ() != Some(SignatureType::Binary) {
             return Err(internal(format!(
@@ -272,17 +309,24 @@ impl Signer for GpgSigner {
         let mut data = b"signing-server gpg probe\n".to_vec();
         let mut nonce = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut nonce);
-        data.extend_from_slice(&nonce);
+        // Hex: a clear-signing format signs text.
+        data.extend_from_slice(hex::encode(nonce).as_bytes());
         let files = crate::probe::Files::new(scratch, "gpg-probe.bin", &data)?;
         let ctx = SignContext {
             filename: "gpg-probe.bin".into(),
             ..Default::default()
         };
-        // A detached signature: the byte flipped is the input's.
+        // A detached signature: the byte flipped is the input's. A clear-signed text:
+        // a byte of the signed text ("signing-server" after the 49 bytes of header).
+        let tamper = if self.clearsign {
+            crate::probe::Tamper::OutputAt(52)
+        } else {
+            crate::probe::Tamper::InputLastByte
+        };
         crate::probe::run(
             "GPG",
             &files,
-            crate::probe::Tamper::InputLastByte,
+            tamper,
             |i, o| self.sign(i, o, &ctx),
             |i, o| self.verify(i, o),
         )?;
@@ -304,8 +348,25 @@ impl Signer for GpgSigner {
         self.fingerprint.clone()
     }
 
+    fn digest_spec(&self) -> Option<crate::digest_signing::DigestSpec> {
+        self.signs_sha256_state()
+            .then_some(crate::digest_signing::DigestSpec::Sha256State)
+    }
+
+    fn sign_digest(
+        &self,
+        input: &crate::digest_signing::DigestInput,
+        _ctx: &SignContext,
+    ) -> Result<Vec<u8>, SignError> {
+        digest::sign(self, input)
+    }
+
     fn output(&self) -> crate::Output {
-        crate::Output::Detached
+        if self.clearsign {
+            crate::Output::File
+        } else {
+            crate::Output::Detached
+        }
     }
 
     fn key_status(&self) -> crate::KeyStatus {

@@ -35,7 +35,7 @@ enum Packet {
 
 /// A token key as rpgp's `SigningKey`: the key packet from the public key file, the
 /// signature from the token.
-pub(super) struct TokenPgpKey {
+pub(crate) struct TokenPgpKey {
     pub(super) key: SigningKey,
     packet: Packet,
 }

@@ -26,6 +26,7 @@
 //! - [`Signer::verify`] checks the signature only, not that the signed file's
 //!   entries equal the input's (the signing path cannot change them).
 
+pub mod digest;
 pub(crate) mod parse;
 mod sign;
 
@@ -405,6 +406,22 @@ impl Signer for MarSigner {
 
     fn key_id(&self) -> String {
         self.key_id.clone()
+    }
+
+    fn digest_spec(&self) -> Option<crate::digest_signing::DigestSpec> {
+        Some(digest::spec(self))
+    }
+
+    fn sign_digest(
+        &self,
+        input: &crate::digest_signing::DigestInput,
+        _ctx: &SignContext,
+    ) -> Result<Vec<u8>, SignError> {
+        digest::sign_digest(self, input)
+    }
+
+    fn public_key_der(&self) -> Option<Vec<u8>> {
+        Some(self.key.public_key_der().to_vec())
     }
 
     fn key_status(&self) -> KeyStatus {

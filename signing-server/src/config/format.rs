@@ -17,7 +17,11 @@ const COMMON_FORMAT_KEYS: &[&str] = &[
     "timestamp_urls",
     "max_filesize",
     "allow_expired",
+    "digest_signing",
 ];
+
+/// The signer types that can sign a digest a client computed (issue 16).
+const DIGEST_SIGNING_TYPES: &[&str] = &["gpg", "mar", "authenticode"];
 
 /// `[pkcs11]`: `module = PATH`, the default module of `pkcs11:` keys.
 pub(super) fn read_pkcs11(r: &Reader<'_>, s: &Section) -> Result<Option<PathBuf>, ConfigError> {
@@ -80,6 +84,7 @@ pub(super) fn read_format(
     let mut key = None;
     let mut max_filesize = DEFAULT_MAX_FILESIZE;
     let mut allow_expired = false;
+    let mut digest_signing = false;
     let mut extra = BTreeMap::new();
     for e in &s.entries {
         match e.key.as_str() {
@@ -107,6 +112,19 @@ pub(super) fn read_format(
             }
             "max_filesize" => max_filesize = r.size(e)?,
             "allow_expired" => allow_expired = r.yes_no(e)?,
+            "digest_signing" => {
+                digest_signing = r.yes_no(e)?;
+                if digest_signing && !DIGEST_SIGNING_TYPES.contains(&kind.name) {
+                    return Err(r.err(
+                        e.line,
+                        format!(
+                            "digest_signing: type {} signs whole files only (digest signing: {})",
+                            kind.name,
+                            DIGEST_SIGNING_TYPES.join(", ")
+                        ),
+                    ));
+                }
+            }
             k if kind.extra_keys.contains(&k) => {
                 extra.insert(k.to_string(), e.value.clone());
             }
@@ -124,10 +142,17 @@ pub(super) fn read_format(
         )
     })?;
     cfg.extra = extra;
+    if digest_signing && cfg.kind == "gpg" && cfg.digest.as_deref().is_some_and(|d| d != "sha256") {
+        return Err(r.err(
+            s.line,
+            format!("[format:{name}] digest_signing needs digest = sha256 for gpg (the client sends a SHA-256 state)"),
+        ));
+    }
     Ok(Format {
         signer: cfg,
         max_filesize,
         allow_expired,
+        digest_signing,
         line: s.line,
     })
 }

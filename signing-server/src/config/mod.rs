@@ -158,6 +158,8 @@ pub struct Format {
     pub max_filesize: u64,
     /// `allow_expired = yes`: start even if the signing certificate has expired.
     pub allow_expired: bool,
+    /// `digest_signing = yes`: clients may send a digest instead of the file.
+    pub digest_signing: bool,
     /// Line of the section header, for error messages.
     pub line: usize,
 }

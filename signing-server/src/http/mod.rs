@@ -5,6 +5,7 @@
 //! Every refusal is a [`Refusal`]: a status, a reason label and a one-line,
 //! secret-free message for the client; the door logs it and counts it.
 
+pub mod digest;
 mod fetch;
 mod ingest;
 mod mint;
@@ -37,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/token", post(mint::mint_token))
         .route("/sign/{format}", post(upload::upload))
         .route("/sign/{format}/{hash}", get(fetch::fetch))
+        .route("/digest/{format}", post(digest::sign_digest))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -122,10 +124,14 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         .formats
         .iter()
         .map(|(name, f)| {
-            let detail = serde_json::json!({
+            let mut detail = serde_json::json!({
                 "type": f.config.kind,
                 "output": f.signer.output().as_str(),
+                "digest_signing": digest::spec(f).is_some(),
             });
+            if let Some(spec) = digest::spec(f) {
+                detail["digest"] = spec.to_text().into();
+            }
             (name.clone(), detail)
         })
         .collect();

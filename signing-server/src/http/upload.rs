@@ -75,6 +75,8 @@ pub(super) async fn upload(
             format!("unknown format {format:?}"),
         ));
     };
+    let received = crate::metrics::BodyBytes::new(&state.metrics, &format);
+    let body = received.count(body);
     if state.draining.load(Ordering::Relaxed) {
         return Err(Refusal::busy(
             "draining",
@@ -397,19 +399,7 @@ fn check_fields(
         return Err(Refusal::bad("token", e).drained());
     };
     let filename = fields.filename.take().or(file_name).unwrap_or_default();
-    if filename.is_empty()
-        || !sec
-            .allowed_filenames
-            .iter()
-            .any(|re| re.is_match(&filename))
-    {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "filename_not_allowed",
-            format!("filename {filename:?} is not allowed on this server"),
-        )
-        .drained());
-    }
+    check_filename(sec, &filename).map_err(Refusal::drained)?;
     for (name, hash, len) in [("sha1", &fields.sha1, 40), ("sha256", &fields.sha256, 64)] {
         if hash.as_ref().is_some_and(|h| !is_hex_digest(h, len)) {
             return Err(
@@ -421,6 +411,21 @@ fn check_fields(
         return Err(Refusal::bad("no_hash", "sha1 or sha256 of the file is required").drained());
     }
     Ok((fields, token, slot, filename))
+}
+
+/// The filename label wholly matches one of `allowed_filenames` (shared with `digest.rs`).
+pub(super) fn check_filename(
+    sec: &crate::config::SecurityConfig,
+    filename: &str,
+) -> Result<(), Refusal> {
+    if filename.is_empty() || !sec.allowed_filenames.iter().any(|re| re.is_match(filename)) {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "filename_not_allowed",
+            format!("filename {filename:?} is not allowed on this server"),
+        ));
+    }
+    Ok(())
 }
 
 /// After a refusal on the form fields (bad token, filename, unknown format),

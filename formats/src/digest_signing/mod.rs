@@ -1,0 +1,171 @@
+//! Digest signing (issue 16): the client computes what a format's signature
+//! covers, sends only that, and builds the output itself from the signature
+//! the server returns. The server never sees the file.
+//!
+//! Each format that can do it has its two halves here or in its own module,
+//! so that the client (signtool) and the server run the same code:
+//! - gpg: the client sends the SHA-256 state after the file ([`Sha256State`]);
+//!   the server hashes its own signature fields and trailer after it and
+//!   returns the armoured signature ([`gpg_check`] checks it on the client);
+//! - mar: [`crate::mar::digest`] writes the signed MAR with a placeholder and
+//!   hashes what the signature covers; the server signs that digest; the
+//!   client writes the signature over the placeholder;
+//! - authenticode: [`crate::authenticode::remote`] copies the PE while
+//!   computing its image hash; the server returns the timestamped PKCS#7
+//!   SignedData; the client appends it and fixes the CheckSum.
+//!
+//! Deliberately NOT done here: anything about HTTP or tokens (the server's
+//! `http/digest.rs`), and no signer accepts a digest unless its format says
+//! `digest_signing = yes` (the server checks that before calling it).
+
+pub mod sha256;
+#[cfg(test)]
+mod tests;
+
+pub use sha256::Sha256State;
+
+use crate::SignError;
+
+/// What a client computes for a format that signs digests (told in /health).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestSpec {
+    /// gpg: the SHA-256 state after every byte of the file, not finalized.
+    Sha256State,
+    /// mar: the digest of the signed MAR as [`crate::mar::digest::prepare`]
+    /// writes it, for a signature of `signature_len` bytes with algorithm id
+    /// `algorithm` (1: SHA-1, 2: SHA-384).
+    Mar {
+        /// The MAR signature algorithm id.
+        algorithm: u32,
+        /// The signature's length in bytes (the RSA modulus size).
+        signature_len: u32,
+    },
+    /// authenticode: the Authenticode image hash with `hash`, as
+    /// [`crate::authenticode::remote::prepare`] computes it.
+    Authenticode {
+        /// The image hash's algorithm (sha256, sha384, sha512).
+        hash: crate::Hash,
+    },
+}
+
+impl DigestSpec {
+    /// The text form /health carries: `sha256_state`, `mar:ALGORITHM:LENGTH`.
+    pub fn to_text(self) -> String {
+        match self {
+            DigestSpec::Sha256State => "sha256_state".into(),
+            DigestSpec::Mar {
+                algorithm,
+                signature_len,
+            } => format!("mar:{algorithm}:{signature_len}"),
+            DigestSpec::Authenticode { hash } => format!("authenticode:{}", hash_name(hash)),
+        }
+    }
+
+    /// Parses [`DigestSpec::to_text`]; `None` for what this build does not know.
+    pub fn parse(text: &str) -> Option<DigestSpec> {
+        let mut parts = text.split(':');
+        match (parts.next()?, parts.next(), parts.next(), parts.next()) {
+            ("sha256_state", None, None, None) => Some(DigestSpec::Sha256State),
+            ("mar", Some(a), Some(l), None) => Some(DigestSpec::Mar {
+                algorithm: a.parse().ok()?,
+                signature_len: l.parse().ok()?,
+            }),
+            ("authenticode", Some(h), None, None) => Some(DigestSpec::Authenticode {
+                hash: match h {
+                    "sha256" => crate::Hash::Sha256,
+                    "sha384" => crate::Hash::Sha384,
+                    "sha512" => crate::Hash::Sha512,
+                    _ => return None,
+                },
+            }),
+            _ => None,
+        }
+    }
+
+    /// The length of the digest a request must carry (None: a SHA-256 state).
+    pub fn digest_len(self) -> Option<usize> {
+        match self {
+            DigestSpec::Sha256State => None,
+            DigestSpec::Mar { algorithm: 1, .. } => Some(20),
+            DigestSpec::Mar { .. } => Some(48),
+            DigestSpec::Authenticode { hash } => Some(match hash {
+                crate::Hash::Sha1 => 20,
+                crate::Hash::Sha256 => 32,
+                crate::Hash::Sha384 => 48,
+                crate::Hash::Sha512 => 64,
+            }),
+        }
+    }
+}
+
+fn hash_name(hash: crate::Hash) -> &'static str {
+    match hash {
+        crate::Hash::Sha1 => "sha1",
+        crate::Hash::Sha256 => "sha256",
+        crate::Hash::Sha384 => "sha384",
+        crate::Hash::Sha512 => "sha512",
+    }
+}
+
+/// What a digest-signing request carries, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DigestInput {
+    /// gpg: the SHA-256 state after the file.
+    Sha256State(Sha256State),
+    /// mar, authenticode: the digest the signature covers.
+    Digest(Vec<u8>),
+}
+
+impl DigestInput {
+    /// Whether this is what `spec` asks for; the message says what is wrong.
+    pub fn check(&self, spec: DigestSpec) -> Result<(), String> {
+        match (self, spec.digest_len()) {
+            (DigestInput::Sha256State(_), None) => Ok(()),
+            (DigestInput::Digest(d), Some(n)) if d.len() == n => Ok(()),
+            (DigestInput::Digest(d), Some(n)) => Err(format!(
+                "the digest must be {n} bytes ({} hex digits), not {}",
+                n * 2,
+                d.len()
+            )),
+            (DigestInput::Digest(_), None) => Err(
+                "this format signs a SHA-256 state (sha256_state, length, tail), not a digest"
+                    .into(),
+            ),
+            (DigestInput::Sha256State(_), Some(_)) => {
+                Err("this format signs a digest, not a SHA-256 state".into())
+            }
+        }
+    }
+
+    /// A public summary for the audit log: the file's SHA-256 (a state is
+    /// finished for it), or the digest, hex.
+    pub fn audit_digest(&self) -> String {
+        match self {
+            DigestInput::Sha256State(s) => hex::encode(s.clone().finish()),
+            DigestInput::Digest(d) => hex::encode(d),
+        }
+    }
+}
+
+/// The SHA-256 state of a whole file, read in 1 MiB pieces.
+pub fn sha256_state_of(path: &std::path::Path) -> std::io::Result<Sha256State> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path)?;
+    let mut state = Sha256State::default();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(state);
+        }
+        state.absorb(buf.get(..n).unwrap_or_default());
+    }
+}
+
+/// Checks, on the client, an armoured gpg signature made from `state`: one
+/// v4 binary signature with SHA-256 whose hashed fields, hashed after
+/// `state`, give the digest prefix it carries. Without the public key this
+/// does not prove who signed; it proves the signature covers this file.
+pub fn gpg_check(armored: &[u8], state: &Sha256State) -> Result<(), SignError> {
+    crate::gpg::check_from_state(armored, state)
+}

@@ -1,0 +1,126 @@
+//! Digest signing round trips in-process, for each format: the client's
+//! `prepare`, the server's `sign_digest`, the client's check and `finish`,
+//! then the signer's own `verify` (a relying party's check) on the output;
+//! and the client's check refusing a signature over anything else.
+
+use std::path::Path;
+
+use super::*;
+use crate::test_support::{certs, passphrase};
+use crate::{FormatConfig, SignContext, Signer};
+
+fn open(kind: &str, key: &Path, cert: Option<&Path>, digest: Option<&str>) -> Box<dyn Signer> {
+    let cfg = FormatConfig {
+        name: kind.into(),
+        kind: kind.into(),
+        key: key.to_path_buf(),
+        cert: cert.map(Path::to_path_buf),
+        digest: digest.map(str::to_string),
+        ..FormatConfig::default()
+    };
+    (crate::registry::find(kind).unwrap().open)(&cfg, Some(&passphrase())).unwrap()
+}
+
+fn ctx() -> SignContext {
+    SignContext::default()
+}
+
+#[test]
+fn gpg_signs_a_clients_state_and_the_client_checks_it() {
+    let s = open("gpg", &certs().join("gpg/secret.asc"), None, None);
+    assert_eq!(s.digest_spec(), Some(DigestSpec::Sha256State));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.bin");
+    let data: Vec<u8> = (0..100_003u32).map(|i| (i * 31) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let state = sha256_state_of(&file).unwrap();
+    let input = DigestInput::Sha256State(state.clone());
+    input.check(DigestSpec::Sha256State).unwrap();
+    let sig = s.sign_digest(&input, &ctx()).unwrap();
+    gpg_check(&sig, &state).unwrap();
+    let asc = dir.path().join("f.bin.asc");
+    std::fs::write(&asc, &sig).unwrap();
+    s.verify(&file, &asc).unwrap();
+    // The state of other data: the client's check refuses it, and so does the signer's verify.
+    let mut other = Sha256State::default();
+    other.absorb(&data[1..]);
+    assert!(gpg_check(&sig, &other).is_err());
+    std::fs::write(&file, &data[1..]).unwrap();
+    assert!(s.verify(&file, &asc).is_err());
+    // A digest where a state is expected is refused before signing.
+    assert!(DigestInput::Digest(vec![0; 32])
+        .check(DigestSpec::Sha256State)
+        .is_err());
+}
+
+#[test]
+fn mar_signs_a_clients_digest_and_the_output_verifies() {
+    let m = certs().join("mar");
+    for (key, digest) in [("sha1-2048.key", "sha1"), ("sha384-4096.key", "sha384")] {
+        let s = open("mar", &m.join(key), None, Some(digest));
+        let spec = s.digest_spec().unwrap();
+        assert_eq!(DigestSpec::parse(&spec.to_text()), Some(spec));
+        let dir = tempfile::tempdir().unwrap();
+        let (input, output) = (dir.path().join("in.mar"), dir.path().join("out.mar"));
+        std::fs::write(
+            &input,
+            crate::mar::parse::build_unsigned(&[("a.txt", b"hello"), ("b", &[7u8; 5000])], None),
+        )
+        .unwrap();
+        let prep = crate::mar::digest::prepare(&input, &output, spec).unwrap();
+        let req = DigestInput::Digest(prep.digest.clone());
+        req.check(spec).unwrap();
+        let sig = s.sign_digest(&req, &ctx()).unwrap();
+        let key = s.public_key_der().unwrap();
+        crate::mar::digest::verify(&prep, &sig, &key).unwrap();
+        // A flipped bit of the signature does not verify.
+        let mut bad = sig.clone();
+        bad[10] ^= 1;
+        assert!(crate::mar::digest::verify(&prep, &bad, &key).is_err());
+        crate::mar::digest::finish(&output, &prep, &sig).unwrap();
+        s.verify(&input, &output).unwrap();
+        // The wrong digest length is refused before signing.
+        assert!(DigestInput::Digest(vec![0; 32]).check(spec).is_err());
+    }
+}
+
+#[test]
+fn authenticode_signs_a_clients_image_hash_and_the_output_verifies() {
+    let a = certs().join("authenticode");
+    let s = open(
+        "authenticode",
+        &a.join("rsa.key"),
+        Some(&a.join("rsa-chain.pem")),
+        None,
+    );
+    let spec = s.digest_spec().unwrap();
+    assert_eq!(spec.to_text(), "authenticode:sha256");
+    assert_eq!(DigestSpec::parse("authenticode:sha256"), Some(spec));
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.exe"), dir.path().join("out.exe"));
+    std::fs::write(
+        &input,
+        crate::authenticode::pe::minimal_pe32_plus(b"digest test"),
+    )
+    .unwrap();
+    let prep = crate::authenticode::remote::prepare(&input, &output, spec).unwrap();
+    let der = s
+        .sign_digest(&DigestInput::Digest(prep.digest.clone()), &ctx())
+        .unwrap();
+    crate::authenticode::remote::verify(&prep, &der).unwrap();
+    // A SignedData over another image hash is refused by the client.
+    let mut other = prep.digest.clone();
+    other[0] ^= 1;
+    let wrong = s.sign_digest(&DigestInput::Digest(other), &ctx()).unwrap();
+    assert!(crate::authenticode::remote::verify(&prep, &wrong).is_err());
+    crate::authenticode::remote::finish(&output, prep, &der).unwrap();
+    s.verify(&input, &output).unwrap();
+    // Signed again (the output now carries a signature): replaced, still verifies.
+    let again = dir.path().join("again.exe");
+    let prep = crate::authenticode::remote::prepare(&output, &again, spec).unwrap();
+    let der = s
+        .sign_digest(&DigestInput::Digest(prep.digest.clone()), &ctx())
+        .unwrap();
+    crate::authenticode::remote::finish(&again, prep, &der).unwrap();
+    s.verify(&output, &again).unwrap();
+}

@@ -1,0 +1,134 @@
+//! What each host's `GET /health` says about its formats, read once per host
+//! per run: each format's `max_filesize`, its `output` (`file` or
+//! `detached`) and whether it signs digests (`digest_signing`, `digest`).
+//!
+//! A file over a host's limit fails at once, as a 413 would: the server
+//! refuses such an upload from its Content-Length and closes, and a client
+//! still sending it may see only a reset, which would look like a host
+//! failure and cost a failover per host. A host whose /health lacks a field
+//! (an older server, Mozilla's) is simply uploaded to, and a format's output
+//! is then guessed from its name ([`crate::cli::is_detached`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use formats::digest_signing::DigestSpec;
+
+use crate::transfer::Session;
+
+/// One format on one host, as its /health describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FormatInfo {
+    /// Largest upload.
+    pub max_filesize: Option<u64>,
+    /// Whether the result is a detached signature (`output: detached`).
+    pub detached: Option<bool>,
+    /// How to sign it by digest, when the host allows it.
+    pub digest: Option<DigestSpec>,
+}
+
+/// Per host URL, its formats (filled by the first reader).
+#[derive(Default)]
+pub struct Health {
+    hosts: Mutex<HashMap<String, HostInfo>>,
+}
+
+type HostInfo = Arc<tokio::sync::OnceCell<HashMap<String, FormatInfo>>>;
+
+impl Health {
+    /// What `url` says of `format` (empty when it says nothing or cannot be reached).
+    pub async fn get(&self, s: &Session, url: &str, format: &str) -> FormatInfo {
+        let Some(cell) = self
+            .hosts
+            .lock()
+            .ok()
+            .map(|mut h| h.entry(url.to_string()).or_default().clone())
+        else {
+            return FormatInfo::default();
+        };
+        let formats = cell.get_or_init(|| read(s, url)).await;
+        formats.get(format).cloned().unwrap_or_default()
+    }
+
+    /// Whether `format`'s result is a detached signature: the first of its
+    /// hosts (in pool order) whose /health says, else the name rule for older
+    /// servers. The hosts are asked at once, so dead hosts cost one timeout, not one each.
+    pub async fn detached(&self, s: &Session, format: &str) -> bool {
+        if let Some(pool) = s.pools.get(format) {
+            let asks = (0..pool.len()).map(|i| self.get(s, pool.url(pool.start() + i), format));
+            let said = futures_util::future::join_all(asks).await;
+            if let Some(d) = said.iter().find_map(|info| info.detached) {
+                return d;
+            }
+        }
+        crate::cli::is_detached(format)
+    }
+}
+
+async fn read(s: &Session, url: &str) -> HashMap<String, FormatInfo> {
+    let send = s
+        .client
+        .get(format!("{url}/health"))
+        .timeout(s.read_timeout.min(s.remaining()))
+        .send();
+    let body = match send.await {
+        Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+        _ => None,
+    };
+    let json: Option<serde_json::Value> = body.and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(json) = json else {
+        return HashMap::new();
+    };
+    parse(&json)
+}
+
+/// The formats of a /health answer.
+pub fn parse(json: &serde_json::Value) -> HashMap<String, FormatInfo> {
+    let mut out: HashMap<String, FormatInfo> = HashMap::new();
+    if let Some(m) = json.get("max_filesize").and_then(|m| m.as_object()) {
+        for (k, v) in m {
+            out.entry(k.clone()).or_default().max_filesize = v.as_u64();
+        }
+    }
+    if let Some(m) = json.get("format_details").and_then(|m| m.as_object()) {
+        for (k, v) in m {
+            let info = out.entry(k.clone()).or_default();
+            info.detached = match v.get("output").and_then(|o| o.as_str()) {
+                Some("detached") => Some(true),
+                Some("file") => Some(false),
+                _ => None,
+            };
+            let allowed = v.get("digest_signing").and_then(|d| d.as_bool()) == Some(true);
+            info.digest = v
+                .get("digest")
+                .and_then(|d| d.as_str())
+                .and_then(DigestSpec::parse)
+                .filter(|_| allowed);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_a_server_says_and_tolerates_what_it_does_not() {
+        let j = serde_json::json!({
+            "max_filesize": {"gpg": 100, "mar": 200, "old": 5},
+            "format_details": {
+                "gpg": {"type": "gpg", "output": "detached", "digest_signing": true, "digest": "sha256_state"},
+                "mar": {"type": "mar", "output": "file", "digest_signing": false, "digest": "mar:2:512"},
+            }
+        });
+        let f = parse(&j);
+        assert_eq!(f["gpg"].digest, Some(DigestSpec::Sha256State));
+        assert_eq!(f["gpg"].detached, Some(true));
+        assert_eq!(f["mar"].digest, None, "not allowed: no digest signing");
+        assert_eq!(f["mar"].detached, Some(false));
+        assert_eq!(f["old"].detached, None);
+        assert_eq!(f["old"].max_filesize, Some(5));
+        assert!(parse(&serde_json::json!({"status": "ok"})).is_empty());
+    }
+}
