@@ -91,6 +91,32 @@ x86_64-w64-mingw32-gcc -O1 -o "$work/hello.exe" "$work/hello.c"
 sign sha2signcode "$work/hello.exe"
 osslsigncode verify -CAfile certs/authenticode/ca.pem -in "$work/hello.exe" | tail -n 1
 
+say "sha2signcode beyond PE: an MSI (wixl; signed by Mozilla's client), a cabinet (gcab), a PowerShell script"
+mkdir -p "$work/msi" && printf 'hello from a signed MSI\r\n' > "$work/msi/hello.txt"
+cat > "$work/msi/hello.wxs" <<'WXS'
+<?xml version="1.0" encoding="utf-8"?>
+<Wix xmlns="http://schemas.microsoft.com/wix/2006/wi">
+  <Product Id="*" Name="signing-server demo" Language="1033" Version="1.0.0" Manufacturer="demo" UpgradeCode="6f8b0e52-3a8e-4d7c-9f4a-1c2b3d4e5f61">
+    <Package InstallerVersion="200" Compressed="yes"/>
+    <Media Id="1" Cabinet="p.cab" EmbedCab="yes"/>
+    <Directory Id="TARGETDIR" Name="SourceDir"><Directory Id="ProgramFilesFolder"><Directory Id="INSTALLDIR" Name="Demo">
+      <Component Id="Hello" Guid="0b6a3c1e-2f4d-4e8a-9b7c-5d6e7f8a9b0d"><File Id="HelloTxt" Source="hello.txt"/></Component>
+    </Directory></Directory></Directory>
+    <Feature Id="Main" Level="1"><ComponentRef Id="Hello"/></Feature>
+  </Product>
+</Wix>
+WXS
+(cd "$work/msi" && wixl -o "$work/hello.msi" hello.wxs)
+"$SIGNING_TEST_VENV/bin/signtool" -H "sha2signcode:127.0.0.1:$port" -c certs/ca.pem \
+    -t "$work/token" -n "$work/nonce" -f sha2signcode -o "$work/hello-signed.msi" "$work/hello.msi"
+osslsigncode verify -CAfile certs/authenticode/ca.pem -in "$work/hello-signed.msi" | tail -n 1
+(cd "$work/msi" && gcab -cz "$work/hello.cab" hello.txt hello.wxs)
+sign sha2signcode "$work/hello.cab"
+osslsigncode verify -CAfile certs/authenticode/ca.pem -in "$work/hello.cab" | tail -n 1
+printf 'Write-Output "hello from a signed script"\r\n' > "$work/hello.ps1"
+sign sha2signcode "$work/hello.ps1"
+osslsigncode verify -CAfile certs/authenticode/ca.pem -in "$work/hello.ps1" | tail -n 1
+
 say "macapp: a Mach-O and a .app bundle (clang + ld64.lld, no SDK), verified with rcodesign"
 printf 'int main(void) {\n  __asm__ volatile("mov $0x2000001, %%eax\\n xor %%edi, %%edi\\n syscall");\n  return 0;\n}\n' > "$work/m.c"
 clang -target x86_64-apple-macos11 -fuse-ld=lld -nostdlib -O1 -Wl,-e,_main -o "$work/hello-macos" "$work/m.c"

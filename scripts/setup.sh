@@ -49,6 +49,9 @@ apt_install aapt zipalign android-framework-res apksigner
 # libssl-dev + pkg-config: rust-openssl (raw RSA/ECDSA signatures, encrypted PKCS#8 keys);
 # osslsigncode: the verifier in the tests; mingw-w64: the tests compile their PE fixtures.
 apt_install libssl-dev pkg-config osslsigncode gcc-mingw-w64-x86-64-win32 gcc-mingw-w64-i686-win32
+# Beyond PE: wixl builds the tests' MSI packages (msitools' msiinfo reads them back),
+# gcab their cabinets.
+apt_install wixl msitools gcab
 # --- apple ---
 # clang + lld (ld64.lld) + llvm (llvm-lipo) build the Darwin Mach-O test inputs without an SDK;
 # libssl-dev + pkg-config for the `openssl` crate (decrypts the Apple signing key in-process).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the small seed inputs in formats/fuzz/seeds/<target>/ (committed;
 # a few KB each) with the real tools: `mar -c` (the test venv), mingw-w64,
-# osslsigncode, aapt + zipalign, tar/gzip, python3, gpg, clang + ld64.lld +
+# osslsigncode, wixl (msitools), gcab, aapt + zipalign, tar/gzip, python3, gpg, clang + ld64.lld +
 # llvm-lipo. Test keys only (certs/). Regression inputs (a crash the fuzzer
 # found, e.g. seeds/config/level-non-ascii.ini) are written here too, so a
 # regeneration keeps them.
@@ -13,7 +13,7 @@ seeds=$here/seeds
 : "${SIGNING_TEST_VENV:=$HOME/.cache/signing-server/venv}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for t in mar_parse apk_zip apk_manifest pe_authenticode authenticode_pkcs7 apple_tarball apple_macho gpg_key token config rpm_headers; do
+for t in mar_parse apk_zip apk_manifest pe_authenticode authenticode_pkcs7 msi_cfb cab_parse cat_parse script_scan apple_tarball apple_macho gpg_key token config rpm_headers; do
     rm -rf "${seeds:?}/$t"
     mkdir -p "$seeds/$t"
 done
@@ -39,6 +39,64 @@ osslsigncode extract-signature -in "$seeds/pe_authenticode/t64-signed.exe" \
     -out "$tmp/sig.der" >/dev/null
 # extract-signature writes the WIN_CERTIFICATE's payload: the DER SignedData.
 cp "$tmp/sig.der" "$seeds/authenticode_pkcs7/ec.p7"
+
+# --- Windows beyond PE: a wixl MSI, gcab cabinets, a catalog made by openssl
+#     asn1parse, PowerShell text; each also signed by osslsigncode.
+ossl_sign() {
+    osslsigncode sign -h sha256 -certs "$root/certs/authenticode/ec-chain.pem" \
+        -key "$root/certs/authenticode/ec.key" -pass "$(cat "$root/certs/PASSPHRASE")" \
+        -in "$1" -out "$2" >/dev/null
+}
+mkdir -p "$tmp/msi"
+printf 'hello\n' > "$tmp/msi/hello.txt"
+cat > "$tmp/msi/t.wxs" <<'WXS'
+<?xml version="1.0" encoding="utf-8"?>
+<Wix xmlns="http://schemas.microsoft.com/wix/2006/wi">
+  <Product Id="12345678-1234-1234-1234-123456789012" Name="Fuzz" Language="1033" Version="1.0.0" Manufacturer="Fuzz" UpgradeCode="12345678-1234-1234-1234-123456789013">
+    <Package InstallerVersion="200" Compressed="yes"/>
+    <Media Id="1" Cabinet="p.cab" EmbedCab="yes"/>
+    <Directory Id="TARGETDIR" Name="SourceDir"><Directory Id="INSTALLDIR" Name="Fuzz">
+      <Component Id="C" Guid="12345678-1234-1234-1234-123456789014"><File Id="F" Source="hello.txt"/></Component>
+    </Directory></Directory>
+    <Feature Id="M" Level="1"><ComponentRef Id="C"/></Feature>
+  </Product>
+</Wix>
+WXS
+(cd "$tmp/msi" && wixl -o "$seeds/msi_cfb/wixl.msi" t.wxs)
+ossl_sign "$seeds/msi_cfb/wixl.msi" "$seeds/msi_cfb/signed.msi"
+(cd "$tmp/msi" && gcab -c "$seeds/cab_parse/stored.cab" hello.txt t.wxs && gcab -cz "$tmp/z.cab" hello.txt)
+ossl_sign "$tmp/z.cab" "$seeds/cab_parse/mszip-signed.cab"
+printf 'param($x)\r\nWrite-Output "h\xc3\xa9llo"\r\n' > "$seeds/script_scan/crlf.ps1"
+ossl_sign "$seeds/script_scan/crlf.ps1" "$tmp/signed.ps1"
+cp "$tmp/signed.ps1" "$seeds/script_scan/signed-ps1"
+printf '\xff\xfeW\0r\0i\0t\0e\0\r\0\n\0' > "$seeds/script_scan/utf16.ps1"
+openssl asn1parse -noout -genconf /dev/stdin -out "$seeds/cat_parse/unsigned.cat" <<'CNF'
+asn1 = SEQUENCE:ci
+[ci]
+type = OID:1.2.840.113549.1.7.2
+sd = EXPLICIT:0,SEQUENCE:sd
+[sd]
+version = INTEGER:1
+algs = SET:empty
+content = SEQUENCE:encap
+signers = SET:empty
+[empty]
+[encap]
+type = OID:1.3.6.1.4.1.311.10.1
+ctl = EXPLICIT:0,SEQUENCE:ctl
+[ctl]
+usage = SEQUENCE:usage
+id = FORMAT:HEX,OCTETSTRING:0123456789ABCDEF
+time = UTCTIME:261126000000Z
+alg = SEQUENCE:memberalg
+subjects = SEQUENCE:empty
+[usage]
+o = OID:1.3.6.1.4.1.311.12.1.1
+[memberalg]
+o = OID:1.3.6.1.4.1.311.12.1.2
+n = NULL
+CNF
+ossl_sign "$seeds/cat_parse/unsigned.cat" "$seeds/cat_parse/signed.cat"
 
 # --- APK: aapt package (manifest + a compressed and a stored asset), zipalign.
 mkdir -p "$tmp/apk/assets"

@@ -93,6 +93,84 @@ pub fn pe_authenticode(data: &[u8]) -> Result<(), SignError> {
     Ok(())
 }
 
+/// Authenticode MSI: opens the compound file, hashes it, then replaces its
+/// signature stream the way signing does and checks that the hash is
+/// unchanged and the new stream reads back.
+pub fn msi_cfb(data: &[u8]) -> Result<(), SignError> {
+    use crate::authenticode::msi;
+    use crate::signed_data::DigestAlg;
+    let f = temp_file(data)?;
+    let mut cf = msi::open(f)?;
+    if msi::is_signed(&cf)? {
+        let _ = msi::read_signature(&mut cf);
+    }
+    msi::remove_signatures(&mut cf)?;
+    let before = msi::digest(&mut cf, DigestAlg::Sha256)?;
+    msi::write_signature(&mut cf, b"\x30\x03\x02\x01\x01")?;
+    assert!(msi::is_signed(&cf)?, "no signature after writing one");
+    let after = msi::digest(&mut cf, DigestAlg::Sha256)?;
+    assert_eq!(
+        before, after,
+        "adding the signature stream changed the hash"
+    );
+    assert_eq!(
+        msi::read_signature(&mut cf).as_deref(),
+        Ok(b"\x30\x03\x02\x01\x01".as_slice())
+    );
+    Ok(())
+}
+
+/// Authenticode cabinets: parses the header, copies the cabinet in its signed
+/// layout with a dummy signature, and checks that the copy parses as signed
+/// with the same hash.
+pub fn cab_parse(data: &[u8]) -> Result<(), SignError> {
+    use crate::authenticode::cab;
+    use crate::signed_data::DigestAlg;
+    let mut f = temp_file(data)?;
+    let l = cab::parse(&mut f, data.len() as u64)?;
+    let mut out = tempfile::tempfile()?;
+    let (h, body) = cab::copy_and_hash(&mut f, &l, DigestAlg::Sha256, Some(&mut out))?;
+    let padded = cab::append_signature(&mut out, &[0x30, 0x00])?;
+    cab::patch_signature_size(&mut out, body, padded)?;
+    let len = out.seek(SeekFrom::End(0))?;
+    let l2 = cab::parse(&mut out, len).expect("our own signed layout does not parse");
+    assert_eq!(l2.signature, Some((body, 8)));
+    let (h2, _) = cab::copy_and_hash(&mut out, &l2, DigestAlg::Sha256, None)?;
+    assert_eq!(h, h2, "the signed layout hashes differently");
+    Ok(())
+}
+
+/// Authenticode scripts: finds the signature block (in each comment
+/// syntax), hashes the text, and reads an existing block back.
+pub fn script_scan(data: &[u8]) -> Result<(), SignError> {
+    use crate::authenticode::script::{self, Syntax};
+    use crate::signed_data::DigestAlg;
+    let mut f = temp_file(data)?;
+    let _ = script::syntax_of_signed(&mut f)?;
+    let mut last = Ok(());
+    for syntax in [Syntax::Hash, Syntax::Xml, Syntax::C] {
+        match script::scan(&mut f, data.len() as u64, syntax) {
+            Ok(l) => {
+                if let Some(at) = l.signature_at {
+                    assert!(at < data.len() as u64 && at > 0);
+                    let _ = script::read_signature(&mut f, &l, syntax);
+                }
+                let h = script::copy_and_hash(&mut f, &l, DigestAlg::Sha256, None)?;
+                assert_eq!(h.len(), 32);
+            }
+            Err(e) => last = Err(e),
+        }
+    }
+    last
+}
+
+/// Authenticode catalogs: parses the PKCS#7 and its CTL content.
+pub fn cat_parse(data: &[u8]) -> Result<(), SignError> {
+    let c = crate::authenticode::cat::parse_bytes(data.to_vec())?;
+    assert_eq!(c.content.first(), Some(&0x30));
+    Ok(())
+}
+
 /// Authenticode: parses a DER SignedData as `verify` does.
 pub fn authenticode_pkcs7(data: &[u8]) -> Result<(), String> {
     let p = crate::authenticode::pkcs7::parse_authenticode(data)?;
@@ -224,6 +302,18 @@ mod tests {
         }
         for (p, d) in seeds("pe_authenticode") {
             super::pe_authenticode(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("msi_cfb") {
+            super::msi_cfb(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("cab_parse") {
+            super::cab_parse(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("script_scan") {
+            super::script_scan(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("cat_parse") {
+            super::cat_parse(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         }
         for (p, d) in seeds("authenticode_pkcs7") {
             super::authenticode_pkcs7(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));

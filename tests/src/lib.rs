@@ -4,6 +4,7 @@
 
 pub mod authenticode;
 pub mod balancer;
+pub mod windows;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;

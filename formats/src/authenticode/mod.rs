@@ -1,7 +1,10 @@
 //! Authenticode: Windows PE images (.exe, .dll; PE32 and PE32+) signed
-//! in-process, the way `signtool.exe sign` / `osslsigncode sign` do.
+//! in-process, the way `signtool.exe sign` / `osslsigncode sign` do; MSI
+//! packages, cabinets, catalogs and PowerShell scripts too, told from the
+//! content by [`container`] and signed there with the same key, chain,
+//! digest and TSAs ([`msi`], [`cab`], [`cat`], [`script`]).
 //!
-//! What it does, per file:
+//! What it does, per PE file:
 //! - parses the headers with goblin ([`pe`]), refusing with a precise reason
 //!   anything that is not a PE image we can hash unambiguously;
 //! - copies the image to the output while hashing it ([`digest`]): the
@@ -20,12 +23,17 @@
 //! `refuse`), `program_name`, `program_url` and `timestamp_timeout` (seconds).
 //!
 //! Deliberately NOT done: page hashes, nested (dual) signatures, SHA-1,
-//! catalog (.cat), MSI or script signing, and any child process.
+//! APPX/MSIX, and any child process.
 
+pub(crate) mod cab;
+pub(crate) mod cat;
+pub(crate) mod container;
 pub(crate) mod digest;
+pub(crate) mod msi;
 pub(crate) mod pe;
 pub(crate) mod pkcs7;
 pub mod remote;
+pub(crate) mod script;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -302,6 +310,13 @@ impl AuthenticodeSigner {
     /// messageDigest and the signature. Errors are strings for the caller.
     fn check(&self, signed: &Path) -> Result<(), String> {
         let mut f = File::open(signed).map_err(|e| format!("cannot open: {e}"))?;
+        // A script is told by its name, which verify does not get: the
+        // comment syntax of its signature block tells it instead.
+        let syntax = script::syntax_of_signed(&mut f).map_err(|e| e.to_string())?;
+        match container::detect(&mut f, syntax, "").map_err(|e| e.to_string())? {
+            container::Container::Pe => {}
+            other => return self.check_container(other, signed),
+        }
         let len = f.metadata().map_err(|e| e.to_string())?.len();
         let l = pe::parse(&mut f, len).map_err(|e| e.to_string())?;
         let (addr, size) = l.existing_signature.ok_or("the file is not signed")?;
@@ -360,9 +375,19 @@ impl AuthenticodeSigner {
     /// Signs `input` into the new file `output`; `timestamp`: whether to
     /// ask the configured TSAs (the probe does not, so that a TSA outage
     /// does not stop the server from starting).
-    fn sign_file(&self, input: &Path, output: &Path, timestamp: bool) -> Result<(), SignError> {
+    fn sign_file(
+        &self,
+        input: &Path,
+        output: &Path,
+        filename: &str,
+        timestamp: bool,
+    ) -> Result<(), SignError> {
         let mut f = File::open(input)
             .map_err(|e| internal(format!("cannot open {}: {e}", input.display())))?;
+        match container::detect(&mut f, script::syntax_for(filename), filename)? {
+            container::Container::Pe => {}
+            other => return self.sign_container(other, &mut f, output, timestamp),
+        }
         let len = f.metadata()?.len();
         let l = pe::parse(&mut f, len)?;
         if l.existing_signature.is_some() && self.resign == Resign::Refuse {
@@ -393,8 +418,8 @@ fn check_size(l: &pe::PeLayout) -> Result<(), SignError> {
 }
 
 impl Signer for AuthenticodeSigner {
-    fn sign(&self, input: &Path, output: &Path, _ctx: &SignContext) -> Result<(), SignError> {
-        self.sign_file(input, output, true)
+    fn sign(&self, input: &Path, output: &Path, ctx: &SignContext) -> Result<(), SignError> {
+        self.sign_file(input, output, &ctx.filename, true)
     }
 
     fn verify(&self, _input: &Path, signed: &Path) -> Result<(), SignError> {
@@ -417,7 +442,7 @@ impl Signer for AuthenticodeSigner {
             "Authenticode",
             &files,
             crate::probe::Tamper::OutputAt(0x200),
-            |i, o| self.sign_file(i, o, false),
+            |i, o| self.sign_file(i, o, "authenticode-probe.exe", false),
             |i, o| self.verify(i, o),
         )
     }

@@ -53,6 +53,61 @@ const SPC_INDIVIDUAL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4
 pub(crate) const SPC_RFC3161: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.3.3.1");
 
+/// SPC_SIPINFO_OBJID: the data type of MSI and script signatures.
+pub(crate) const SPC_SIPINFO: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.30");
+/// SPC_CAB_DATA_OBJID: the data type of cabinet signatures.
+pub(crate) const SPC_CAB_DATA: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.25");
+/// szOID_CTL: a catalog's content (a certificate trust list).
+pub(crate) const MS_CTL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.10.1");
+
+/// `SpcLink ::= file [2] EXPLICIT SpcString (unicode [0] IMPLICIT "<<<Obsolete>>>")`.
+pub(crate) fn spc_link_obsolete() -> Vec<u8> {
+    let obsolete: Vec<u8> = "<<<Obsolete>>>"
+        .encode_utf16()
+        .flat_map(u16::to_be_bytes)
+        .collect();
+    tlv(0xa2, &tlv(0x80, &obsolete))
+}
+
+/// `SpcSipInfo ::= SEQUENCE { version INTEGER, uuid OCTET STRING, 5 reserved INTEGERs (0) }`:
+/// which Subject Interface Package hashes the file (MSI: version 1; scripts: 65536).
+pub(crate) fn spc_sip_info(version: u32, uuid: &[u8; 16]) -> Vec<u8> {
+    let mut v = version.to_be_bytes().to_vec();
+    // Minimal two's-complement INTEGER: no redundant leading zero bytes.
+    while v.len() > 1 && v.first() == Some(&0) && v.get(1).is_some_and(|b| b & 0x80 == 0) {
+        v.remove(0);
+    }
+    let zero = [0x02, 0x01, 0x00];
+    tlv(
+        0x30,
+        &cat(&[
+            &tlv(0x02, &v),
+            &tlv(0x04, uuid),
+            &zero,
+            &zero,
+            &zero,
+            &zero,
+            &zero,
+        ]),
+    )
+}
+
+/// `SpcIndirectDataContent` whose data is `{ data_type, data_value }` (a DER value)
+/// and whose messageDigest is `digest`: the form of every Authenticode container.
+pub(crate) fn spc_indirect_data_for(
+    data_type: ObjectIdentifier,
+    data_value: &[u8],
+    alg: DigestAlg,
+    digest: &[u8],
+) -> Result<Vec<u8>> {
+    let data = tlv(0x30, &cat(&[&oid_der(&data_type)?, data_value]));
+    let alg_id = tlv(0x30, &cat(&[&oid_der(&alg.oid())?, &[0x05, 0x00]]));
+    let digest_info = tlv(0x30, &cat(&[&alg_id, &tlv(0x04, digest)]));
+    Ok(tlv(0x30, &cat(&[&data, &digest_info])))
+}
+
 /// `SpcIndirectDataContent` for a PE image hash `digest`.
 pub(crate) fn spc_indirect_data(alg: DigestAlg, digest: &[u8]) -> Result<Vec<u8>> {
     // SpcPeImageData ::= SEQUENCE { flags BIT STRING (empty),
@@ -165,9 +220,20 @@ pub(crate) fn build(
     sign: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
 ) -> Result<Unfinished> {
     let content = spc_indirect_data(p.alg, digest)?;
-    let message_digest = p.alg.hash(value_octets(&content)?);
+    build_for(p, SPC_INDIRECT_DATA, &content, sign)
+}
+
+/// Builds the SignedData over the encapsulated `content` (a DER value) of
+/// type `content_type`: an `SpcIndirectDataContent`, or a catalog's CTL.
+pub(crate) fn build_for(
+    p: &SignParams<'_>,
+    content_type: ObjectIdentifier,
+    content: &[u8],
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
+) -> Result<Unfinished> {
+    let message_digest = p.alg.hash(value_octets(content)?);
     let attrs = vec![
-        attribute(ID_CONTENT_TYPE, &oid_der(&SPC_INDIRECT_DATA)?)?,
+        attribute(ID_CONTENT_TYPE, &oid_der(&content_type)?)?,
         attribute(ID_MESSAGE_DIGEST, &tlv(0x04, &message_digest))?,
         attribute(SPC_STATEMENT_TYPE, &tlv(0x30, &oid_der(&SPC_INDIVIDUAL)?))?,
         attribute(SPC_SP_OPUS_INFO, &opus_info(p.program_name, p.program_url))?,
@@ -202,8 +268,8 @@ pub(crate) fn build(
         digest_algorithms: SetOfVec::try_from(vec![alg_with_null(p.alg.oid())])
             .map_err(der_err("digest algorithms"))?,
         encap_content_info: EncapsulatedContentInfo {
-            econtent_type: SPC_INDIRECT_DATA,
-            econtent: Some(Any::from_der(&content).map_err(der_err("content"))?),
+            econtent_type: content_type,
+            econtent: Some(Any::from_der(content).map_err(der_err("content"))?),
         },
         certificates: Some(CertificateSet(
             SetOfVec::try_from(certs).map_err(der_err("certificates"))?,
