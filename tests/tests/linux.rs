@@ -408,11 +408,11 @@ fn inrelease_clear_signed_by_the_server_passes_gpgv_and_apt_get_update() {
     .unwrap();
     assert_eq!(
         h["format_details"]["inrelease"],
-        serde_json::json!({"type": "gpg", "output": "file"})
+        serde_json::json!({"type": "gpg", "output": "file", "digest_signing": false})
     );
     assert_eq!(
         h["format_details"]["rpm"],
-        serde_json::json!({"type": "rpm", "output": "file"})
+        serde_json::json!({"type": "rpm", "output": "file", "digest_signing": false})
     );
 
     let root = tempfile::tempdir().unwrap();
