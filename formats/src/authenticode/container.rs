@@ -14,7 +14,6 @@ use std::path::Path;
 
 use cms::signed_data::SignedData;
 use const_oid::ObjectIdentifier;
-use der::Encode;
 
 use super::script::Syntax;
 use super::{cab, cat, internal, msi, pkcs7, script, AuthenticodeSigner, Resign};
@@ -290,27 +289,7 @@ impl AuthenticodeSigner {
         if cert != &self.leaf {
             return Err("signed with another certificate".into());
         }
-        let content = sd
-            .encap_content_info
-            .econtent
-            .as_ref()
-            .ok_or("no content")?
-            .to_der()
-            .map_err(|e| e.to_string())?;
-        signed_data::verify_signer_info(si, signed_data::value_octets(&content)?, cert)?;
-        let tokens = si
-            .unsigned_attrs
-            .iter()
-            .flat_map(|a| a.iter())
-            .filter(|a| a.oid == pkcs7::SPC_RFC3161)
-            .flat_map(|a| a.values.iter());
-        for token in tokens {
-            let der = token.to_der().map_err(|e| e.to_string())?;
-            let imprint = crate::timestamp::imprint_of(self.alg, si.signature.as_bytes())
-                .map_err(|e| e.to_string())?;
-            crate::timestamp::check_token(&der, &imprint, None)
-                .map_err(|e| format!("the timestamp: {e}"))?;
-        }
+        pkcs7::check_signer(sd, si, cert, self.alg)?;
         Ok(())
     }
 }

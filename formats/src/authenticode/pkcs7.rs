@@ -324,6 +324,41 @@ pub(crate) fn parse_authenticode(der: &[u8]) -> Result<Parsed> {
     })
 }
 
+/// Checks one SignerInfo `si` of `sd` as a relying party would: its signature
+/// over the SignedData's content verifies with `cert`, and every RFC 3161
+/// timestamp in its unsigned attributes stamps that signature (with `alg`).
+/// The one check behind every Authenticode verifier here (PE, the other
+/// containers, and the client's check of a digest-signing answer).
+pub(crate) fn check_signer(
+    sd: &cms::signed_data::SignedData,
+    si: &cms::signed_data::SignerInfo,
+    cert: &Certificate,
+    alg: DigestAlg,
+) -> std::result::Result<(), String> {
+    let content = sd
+        .encap_content_info
+        .econtent
+        .as_ref()
+        .ok_or("no content")?
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    crate::signed_data::verify_signer_info(si, crate::signed_data::value_octets(&content)?, cert)?;
+    let tokens = si
+        .unsigned_attrs
+        .iter()
+        .flat_map(|a| a.iter())
+        .filter(|a| a.oid == SPC_RFC3161)
+        .flat_map(|a| a.values.iter());
+    for token in tokens {
+        let der = token.to_der().map_err(|e| e.to_string())?;
+        let imprint = crate::timestamp::imprint_of(alg, si.signature.as_bytes())
+            .map_err(|e| e.to_string())?;
+        crate::timestamp::check_token(&der, &imprint, None)
+            .map_err(|e| format!("the timestamp: {e}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

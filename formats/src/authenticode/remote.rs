@@ -14,7 +14,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use der::Encode;
 
 use super::digest::{copy_and_hash, pad8, PeChecksum};
 use super::{internal, pe, pkcs7, AuthenticodeSigner};
@@ -99,28 +98,7 @@ fn check(prepared: &Prepared, der: &[u8]) -> Result<(), String> {
     let sd = &parsed.signed_data;
     let si = sd.signer_infos.0.iter().next().ok_or("has no signer")?;
     let cert = signed_data::signer_cert(sd, si).ok_or("does not embed its signer's certificate")?;
-    let content = sd
-        .encap_content_info
-        .econtent
-        .as_ref()
-        .ok_or("has no content")?
-        .to_der()
-        .map_err(|e| e.to_string())?;
-    signed_data::verify_signer_info(si, signed_data::value_octets(&content)?, cert)
-        .map_err(|e| format!("does not verify: {e}"))?;
-    let tokens = si
-        .unsigned_attrs
-        .iter()
-        .flat_map(|a| a.iter())
-        .filter(|a| a.oid == pkcs7::SPC_RFC3161)
-        .flat_map(|a| a.values.iter());
-    for token in tokens {
-        let der = token.to_der().map_err(|e| e.to_string())?;
-        let imprint = crate::timestamp::imprint_of(prepared.alg, si.signature.as_bytes())
-            .map_err(|e| e.to_string())?;
-        crate::timestamp::check_token(&der, &imprint, None)
-            .map_err(|e| format!("has a bad timestamp: {e}"))?;
-    }
+    pkcs7::check_signer(sd, si, cert, prepared.alg).map_err(|e| format!("does not verify: {e}"))?;
     Ok(())
 }
 
