@@ -14,7 +14,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
-
 use super::digest::{copy_and_hash, pad8, PeChecksum};
 use super::{internal, pe, pkcs7, AuthenticodeSigner};
 use super::{WIN_CERT_REVISION_2_0, WIN_CERT_TYPE_PKCS_SIGNED_DATA};
