@@ -60,6 +60,19 @@ fn start_fails(hsm: &SoftHsm, formats: &str, stdin: &str) -> (Option<i32>, Strin
     (out.status.code(), text)
 }
 
+/// A token `release` holding the TEST Authenticode RSA key as `authenticode-rsa`.
+fn token_with_the_rsa_authenticode_key() -> SoftHsm {
+    let hsm = SoftHsm::new();
+    hsm.init_token("release");
+    hsm.import(
+        "release",
+        &cert_file("authenticode/rsa.key"),
+        "authenticode-rsa",
+        "01",
+    );
+    hsm
+}
+
 fn authenticode_format(name: &str, object: &str, chain: &str) -> String {
     format!(
         "[format:{name}]\ntype = authenticode\nkey = {}\ncert = {}\n",
@@ -73,14 +86,7 @@ fn authenticode_format(name: &str, object: &str, chain: &str) -> String {
 /// sensitive (the token will not export it); the PIN is nowhere the OS shows.
 #[test]
 fn authenticode_rsa_and_ec_sign_in_the_token() {
-    let hsm = SoftHsm::new();
-    hsm.init_token("release");
-    hsm.import(
-        "release",
-        &cert_file("authenticode/rsa.key"),
-        "authenticode-rsa",
-        "01",
-    );
+    let hsm = token_with_the_rsa_authenticode_key();
     hsm.import(
         "release",
         &cert_file("authenticode/ec.key"),
@@ -293,14 +299,7 @@ fn a_key_generated_on_the_token_signs() {
 /// a PIN in the config (2, `file:line:`), no module (2).
 #[test]
 fn startup_failures_name_the_format() {
-    let hsm = SoftHsm::new();
-    hsm.init_token("release");
-    hsm.import(
-        "release",
-        &cert_file("authenticode/rsa.key"),
-        "authenticode-rsa",
-        "01",
-    );
+    let hsm = token_with_the_rsa_authenticode_key();
     let good = authenticode_format("sha2signcode", "authenticode-rsa", "rsa");
 
     let (code, out) = start_fails(&hsm, &good, "not-the-pin\n");
@@ -410,14 +409,7 @@ fn one_pin_per_token_in_format_order() {
 /// token is back, the server signs again without a restart.
 #[test]
 fn a_token_that_fails_and_comes_back() {
-    let hsm = SoftHsm::new();
-    hsm.init_token("release");
-    hsm.import(
-        "release",
-        &cert_file("authenticode/rsa.key"),
-        "authenticode-rsa",
-        "01",
-    );
+    let hsm = token_with_the_rsa_authenticode_key();
     let s = server(
         &hsm,
         authenticode_format("sha2signcode", "authenticode-rsa", "rsa"),
@@ -598,14 +590,7 @@ fn gpg_token_key_of_another_certificate_exits_2() {
 /// format still signing with the key it has.
 #[test]
 fn sighup_keeps_the_token_key() {
-    let hsm = SoftHsm::new();
-    hsm.init_token("release");
-    hsm.import(
-        "release",
-        &cert_file("authenticode/rsa.key"),
-        "authenticode-rsa",
-        "01",
-    );
+    let hsm = token_with_the_rsa_authenticode_key();
     let s = server(
         &hsm,
         authenticode_format("sha2signcode", "authenticode-rsa", "rsa"),

@@ -92,8 +92,9 @@ fn create(output: &Path) -> Result<File, SignError> {
 
 impl AuthenticodeSigner {
     /// The DER `ContentInfo` of our SignedData over `content` (a DER value
-    /// of type `content_type`), with an RFC 3161 timestamp if `timestamp`.
-    fn signed_data_der(
+    /// of type `content_type`), with an RFC 3161 timestamp if `timestamp`: the
+    /// one signing step of every container, PE included.
+    pub(super) fn signed_data_der(
         &self,
         content_type: ObjectIdentifier,
         content: &[u8],

@@ -255,34 +255,8 @@ impl AuthenticodeSigner {
     /// The DER PKCS#7 SignedData (timestamped if `timestamp` and TSAs are
     /// configured) for the image hash `digest`.
     fn signed_data(&self, digest: &[u8], timestamp: bool) -> Result<Vec<u8>, SignError> {
-        let params = pkcs7::SignParams {
-            alg: self.alg,
-            kind: self.kind,
-            leaf: &self.leaf,
-            chain: &self.chain,
-            program_name: self.program_name.as_deref(),
-            program_url: self.program_url.as_deref(),
-        };
-        // A token fault must stay a SignError::Unavailable (503), not become a 500.
-        let mut key_error = None;
-        let built = pkcs7::build(&params, digest, |data| {
-            self.key.sign(self.alg.key_hash(), data).map_err(|e| {
-                let shown = e.to_string();
-                key_error = Some(e);
-                shown
-            })
-        });
-        let mut unfinished = match built {
-            Ok(u) => u,
-            Err(m) => return Err(key_error.unwrap_or_else(|| internal(m))),
-        };
-        if let Some(tsa) = self.timestamps.as_ref().filter(|_| timestamp) {
-            let token = tsa
-                .stamp(self.alg, unfinished.signature())
-                .map_err(internal)?;
-            unfinished.add_timestamp(&token).map_err(internal)?;
-        }
-        unfinished.finish().map_err(internal)
+        let content = pkcs7::spc_indirect_data(self.alg, digest).map_err(internal)?;
+        self.signed_data_der(pkcs7::SPC_INDIRECT_DATA, &content, timestamp)
     }
 
     fn sign_to(

@@ -212,19 +212,10 @@ impl Unfinished {
     }
 }
 
-/// Builds the SignedData for the image hash `digest`; `sign` makes the raw
-/// signature (RSA PKCS#1 v1.5 or DER ECDSA) of the bytes it is given.
-pub(crate) fn build(
-    p: &SignParams<'_>,
-    digest: &[u8],
-    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
-) -> Result<Unfinished> {
-    let content = spc_indirect_data(p.alg, digest)?;
-    build_for(p, SPC_INDIRECT_DATA, &content, sign)
-}
-
 /// Builds the SignedData over the encapsulated `content` (a DER value) of
-/// type `content_type`: an `SpcIndirectDataContent`, or a catalog's CTL.
+/// type `content_type`: an `SpcIndirectDataContent` (PE, MSI, CAB, scripts), or a
+/// catalog's CTL; `sign` makes the raw signature (RSA PKCS#1 v1.5 or DER ECDSA) of
+/// the bytes it is given.
 pub(crate) fn build_for(
     p: &SignParams<'_>,
     content_type: ObjectIdentifier,
