@@ -53,6 +53,7 @@ pub(super) async fn sign_digest(
     let peer = auth::canonical(ext.0 .0.ip());
     let dynamic = state.dynamic();
     let Some(fmt) = dynamic.formats.get(&format) else {
+        super::upload::linger(req.into_body().into_data_stream());
         return Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "unknown_format",
@@ -60,12 +61,14 @@ pub(super) async fn sign_digest(
         ));
     };
     if state.draining.load(Ordering::Relaxed) {
+        super::upload::linger(req.into_body().into_data_stream());
         return Err(Refusal::busy(
             "draining",
             "server is shutting down; use another host",
         ));
     }
     let Some(spec) = spec(fmt) else {
+        super::upload::linger(req.into_body().into_data_stream());
         return Err(Refusal::new(
             StatusCode::FORBIDDEN,
             "digest_not_allowed",

@@ -78,6 +78,7 @@ pub(super) async fn upload(
     let received = crate::metrics::BodyBytes::new(&state.metrics, &format);
     let body = received.count(body);
     if state.draining.load(Ordering::Relaxed) {
+        linger(body);
         return Err(Refusal::busy(
             "draining",
             "server is shutting down; use another host",
@@ -428,14 +429,15 @@ pub(super) fn check_filename(
     Ok(())
 }
 
-/// After a refusal on the form fields (bad token, filename, unknown format),
+/// After a refusal before the body is read (unknown format, draining) or on
+/// the form fields (bad token, filename),
 /// reads and discards the rest of the body in the background, bounded in
 /// time and bytes: closing a connection with unread data resets it, and the
 /// client (still sending) would see a broken connection instead of our answer
 /// and fail over instead of failing fast. The raw body is drained, not
 /// parsed, so nothing of it is kept. A 413 is never drained: there the server
 /// stops reading at once.
-fn linger<S, E>(mut body: S)
+pub(super) fn linger<S, E>(mut body: S)
 where
     S: Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send + 'static,
     E: Send + 'static,
