@@ -95,11 +95,11 @@ async fn blocking<T: Send + 'static>(
 async fn prepare(
     spec: DigestSpec,
     input: &Path,
-    hashes: &Hashes,
+    hashes: Option<&Hashes>,
     on: &On<'_>,
 ) -> Result<Prepared, TryError> {
     match spec {
-        DigestSpec::Sha256State => match &hashes.state {
+        DigestSpec::Sha256State => match hashes.and_then(|h| h.state.as_ref()) {
             Some(state) => Ok(Prepared::Gpg(state.clone())),
             None => {
                 let input = input.to_path_buf();
@@ -146,7 +146,7 @@ pub(crate) async fn sign(
     on: &On<'_>,
     spec: DigestSpec,
     input: &Path,
-    hashes: &Hashes,
+    hashes: Option<&Hashes>,
     prepared: &mut Option<Prepared>,
 ) -> Result<Option<Signed>, TryError> {
     if prepared.as_ref().map(Prepared::spec) != Some(spec) {
@@ -162,7 +162,8 @@ pub(crate) async fn sign(
     ];
     form.extend(prep.fields());
     let target = format!("{}/digest/{}", on.url, on.format);
-    log::debug(format!("{}: POST {target} (digest signing)", hashes.sha256));
+    let tag = hashes.map_or(on.label, |h| h.sha256.as_str());
+    log::debug(format!("{tag}: POST {target} (digest signing)"));
     let send = s
         .client
         .post(&target)
@@ -250,10 +251,8 @@ async fn finish(
             if let Err(e) = done {
                 return Err((None, e));
             }
-            let hashes = transfer::hash_file(&temp)
-                .await
-                .map_err(|e| (None, local(e)))?;
-            Ok(Signed { temp, hashes })
+            // Hashed only if a next format or the cache needs it.
+            Ok(Signed { temp, hashes: None })
         }
         Prepared::Pe { spec, prep, temp } => {
             if let Err(e) = pe::verify(&prep, sig) {
@@ -267,10 +266,8 @@ async fn finish(
             if let Err(e) = done {
                 return Err((None, e));
             }
-            let hashes = transfer::hash_file(&temp)
-                .await
-                .map_err(|e| (None, local(e)))?;
-            Ok(Signed { temp, hashes })
+            // Hashed only if a next format or the cache needs it.
+            Ok(Signed { temp, hashes: None })
         }
     }
 }
@@ -289,5 +286,8 @@ async fn write_temp(on: &On<'_>, bytes: &[u8]) -> Result<Signed, TryError> {
         .map_err(local)?;
     drop(file);
     let hashes = transfer::hash_file(&temp).await.map_err(local)?;
-    Ok(Signed { temp, hashes })
+    Ok(Signed {
+        temp,
+        hashes: Some(hashes),
+    })
 }
