@@ -63,19 +63,13 @@ pub(crate) async fn upload(
     }
     let sent = Arc::new(AtomicU64::new(0));
     let counter = sent.clone();
-    // Hashing on the way: the state is filled as the body is read, and
+    // Hashing on the way: the state is filled as the file is read, and
     // finished by the trailing part (polled only after the file's last byte).
     let hashing =
         matches!(digest, Digest::After).then(|| Arc::new(Mutex::new(Sha256State::default())));
-    let hasher = hashing.clone();
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect(move |c| {
+    let stream = read_ahead(file.into_std().await, hashing.clone()).inspect(move |c| {
         if let Ok(c) = c {
             counter.fetch_add(c.len() as u64, Ordering::Relaxed);
-            if let Some(h) = &hasher {
-                if let Ok(mut h) = h.lock() {
-                    h.absorb(c);
-                }
-            }
         }
     });
     let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
@@ -96,7 +90,7 @@ pub(crate) async fn upload(
     // filedata last but for a trailing digest: the server reads the text
     // fields before the file.
     form = form.part("filedata", part);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Hashes>();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Hashes>();
     if let Some(state) = hashing {
         form = form.part("sha256", trailing(state, size, done_tx));
     }
@@ -117,7 +111,57 @@ pub(crate) async fn upload(
     if let Some(n) = r.headers().get("x-nonce").and_then(|v| v.to_str().ok()) {
         s.nonce.store(n);
     }
-    Ok(done_rx.await.ok())
+    match digest {
+        Digest::Before(_) => Ok(None),
+        // The server answers only after reading the trailing part, so the
+        // digest was made; a peer that answers 202 before the file's end is
+        // not believed (and waiting for that part would wait forever).
+        Digest::After => match done_rx.try_recv() {
+            Ok(hashes) => Ok(Some(hashes)),
+            Err(_) => Err(retry(
+                "answered 202 before the file and its digest were sent: not believed",
+            )),
+        },
+    }
+}
+
+/// Bytes read from disk at a time.
+const CHUNK: usize = 256 * 1024;
+
+/// The file as a stream of chunks, read (and, for a trailing digest, hashed)
+/// on a thread of its own a few chunks ahead of the connection, so hashing
+/// and TLS encryption run side by side. The thread stops when the upload is
+/// dropped (the receiver goes away).
+fn read_ahead(
+    mut file: std::fs::File,
+    hashing: Option<Arc<Mutex<Sha256State>>>,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
+    use std::io::Read as _;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    tokio::task::spawn_blocking(move || loop {
+        let mut buf = vec![0u8; CHUNK];
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.truncate(n);
+                if let Some(h) = &hashing {
+                    if let Ok(mut h) = h.lock() {
+                        h.absorb(&buf);
+                    }
+                }
+                if tx.blocking_send(Ok(buf)).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                break;
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// The trailing `sha256` part: 64 hex digits, made when the server asks for
