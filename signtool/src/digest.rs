@@ -10,17 +10,21 @@
 //! - mar: the signed MAR is written to a temp file with a placeholder, its
 //!   digest sent; the signature must verify with the public key the server
 //!   sent before it is written over the placeholder.
-//! - authenticode: the PE is copied to a temp file while its image hash is
-//!   computed; the SignedData must carry that hash, verify with the
-//!   certificate it embeds and its timestamp must stamp it, before it is
-//!   appended and the CheckSum fixed.
+//! - authenticode: the container is told from the content, as the server
+//!   does; a PE is copied to a temp file while its image hash is computed, an
+//!   MSI (if the host's /health lists `msi` in `digest_containers`) is copied
+//!   without its signature streams and hashed; the SignedData must be over
+//!   that kind of file, carry that hash, verify with the certificate it
+//!   embeds and its timestamp must stamp it, before it is appended (PE, the
+//!   CheckSum fixed) or written as the MSI's `DigitalSignature` stream. Other
+//!   containers (cabinets, catalogs, scripts) are uploaded.
 //!
 //! What was prepared is kept across hosts (a host that fails costs no second
 //! pass over the file) unless the next host asks for another spec.
 
 use std::path::Path;
 
-use formats::authenticode::remote as pe;
+use formats::authenticode::remote as authenticode;
 use formats::digest_signing::{DigestSpec, Sha256State};
 use formats::mar::digest as mar;
 use tempfile::TempPath;
@@ -41,10 +45,10 @@ pub(crate) enum Prepared {
         prep: mar::Prepared,
         temp: TempPath,
     },
-    /// authenticode: the PE copied for its certificate table, and its image hash.
-    Pe {
+    /// authenticode: the PE or MSI copied for its signature, and its hash.
+    Authenticode {
         spec: DigestSpec,
-        prep: pe::Prepared,
+        prep: authenticode::Prepared,
         temp: TempPath,
     },
 }
@@ -53,7 +57,7 @@ impl Prepared {
     fn spec(&self) -> DigestSpec {
         match self {
             Prepared::Gpg(_) => DigestSpec::Sha256State,
-            Prepared::Mar { spec, .. } | Prepared::Pe { spec, .. } => *spec,
+            Prepared::Mar { spec, .. } | Prepared::Authenticode { spec, .. } => *spec,
         }
     }
 
@@ -66,7 +70,12 @@ impl Prepared {
                 ("tail", hex::encode(state.tail())),
             ],
             Prepared::Mar { prep, .. } => vec![("digest", hex::encode(&prep.digest))],
-            Prepared::Pe { prep, .. } => vec![("digest", hex::encode(&prep.digest))],
+            Prepared::Authenticode { prep, .. } => {
+                let input = prep.input();
+                let mut fields = vec![("digest", hex::encode(&prep.digest))];
+                fields.extend(input.container().map(|c| ("container", c.to_string())));
+                fields
+            }
         }
     }
 }
@@ -92,35 +101,38 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| TryError::Local(e.to_string()))
 }
 
+/// What `spec` asks for, computed from `input`; `None`: this file is not
+/// signed by digest (an Authenticode container other than PE or MSI, or an
+/// MSI for a host that signs only PEs by digest).
 async fn prepare(
     spec: DigestSpec,
     input: &Path,
     hashes: &Hashes,
     on: &On<'_>,
-) -> Result<Prepared, TryError> {
+) -> Result<Option<Prepared>, TryError> {
     match spec {
         DigestSpec::Sha256State => match &hashes.state {
-            Some(state) => Ok(Prepared::Gpg(state.clone())),
+            Some(state) => Ok(Some(Prepared::Gpg(state.clone()))),
             None => {
                 let input = input.to_path_buf();
                 let state = blocking(move || {
                     formats::digest_signing::sha256_state_of(&input).map_err(Into::into)
                 })
                 .await?;
-                Ok(Prepared::Gpg(state))
+                Ok(Some(Prepared::Gpg(state)))
             }
         },
         DigestSpec::Mar { .. } => {
             let (input, temp) = (input.to_path_buf(), empty_temp(on)?);
             let path = temp.to_path_buf();
             let prep = blocking(move || mar::prepare(&input, &path, spec)).await?;
-            Ok(Prepared::Mar { spec, prep, temp })
+            Ok(Some(Prepared::Mar { spec, prep, temp }))
         }
         DigestSpec::Authenticode { .. } => {
             let (input, temp) = (input.to_path_buf(), empty_temp(on)?);
-            let path = temp.to_path_buf();
-            let prep = blocking(move || pe::prepare(&input, &path, spec)).await?;
-            Ok(Prepared::Pe { spec, prep, temp })
+            let (path, label) = (temp.to_path_buf(), on.label.to_string());
+            let prep = blocking(move || authenticode::prepare(&input, &path, spec, &label)).await?;
+            Ok(prep.map(|prep| Prepared::Authenticode { spec, prep, temp }))
         }
     }
 }
@@ -139,8 +151,9 @@ fn empty_temp(on: &On<'_>) -> Result<TempPath, TryError> {
     Ok(temp)
 }
 
-/// One try on one host. `Ok(None)`: the host no longer signs this format by
-/// digest (its config changed since its /health was read): upload instead.
+/// One try on one host. `Ok(None)`: upload instead, because the host no
+/// longer signs this format by digest (its config changed since its /health
+/// was read) or does not sign this file's container by digest.
 pub(crate) async fn sign(
     s: &Session,
     on: &On<'_>,
@@ -151,7 +164,19 @@ pub(crate) async fn sign(
 ) -> Result<Option<Signed>, TryError> {
     if prepared.as_ref().map(Prepared::spec) != Some(spec) {
         *prepared = None;
-        *prepared = Some(prepare(spec, input, hashes, on).await?);
+        match prepare(spec, input, hashes, on).await? {
+            Some(p) => *prepared = Some(p),
+            None => {
+                log::info(format!(
+                    "{}: {} does not sign this kind of {} file by digest (only {})",
+                    hashes.sha256,
+                    on.url,
+                    on.format,
+                    spec.containers().join(", ")
+                ));
+                return Ok(None);
+            }
+        }
     }
     let Some(prep) = prepared.as_ref() else {
         return Err(TryError::Local("nothing prepared".into()));
@@ -175,6 +200,10 @@ pub(crate) async fn sign(
         403 => {
             let msg = transfer::message(r).await;
             if msg.contains("does not allow digest signing") {
+                log::info(format!(
+                    "{}: {} no longer signs {} by digest",
+                    hashes.sha256, on.url, on.format
+                ));
                 return Ok(None);
             }
             return Err(TryError::Fatal(format!("403 {msg}")));
@@ -255,12 +284,12 @@ async fn finish(
                 .map_err(|e| (None, local(e)))?;
             Ok(Signed { temp, hashes })
         }
-        Prepared::Pe { spec, prep, temp } => {
-            if let Err(e) = pe::verify(&prep, sig) {
-                return Err((Some(Prepared::Pe { spec, prep, temp }), bad(e)));
+        Prepared::Authenticode { spec, prep, temp } => {
+            if let Err(e) = authenticode::verify(&prep, sig) {
+                return Err((Some(Prepared::Authenticode { spec, prep, temp }), bad(e)));
             }
             let (path, sig) = (temp.to_path_buf(), sig.to_vec());
-            let done = tokio::task::spawn_blocking(move || pe::finish(&path, prep, &sig))
+            let done = tokio::task::spawn_blocking(move || authenticode::finish(&path, prep, &sig))
                 .await
                 .map_err(local)
                 .and_then(|r| r.map_err(local));

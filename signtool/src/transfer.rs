@@ -536,9 +536,7 @@ pub async fn sign(
                     return Ok(signed);
                 }
                 Ok(None) => {
-                    log::info(format!(
-                        "{h}: {url} no longer signs {format} by digest; uploading"
-                    ));
+                    log::info(format!("{h}: not signed by digest on {url}; uploading"));
                     digest_refused_here = true;
                     continue;
                 }

@@ -131,7 +131,7 @@ impl AuthenticodeSigner {
     }
 
     /// The SignedData for an `SpcIndirectDataContent` of data `{data_type, data_value}`.
-    fn indirect_der(
+    pub(super) fn indirect_der(
         &self,
         data_type: ObjectIdentifier,
         data_value: &[u8],
@@ -169,14 +169,9 @@ impl AuthenticodeSigner {
                 let probe = msi::open(input.try_clone()?)?;
                 self.refuse_signed(c, msi::is_signed(&probe)?)?;
                 drop(probe);
-                let mut out = create(output)?;
-                input.seek(SeekFrom::Start(0))?;
-                std::io::copy(input, &mut out)?;
-                let mut cf = msi::open(out)?;
-                msi::remove_signatures(&mut cf)?;
-                let digest = msi::digest(&mut cf, self.alg)?;
-                let der =
-                    self.indirect_der(pkcs7::SPC_SIPINFO, &msi::sip_info(), &digest, timestamp)?;
+                let (mut cf, digest) = msi::copy_unsigned_and_hash(input, output, self.alg)?;
+                let (data_type, value) = msi::indirect_data();
+                let der = self.indirect_der(data_type, &value, &digest, timestamp)?;
                 msi::write_signature(&mut cf, &der)?;
                 cf.into_inner().sync_data()?;
                 Ok(())

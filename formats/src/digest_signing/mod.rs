@@ -10,9 +10,13 @@
 //! - mar: [`crate::mar::digest`] writes the signed MAR with a placeholder and
 //!   hashes what the signature covers; the server signs that digest; the
 //!   client writes the signature over the placeholder;
-//! - authenticode: [`crate::authenticode::remote`] copies the PE while
-//!   computing its image hash; the server returns the timestamped PKCS#7
-//!   SignedData; the client appends it and fixes the CheckSum.
+//! - authenticode: [`crate::authenticode::remote`] tells the container from
+//!   the content; a PE is copied while its image hash is computed, an MSI is
+//!   copied without its signature streams and hashed (the server's own
+//!   `msi` code); the request names the container (`container`: `pe`, the
+//!   default, or `msi`) so that the server's timestamped PKCS#7 SignedData
+//!   says what the hash is of; the client appends it (PE, CheckSum fixed) or
+//!   writes it as the `DigitalSignature` stream (MSI).
 //!
 //! Deliberately NOT done here: anything about HTTP or tokens (the server's
 //! `http/digest.rs`), and no signer accepts a digest unless its format says
@@ -40,13 +44,20 @@ pub enum DigestSpec {
         /// The signature's length in bytes (the RSA modulus size).
         signature_len: u32,
     },
-    /// authenticode: the Authenticode image hash with `hash`, as
-    /// [`crate::authenticode::remote::prepare`] computes it.
+    /// authenticode: the Authenticode hash with `hash` of a PE (or of an
+    /// MSI, if `msi`), as [`crate::authenticode::remote::prepare`] computes it.
     Authenticode {
-        /// The image hash's algorithm (sha256, sha384, sha512).
+        /// The hash's algorithm (sha256, sha384, sha512).
         hash: crate::Hash,
+        /// Whether the host signs MSI hashes too (/health's
+        /// `digest_containers`; the text form does not carry it, so that
+        /// clients that parse only it keep signing PEs by digest).
+        msi: bool,
     },
 }
+
+/// The containers a host signs by digest when /health does not say: PE.
+const DEFAULT_CONTAINERS: &[&str] = &["pe"];
 
 impl DigestSpec {
     /// The text form /health carries: `sha256_state`, `mar:ALGORITHM:LENGTH`.
@@ -57,11 +68,35 @@ impl DigestSpec {
                 algorithm,
                 signature_len,
             } => format!("mar:{algorithm}:{signature_len}"),
-            DigestSpec::Authenticode { hash } => format!("authenticode:{}", hash_name(hash)),
+            DigestSpec::Authenticode { hash, .. } => format!("authenticode:{}", hash_name(hash)),
         }
     }
 
-    /// Parses [`DigestSpec::to_text`]; `None` for what this build does not know.
+    /// The Authenticode containers signed by digest, as /health's
+    /// `digest_containers` lists them (empty for other formats).
+    pub fn containers(self) -> &'static [&'static str] {
+        match self {
+            DigestSpec::Authenticode { msi: true, .. } => &["pe", "msi"],
+            DigestSpec::Authenticode { msi: false, .. } => DEFAULT_CONTAINERS,
+            DigestSpec::Sha256State | DigestSpec::Mar { .. } => &[],
+        }
+    }
+
+    /// This spec with the containers /health's `digest_containers` lists
+    /// (`None`: an older server, which signs PEs only).
+    pub fn with_containers(self, listed: Option<&[&str]>) -> Self {
+        match self {
+            DigestSpec::Authenticode { hash, .. } => DigestSpec::Authenticode {
+                hash,
+                msi: listed.is_some_and(|l| l.contains(&"msi")),
+            },
+            other => other,
+        }
+    }
+
+    /// Parses [`DigestSpec::to_text`]; `None` for what this build does not
+    /// know. An Authenticode spec signs PEs only until
+    /// [`DigestSpec::with_containers`] says more.
     pub fn parse(text: &str) -> Option<DigestSpec> {
         let mut parts = text.split(':');
         match (parts.next()?, parts.next(), parts.next(), parts.next()) {
@@ -71,6 +106,7 @@ impl DigestSpec {
                 signature_len: l.parse().ok()?,
             }),
             ("authenticode", Some(h), None, None) => Some(DigestSpec::Authenticode {
+                msi: false,
                 hash: match h {
                     "sha256" => crate::Hash::Sha256,
                     "sha384" => crate::Hash::Sha384,
@@ -88,7 +124,7 @@ impl DigestSpec {
             DigestSpec::Sha256State => None,
             DigestSpec::Mar { algorithm: 1, .. } => Some(20),
             DigestSpec::Mar { .. } => Some(48),
-            DigestSpec::Authenticode { hash } => Some(match hash {
+            DigestSpec::Authenticode { hash, .. } => Some(match hash {
                 crate::Hash::Sha1 => 20,
                 crate::Hash::Sha256 => 32,
                 crate::Hash::Sha384 => 48,
@@ -112,22 +148,57 @@ fn hash_name(hash: crate::Hash) -> &'static str {
 pub enum DigestInput {
     /// gpg: the SHA-256 state after the file.
     Sha256State(Sha256State),
-    /// mar, authenticode: the digest the signature covers.
+    /// mar, authenticode (a PE's): the digest the signature covers.
     Digest(Vec<u8>),
+    /// authenticode: the MSI hash the signature covers (`container=msi`).
+    Msi(Vec<u8>),
 }
 
 impl DigestInput {
+    /// A request's `digest` for the container its `container` field names
+    /// (`None`: the field is absent, `pe`); only Authenticode specs know containers.
+    pub fn for_container(
+        spec: DigestSpec,
+        container: Option<&str>,
+        digest: Vec<u8>,
+    ) -> Result<DigestInput, String> {
+        let known = spec.containers();
+        match container {
+            None => Ok(DigestInput::Digest(digest)),
+            Some(_) if known.is_empty() => Err("container is for authenticode formats only".into()),
+            Some("pe") => Ok(DigestInput::Digest(digest)),
+            Some("msi") if known.contains(&"msi") => Ok(DigestInput::Msi(digest)),
+            Some(other) => Err(format!(
+                "container {other:?} is not signed by digest here (only {})",
+                known.join(", ")
+            )),
+        }
+    }
+
+    /// The request's `container` field for this input (`None`: none is sent).
+    pub fn container(&self) -> Option<&'static str> {
+        match self {
+            DigestInput::Msi(_) => Some("msi"),
+            DigestInput::Sha256State(_) | DigestInput::Digest(_) => None,
+        }
+    }
+
     /// Whether this is what `spec` asks for; the message says what is wrong.
     pub fn check(&self, spec: DigestSpec) -> Result<(), String> {
+        if let DigestInput::Msi(_) = self {
+            if !spec.containers().contains(&"msi") {
+                return Err("this format does not sign MSI hashes by digest".into());
+            }
+        }
         match (self, spec.digest_len()) {
             (DigestInput::Sha256State(_), None) => Ok(()),
-            (DigestInput::Digest(d), Some(n)) if d.len() == n => Ok(()),
-            (DigestInput::Digest(d), Some(n)) => Err(format!(
+            (DigestInput::Digest(d) | DigestInput::Msi(d), Some(n)) if d.len() == n => Ok(()),
+            (DigestInput::Digest(d) | DigestInput::Msi(d), Some(n)) => Err(format!(
                 "the digest must be {n} bytes ({} hex digits), not {}",
                 n * 2,
                 d.len()
             )),
-            (DigestInput::Digest(_), None) => Err(
+            (DigestInput::Digest(_) | DigestInput::Msi(_), None) => Err(
                 "this format signs a SHA-256 state (sha256_state, length, tail), not a digest"
                     .into(),
             ),
@@ -142,7 +213,7 @@ impl DigestInput {
     pub fn audit_digest(&self) -> String {
         match self {
             DigestInput::Sha256State(s) => hex::encode(s.clone().finish()),
-            DigestInput::Digest(d) => hex::encode(d),
+            DigestInput::Digest(d) | DigestInput::Msi(d) => hex::encode(d),
         }
     }
 }

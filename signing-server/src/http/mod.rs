@@ -131,6 +131,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             });
             if let Some(spec) = digest::spec(f) {
                 detail["digest"] = spec.to_text().into();
+                if !spec.containers().is_empty() {
+                    detail["digest_containers"] = spec.containers().into();
+                }
             }
             (name.clone(), detail)
         })
