@@ -54,10 +54,22 @@ pub(crate) enum Prepared {
 }
 
 impl Prepared {
-    fn spec(&self) -> DigestSpec {
-        match self {
-            Prepared::Gpg(_) => DigestSpec::Sha256State,
-            Prepared::Mar { spec, .. } | Prepared::Authenticode { spec, .. } => *spec,
+    /// Whether what was prepared is what `spec` asks for: the same spec, or
+    /// for authenticode the same hash and a container the host signs (a PE
+    /// prepared for one host serves a host that signs PEs only).
+    fn fits(&self, spec: DigestSpec) -> bool {
+        match (self, spec) {
+            (Prepared::Gpg(_), DigestSpec::Sha256State) => true,
+            (Prepared::Mar { spec: mine, .. }, _) => *mine == spec,
+            (
+                Prepared::Authenticode {
+                    spec: DigestSpec::Authenticode { hash: mine, .. },
+                    prep,
+                    ..
+                },
+                DigestSpec::Authenticode { hash, msi },
+            ) => *mine == hash && (msi || prep.input().container().is_none()),
+            _ => false,
         }
     }
 
@@ -162,7 +174,7 @@ pub(crate) async fn sign(
     hashes: &Hashes,
     prepared: &mut Option<Prepared>,
 ) -> Result<Option<Signed>, TryError> {
-    if prepared.as_ref().map(Prepared::spec) != Some(spec) {
+    if !prepared.as_ref().is_some_and(|p| p.fits(spec)) {
         *prepared = None;
         match prepare(spec, input, hashes, on).await? {
             Some(p) => *prepared = Some(p),

@@ -169,13 +169,13 @@ fn check(prepared: &Prepared, der: &[u8]) -> Result<(), String> {
 /// certificate table (the directory entry and CheckSum patched), an MSI's
 /// `\u{5}DigitalSignature` stream.
 pub fn finish(output: &Path, prepared: Prepared, der: &[u8]) -> Result<(), SignError> {
-    let out = OpenOptions::new()
+    let mut out = OpenOptions::new()
         .read(true)
         .write(true)
         .open(output)
         .map_err(|e| internal(format!("cannot open {}: {e}", output.display())))?;
     match prepared.kind {
-        Kind::Pe(at, checksum) => attach(&mut { out }, at, checksum, &win_certificate(der)?),
+        Kind::Pe(at, checksum) => attach(&mut out, at, checksum, &win_certificate(der)?),
         Kind::Msi => {
             let mut cf = msi::open(out)?;
             msi::write_signature(&mut cf, der)?;
