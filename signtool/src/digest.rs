@@ -11,13 +11,14 @@
 //!   digest sent; the signature must verify with the public key the server
 //!   sent before it is written over the placeholder.
 //! - authenticode: the container is told from the content, as the server
-//!   does; a PE is copied to a temp file while its image hash is computed, an
-//!   MSI (if the host's /health lists `msi` in `digest_containers`) is copied
-//!   without its signature streams and hashed; the SignedData must be over
-//!   that kind of file, carry that hash, verify with the certificate it
-//!   embeds and its timestamp must stamp it, before it is appended (PE, the
-//!   CheckSum fixed) or written as the MSI's `DigitalSignature` stream. Other
-//!   containers (cabinets, catalogs, scripts) are uploaded.
+//!   does; a PE is copied to a temp file while its image hash is computed,
+//!   an MSI or a cabinet (if the host's /health lists `msi`, `cab` in
+//!   `digest_containers`) is copied without its signature and hashed; the
+//!   SignedData must be over that kind of file, carry that hash, verify
+//!   with the certificate it embeds and its timestamp must stamp it, before
+//!   it is appended (PE, the CheckSum fixed), written as the MSI's
+//!   `DigitalSignature` stream or after the cabinet's data. Catalogs and
+//!   scripts are uploaded.
 //!
 //! What was prepared is kept across hosts (a host that fails costs no second
 //! pass over the file) unless the next host asks for another spec.
@@ -45,7 +46,7 @@ pub(crate) enum Prepared {
         prep: mar::Prepared,
         temp: TempPath,
     },
-    /// authenticode: the PE or MSI copied for its signature, and its hash.
+    /// authenticode: the PE, MSI or cabinet copied for its signature, and its hash.
     Authenticode {
         spec: DigestSpec,
         prep: authenticode::Prepared,
@@ -67,8 +68,8 @@ impl Prepared {
                     prep,
                     ..
                 },
-                DigestSpec::Authenticode { hash, msi },
-            ) => *mine == hash && (msi || prep.input().container().is_none()),
+                DigestSpec::Authenticode { hash, containers },
+            ) => *mine == hash && containers.contains(prep.container()),
             _ => false,
         }
     }
@@ -184,7 +185,10 @@ pub(crate) async fn sign(
                     hashes.sha256,
                     on.url,
                     on.format,
-                    spec.containers().join(", ")
+                    spec.containers()
+                        .map(|c| c.names())
+                        .unwrap_or_default()
+                        .join(", ")
                 ));
                 return Ok(None);
             }

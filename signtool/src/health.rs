@@ -119,6 +119,7 @@ pub fn parse(json: &serde_json::Value) -> HashMap<String, FormatInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use formats::digest_signing::Containers;
 
     #[test]
     fn reads_what_a_server_says_and_tolerates_what_it_does_not() {
@@ -140,9 +141,14 @@ mod tests {
         assert_eq!(f["old"].detached, None);
         assert_eq!(f["old"].max_filesize, Some(5));
         // An older server (no digest_containers) signs PEs only by digest.
-        let sha = |hash, msi| Some(DigestSpec::Authenticode { hash, msi });
-        assert_eq!(f["pe-only"].digest, sha(formats::Hash::Sha256, false));
-        assert_eq!(f["both"].digest, sha(formats::Hash::Sha384, true));
+        let sha = |hash, names: &[&str]| {
+            Some(DigestSpec::Authenticode {
+                hash,
+                containers: Containers::from_names(names),
+            })
+        };
+        assert_eq!(f["pe-only"].digest, sha(formats::Hash::Sha256, &["pe"]));
+        assert_eq!(f["both"].digest, sha(formats::Hash::Sha384, &["msi"]));
         assert_eq!(f["future"].digest, None, "a spec this build does not know");
         assert!(parse(&serde_json::json!({"status": "ok"})).is_empty());
     }

@@ -328,7 +328,7 @@ fn find(hay: &[u8], needle: &[u8]) -> usize {
 fn signtool_signs_msis_by_digest_and_osslsigncode_verifies_them() {
     use signing_tests::authenticode::{osslsigncode_verify, Tsa, TsaMode};
     use signing_tests::windows::{
-        build_cab, build_msi, osslsigncode_sign, require_osslsigncode_2_9, signature_count,
+        build_msi, osslsigncode_sign, require_osslsigncode_2_9, signature_count,
     };
     require_osslsigncode_2_9();
     let tsa = Tsa::start(TsaMode::Good);
@@ -344,7 +344,7 @@ fn signtool_signs_msis_by_digest_and_osslsigncode_verifies_them() {
     assert_eq!(d["digest"], "authenticode:sha256", "{h}");
     assert_eq!(
         d["digest_containers"],
-        serde_json::json!(["pe", "msi"]),
+        serde_json::json!(["pe", "msi", "cab"]),
         "{h}"
     );
 
@@ -389,9 +389,8 @@ fn signtool_signs_msis_by_digest_and_osslsigncode_verifies_them() {
     let theirs = dir.path().join("theirs.msi");
     let (ok, text) = osslsigncode_sign(&msi, &theirs, &["-add-msi-dse"]);
     assert!(ok, "osslsigncode sign: {text}");
-    assert!(osslsigncode_verify(&theirs)
-        .0
-        .contains("MsiDigitalSignatureEx"));
+    let (text, _) = osslsigncode_verify(&theirs);
+    assert!(text.contains("Current MsiDigitalSignatureEx"), "{text}");
     let (code, out) = sign(&theirs);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("signed by digest"), "{out}");
@@ -407,17 +406,78 @@ fn signtool_signs_msis_by_digest_and_osslsigncode_verifies_them() {
     std::fs::write(&msi, &tampered).unwrap();
     assert!(!osslsigncode_verify(&msi).1, "a modified MSI verified");
 
-    // A cabinet is not signed by digest: it is uploaded, and verifies.
+    assert!(tsa.count() >= 3, "the timestamps came from the TSA");
+}
+
+#[test]
+fn signtool_signs_cabinets_by_digest_and_uploads_scripts() {
+    use signing_tests::authenticode::{osslsigncode_verify, Tsa, TsaMode};
+    use signing_tests::windows::{
+        build_cab, osslsigncode_sign, ps1_text, require_osslsigncode_2_9, signature_count,
+        TextEncoding,
+    };
+    require_osslsigncode_2_9();
+    let tsa = Tsa::start(TsaMode::Good);
+    let s = authenticode_server(&tsa.url);
+    let dir = tempfile::tempdir().unwrap();
+    let (token, nonce) = token_file(&s, dir.path());
+    let host = host_of("sha2signcode", &s.url);
+    let sign = |file: &Path| {
+        output(
+            signtool_sign(std::slice::from_ref(&host), &token, &nonce)
+                .args(["-f", "sha2signcode"])
+                .arg(file),
+        )
+    };
+    for compress in [false, true] {
+        let cab = build_cab(dir.path(), &format!("files-{compress}"), compress);
+        let size = std::fs::metadata(&cab).unwrap().len() as f64;
+        let before = received(&s, "sha2signcode");
+        let (code, out) = sign(&cab);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("signed by digest"), "{out}");
+        let (text, ok) = osslsigncode_verify(&cab);
+        assert!(ok && signature_count(&text) == Some(1), "{text}");
+        assert!(
+            text.contains("Timestamp Server Signature verification: ok"),
+            "{text}"
+        );
+        let sent = received(&s, "sha2signcode") - before;
+        assert!(
+            sent < 16.0 * 1024.0 && sent < size / 2.0,
+            "received {sent} bytes for {size}"
+        );
+
+        // Signed by the reference, then by us: one signature, ours.
+        let theirs = dir.path().join(format!("theirs-{compress}.cab"));
+        let (ok, text) = osslsigncode_sign(&cab, &theirs, &[]);
+        assert!(ok, "osslsigncode sign: {text}");
+        let (code, out) = sign(&theirs);
+        assert_eq!(code, 0, "{out}");
+        let (text, ok) = osslsigncode_verify(&theirs);
+        assert!(ok && signature_count(&text) == Some(1), "{text}");
+        assert!(text.contains("digest test"), "ours, not theirs: {text}");
+
+        // A flipped byte of the data fails.
+        let mut tampered = std::fs::read(&cab).unwrap();
+        let at = tampered.len() / 3;
+        tampered[at] ^= 1;
+        std::fs::write(&cab, &tampered).unwrap();
+        assert!(!osslsigncode_verify(&cab).1, "a modified cabinet verified");
+    }
+
+    // A script is not signed by digest: it is uploaded, and verifies.
+    let ps1 = dir.path().join("hello.ps1");
+    let text = ps1_text(true, TextEncoding::Utf8Bom);
+    std::fs::write(&ps1, &text).unwrap();
     let before = received(&s, "sha2signcode");
-    let cab = build_cab(dir.path(), "files", true);
-    let (code, out) = sign(&cab);
+    let (code, out) = sign(&ps1);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("OK (signed by digest"), "{out}");
     assert!(out.contains("uploading"), "{out}");
-    assert!(osslsigncode_verify(&cab).1);
-    let cab_size = std::fs::metadata(&cab).unwrap().len() as f64;
-    assert!(received(&s, "sha2signcode") - before >= cab_size * 0.9);
-    assert!(tsa.count() >= 4, "the timestamps came from the TSA");
+    let (verified, ok) = osslsigncode_verify(&ps1);
+    assert!(ok, "{verified}");
+    assert!(received(&s, "sha2signcode") - before >= text.len() as f64);
 }
 
 #[test]
@@ -441,9 +501,9 @@ fn a_digest_request_for_an_msi_is_checked_before_signing() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("must be 32 bytes"), "{body}");
     // A container this server does not sign by digest.
-    let (status, body) = ask(&[("container", "cab"), ("digest", &sha256)]);
+    let (status, body) = ask(&[("container", "appx"), ("digest", &sha256)]);
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("only pe, msi"), "{body}");
+    assert!(body.contains("only pe, msi, cab"), "{body}");
     let signed =
         s.metric("signing_digest_signatures_total{format=\"sha2signcode\",outcome=\"ok\"}");
     assert_eq!(signed.unwrap_or(0.0), 0.0, "nothing was signed");

@@ -180,18 +180,11 @@ impl AuthenticodeSigner {
                 let l = cab::parse(input, len)?;
                 self.refuse_signed(c, l.signature.is_some())?;
                 let mut out = create(output)?;
-                let mut w = BufWriter::with_capacity(64 << 10, &mut out);
-                let (digest, body_len) = cab::copy_and_hash(input, &l, self.alg, Some(&mut w))?;
-                let der = self.indirect_der(
-                    pkcs7::SPC_CAB_DATA,
-                    &pkcs7::spc_link_obsolete(),
-                    &digest,
-                    timestamp,
-                )?;
-                let padded = cab::append_signature(&mut w, &der)?;
-                w.flush()?;
-                drop(w);
-                cab::patch_signature_size(&mut out, body_len, padded)?;
+                let (digest, body_len) =
+                    cab::copy_unsigned_and_hash(input, &l, &mut out, self.alg)?;
+                let (data_type, value) = cab::indirect_data();
+                let der = self.indirect_der(data_type, &value, &digest, timestamp)?;
+                cab::write_signature(&mut out, body_len, &der)?;
                 out.sync_data()?;
                 Ok(())
             }

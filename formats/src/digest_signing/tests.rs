@@ -95,11 +95,14 @@ fn authenticode_signs_a_clients_image_hash_and_the_output_verifies() {
     );
     let spec = s.digest_spec().unwrap();
     assert_eq!(spec.to_text(), "authenticode:sha256");
-    assert_eq!(spec.containers(), ["pe", "msi"]);
+    assert_eq!(spec.containers().unwrap().names(), ["pe", "msi", "cab"]);
     // The text form alone (an older server's /health) means PEs only.
     let pe_only = DigestSpec::parse("authenticode:sha256").unwrap();
-    assert_eq!(pe_only.containers(), ["pe"]);
-    assert_eq!(pe_only.with_containers(Some(&["pe", "msi"])), spec);
+    assert_eq!(pe_only.containers().unwrap().names(), ["pe"]);
+    assert_eq!(pe_only.with_containers(Some(&["pe", "msi", "cab"])), spec);
+    // Names this build does not know are left out; PE is always in.
+    let listed = pe_only.with_containers(Some(&["msi", "appx"]));
+    assert_eq!(listed.containers().unwrap().names(), ["pe", "msi"]);
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.exe"), dir.path().join("out.exe"));
     std::fs::write(
@@ -174,7 +177,10 @@ fn authenticode_signs_a_clients_msi_hash_and_the_output_verifies() {
 
     let prep = prepare(&input, &output, spec, "in.msi").unwrap().unwrap();
     let req = prep.input();
-    assert_eq!(req, DigestInput::Msi(prep.digest.clone()));
+    assert_eq!(
+        req,
+        DigestInput::Authenticode(Container::Msi, prep.digest.clone())
+    );
     assert_eq!(req.container(), Some("msi"));
     req.check(spec).unwrap();
     // A host that signs only PEs refuses an MSI hash before signing.
@@ -191,7 +197,9 @@ fn authenticode_signs_a_clients_msi_hash_and_the_output_verifies() {
     // Another hash: refused.
     let mut other = prep.digest.clone();
     other[0] ^= 1;
-    let wrong = s.sign_digest(&DigestInput::Msi(other), &ctx()).unwrap();
+    let wrong = s
+        .sign_digest(&DigestInput::Authenticode(Container::Msi, other), &ctx())
+        .unwrap();
     assert!(verify(&prep, &wrong).is_err());
     finish(&output, prep, &der).unwrap();
     s.verify(&input, &output).unwrap();
@@ -219,7 +227,7 @@ fn authenticode_signs_a_clients_msi_hash_and_the_output_verifies() {
             .digest
     );
 
-    // A cabinet, a catalog or a script is uploaded, not prepared.
+    // A script (or a catalog) is uploaded, not prepared.
     let ps1 = dir.path().join("x.ps1");
     std::fs::write(&ps1, "Write-Output 1\n").unwrap();
     assert!(prepare(&ps1, &dir.path().join("x2.ps1"), spec, "x.ps1")
@@ -231,7 +239,7 @@ fn authenticode_signs_a_clients_msi_hash_and_the_output_verifies() {
 fn a_container_field_is_checked_against_the_spec() {
     let spec = DigestSpec::Authenticode {
         hash: crate::Hash::Sha256,
-        msi: true,
+        containers: Containers::from_names(&["msi"]),
     };
     let d = || vec![0u8; 32];
     assert_eq!(
@@ -244,16 +252,92 @@ fn a_container_field_is_checked_against_the_spec() {
     );
     assert_eq!(
         DigestInput::for_container(spec, Some("msi"), d()),
-        Ok(DigestInput::Msi(d()))
+        Ok(DigestInput::Authenticode(Container::Msi, d()))
     );
     let e = DigestInput::for_container(spec, Some("cab"), d()).unwrap_err();
     assert!(e.contains("only pe, msi"), "{e}");
+    // A cabinet, known to this build, but not listed for this host.
+    assert!(DigestInput::for_container(spec, Some("cab"), d()).is_err());
+    assert!(DigestInput::Authenticode(Container::Cab, d())
+        .check(spec)
+        .is_err());
     let mar = DigestSpec::Mar {
         algorithm: 2,
         signature_len: 512,
     };
     assert!(DigestInput::for_container(mar, Some("pe"), d()).is_err());
     // An MSI hash of the wrong length.
-    let e = DigestInput::Msi(vec![0; 20]).check(spec).unwrap_err();
+    let e = DigestInput::Authenticode(Container::Msi, vec![0; 20])
+        .check(spec)
+        .unwrap_err();
     assert!(e.contains("must be 32 bytes"), "{e}");
+}
+
+#[test]
+fn authenticode_signs_a_clients_cabinet_hash_and_the_output_verifies() {
+    use crate::authenticode::remote::{finish, prepare, verify};
+    let a = certs().join("authenticode");
+    let s = open(
+        "authenticode",
+        &a.join("rsa.key"),
+        Some(&a.join("rsa-chain.pem")),
+        None,
+    );
+    let spec = s.digest_spec().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.cab"), dir.path().join("out.cab"));
+    std::fs::write(
+        &input,
+        crate::authenticode::cab::tests::tiny_cab(b"cabinet payload", true),
+    )
+    .unwrap();
+    let msi_only = spec.with_containers(Some(&["pe", "msi"]));
+    assert!(prepare(&input, &output, msi_only, "in.cab")
+        .unwrap()
+        .is_none());
+    assert!(!output.exists());
+
+    let prep = prepare(&input, &output, spec, "in.cab").unwrap().unwrap();
+    assert_eq!(prep.container(), Container::Cab);
+    let req = prep.input();
+    assert_eq!(req.container(), Some("cab"));
+    req.check(spec).unwrap();
+    let der = s.sign_digest(&req, &ctx()).unwrap();
+    verify(&prep, &der).unwrap();
+    // The hash signed as an MSI's: refused.
+    let as_msi = s
+        .sign_digest(
+            &DigestInput::Authenticode(Container::Msi, prep.digest.clone()),
+            &ctx(),
+        )
+        .unwrap();
+    let err = verify(&prep, &as_msi).unwrap_err().to_string();
+    assert!(err.contains("not over this kind of file (cab)"), "{err}");
+    finish(&output, prep, &der).unwrap();
+    s.verify(&input, &output).unwrap();
+    // The same bytes as the whole-file signing's, but for the signature.
+    let whole = dir.path().join("whole.cab");
+    s.sign(&input, &whole, &ctx()).unwrap();
+    let (ours, theirs) = (
+        std::fs::read(&output).unwrap(),
+        std::fs::read(&whole).unwrap(),
+    );
+    let body = u32::from_le_bytes(ours[44..48].try_into().unwrap()) as usize;
+    // (Bytes 48..52 hold the signature's length.)
+    assert_eq!(ours[..48], theirs[..48]);
+    assert_eq!(ours[52..body], theirs[52..body]);
+
+    // Signed again: one signature, ours, still verifying.
+    let again = dir.path().join("again.cab");
+    let prep = prepare(&output, &again, spec, "again.cab")
+        .unwrap()
+        .unwrap();
+    let der = s.sign_digest(&prep.input(), &ctx()).unwrap();
+    finish(&again, prep, &der).unwrap();
+    s.verify(&output, &again).unwrap();
+    assert_eq!(
+        std::fs::metadata(&again).unwrap().len(),
+        std::fs::metadata(&output).unwrap().len(),
+        "the old signature is replaced, not kept"
+    );
 }

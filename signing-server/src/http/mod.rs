@@ -131,8 +131,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             });
             if let Some(spec) = digest::spec(f) {
                 detail["digest"] = spec.to_text().into();
-                if !spec.containers().is_empty() {
-                    detail["digest_containers"] = spec.containers().into();
+                if let Some(containers) = spec.containers() {
+                    detail["digest_containers"] = containers.names().into();
                 }
             }
             (name.clone(), detail)
