@@ -120,11 +120,11 @@ async fn blocking<T: Send + 'static>(
 async fn prepare(
     spec: DigestSpec,
     input: &Path,
-    hashes: &Hashes,
+    hashes: Option<&Hashes>,
     on: &On<'_>,
 ) -> Result<Option<Prepared>, TryError> {
     match spec {
-        DigestSpec::Sha256State => match &hashes.state {
+        DigestSpec::Sha256State => match hashes.and_then(|h| h.state.as_ref()) {
             Some(state) => Ok(Some(Prepared::Gpg(state.clone()))),
             None => {
                 let input = input.to_path_buf();
@@ -172,17 +172,17 @@ pub(crate) async fn sign(
     on: &On<'_>,
     spec: DigestSpec,
     input: &Path,
-    hashes: &Hashes,
+    hashes: Option<&Hashes>,
     prepared: &mut Option<Prepared>,
 ) -> Result<Option<Signed>, TryError> {
+    let tag = hashes.map_or(on.label, |h| h.sha256.as_str());
     if !prepared.as_ref().is_some_and(|p| p.fits(spec)) {
         *prepared = None;
         match prepare(spec, input, hashes, on).await? {
             Some(p) => *prepared = Some(p),
             None => {
                 log::info(format!(
-                    "{}: {} does not sign this kind of {} file by digest (only {})",
-                    hashes.sha256,
+                    "{tag}: {} does not sign this kind of {} file by digest (only {})",
                     on.url,
                     on.format,
                     spec.containers()
@@ -203,7 +203,7 @@ pub(crate) async fn sign(
     ];
     form.extend(prep.fields());
     let target = format!("{}/digest/{}", on.url, on.format);
-    log::debug(format!("{}: POST {target} (digest signing)", hashes.sha256));
+    log::debug(format!("{tag}: POST {target} (digest signing)"));
     let send = s
         .client
         .post(&target)
@@ -217,8 +217,8 @@ pub(crate) async fn sign(
             let msg = transfer::message(r).await;
             if msg.contains("does not allow digest signing") {
                 log::info(format!(
-                    "{}: {} no longer signs {} by digest",
-                    hashes.sha256, on.url, on.format
+                    "{tag}: {} no longer signs {} by digest",
+                    on.url, on.format
                 ));
                 return Ok(None);
             }
@@ -295,10 +295,8 @@ async fn finish(
             if let Err(e) = done {
                 return Err((None, e));
             }
-            let hashes = transfer::hash_file(&temp)
-                .await
-                .map_err(|e| (None, local(e)))?;
-            Ok(Signed { temp, hashes })
+            // Hashed only if a next format or the cache needs it.
+            Ok(Signed { temp, hashes: None })
         }
         Prepared::Authenticode { spec, prep, temp } => {
             if let Err(e) = authenticode::verify(&prep, sig) {
@@ -312,10 +310,8 @@ async fn finish(
             if let Err(e) = done {
                 return Err((None, e));
             }
-            let hashes = transfer::hash_file(&temp)
-                .await
-                .map_err(|e| (None, local(e)))?;
-            Ok(Signed { temp, hashes })
+            // Hashed only if a next format or the cache needs it.
+            Ok(Signed { temp, hashes: None })
         }
     }
 }
@@ -334,5 +330,8 @@ async fn write_temp(on: &On<'_>, bytes: &[u8]) -> Result<Signed, TryError> {
         .map_err(local)?;
     drop(file);
     let hashes = transfer::hash_file(&temp).await.map_err(local)?;
-    Ok(Signed { temp, hashes })
+    Ok(Signed {
+        temp,
+        hashes: Some(hashes),
+    })
 }

@@ -1,7 +1,8 @@
 //! What each host's `GET /health` says about its formats, read once per host
 //! per run: each format's `max_filesize`, its `output` (`file` or
-//! `detached`) and whether it signs digests (`digest_signing`, `digest`, and
-//! for authenticode `digest_containers`).
+//! `detached`), whether it signs digests (`digest_signing`, `digest`, and
+//! for authenticode `digest_containers`), and whether it takes an upload's
+//! digest after the file (`trailing_sha256`).
 //!
 //! A file over a host's limit fails at once, as a 413 would: the server
 //! refuses such an upload from its Content-Length and closes, and a client
@@ -26,6 +27,9 @@ pub struct FormatInfo {
     pub detached: Option<bool>,
     /// How to sign it by digest, when the host allows it.
     pub digest: Option<DigestSpec>,
+    /// Whether the host takes an upload's `sha256` after `filedata`
+    /// (`"trailing_sha256": true`): the file is then hashed while it is sent.
+    pub trailing_sha256: bool,
 }
 
 /// Per host URL, its formats (filled by the first reader).
@@ -113,6 +117,11 @@ pub fn parse(json: &serde_json::Value) -> HashMap<String, FormatInfo> {
                 .filter(|_| allowed);
         }
     }
+    if json.get("trailing_sha256").and_then(|t| t.as_bool()) == Some(true) {
+        for info in out.values_mut() {
+            info.trailing_sha256 = true;
+        }
+    }
     out
 }
 
@@ -124,6 +133,7 @@ mod tests {
     #[test]
     fn reads_what_a_server_says_and_tolerates_what_it_does_not() {
         let j = serde_json::json!({
+            "trailing_sha256": true,
             "max_filesize": {"gpg": 100, "mar": 200, "old": 5},
             "format_details": {
                 "gpg": {"type": "gpg", "output": "detached", "digest_signing": true, "digest": "sha256_state"},
@@ -150,6 +160,12 @@ mod tests {
         assert_eq!(f["pe-only"].digest, sha(formats::Hash::Sha256, &["pe"]));
         assert_eq!(f["both"].digest, sha(formats::Hash::Sha384, &["msi"]));
         assert_eq!(f["future"].digest, None, "a spec this build does not know");
+        assert!(f["gpg"].trailing_sha256 && f["old"].trailing_sha256);
+        let older = parse(&serde_json::json!({"max_filesize": {"gpg": 100}}));
+        assert!(
+            !older["gpg"].trailing_sha256,
+            "an older server: the digest goes first"
+        );
         assert!(parse(&serde_json::json!({"status": "ok"})).is_empty());
     }
 }

@@ -16,6 +16,8 @@
 //! against the server's digest header (uploads) or checked against what it
 //! sent (digest signing).
 
+mod bundle;
+mod cache;
 pub mod cli;
 mod digest;
 pub mod health;
@@ -25,6 +27,7 @@ pub mod sign;
 pub mod tls;
 pub mod token;
 pub mod transfer;
+mod upload;
 
 use std::process::ExitCode;
 

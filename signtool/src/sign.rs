@@ -164,7 +164,7 @@ fn jobs(args: &SignArgs, formats: &[Format]) -> Result<Vec<Job>, String> {
     for p in &args.paths {
         let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
         if meta.is_dir() && p.extension().is_some_and(|e| e == "app") {
-            bundles.push(bundle::pack(p)?);
+            bundles.push(crate::bundle::pack(p)?);
         } else if meta.is_dir() {
             walk(p, &includes, &excludes, &mut inputs)
                 .map_err(|e| format!("cannot list {}: {e}", p.display()))?;
@@ -225,91 +225,6 @@ fn jobs(args: &SignArgs, formats: &[Format]) -> Result<Vec<Job>, String> {
         .collect()
 }
 
-/// `.app` bundles: packed as `.tar.gz` to be signed as one file (the apple
-/// formats take bundles that way), and the signed bundle unpacked in place.
-mod bundle {
-    use std::path::{Path, PathBuf};
-
-    /// Packs `app` into `NAME.app.tar.gz` inside a private directory beside it.
-    pub(super) fn pack(app: &Path) -> Result<(PathBuf, tempfile::TempDir, PathBuf), String> {
-        let name = app
-            .file_name()
-            .ok_or_else(|| format!("{} has no name", app.display()))?
-            .to_owned();
-        let parent = app
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let err = |e: std::io::Error| format!("cannot pack {}: {e}", app.display());
-        let dir = tempfile::Builder::new()
-            .prefix(".signtool-bundle-")
-            .tempdir_in(parent)
-            .map_err(err)?;
-        let mut tarball = dir.path().join(&name);
-        tarball.as_mut_os_string().push(".tar.gz");
-        let file = std::fs::File::create(&tarball).map_err(err)?;
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-            file,
-            flate2::Compression::default(),
-        ));
-        // Symlinks stay symlinks: a bundle's links are part of what is signed.
-        tar.follow_symlinks(false);
-        tar.append_dir_all(&name, app).map_err(err)?;
-        tar.into_inner()
-            .and_then(|gz| gz.finish())
-            .and_then(|f| f.sync_all())
-            .map_err(err)?;
-        Ok((app.to_path_buf(), dir, tarball))
-    }
-
-    /// Unpacks the signed `tarball` and swaps it in for `app`: the old bundle
-    /// is moved aside, the new one renamed in, the old one removed. On any
-    /// failure the original bundle is left (or put back) where it was.
-    pub(super) fn unpack_in_place(
-        tarball: &Path,
-        app: &Path,
-        dir: &tempfile::TempDir,
-    ) -> Result<(), String> {
-        let name = app.file_name().unwrap_or_default();
-        let out = dir.path().join("signed");
-        let err = |e: std::io::Error| format!("cannot unpack the signed bundle: {e}");
-        std::fs::create_dir_all(&out).map_err(err)?;
-        let file = std::fs::File::open(tarball).map_err(err)?;
-        // tar refuses absolute paths and `..` on unpack.
-        tar::Archive::new(flate2::read::GzDecoder::new(file))
-            .unpack(&out)
-            .map_err(err)?;
-        let entries: Vec<_> = std::fs::read_dir(&out)
-            .map_err(err)?
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        if entries != [name.to_owned()] {
-            return Err(format!(
-                "the signed archive does not hold exactly {}",
-                name.to_string_lossy()
-            ));
-        }
-        let old = dir.path().join("original");
-        std::fs::rename(app, &old)
-            .map_err(|e| format!("cannot move {} aside: {e}", app.display()))?;
-        if let Err(e) = std::fs::rename(out.join(name), app) {
-            let _ = std::fs::rename(&old, app);
-            return Err(format!("cannot put the signed bundle in place: {e}"));
-        }
-        if let Some(parent) = app.parent() {
-            if let Ok(d) = std::fs::File::open(if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            }) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
-
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(suffix);
@@ -359,7 +274,8 @@ async fn execute(args: &SignArgs, s: &Session, jobs: Vec<Job>, formats: &[Format
             let mut r = process(s, &job, formats, cache).await;
             match (&r, job.bundle) {
                 (Ok(()), Some((app, dir))) => {
-                    r = bundle::unpack_in_place(&job.dest, &app, &dir).map_err(Failure::Local);
+                    r = crate::bundle::unpack_in_place(&job.dest, &app, &dir)
+                        .map_err(Failure::Local);
                     (app, r)
                 }
                 (_, Some((app, _))) => (app, r),
@@ -407,9 +323,10 @@ async fn process(
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let mut hashes = transfer::hash_file(&job.input)
-        .await
-        .map_err(|e| Failure::Local(format!("cannot read it: {e}")))?;
+    // The input's digests: computed when first needed (a cache key, a GET by
+    // hash, gpg's state), or while uploading; a PE or MAR signed by digest
+    // is read once, by the copy that signs it.
+    let mut hashes: Option<Hashes> = None;
     let dest_dir = parent(&job.dest);
     let asc_dir = parent(&job.asc);
     for d in [&dest_dir, &asc_dir] {
@@ -422,7 +339,7 @@ async fn process(
             .as_ref()
             .map(|c| c.temp.to_path_buf())
             .unwrap_or_else(|| job.input.clone());
-        let signed = obtain(s, format, &input, &label, &hashes, &dest_dir, cache).await?;
+        let signed = obtain(s, format, &input, &label, &mut hashes, &dest_dir, cache).await?;
         hashes = signed.hashes.clone();
         content = Some(signed);
     }
@@ -442,7 +359,16 @@ async fn process(
         } else {
             with_suffix(&job.asc.with_extension(""), &format!(".{format}.asc"))
         };
-        let sig = obtain(s, format, &signed_content, &label, &hashes, &asc_dir, cache).await?;
+        let sig = obtain(
+            s,
+            format,
+            &signed_content,
+            &label,
+            &mut hashes,
+            &asc_dir,
+            cache,
+        )
+        .await?;
         put_in_place(s, sig, &dest, None).await?;
     }
     Ok(())
@@ -461,74 +387,42 @@ async fn obtain(
     format: &str,
     input: &Path,
     label: &str,
-    hashes: &Hashes,
+    hashes: &mut Option<Hashes>,
     out_dir: &Path,
     cache: Option<&Path>,
 ) -> Result<Signed, Failure> {
-    let cached = cache.map(|c| c.join(format).join(&hashes.sha256));
-    if let Some(path) = &cached {
-        if path.is_file() {
-            match copy_to_temp(path, out_dir, label).await {
-                Ok(signed) if Some(&signed.hashes.sha256) != read_digest(path).as_ref() => {
-                    log::warn(format!("warning: cache entry {} does not match its recorded digest; asking the servers", path.display()))
-                }
-                Ok(signed) => {
-                    log::info(format!("{}: {} with {format} from the cache ({}); OK", hashes.sha256, input.display(), path.display()));
-                    return Ok(signed);
-                }
-                Err(e) => log::warn(format!("warning: cache entry {} unusable ({e}); asking the servers", path.display())),
-            }
-        }
+    let Some(cache) = cache else {
+        return transfer::sign(s, format, input, label, hashes, out_dir).await;
+    };
+    if hashes.is_none() {
+        // The cache is keyed by the input's SHA-256.
+        *hashes = Some(
+            transfer::hash_file(input)
+                .await
+                .map_err(|e| Failure::Local(format!("cannot read it: {e}")))?,
+        );
     }
-    let signed = transfer::sign(s, format, input, label, hashes, out_dir).await?;
-    if let Some(path) = &cached {
-        if let Err(e) = store_in_cache(&signed, path).await {
-            log::warn(format!(
-                "warning: cannot store {} in the cache: {e}",
-                path.display()
-            ));
-        }
+    let key = hashes
+        .as_ref()
+        .map(|h| h.sha256.clone())
+        .unwrap_or_default();
+    let path = cache.join(format).join(&key);
+    if let Some(signed) = crate::cache::lookup(&path, out_dir, label).await {
+        log::info(format!(
+            "{key}: {} with {format} from the cache ({}); OK",
+            input.display(),
+            path.display()
+        ));
+        return Ok(signed);
+    }
+    let mut signed = transfer::sign(s, format, input, label, hashes, out_dir).await?;
+    if let Err(e) = crate::cache::store(&mut signed, &path).await {
+        log::warn(format!(
+            "warning: cannot store {} in the cache: {e}",
+            path.display()
+        ));
     }
     Ok(signed)
-}
-
-async fn copy_to_temp(from: &Path, dir: &Path, name: &str) -> std::io::Result<Signed> {
-    let (file, temp) = transfer::temp_in(dir, name)?;
-    let mut out = tokio::fs::File::from_std(file);
-    let mut src = tokio::fs::File::open(from).await?;
-    tokio::io::copy(&mut src, &mut out).await?;
-    out.sync_all().await?;
-    drop(out);
-    let hashes = transfer::hash_file(&temp).await?;
-    Ok(Signed { temp, hashes })
-}
-
-/// `ENTRY.sha256`: the sha256 of the cached result, checked on every hit, so a
-/// damaged or foreign cache entry is never handed out as a signed file.
-fn digest_path(entry: &Path) -> PathBuf {
-    with_suffix(entry, ".sha256")
-}
-
-fn read_digest(entry: &Path) -> Option<String> {
-    std::fs::read_to_string(digest_path(entry))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-/// Stores a verified result: the entry, then its digest (each by rename).
-async fn store_in_cache(signed: &Signed, to: &Path) -> std::io::Result<()> {
-    let dir = parent(to);
-    tokio::fs::create_dir_all(&dir).await?;
-    let (file, temp) = transfer::temp_in(&dir, "cache")?;
-    let mut out = tokio::fs::File::from_std(file);
-    tokio::io::copy(&mut tokio::fs::File::open(&signed.temp).await?, &mut out).await?;
-    out.sync_all().await?;
-    drop(out);
-    temp.persist(to).map_err(|e| e.error)?;
-    let (mut file, temp) = transfer::temp_in(&dir, "cache")?;
-    std::io::Write::write_all(&mut file, signed.hashes.sha256.as_bytes())?;
-    file.sync_all()?;
-    temp.persist(digest_path(to)).map_err(|e| e.error)
 }
 
 /// Renames the verified (fsynced) temp file over `dest` (same directory:

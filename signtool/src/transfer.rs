@@ -21,10 +21,11 @@ use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
 
-use formats::digest_signing::Sha256State;
+use formats::digest_signing::{DigestSpec, Sha256State};
 
 use crate::hosts::Backoff;
 use crate::log;
+use crate::upload::{self, Digest::After, Digest::Before};
 
 /// Everything shared by the files of a run.
 pub struct Session {
@@ -79,11 +80,11 @@ impl Nonce {
         }
     }
 
-    fn get(&self) -> String {
+    pub(crate) fn get(&self) -> String {
         self.value.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    fn store(&self, new: &str) {
+    pub(crate) fn store(&self, new: &str) {
         let Ok(mut v) = self.value.lock() else { return };
         *v = new.to_string();
         if let Some(path) = &self.path {
@@ -152,8 +153,10 @@ pub async fn hash_file(path: &Path) -> std::io::Result<Hashes> {
 pub struct Signed {
     /// The temp file.
     pub temp: TempPath,
-    /// Its digests (checked against the server's header).
-    pub hashes: Hashes,
+    /// Its digests: checked against the server's header (a download), or
+    /// not computed yet (a file built here by digest signing: computed when
+    /// a next format or the cache needs them).
+    pub hashes: Option<Hashes>,
 }
 
 /// Why a file could not be signed.
@@ -355,137 +358,33 @@ async fn download(
         return Err(retry(format!("digest mismatch: the body ({size} bytes) hashes to {got}, {name} says {want}; not written")));
     }
     out.get_ref().sync_all().await.map_err(local)?;
-    Ok(Answer::Done(Signed { temp, hashes }))
+    Ok(Answer::Done(Signed {
+        temp,
+        hashes: Some(hashes),
+    }))
 }
 
 fn temp_display(dir: &Path) -> String {
     format!("a temp file in {}", dir.display())
 }
 
-async fn upload(
-    s: &Session,
-    url: &str,
-    format: &str,
-    input: &Path,
-    label: &str,
-    hashes: &Hashes,
-) -> Result<(), TryError> {
-    use reqwest::multipart::{Form, Part};
-    if let Some(limit) = s.health.get(s, url, format).await.max_filesize {
-        if hashes.size > limit {
-            return Err(TryError::Fatal(format!(
-                "413 file too large: {} bytes, the limit for format {format} is {limit} bytes (from its /health; not uploaded)",
-                hashes.size
-            )));
-        }
-    }
-    let file = tokio::fs::File::open(input)
-        .await
-        .map_err(|e| TryError::Local(format!("cannot read {}: {e}", input.display())))?;
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = sent.clone();
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect(move |c| {
-        if let Ok(c) = c {
-            counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
-    let body = reqwest::Body::wrap_stream(stream);
-    let part = Part::stream_with_length(body, hashes.size)
-        .file_name(label.to_string())
-        .mime_str("application/octet-stream")
-        .map_err(|e| TryError::Local(e.to_string()))?;
-    // filedata last: the server reads the text fields before the file.
-    let form = Form::new()
-        .text("token", s.token.clone())
-        .text("nonce", s.nonce.get())
-        .text("filename", label.to_string())
-        .text("sha256", hashes.sha256.clone())
-        .part("filedata", part);
-    let target = format!("{url}/sign/{format}");
-    log::debug(format!(
-        "{}: POST {target} ({} bytes)",
-        hashes.sha256, hashes.size
-    ));
-    let send = s
-        .client
-        .post(&target)
-        .multipart(form)
-        .timeout(s.remaining())
-        .send();
-    let r = watch_upload(send, label, hashes.size, &sent, s.read_timeout)
-        .await?
-        .map_err(|e| retry(describe(&e)))?;
-    if r.status().as_u16() == 202 {
-        if let Some(n) = r.headers().get("x-nonce").and_then(|v| v.to_str().ok()) {
-            s.nonce.store(n);
-        }
-        return Ok(());
-    }
-    Err(refusal(r).await)
-}
-
-/// Awaits `send` (an upload whose body counts its bytes in `sent`). Fails it
-/// when nothing moved for `idle`: no byte sent and no answer (a stalled
-/// server), however long the whole upload takes. On a terminal, an upload of
-/// 1 MiB or more also shows a progress bar.
-async fn watch_upload<F: std::future::Future>(
-    send: F,
-    label: &str,
-    size: u64,
-    sent: &std::sync::atomic::AtomicU64,
-    idle: Duration,
-) -> Result<F::Output, TryError> {
-    let bar = if size >= (1 << 20) {
-        log::upload_bar(label, size)
-    } else {
-        None
-    };
-    tokio::pin!(send);
-    let step = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(step);
-    let (mut last, mut last_change) = (0u64, Instant::now());
-    let finish = |bar: &Option<indicatif::ProgressBar>| {
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-    };
-    loop {
-        tokio::select! {
-            r = &mut send => {
-                finish(&bar);
-                return Ok(r);
-            }
-            _ = tick.tick() => {
-                let now_sent = sent.load(std::sync::atomic::Ordering::Relaxed);
-                if now_sent != last {
-                    (last, last_change) = (now_sent, Instant::now());
-                } else if last_change.elapsed() >= idle {
-                    finish(&bar);
-                    let what = if now_sent >= size { "no answer after the upload" } else { "upload stalled" };
-                    return Err(retry(format!("timed out: {what}, nothing moved for {} s (--read-timeout)", idle.as_secs_f64())));
-                }
-                if let Some(b) = &bar {
-                    b.set_position(now_sent.min(size));
-                }
-            }
-        }
-    }
-}
-
-/// Signs `input` (its digests `hashes`, shown to servers as `label`) with
-/// `format`; returns the verified result in a temp file in `out_dir`.
+/// Signs `input` (shown to servers as `label`) with `format`; returns the
+/// verified result in a temp file in `out_dir`. `hashes` are the input's
+/// digests when known; they are computed here only when this host's way of
+/// signing needs them first (a GET by hash, gpg's SHA-256 state), or while
+/// uploading where the host takes the digest after the file, and left
+/// unknown when the host signs a PE or MAR by digest (one read of the file).
 pub async fn sign(
     s: &Session,
     format: &str,
     input: &Path,
     label: &str,
-    hashes: &Hashes,
+    hashes: &mut Option<Hashes>,
     out_dir: &Path,
 ) -> Result<Signed, Failure> {
     let Some(pool) = s.pools.get(format) else {
         return Err(Failure::Local(format!("no host for format {format}")));
     };
-    let h = &hashes.sha256;
     let shown = input.display();
     let mut i = pool.start();
     let mut errors = 0u32;
@@ -504,25 +403,42 @@ pub async fn sign(
     };
     loop {
         let url = pool.url(i);
+        let tag = |h: &Option<Hashes>| h.as_ref().map_or(label.to_string(), |h| h.sha256.clone());
         let wait = pool.wait_for(i);
         if !wait.is_zero() {
-            log::debug(format!("{h}: {url} asked to wait {} ms", wait.as_millis()));
+            log::debug(format!(
+                "{}: {url} asked to wait {} ms",
+                tag(hashes),
+                wait.as_millis()
+            ));
             tokio::time::sleep(wait.min(s.remaining())).await;
         }
         if s.remaining().is_zero() {
             tried.push("then the overall --timeout ran out".into());
             return Err(give_up(&tried, ""));
         }
-        if announced != Some(i) {
-            log::info(format!("{h}: processing {shown} on {url}"));
-            announced = Some(i);
-        }
         let started = Instant::now();
+        let info = s.health.get(s, url, format).await;
         let by_digest = if s.whole_file || digest_refused_here {
             None
         } else {
-            s.health.get(s, url, format).await.digest
+            info.digest
         };
+        let hash_first = match by_digest {
+            Some(spec) => spec == DigestSpec::Sha256State,
+            None => !info.trailing_sha256 || uploaded_here,
+        };
+        if hash_first && hashes.is_none() {
+            *hashes = Some(
+                hash_file(input)
+                    .await
+                    .map_err(|e| Failure::Local(format!("cannot read it: {e}")))?,
+            );
+        }
+        if announced != Some(i) {
+            log::info(format!("{}: processing {shown} on {url}", tag(hashes)));
+            announced = Some(i);
+        }
         let result = if let Some(spec) = by_digest {
             let on = crate::digest::On {
                 url,
@@ -530,20 +446,28 @@ pub async fn sign(
                 label,
                 out_dir,
             };
-            match crate::digest::sign(s, &on, spec, input, hashes, &mut prepared).await {
+            let known = hashes.as_ref();
+            match crate::digest::sign(s, &on, spec, input, known, &mut prepared).await {
                 Ok(Some(signed)) => {
-                    log::info(format!("{h}: OK (signed by digest; the file was not sent)"));
+                    log::info(format!(
+                        "{}: OK (signed by digest; the file was not sent)",
+                        tag(hashes)
+                    ));
                     return Ok(signed);
                 }
                 Ok(None) => {
-                    log::info(format!("{h}: not signed by digest on {url}; uploading"));
+                    log::info(format!(
+                        "{}: not signed by digest on {url}; uploading",
+                        tag(hashes)
+                    ));
                     digest_refused_here = true;
                     continue;
                 }
                 Err(e) => Err(e),
             }
-        } else {
-            match get(s, url, format, hashes, out_dir, label).await {
+        } else if let Some(known) = hashes.as_ref().filter(|_| hash_first) {
+            let h = &known.sha256;
+            match get(s, url, format, known, out_dir, label).await {
                 Ok(Answer::Done(signed)) => {
                     log::info(format!("{h}: OK"));
                     return Ok(signed);
@@ -561,13 +485,27 @@ pub async fn sign(
                 }
                 Ok(Answer::Unknown) => {
                     log::info(format!("{h}: uploading {shown} to {url}"));
-                    let r = upload(s, url, format, input, label, hashes).await;
-                    if r.is_ok() {
-                        uploaded_here = true;
-                        continue;
-                    }
-                    r
+                    let r = upload::upload(s, url, format, input, label, Before(known)).await;
+                    r.map(|_| uploaded_here = true)
                 }
+                Err(e) => Err(e),
+            }
+        } else {
+            // Not hashed yet, and the host takes the digest after the file:
+            // hash while uploading, then fetch the result by that hash.
+            log::info(format!(
+                "{label}: uploading {shown} to {url} (hashed on the way)"
+            ));
+            match upload::upload(s, url, format, input, label, After).await {
+                Ok(Some(got)) => {
+                    log::info(format!("{}: uploaded {shown}", got.sha256));
+                    *hashes = Some(got);
+                    uploaded_here = true;
+                    Ok(())
+                }
+                Ok(None) => Err(TryError::Local(
+                    "the upload was accepted but its digest was not kept".into(),
+                )),
                 Err(e) => Err(e),
             }
         };
@@ -575,6 +513,7 @@ pub async fn sign(
             Ok(()) => continue,
             Err(TryError::Local(msg)) => return Err(Failure::Local(msg)),
             Err(TryError::Fatal(what)) => {
+                let h = tag(hashes);
                 log::warn(format!(
                     "{h}: {url} answered {what}; no other host is tried for this answer"
                 ));
@@ -584,6 +523,7 @@ pub async fn sign(
             Err(TryError::Retry { what, retry_after }) => {
                 errors += 1;
                 tried.push(format!("{url}: {what}"));
+                let h = tag(hashes);
                 if let Some(ra) = retry_after {
                     pool.hold_off(i, ra.min(Duration::from_secs(60)));
                 }

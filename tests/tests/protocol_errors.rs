@@ -615,6 +615,39 @@ const CASES: &[Case] = &[
         absent: &[],
     },
     Case {
+        name: "trailing sha256 not 64 hex digits",
+        doc: "no hash given",
+        setup: Setup::Main,
+        request: |c| upload_trailing(c, &data(100, 11), "abc"),
+        status: 400,
+        body: "sha256 must be 64 hex digits",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "trailing sha256 differs from the bytes",
+        doc: "a given hash differs",
+        setup: Setup::Main,
+        request: |c| upload_trailing(c, &data(100, 12), &sha256_hex(b"other")),
+        status: 400,
+        body: "sha256 mismatch",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
+        name: "trailing sha256 that matches is accepted",
+        doc: "accepted; header `X-Nonce`",
+        setup: Setup::Main,
+        request: |c| {
+            let body = data(100, 13);
+            upload_trailing(c, &body, &sha256_hex(&body))
+        },
+        status: 202,
+        body: "accepted",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
         name: "sha256 not 64 hex digits",
         doc: "no hash given",
         setup: Setup::Main,
@@ -919,6 +952,24 @@ fn upload(c: &Ctx, format: &str, body: &[u8]) -> Answer {
             ("sha256", &sha256_hex(body)),
         ],
         Some(body),
+    )
+}
+
+/// An upload of `body` whose only hash field, `sha256 = after`, follows
+/// `filedata` (a client that hashes while it sends).
+fn upload_trailing(c: &Ctx, body: &[u8], after: &str) -> Answer {
+    use reqwest::blocking::multipart::{Form, Part};
+    let form = Form::new()
+        .text("token", c.token.clone())
+        .text("filename", "a.bin")
+        .part("filedata", Part::bytes(body.to_vec()).file_name("upload"))
+        .text("sha256", after.to_string());
+    Answer::from_reqwest(
+        c.s.client()
+            .post(format!("{}/sign/gpg", c.s.url))
+            .multipart(form)
+            .send()
+            .unwrap(),
     )
 }
 

@@ -52,7 +52,18 @@ fn signs_a_directory_with_include_exclude_and_writes_asc_beside_each_file() {
         assert!(ok, "gpgv {}: {out}", asc.display());
         let h = sha256_hex(&std::fs::read(f).unwrap());
         assert!(
-            log.contains(&format!("{h}: processing {}", f.display())),
+            log.contains(&format!("processing {}", f.display())),
+            "{log}"
+        );
+        // Not hashed first: the server takes the digest after the file, so
+        // the file is hashed while it is sent, then fetched by that hash.
+        assert!(
+            log.contains(&format!("uploading {} to", f.display()))
+                && log.contains("(hashed on the way)"),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("{h}: uploaded {}", f.display())),
             "{log}"
         );
         assert!(log.contains(&format!("{h}: OK")), "{log}");

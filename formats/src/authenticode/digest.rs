@@ -35,11 +35,27 @@ pub(crate) struct PeChecksum {
 
 impl PeChecksum {
     pub(crate) fn add(&mut self, offset: u64, bytes: &[u8]) {
-        let mut odd = offset & 1 == 1;
-        for b in bytes {
-            self.total += u64::from(*b) << if odd { 8 } else { 0 };
-            odd = !odd;
+        let mut bytes = bytes;
+        if offset & 1 == 1 {
+            if let Some((first, rest)) = bytes.split_first() {
+                self.total += u64::from(*first) << 8;
+                bytes = rest;
+            }
         }
+        // Whole little-endian words, summed in a plain loop the compiler
+        // vectorizes (a byte at a time was the slowest part of signing a
+        // large PE). u64 cannot overflow: images are under 4 GiB.
+        let words = bytes.chunks_exact(2);
+        if let [last] = words.remainder() {
+            self.total += u64::from(*last);
+        }
+        self.total += words
+            .map(|w| {
+                u64::from(u16::from_le_bytes(
+                    <[u8; 2]>::try_from(w).unwrap_or_default(),
+                ))
+            })
+            .sum::<u64>();
     }
 
     pub(crate) fn finish(&self, file_len: u64) -> u32 {

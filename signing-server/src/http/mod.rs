@@ -144,6 +144,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "formats": dynamic.format_names,
         "max_filesize": limits,
         "format_details": details,
+        // An upload may give its sha256 after filedata (clients hash while sending).
+        "trailing_sha256": true,
         "queue_depth": state.queue.depth(),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "keys": crate::token_keys::health(key_states(&dynamic)),

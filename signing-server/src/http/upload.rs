@@ -126,6 +126,10 @@ pub(super) async fn upload(
         declared,
     )
     .await?;
+    let mut fields = fields;
+    if fields.sha1.is_none() && fields.sha256.is_none() {
+        fields.sha256 = Some(read_trailer(&state, &mut form).await?);
+    }
     let upload = match got.file {
         Some(temp) => Upload::File(temp),
         None => Upload::Sha256State(Box::new(got.sha256.clone())),
@@ -408,10 +412,68 @@ fn check_fields(
             );
         }
     }
-    if fields.sha1.is_none() && fields.sha256.is_none() {
-        return Err(Refusal::bad("no_hash", "sha1 or sha256 of the file is required").drained());
-    }
+    // No hash before the file: a `sha256` must follow it ([`read_trailer`]).
     Ok((fields, token, slot, filename))
+}
+
+/// The `sha256` field after `filedata`, for an upload that gave no hash
+/// before it (a client that hashes while it sends: docs/PROTOCOL.md). The
+/// rest of the form is bounded like the fields before the file (4 KiB a
+/// field, 64 KiB in all, within `form_timeout`); other fields are ignored.
+async fn read_trailer<S, E>(state: &AppState, form: &mut Form<S>) -> Result<String, Refusal>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let no_hash = || Refusal::bad("no_hash", "sha1 or sha256 of the file is required");
+    let deadline = tokio::time::Instant::now() + state.form_timeout;
+    let mut current: Option<(String, Vec<u8>)> = None;
+    let mut sha256: Option<Vec<u8>> = None;
+    let mut total = 0usize;
+    loop {
+        match next_event(state, form, Some(deadline)).await? {
+            Event::Part(head) => {
+                total += head.name.len();
+                current = Some((head.name, Vec::new()));
+            }
+            Event::Data(piece) => {
+                let Some((name, value)) = &mut current else {
+                    continue;
+                };
+                if value.len() + piece.len() > FIELD_LIMIT {
+                    return Err(Refusal::bad(
+                        "field_too_long",
+                        format!("field {name} is longer than {FIELD_LIMIT} bytes"),
+                    ));
+                }
+                total += piece.len();
+                value.extend_from_slice(&piece);
+            }
+            Event::PartEnd => {
+                if let Some((name, value)) = current.take() {
+                    if name == "sha256" {
+                        sha256 = Some(value);
+                    }
+                }
+            }
+            Event::End | Event::NeedMore => break,
+        }
+        if total as u64 > FORM_LIMIT {
+            return Err(Refusal::bad(
+                "form_too_long",
+                format!("the form fields after filedata pass {FORM_LIMIT} bytes"),
+            ));
+        }
+    }
+    let text = sha256.ok_or_else(no_hash)?;
+    let text = String::from_utf8(text)
+        .map_err(|_| Refusal::bad("field_not_utf8", "field sha256 is not UTF-8"))?
+        .trim()
+        .to_ascii_lowercase();
+    if !is_hex_digest(&text, 64) {
+        return Err(Refusal::bad("bad_hash", "sha256 must be 64 hex digits"));
+    }
+    Ok(text)
 }
 
 /// The filename label wholly matches one of `allowed_filenames` (shared with `digest.rs`).
