@@ -81,7 +81,8 @@ pub(crate) fn detect(
     )))
 }
 
-fn create(output: &Path) -> Result<File, SignError> {
+/// Creates the output file, which must not exist yet.
+pub(super) fn create(output: &Path) -> Result<File, SignError> {
     OpenOptions::new()
         .read(true)
         .write(true)

@@ -22,7 +22,7 @@
 //! (osslsigncode adds one only on request, `-add-msi-dse`; an input that has
 //! one loses it with the old signature), nested signatures.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -191,14 +191,7 @@ pub(crate) fn copy_unsigned_and_hash(
     output: &Path,
     alg: DigestAlg,
 ) -> Result<(CompoundFile<File>, Vec<u8>), SignError> {
-    let mut out = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(output)
-        .map_err(|e| {
-            SignError::Internal(anyhow::anyhow!("cannot create {}: {e}", output.display()))
-        })?;
+    let mut out = super::container::create(output)?;
     input.seek(SeekFrom::Start(0))?;
     std::io::copy(input, &mut out)?;
     let mut cf = open(out)?;

@@ -32,7 +32,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use super::container::{detect, Container};
+use super::container::{create, detect, Container};
 use super::digest::{copy_and_hash, pad8, PeChecksum};
 use super::{cab, internal, msi, pe, pkcs7, script, AuthenticodeSigner};
 use super::{WIN_CERT_REVISION_2_0, WIN_CERT_TYPE_PKCS_SIGNED_DATA};
@@ -113,15 +113,6 @@ fn alg(hash: Hash) -> Result<DigestAlg, SignError> {
 /// The [`Hash`] of a digest algorithm.
 fn hash_of(alg: DigestAlg) -> Hash {
     alg.key_hash()
-}
-
-fn create(output: &Path) -> Result<File, SignError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(output)
-        .map_err(|e| internal(format!("cannot create {}: {e}", output.display())))
 }
 
 /// Tells the container of `input` from its content (`label`, the file's
