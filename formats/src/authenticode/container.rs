@@ -170,7 +170,8 @@ impl AuthenticodeSigner {
                 let probe = msi::open(input.try_clone()?)?;
                 self.refuse_signed(c, msi::is_signed(&probe)?)?;
                 drop(probe);
-                let (mut cf, digest) = msi::copy_unsigned_and_hash(input, output, self.alg)?;
+                let (mut cf, digest) =
+                    msi::copy_unsigned_and_hash(input, create(output)?, self.alg)?;
                 let (data_type, value) = msi::indirect_data();
                 let der = self.indirect_der(data_type, &value, &digest, timestamp)?;
                 msi::write_signature(&mut cf, &der)?;

@@ -181,17 +181,15 @@ fn hash_storage(
     Ok(())
 }
 
-/// Copies `input` (from its start) to the new file `output`, removes any
+/// Copies `input` (from its start) to `out`, a new empty file, removes any
 /// signature streams from the copy and returns the copy, open, with its MSI
 /// hash: what the signature covers, ready for [`write_signature`]. The one
-/// preparation of every MSI signing, whole-file or by digest (the caller
-/// removes `output` if this fails).
+/// preparation of every MSI signing, whole-file or by digest.
 pub(crate) fn copy_unsigned_and_hash(
     input: &mut File,
-    output: &Path,
+    mut out: File,
     alg: DigestAlg,
 ) -> Result<(CompoundFile<File>, Vec<u8>), SignError> {
-    let mut out = super::container::create(output)?;
     input.seek(SeekFrom::Start(0))?;
     std::io::copy(input, &mut out)?;
     let mut cf = open(out)?;

@@ -142,7 +142,7 @@ pub fn prepare(
     match detect(&mut f, script::syntax_for(label), label)? {
         Container::Pe => {}
         Container::Msi if containers.contains(Named::Msi) => {
-            let (cf, digest) = msi::copy_unsigned_and_hash(&mut f, output, alg)?;
+            let (cf, digest) = msi::copy_unsigned_and_hash(&mut f, create(output)?, alg)?;
             msi::close(cf)?;
             return prepared(digest, Kind::Msi);
         }
