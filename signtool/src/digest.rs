@@ -10,17 +10,22 @@
 //! - mar: the signed MAR is written to a temp file with a placeholder, its
 //!   digest sent; the signature must verify with the public key the server
 //!   sent before it is written over the placeholder.
-//! - authenticode: the PE is copied to a temp file while its image hash is
-//!   computed; the SignedData must carry that hash, verify with the
-//!   certificate it embeds and its timestamp must stamp it, before it is
-//!   appended and the CheckSum fixed.
+//! - authenticode: the container is told from the content, as the server
+//!   does; a PE is copied to a temp file while its image hash is computed,
+//!   an MSI or a cabinet (if the host's /health lists `msi`, `cab` in
+//!   `digest_containers`) is copied without its signature and hashed; the
+//!   SignedData must be over that kind of file, carry that hash, verify
+//!   with the certificate it embeds and its timestamp must stamp it, before
+//!   it is appended (PE, the CheckSum fixed), written as the MSI's
+//!   `DigitalSignature` stream or after the cabinet's data. Catalogs and
+//!   scripts are uploaded.
 //!
 //! What was prepared is kept across hosts (a host that fails costs no second
 //! pass over the file) unless the next host asks for another spec.
 
 use std::path::Path;
 
-use formats::authenticode::remote as pe;
+use formats::authenticode::remote as authenticode;
 use formats::digest_signing::{DigestSpec, Sha256State};
 use formats::mar::digest as mar;
 use tempfile::TempPath;
@@ -41,19 +46,31 @@ pub(crate) enum Prepared {
         prep: mar::Prepared,
         temp: TempPath,
     },
-    /// authenticode: the PE copied for its certificate table, and its image hash.
-    Pe {
+    /// authenticode: the PE, MSI or cabinet copied for its signature, and its hash.
+    Authenticode {
         spec: DigestSpec,
-        prep: pe::Prepared,
+        prep: authenticode::Prepared,
         temp: TempPath,
     },
 }
 
 impl Prepared {
-    fn spec(&self) -> DigestSpec {
-        match self {
-            Prepared::Gpg(_) => DigestSpec::Sha256State,
-            Prepared::Mar { spec, .. } | Prepared::Pe { spec, .. } => *spec,
+    /// Whether what was prepared is what `spec` asks for: the same spec, or
+    /// for authenticode the same hash and a container the host signs (a PE
+    /// prepared for one host serves a host that signs PEs only).
+    fn fits(&self, spec: DigestSpec) -> bool {
+        match (self, spec) {
+            (Prepared::Gpg(_), DigestSpec::Sha256State) => true,
+            (Prepared::Mar { spec: mine, .. }, _) => *mine == spec,
+            (
+                Prepared::Authenticode {
+                    spec: DigestSpec::Authenticode { hash: mine, .. },
+                    prep,
+                    ..
+                },
+                DigestSpec::Authenticode { hash, containers },
+            ) => *mine == hash && containers.contains(prep.container()),
+            _ => false,
         }
     }
 
@@ -66,7 +83,12 @@ impl Prepared {
                 ("tail", hex::encode(state.tail())),
             ],
             Prepared::Mar { prep, .. } => vec![("digest", hex::encode(&prep.digest))],
-            Prepared::Pe { prep, .. } => vec![("digest", hex::encode(&prep.digest))],
+            Prepared::Authenticode { prep, .. } => {
+                let input = prep.input();
+                let mut fields = vec![("digest", hex::encode(&prep.digest))];
+                fields.extend(input.container().map(|c| ("container", c.to_string())));
+                fields
+            }
         }
     }
 }
@@ -92,35 +114,38 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| TryError::Local(e.to_string()))
 }
 
+/// What `spec` asks for, computed from `input`; `None`: this file is not
+/// signed by digest (an Authenticode container other than PE or MSI, or an
+/// MSI for a host that signs only PEs by digest).
 async fn prepare(
     spec: DigestSpec,
     input: &Path,
     hashes: Option<&Hashes>,
     on: &On<'_>,
-) -> Result<Prepared, TryError> {
+) -> Result<Option<Prepared>, TryError> {
     match spec {
         DigestSpec::Sha256State => match hashes.and_then(|h| h.state.as_ref()) {
-            Some(state) => Ok(Prepared::Gpg(state.clone())),
+            Some(state) => Ok(Some(Prepared::Gpg(state.clone()))),
             None => {
                 let input = input.to_path_buf();
                 let state = blocking(move || {
                     formats::digest_signing::sha256_state_of(&input).map_err(Into::into)
                 })
                 .await?;
-                Ok(Prepared::Gpg(state))
+                Ok(Some(Prepared::Gpg(state)))
             }
         },
         DigestSpec::Mar { .. } => {
             let (input, temp) = (input.to_path_buf(), empty_temp(on)?);
             let path = temp.to_path_buf();
             let prep = blocking(move || mar::prepare(&input, &path, spec)).await?;
-            Ok(Prepared::Mar { spec, prep, temp })
+            Ok(Some(Prepared::Mar { spec, prep, temp }))
         }
         DigestSpec::Authenticode { .. } => {
             let (input, temp) = (input.to_path_buf(), empty_temp(on)?);
-            let path = temp.to_path_buf();
-            let prep = blocking(move || pe::prepare(&input, &path, spec)).await?;
-            Ok(Prepared::Pe { spec, prep, temp })
+            let (path, label) = (temp.to_path_buf(), on.label.to_string());
+            let prep = blocking(move || authenticode::prepare(&input, &path, spec, &label)).await?;
+            Ok(prep.map(|prep| Prepared::Authenticode { spec, prep, temp }))
         }
     }
 }
@@ -139,8 +164,9 @@ fn empty_temp(on: &On<'_>) -> Result<TempPath, TryError> {
     Ok(temp)
 }
 
-/// One try on one host. `Ok(None)`: the host no longer signs this format by
-/// digest (its config changed since its /health was read): upload instead.
+/// One try on one host. `Ok(None)`: upload instead, because the host no
+/// longer signs this format by digest (its config changed since its /health
+/// was read) or does not sign this file's container by digest.
 pub(crate) async fn sign(
     s: &Session,
     on: &On<'_>,
@@ -149,9 +175,24 @@ pub(crate) async fn sign(
     hashes: Option<&Hashes>,
     prepared: &mut Option<Prepared>,
 ) -> Result<Option<Signed>, TryError> {
-    if prepared.as_ref().map(Prepared::spec) != Some(spec) {
+    let tag = hashes.map_or(on.label, |h| h.sha256.as_str());
+    if !prepared.as_ref().is_some_and(|p| p.fits(spec)) {
         *prepared = None;
-        *prepared = Some(prepare(spec, input, hashes, on).await?);
+        match prepare(spec, input, hashes, on).await? {
+            Some(p) => *prepared = Some(p),
+            None => {
+                log::info(format!(
+                    "{tag}: {} does not sign this kind of {} file by digest (only {})",
+                    on.url,
+                    on.format,
+                    spec.containers()
+                        .map(|c| c.names())
+                        .unwrap_or_default()
+                        .join(", ")
+                ));
+                return Ok(None);
+            }
+        }
     }
     let Some(prep) = prepared.as_ref() else {
         return Err(TryError::Local("nothing prepared".into()));
@@ -162,7 +203,6 @@ pub(crate) async fn sign(
     ];
     form.extend(prep.fields());
     let target = format!("{}/digest/{}", on.url, on.format);
-    let tag = hashes.map_or(on.label, |h| h.sha256.as_str());
     log::debug(format!("{tag}: POST {target} (digest signing)"));
     let send = s
         .client
@@ -176,6 +216,10 @@ pub(crate) async fn sign(
         403 => {
             let msg = transfer::message(r).await;
             if msg.contains("does not allow digest signing") {
+                log::info(format!(
+                    "{tag}: {} no longer signs {} by digest",
+                    on.url, on.format
+                ));
                 return Ok(None);
             }
             return Err(TryError::Fatal(format!("403 {msg}")));
@@ -254,12 +298,12 @@ async fn finish(
             // Hashed only if a next format or the cache needs it.
             Ok(Signed { temp, hashes: None })
         }
-        Prepared::Pe { spec, prep, temp } => {
-            if let Err(e) = pe::verify(&prep, sig) {
-                return Err((Some(Prepared::Pe { spec, prep, temp }), bad(e)));
+        Prepared::Authenticode { spec, prep, temp } => {
+            if let Err(e) = authenticode::verify(&prep, sig) {
+                return Err((Some(Prepared::Authenticode { spec, prep, temp }), bad(e)));
             }
             let (path, sig) = (temp.to_path_buf(), sig.to_vec());
-            let done = tokio::task::spawn_blocking(move || pe::finish(&path, prep, &sig))
+            let done = tokio::task::spawn_blocking(move || authenticode::finish(&path, prep, &sig))
                 .await
                 .map_err(local)
                 .and_then(|r| r.map_err(local));

@@ -1,7 +1,8 @@
 //! What each host's `GET /health` says about its formats, read once per host
 //! per run: each format's `max_filesize`, its `output` (`file` or
-//! `detached`), whether it signs digests (`digest_signing`, `digest`), and
-//! whether it takes an upload's digest after the file (`trailing_sha256`).
+//! `detached`), whether it signs digests (`digest_signing`, `digest`, and
+//! for authenticode `digest_containers`), and whether it takes an upload's
+//! digest after the file (`trailing_sha256`).
 //!
 //! A file over a host's limit fails at once, as a 413 would: the server
 //! refuses such an upload from its Content-Length and closes, and a client
@@ -103,10 +104,16 @@ pub fn parse(json: &serde_json::Value) -> HashMap<String, FormatInfo> {
                 _ => None,
             };
             let allowed = v.get("digest_signing").and_then(|d| d.as_bool()) == Some(true);
+            // Which Authenticode containers (absent from older servers: PE only).
+            let containers: Option<Vec<&str>> = v
+                .get("digest_containers")
+                .and_then(|c| c.as_array())
+                .map(|a| a.iter().filter_map(|c| c.as_str()).collect());
             info.digest = v
                 .get("digest")
                 .and_then(|d| d.as_str())
                 .and_then(DigestSpec::parse)
+                .map(|spec| spec.with_containers(containers.as_deref()))
                 .filter(|_| allowed);
         }
     }
@@ -121,6 +128,7 @@ pub fn parse(json: &serde_json::Value) -> HashMap<String, FormatInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use formats::digest_signing::Containers;
 
     #[test]
     fn reads_what_a_server_says_and_tolerates_what_it_does_not() {
@@ -130,6 +138,9 @@ mod tests {
             "format_details": {
                 "gpg": {"type": "gpg", "output": "detached", "digest_signing": true, "digest": "sha256_state"},
                 "mar": {"type": "mar", "output": "file", "digest_signing": false, "digest": "mar:2:512"},
+                "pe-only": {"type": "authenticode", "output": "file", "digest_signing": true, "digest": "authenticode:sha256"},
+                "both": {"type": "authenticode", "output": "file", "digest_signing": true, "digest": "authenticode:sha384", "digest_containers": ["pe", "msi", "later"]},
+                "future": {"type": "authenticode", "output": "file", "digest_signing": true, "digest": "authenticode:sha256:more"},
             }
         });
         let f = parse(&j);
@@ -139,6 +150,16 @@ mod tests {
         assert_eq!(f["mar"].detached, Some(false));
         assert_eq!(f["old"].detached, None);
         assert_eq!(f["old"].max_filesize, Some(5));
+        // An older server (no digest_containers) signs PEs only by digest.
+        let sha = |hash, names: &[&str]| {
+            Some(DigestSpec::Authenticode {
+                hash,
+                containers: Containers::from_names(names),
+            })
+        };
+        assert_eq!(f["pe-only"].digest, sha(formats::Hash::Sha256, &["pe"]));
+        assert_eq!(f["both"].digest, sha(formats::Hash::Sha384, &["msi"]));
+        assert_eq!(f["future"].digest, None, "a spec this build does not know");
         assert!(f["gpg"].trailing_sha256 && f["old"].trailing_sha256);
         let older = parse(&serde_json::json!({"max_filesize": {"gpg": 100}}));
         assert!(

@@ -457,7 +457,7 @@ pub async fn sign(
                 }
                 Ok(None) => {
                     log::info(format!(
-                        "{}: {url} no longer signs {format} by digest; uploading",
+                        "{}: not signed by digest on {url}; uploading",
                         tag(hashes)
                     ));
                     digest_refused_here = true;

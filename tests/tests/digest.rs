@@ -1,7 +1,8 @@
 //! Digest signing (issue 16) end to end: the real server with
 //! `digest_signing = yes`, our signtool, real TLS; every output checked by
-//! the tool users trust (gpgv, Mozilla's `mar -v -k`), and the server's
-//! `signing_received_bytes_total` shows the file never travelled.
+//! the tool users trust (gpgv, Mozilla's `mar -v -k`, `osslsigncode verify`
+//! for PE and MSI), and the server's `signing_received_bytes_total` shows
+//! the file never travelled.
 
 use std::path::Path;
 
@@ -258,18 +259,7 @@ fn signtool_signs_pes_by_digest_with_a_timestamp_and_osslsigncode_verifies_them(
         build_pe, checksum_mismatch, osslsigncode_verify, Tsa, TsaMode,
     };
     let tsa = Tsa::start(TsaMode::Good);
-    let c = certs().join("authenticode");
-    let formats = format!(
-        "[format:sha2signcode]\ntype = authenticode\nkey = {}\ncert = {}\n\
-         program_name = digest test\ntimestamp_urls = {}\ndigest_signing = yes\n",
-        c.join("rsa.key").display(),
-        c.join("rsa-chain.pem").display(),
-        tsa.url
-    );
-    let s = Server::start(&ServerOpts {
-        formats,
-        ..ServerOpts::default()
-    });
+    let s = authenticode_server(&tsa.url);
     let dir = tempfile::tempdir().unwrap();
     let (token, nonce) = token_file(&s, dir.path());
     let host = host_of("sha2signcode", &s.url);
@@ -309,4 +299,212 @@ fn signtool_signs_pes_by_digest_with_a_timestamp_and_osslsigncode_verifies_them(
         "received {got} bytes for four signings"
     );
     assert!(tsa.count() >= 4, "the timestamps came from the TSA");
+}
+
+/// `sha2signcode`: Authenticode with the RSA test key, timestamped by the
+/// TSA at `tsa_url`, `digest_signing = yes`.
+fn authenticode_server(tsa_url: &str) -> Server {
+    let c = certs().join("authenticode");
+    let formats = format!(
+        "[format:sha2signcode]\ntype = authenticode\nkey = {}\ncert = {}\n\
+         program_name = digest test\ntimestamp_urls = {tsa_url}\ndigest_signing = yes\n",
+        c.join("rsa.key").display(),
+        c.join("rsa-chain.pem").display(),
+    );
+    Server::start(&ServerOpts {
+        formats,
+        ..ServerOpts::default()
+    })
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{needle:?} not found"))
+}
+
+#[test]
+fn signtool_signs_msis_by_digest_and_osslsigncode_verifies_them() {
+    use signing_tests::authenticode::{osslsigncode_verify, Tsa, TsaMode};
+    use signing_tests::windows::{
+        build_msi, osslsigncode_sign, require_osslsigncode_2_9, signature_count,
+    };
+    require_osslsigncode_2_9();
+    let tsa = Tsa::start(TsaMode::Good);
+    let s = authenticode_server(&tsa.url);
+    let h: serde_json::Value = s
+        .client()
+        .get(format!("{}/health", s.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let d = &h["format_details"]["sha2signcode"];
+    assert_eq!(d["digest"], "authenticode:sha256", "{h}");
+    assert_eq!(
+        d["digest_containers"],
+        serde_json::json!(["pe", "msi", "cab"]),
+        "{h}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (token, nonce) = token_file(&s, dir.path());
+    let host = host_of("sha2signcode", &s.url);
+    let sign = |file: &Path| {
+        output(
+            signtool_sign(std::slice::from_ref(&host), &token, &nonce)
+                .args(["-f", "sha2signcode"])
+                .arg(file),
+        )
+    };
+    // Hex of random bytes: the payload cabinet stays about 100 KB.
+    let msi = build_msi(dir.path(), "product", &hex::encode(data(100_000, 16)));
+    let size = std::fs::metadata(&msi).unwrap().len();
+    let (code, out) = sign(&msi);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("signed by digest"), "{out}");
+    let (text, ok) = osslsigncode_verify(&msi);
+    assert!(ok && signature_count(&text) == Some(1), "{text}");
+    assert!(text.contains("digest test"), "program name: {text}");
+    assert!(
+        text.contains("Timestamp Server Signature verification: ok"),
+        "{text}"
+    );
+    let got = received(&s, "sha2signcode");
+    assert!(
+        size > 100_000 && got > 0.0 && got < 16.0 * 1024.0,
+        "received {got} bytes for a {size}-byte MSI"
+    );
+
+    // Signed again: the signature is replaced, exactly one, still valid.
+    let (code, out) = sign(&msi);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("signed by digest"), "{out}");
+    let (text, ok) = osslsigncode_verify(&msi);
+    assert!(ok && signature_count(&text) == Some(1), "{text}");
+
+    // Signed by the reference with the MsiDigitalSignatureEx pre-hash:
+    // both of its streams go, ours is the one signature.
+    let theirs = dir.path().join("theirs.msi");
+    let (ok, text) = osslsigncode_sign(&msi, &theirs, &["-add-msi-dse"]);
+    assert!(ok, "osslsigncode sign: {text}");
+    let (text, _) = osslsigncode_verify(&theirs);
+    assert!(text.contains("Current MsiDigitalSignatureEx"), "{text}");
+    let (code, out) = sign(&theirs);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("signed by digest"), "{out}");
+    let (text, ok) = osslsigncode_verify(&theirs);
+    assert!(ok && signature_count(&text) == Some(1), "{text}");
+    assert!(!text.contains("Current MsiDigitalSignatureEx"), "{text}");
+    assert!(text.contains("digest test"), "ours, not theirs: {text}");
+
+    // A flipped byte of the payload cabinet (a stream of the MSI) fails.
+    let mut tampered = std::fs::read(&msi).unwrap();
+    let at = find(&tampered, b"MSCF") + 10;
+    tampered[at] ^= 1;
+    std::fs::write(&msi, &tampered).unwrap();
+    assert!(!osslsigncode_verify(&msi).1, "a modified MSI verified");
+
+    assert!(tsa.count() >= 3, "the timestamps came from the TSA");
+}
+
+#[test]
+fn signtool_signs_cabinets_by_digest_and_uploads_scripts() {
+    use signing_tests::authenticode::{osslsigncode_verify, Tsa, TsaMode};
+    use signing_tests::windows::{
+        build_cab, osslsigncode_sign, ps1_text, require_osslsigncode_2_9, signature_count,
+        TextEncoding,
+    };
+    require_osslsigncode_2_9();
+    let tsa = Tsa::start(TsaMode::Good);
+    let s = authenticode_server(&tsa.url);
+    let dir = tempfile::tempdir().unwrap();
+    let (token, nonce) = token_file(&s, dir.path());
+    let host = host_of("sha2signcode", &s.url);
+    let sign = |file: &Path| {
+        output(
+            signtool_sign(std::slice::from_ref(&host), &token, &nonce)
+                .args(["-f", "sha2signcode"])
+                .arg(file),
+        )
+    };
+    for compress in [false, true] {
+        let cab = build_cab(dir.path(), &format!("files-{compress}"), compress);
+        let size = std::fs::metadata(&cab).unwrap().len() as f64;
+        let before = received(&s, "sha2signcode");
+        let (code, out) = sign(&cab);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("signed by digest"), "{out}");
+        let (text, ok) = osslsigncode_verify(&cab);
+        assert!(ok && signature_count(&text) == Some(1), "{text}");
+        assert!(
+            text.contains("Timestamp Server Signature verification: ok"),
+            "{text}"
+        );
+        let sent = received(&s, "sha2signcode") - before;
+        assert!(
+            sent < 16.0 * 1024.0 && sent < size / 2.0,
+            "received {sent} bytes for {size}"
+        );
+
+        // Signed by the reference, then by us: one signature, ours.
+        let theirs = dir.path().join(format!("theirs-{compress}.cab"));
+        let (ok, text) = osslsigncode_sign(&cab, &theirs, &[]);
+        assert!(ok, "osslsigncode sign: {text}");
+        let (code, out) = sign(&theirs);
+        assert_eq!(code, 0, "{out}");
+        let (text, ok) = osslsigncode_verify(&theirs);
+        assert!(ok && signature_count(&text) == Some(1), "{text}");
+        assert!(text.contains("digest test"), "ours, not theirs: {text}");
+
+        // A flipped byte of the data fails.
+        let mut tampered = std::fs::read(&cab).unwrap();
+        let at = tampered.len() / 3;
+        tampered[at] ^= 1;
+        std::fs::write(&cab, &tampered).unwrap();
+        assert!(!osslsigncode_verify(&cab).1, "a modified cabinet verified");
+    }
+
+    // A script is not signed by digest: it is uploaded, and verifies.
+    let ps1 = dir.path().join("hello.ps1");
+    let text = ps1_text(true, TextEncoding::Utf8Bom);
+    std::fs::write(&ps1, &text).unwrap();
+    let before = received(&s, "sha2signcode");
+    let (code, out) = sign(&ps1);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("OK (signed by digest"), "{out}");
+    assert!(out.contains("uploading"), "{out}");
+    let (verified, ok) = osslsigncode_verify(&ps1);
+    assert!(ok, "{verified}");
+    assert!(received(&s, "sha2signcode") - before >= text.len() as f64);
+}
+
+#[test]
+fn a_digest_request_for_an_msi_is_checked_before_signing() {
+    let s = authenticode_server("http://127.0.0.1:9/");
+    let token = s.mint("127.0.0.1", 60);
+    let ask = |fields: &[(&str, &str)]| {
+        let mut form = vec![("token", token.as_str()), ("filename", "p.msi")];
+        form.extend_from_slice(fields);
+        let r = s
+            .client()
+            .post(format!("{}/digest/sha2signcode", s.url))
+            .form(&form)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let sha256 = "ab".repeat(32);
+    // An MSI hash of SHA-1's length for a SHA-256 format.
+    let (status, body) = ask(&[("container", "msi"), ("digest", &"ab".repeat(20))]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("must be 32 bytes"), "{body}");
+    // A container this server does not sign by digest.
+    let (status, body) = ask(&[("container", "appx"), ("digest", &sha256)]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("only pe, msi, cab"), "{body}");
+    let signed =
+        s.metric("signing_digest_signatures_total{format=\"sha2signcode\",outcome=\"ok\"}");
+    assert_eq!(signed.unwrap_or(0.0), 0.0, "nothing was signed");
 }

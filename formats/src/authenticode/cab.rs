@@ -21,7 +21,7 @@
 //! cabinet's length.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 
 use crate::signed_data::DigestAlg;
 use crate::SignError;
@@ -306,6 +306,40 @@ pub(crate) fn patch_signature_size(
     out.seek(SeekFrom::Start(48))?;
     out.write_all(&len.to_le_bytes())?;
     Ok(())
+}
+
+/// Copies the cabinet `l` of `input` to `out` in its signed layout, any
+/// old signature left out, and returns its hash and length (where the
+/// signature goes): the one preparation of every cabinet signing,
+/// whole-file or by digest.
+pub(crate) fn copy_unsigned_and_hash(
+    input: &mut File,
+    l: &CabLayout,
+    out: &mut File,
+    alg: DigestAlg,
+) -> Result<(Vec<u8>, u64), SignError> {
+    let mut w = BufWriter::with_capacity(READ_BUF, out);
+    let copied = copy_and_hash(input, l, alg, Some(&mut w))?;
+    w.flush()?;
+    Ok(copied)
+}
+
+/// Writes `der` after the `body_len` bytes of `out` (a cabinet copied by
+/// [`copy_and_hash`]) and its length into the header reserve: the one
+/// signature placement of every cabinet signing, whole-file or by digest.
+pub(crate) fn write_signature(out: &mut File, body_len: u64, der: &[u8]) -> Result<(), SignError> {
+    out.seek(SeekFrom::Start(body_len))?;
+    let padded = append_signature(out, der)?;
+    out.set_len(body_len + u64::from(padded))?;
+    patch_signature_size(out, body_len, padded)
+}
+
+/// The `SpcIndirectDataContent` data of cabinet signatures: type and value.
+pub(crate) fn indirect_data() -> (const_oid::ObjectIdentifier, Vec<u8>) {
+    (
+        super::pkcs7::SPC_CAB_DATA,
+        super::pkcs7::spc_link_obsolete(),
+    )
 }
 
 /// The DER signature of a signed cabinet.

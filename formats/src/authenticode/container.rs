@@ -81,7 +81,8 @@ pub(crate) fn detect(
     )))
 }
 
-fn create(output: &Path) -> Result<File, SignError> {
+/// Creates the output file, which must not exist yet.
+pub(super) fn create(output: &Path) -> Result<File, SignError> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -131,7 +132,7 @@ impl AuthenticodeSigner {
     }
 
     /// The SignedData for an `SpcIndirectDataContent` of data `{data_type, data_value}`.
-    fn indirect_der(
+    pub(super) fn indirect_der(
         &self,
         data_type: ObjectIdentifier,
         data_value: &[u8],
@@ -169,14 +170,10 @@ impl AuthenticodeSigner {
                 let probe = msi::open(input.try_clone()?)?;
                 self.refuse_signed(c, msi::is_signed(&probe)?)?;
                 drop(probe);
-                let mut out = create(output)?;
-                input.seek(SeekFrom::Start(0))?;
-                std::io::copy(input, &mut out)?;
-                let mut cf = msi::open(out)?;
-                msi::remove_signatures(&mut cf)?;
-                let digest = msi::digest(&mut cf, self.alg)?;
-                let der =
-                    self.indirect_der(pkcs7::SPC_SIPINFO, &msi::sip_info(), &digest, timestamp)?;
+                let (mut cf, digest) =
+                    msi::copy_unsigned_and_hash(input, create(output)?, self.alg)?;
+                let (data_type, value) = msi::indirect_data();
+                let der = self.indirect_der(data_type, &value, &digest, timestamp)?;
                 msi::write_signature(&mut cf, &der)?;
                 cf.into_inner().sync_data()?;
                 Ok(())
@@ -185,18 +182,11 @@ impl AuthenticodeSigner {
                 let l = cab::parse(input, len)?;
                 self.refuse_signed(c, l.signature.is_some())?;
                 let mut out = create(output)?;
-                let mut w = BufWriter::with_capacity(64 << 10, &mut out);
-                let (digest, body_len) = cab::copy_and_hash(input, &l, self.alg, Some(&mut w))?;
-                let der = self.indirect_der(
-                    pkcs7::SPC_CAB_DATA,
-                    &pkcs7::spc_link_obsolete(),
-                    &digest,
-                    timestamp,
-                )?;
-                let padded = cab::append_signature(&mut w, &der)?;
-                w.flush()?;
-                drop(w);
-                cab::patch_signature_size(&mut out, body_len, padded)?;
+                let (digest, body_len) =
+                    cab::copy_unsigned_and_hash(input, &l, &mut out, self.alg)?;
+                let (data_type, value) = cab::indirect_data();
+                let der = self.indirect_der(data_type, &value, &digest, timestamp)?;
+                cab::write_signature(&mut out, body_len, &der)?;
                 out.sync_data()?;
                 Ok(())
             }

@@ -10,17 +10,20 @@
 //! `SpcSipInfo` naming the MSI SIP.
 //!
 //! Signing copies the input to the output, removes any old signature streams
-//! from the copy, hashes the copy and adds the new `\u{5}DigitalSignature`
-//! stream: the compound-file structure is read and written by the `cfb`
-//! crate, which holds the allocation tables and the directory in memory (a
-//! few bytes per 512-byte sector), never the streams.
+//! from the copy and hashes the copy ([`copy_unsigned_and_hash`]), then adds
+//! the new `\u{5}DigitalSignature` stream ([`write_signature`]): the server's
+//! whole-file signing does both; a client signing by digest
+//! ([`super::remote`]) does both around the server's signature over the hash.
+//! The compound-file structure is read and written by the `cfb` crate, which
+//! holds the allocation tables and the directory in memory (a few bytes per
+//! 512-byte sector), never the streams.
 //!
 //! Deliberately NOT done: the `MsiDigitalSignatureEx` metadata pre-hash
 //! (osslsigncode adds one only on request, `-add-msi-dse`; an input that has
 //! one loses it with the old signature), nested signatures.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -55,9 +58,12 @@ fn reject(what: impl std::fmt::Display) -> SignError {
     SignError::Rejected(format!("not a valid MSI (compound file): {what}"))
 }
 
-/// The `SpcIndirectDataContent` data value of MSI signatures.
-pub(crate) fn sip_info() -> Vec<u8> {
-    super::pkcs7::spc_sip_info(1, &SIP_UUID)
+/// The `SpcIndirectDataContent` data of MSI signatures: type and value.
+pub(crate) fn indirect_data() -> (const_oid::ObjectIdentifier, Vec<u8>) {
+    (
+        super::pkcs7::SPC_SIPINFO,
+        super::pkcs7::spc_sip_info(1, &SIP_UUID),
+    )
 }
 
 /// Runs `f` on the parsed file; a panic inside the `cfb` parser (hostile
@@ -175,6 +181,23 @@ fn hash_storage(
     Ok(())
 }
 
+/// Copies `input` (from its start) to `out`, a new empty file, removes any
+/// signature streams from the copy and returns the copy, open, with its MSI
+/// hash: what the signature covers, ready for [`write_signature`]. The one
+/// preparation of every MSI signing, whole-file or by digest.
+pub(crate) fn copy_unsigned_and_hash(
+    input: &mut File,
+    mut out: File,
+    alg: DigestAlg,
+) -> Result<(CompoundFile<File>, Vec<u8>), SignError> {
+    input.seek(SeekFrom::Start(0))?;
+    std::io::copy(input, &mut out)?;
+    let mut cf = open(out)?;
+    remove_signatures(&mut cf)?;
+    let digest = digest(&mut cf, alg)?;
+    Ok((cf, digest))
+}
+
 /// Removes both signature streams from the root, if present.
 pub(crate) fn remove_signatures(cf: &mut CompoundFile<File>) -> Result<(), SignError> {
     guarded(|| {
@@ -195,6 +218,13 @@ fn write_err(e: std::io::Error) -> SignError {
         InvalidData | InvalidInput | UnexpectedEof | NotFound | AlreadyExists => reject(e),
         _ => SignError::Internal(e.into()),
     }
+}
+
+/// Writes out the pending changes of `cf` and syncs its file.
+pub(crate) fn close(mut cf: CompoundFile<File>) -> Result<(), SignError> {
+    guarded(|| cf.flush().map_err(write_err))?;
+    cf.into_inner().sync_data()?;
+    Ok(())
 }
 
 /// Writes `der` as the root's `\u{5}DigitalSignature` stream and flushes the file.

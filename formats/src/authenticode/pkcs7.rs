@@ -94,6 +94,13 @@ pub(crate) fn spc_sip_info(version: u32, uuid: &[u8; 16]) -> Vec<u8> {
     )
 }
 
+/// `SpcAttributeTypeAndOptionalValue ::= SEQUENCE { type, value }`: the
+/// `data` of an `SpcIndirectDataContent`, which says what kind of file the
+/// digest is of (a PE image, an MSI, a cabinet, a script).
+pub(crate) fn spc_data(data_type: ObjectIdentifier, data_value: &[u8]) -> Result<Vec<u8>> {
+    Ok(tlv(0x30, &cat(&[&oid_der(&data_type)?, data_value])))
+}
+
 /// `SpcIndirectDataContent` whose data is `{ data_type, data_value }` (a DER value)
 /// and whose messageDigest is `digest`: the form of every Authenticode container.
 pub(crate) fn spc_indirect_data_for(
@@ -102,31 +109,27 @@ pub(crate) fn spc_indirect_data_for(
     alg: DigestAlg,
     digest: &[u8],
 ) -> Result<Vec<u8>> {
-    let data = tlv(0x30, &cat(&[&oid_der(&data_type)?, data_value]));
+    let data = spc_data(data_type, data_value)?;
     let alg_id = tlv(0x30, &cat(&[&oid_der(&alg.oid())?, &[0x05, 0x00]]));
     let digest_info = tlv(0x30, &cat(&[&alg_id, &tlv(0x04, digest)]));
     Ok(tlv(0x30, &cat(&[&data, &digest_info])))
 }
 
+/// The `data` of PE signatures: `SPC_PE_IMAGE_DATAOBJ` with
+/// `SpcPeImageData ::= SEQUENCE { flags BIT STRING (empty),
+/// file [0] EXPLICIT SpcLink }` whose link is `<<<Obsolete>>>`.
+pub(crate) fn spc_pe_image_data() -> (ObjectIdentifier, Vec<u8>) {
+    let value = tlv(
+        0x30,
+        &cat(&[&[0x03, 0x01, 0x00], &tlv(0xa0, &spc_link_obsolete())]),
+    );
+    (SPC_PE_IMAGE_DATA, value)
+}
+
 /// `SpcIndirectDataContent` for a PE image hash `digest`.
 pub(crate) fn spc_indirect_data(alg: DigestAlg, digest: &[u8]) -> Result<Vec<u8>> {
-    // SpcPeImageData ::= SEQUENCE { flags BIT STRING (empty),
-    //   file [0] EXPLICIT SpcLink: file [2] EXPLICIT SpcString: unicode [0] IMPLICIT "<<<Obsolete>>>" }
-    let obsolete: Vec<u8> = "<<<Obsolete>>>"
-        .encode_utf16()
-        .flat_map(u16::to_be_bytes)
-        .collect();
-    let pe_image_data = tlv(
-        0x30,
-        &cat(&[
-            &[0x03, 0x01, 0x00],
-            &tlv(0xa0, &tlv(0xa2, &tlv(0x80, &obsolete))),
-        ]),
-    );
-    let data = tlv(0x30, &cat(&[&oid_der(&SPC_PE_IMAGE_DATA)?, &pe_image_data]));
-    let alg_id = tlv(0x30, &cat(&[&oid_der(&alg.oid())?, &[0x05, 0x00]]));
-    let digest_info = tlv(0x30, &cat(&[&alg_id, &tlv(0x04, digest)]));
-    Ok(tlv(0x30, &cat(&[&data, &digest_info])))
+    let (data_type, value) = spc_pe_image_data();
+    spc_indirect_data_for(data_type, &value, alg, digest)
 }
 
 /// `SpcSpOpusInfo ::= SEQUENCE { programName [0] EXPLICIT SpcString OPTIONAL,
@@ -279,6 +282,9 @@ pub(crate) struct Parsed {
     /// Digest algorithm and image hash from the SpcIndirectDataContent.
     pub(crate) alg: DigestAlg,
     pub(crate) image_hash: Vec<u8>,
+    /// The DER `SpcAttributeTypeAndOptionalValue` ([`spc_data`]): what the
+    /// hash is of.
+    pub(crate) data: Vec<u8>,
     pub(crate) signed_data: SignedData,
 }
 
@@ -301,7 +307,10 @@ pub(crate) fn parse_authenticode(der: &[u8]) -> Result<Parsed> {
         .map_err(der_err("content"))?;
     // SEQUENCE { data SEQUENCE, messageDigest DigestInfo }
     let mut r = SliceReader::new(value_octets(&content)?).map_err(der_err("content"))?;
-    let _data = Any::decode(&mut r).map_err(der_err("SpcAttributeTypeAndOptionalValue"))?;
+    let data = Any::decode(&mut r).map_err(der_err("SpcAttributeTypeAndOptionalValue"))?;
+    let data = data
+        .to_der()
+        .map_err(der_err("SpcAttributeTypeAndOptionalValue"))?;
     let digest_info = Any::decode(&mut r).map_err(der_err("DigestInfo"))?;
     let mut r = SliceReader::new(digest_info.value()).map_err(der_err("DigestInfo"))?;
     let alg_id = AlgorithmIdentifierOwned::decode(&mut r).map_err(der_err("DigestInfo"))?;
@@ -311,6 +320,7 @@ pub(crate) fn parse_authenticode(der: &[u8]) -> Result<Parsed> {
     Ok(Parsed {
         alg,
         image_hash: hash.as_bytes().to_vec(),
+        data,
         signed_data: sd,
     })
 }

@@ -1,6 +1,6 @@
 //! `POST /digest/FORMAT`: digest signing (issue 16). The client sends what
 //! the format's signature covers (a SHA-256 state for gpg, a digest for mar,
-//! the image hash for authenticode), never the file, and gets the signature
+//! the hash of a PE, an MSI or a cabinet for authenticode), never the file, and gets the signature
 //! material back at once.
 //!
 //! Authorised exactly as an upload: the door's `allowed_ips`, the same token
@@ -197,10 +197,15 @@ async fn read_form(
     })
 }
 
-/// The digest fields for `spec`: `digest` (hex), or `sha256_state` (hex of
+/// The digest fields for `spec`: `digest` (hex) and for authenticode
+/// `container` (`pe`, the default, `msi` or `cab`), or `sha256_state` (hex of
 /// the 8 words), `length` (bytes hashed) and `tail` (hex, `length % 64` bytes).
 fn parse_input(spec: DigestSpec, fields: &[(String, String)]) -> Result<DigestInput, String> {
     let field = |name: &str| field(fields, name);
+    let container = field("container").map(str::trim);
+    if container.is_some() && spec.containers().is_none() {
+        return Err("container is for authenticode formats only".into());
+    }
     let hex_field = |name: &str| -> Result<Vec<u8>, String> {
         let v = field(name).ok_or_else(|| format!("{name} missing"))?;
         hex::decode(v.trim()).map_err(|_| format!("{name} is not hex"))
@@ -220,7 +225,7 @@ fn parse_input(spec: DigestSpec, fields: &[(String, String)]) -> Result<DigestIn
             DigestInput::Sha256State(Sha256State::from_parts(&words, length, &tail)?)
         }
         DigestSpec::Mar { .. } | DigestSpec::Authenticode { .. } => {
-            DigestInput::Digest(hex_field("digest")?)
+            DigestInput::for_container(spec, container, hex_field("digest")?)?
         }
     };
     input.check(spec)?;

@@ -131,6 +131,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             });
             if let Some(spec) = digest::spec(f) {
                 detail["digest"] = spec.to_text().into();
+                if let Some(containers) = spec.containers() {
+                    detail["digest_containers"] = containers.names().into();
+                }
             }
             (name.clone(), detail)
         })

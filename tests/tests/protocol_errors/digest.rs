@@ -178,6 +178,20 @@ pub(super) const CASES: &[Case] = &[
         absent: &[],
     },
     Case {
+        name: "digest: a container for a format that is not authenticode",
+        doc: "`container` is sent for a format other than authenticode",
+        setup: Setup::Main,
+        request: |c| {
+            let mut f = valid(c);
+            f.push(("container", "msi".into()));
+            digest(c, "gpg", &f)
+        },
+        status: 400,
+        body: "container is for authenticode formats only",
+        headers: NONE,
+        absent: &[],
+    },
+    Case {
         name: "digest: token gone while signing",
         doc: "signing the digest failed because the PKCS#11 token",
         setup: Setup::TokenGone,
