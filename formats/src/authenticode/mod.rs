@@ -25,6 +25,7 @@
 //! Deliberately NOT done: page hashes, nested (dual) signatures, SHA-1,
 //! APPX/MSIX, and any child process.
 
+pub(crate) mod appx;
 pub(crate) mod cab;
 pub(crate) mod cat;
 pub(crate) mod container;
