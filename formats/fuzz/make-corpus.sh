@@ -67,6 +67,7 @@ ossl_sign "$seeds/msi_cfb/wixl.msi" "$seeds/msi_cfb/signed.msi"
 (cd "$tmp/msi" && gcab -c "$seeds/cab_parse/stored.cab" hello.txt t.wxs && gcab -cz "$tmp/z.cab" hello.txt)
 ossl_sign "$tmp/z.cab" "$seeds/cab_parse/mszip-signed.cab"
 python3 "$root/tests/src/make_msix.py" "$seeds/appx_zip/unsigned.msix" --payload 300
+python3 "$root/tests/src/make_msix.py" "$seeds/appx_zip/zip64.msix" --zip64 --payload 300
 python3 "$root/tests/src/make_msix.py" "$tmp/stream.msixbundle" --stream --bundle --payload 300
 ossl_sign "$tmp/stream.msixbundle" "$seeds/appx_zip/signed-stream.msixbundle"
 printf 'param($x)\r\nWrite-Output "h\xc3\xa9llo"\r\n' > "$seeds/script_scan/crlf.ps1"

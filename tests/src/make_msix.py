@@ -1,13 +1,15 @@
 """Writes a minimal MSIX/APPX package (or bundle) for the tests and the fuzz seeds.
 
-usage: make_msix.py OUT [--stream] [--bundle] [--payload N] [--hash sha256|sha384|sha1]
-                        [--no-block-map]
+usage: make_msix.py OUT [--stream] [--zip64] [--bundle] [--payload N]
+                        [--hash sha256|sha384|sha1] [--no-block-map]
 
 The package: AppxManifest.xml (or AppxMetadata/AppxBundleManifest.xml), a stored
 payload of N bytes and readme.txt, a correct AppxBlockMap.xml (one base64 hash per
 64 KiB block of each stored file, LfhSize the local header size) and
 [Content_Types].xml, both deflated. --stream writes to a pipe-like stream, so
-every entry gets a data descriptor (the way streaming packers write).
+every entry gets a data descriptor (the way streaming packers write); --zip64
+makes every record a ZIP64 one (end records, extra fields, 8-byte descriptors),
+the way MakeAppx writes packages.
 """
 import base64, hashlib, io, sys, zipfile
 
@@ -61,6 +63,10 @@ class Stream(io.RawIOBase):
     def write(self, b):
         return self.f.write(b)
 
+
+if flag("--zip64"):
+    zipfile.ZIP64_LIMIT = 0
+    zipfile.ZIP_FILECOUNT_LIMIT = 0
 
 with open(out, "wb") as f:
     with zipfile.ZipFile(Stream(f) if flag("--stream") else f, "w") as z:

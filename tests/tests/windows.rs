@@ -355,11 +355,13 @@ fn msix_packages_and_bundles_sign_verify_and_resign_to_one_signature() {
     let s = server(format("sha2signcode", ""));
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Plain local headers; data descriptors (a streaming packer); a bundle.
+    // Plain local headers; data descriptors (a streaming packer); a bundle;
+    // ZIP64 records everywhere (as MakeAppx writes them).
     for (name, args) in [
         ("app.msix", &[][..]),
         ("stream.appx", &["--stream"][..]),
         ("app.msixbundle", &["--bundle", "--stream"][..]),
+        ("zip64.msix", &["--zip64"][..]),
     ] {
         let input = build_msix(d, name, args);
         let body = std::fs::read(&input).unwrap();
@@ -378,7 +380,12 @@ fn msix_packages_and_bundles_sign_verify_and_resign_to_one_signature() {
         assert_eq!(names(&again), 2, "{name}");
 
         // The reference signs the same input; its output verifies, and we
-        // replace its signature with ours.
+        // replace its signature with ours. (osslsigncode 2.9 signs the ZIP64
+        // package but cannot verify its own output: it rewrites
+        // [Content_Types].xml and leaves the old sizes in its ZIP64 field.)
+        if name == "zip64.msix" {
+            continue;
+        }
         let theirs = reference_signs(d, &input, name, &[]);
         let ours = sign_ok(&s, "sha2signcode", name, &std::fs::read(&theirs).unwrap());
         let (text, ok) = verify(d, &format!("ours-{name}"), &ours);

@@ -140,16 +140,25 @@ pub(crate) fn read_archive(file: &mut File, len: u64) -> Result<Archive, SignErr
              (truncated, or an archive comment, which packages do not have)",
         ));
     }
-    let zip64 = size32 == u32::MAX || offset32 == u32::MAX;
+    // ZIP64 end records: announced by the markers, or simply present (as
+    // Python's zipfile writes them when only some values need them).
+    let loc = match len.checked_sub(EOCD_LEN + LOCATOR_LEN) {
+        Some(at) => Some((
+            at,
+            read_at(file, at, LOCATOR_LEN as usize, "ZIP64 locator")?,
+        )),
+        None => None,
+    };
+    let has_locator = loc
+        .as_ref()
+        .is_some_and(|(_, l)| l.starts_with(&ZIP64_LOCATOR_SIG.to_le_bytes()));
+    let zip64 = size32 == u32::MAX || offset32 == u32::MAX || has_locator;
     let (count, cd_size, cd_offset, cd_end) = if zip64 {
-        let at = len
-            .checked_sub(EOCD_LEN + LOCATOR_LEN)
-            .ok_or_else(|| reject("truncated ZIP64 end records"))?;
-        let loc = read_at(file, at, LOCATOR_LEN as usize, "ZIP64 locator")?;
+        let (at, loc) = loc
+            .filter(|_| has_locator)
+            .ok_or_else(|| reject("no ZIP64 end of central directory locator"))?;
         let mut b = Bytes(&loc);
-        if b.u32() != Some(ZIP64_LOCATOR_SIG) {
-            return Err(reject("no ZIP64 end of central directory locator"));
-        }
+        let _sig = b.u32();
         let (_, rec_at) = (b.u32(), b.u64().unwrap_or(u64::MAX));
         if rec_at.checked_add(ZIP64_EOCD_LEN).is_none_or(|e| e > at) {
             return Err(reject("the ZIP64 end record lies outside the file"));
