@@ -172,6 +172,11 @@ fn entry_reader<'a>(file: &'a mut File, e: &Entry) -> Result<Box<dyn Read + 'a>,
 /// Streams `e`'s content into `sink`, checking its size and CRC.
 fn read_content(file: &mut File, e: &Entry, sink: &mut dyn FnMut(&[u8])) -> Result<(), SignError> {
     let bad = |what: &str| reject(format!("{}: {what}", e.shown()));
+    // Deflate cannot expand more than about 1032:1: a larger claim is corrupt
+    // or a bomb (small files may claim any ratio).
+    if e.method == 8 && e.usize > e.csize.saturating_mul(1100).saturating_add(1 << 20) {
+        return Err(bad("claims an impossible compression ratio"));
+    }
     let mut r = entry_reader(file, e)?.take(e.usize.saturating_add(1));
     let mut crc = Crc::new();
     let mut n = 0u64;
@@ -209,7 +214,17 @@ fn content_types_with_signature(file: &mut File, e: &Entry) -> Result<Option<Vec
     }
     let mut xml = Vec::new();
     read_content(file, e, &mut |c| xml.extend_from_slice(c))?;
-    if find(&xml, SIGNATURE_OVERRIDE).is_some() {
+    // Any Override of the signature's part (signtool writes it with a space
+    // before "/>"; part names are case-insensitive) is kept: a second one
+    // would make the package invalid.
+    let lower = xml.to_ascii_lowercase();
+    if [
+        &b"partname=\"/appxsignature.p7x\""[..],
+        b"partname='/appxsignature.p7x'",
+    ]
+    .iter()
+    .any(|n| find(&lower, n).is_some())
+    {
         return Ok(None);
     }
     let close = xml

@@ -122,6 +122,25 @@ fn the_signed_package_hashes_to_the_signed_blob_and_holds_one_signature() {
 }
 
 #[test]
+fn an_existing_signature_override_is_kept_whatever_its_spelling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ct = b"<Types><Override PartName=\"/appxsignature.P7X\" ContentType=\"application/vnd.ms-appx.signature\" /></Types>";
+    let bm = block_map("http://www.w3.org/2001/04/xmlenc#sha256");
+    let z = zip_of(&[
+        ("AppxManifest.xml", b"<Package/>"),
+        ("AppxBlockMap.xml", &bm),
+        ("[Content_Types].xml", ct),
+    ]);
+    let (signed, _) = sign(tmp.path(), &z, b"sig");
+    let (mut f, len) = file_of(tmp.path(), "o", &signed);
+    let p = parse(&mut f, len).unwrap();
+    let e = p.entry(CONTENT_TYPES).unwrap().clone();
+    let mut xml = Vec::new();
+    read_content(&mut f, &e, &mut |c| xml.extend_from_slice(c)).unwrap();
+    assert_eq!(xml, ct);
+}
+
+#[test]
 fn a_modified_entry_changes_the_hashes() {
     let tmp = tempfile::tempdir().unwrap();
     let (signed, blob) = sign(tmp.path(), &package(), b"sig");
