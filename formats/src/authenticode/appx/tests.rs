@@ -141,6 +141,37 @@ fn an_existing_signature_override_is_kept_whatever_its_spelling() {
 }
 
 #[test]
+fn an_old_signature_anywhere_is_dropped_and_ours_goes_last() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bm = block_map("http://www.w3.org/2001/04/xmlenc#sha256");
+    let z = zip_of(&[
+        ("AppxManifest.xml", b"<Package/>"),
+        ("AppxSignature.p7x", b"PKCXold"),
+        ("AppxBlockMap.xml", &bm),
+        ("[Content_Types].xml", CT),
+    ]);
+    let (signed, blob) = sign(tmp.path(), &z, b"new");
+    let (mut f, len) = file_of(tmp.path(), "o", &signed);
+    let p = parse(&mut f, len).unwrap();
+    let names: Vec<_> = p.archive.entries.iter().map(|e| e.shown()).collect();
+    assert_eq!(
+        names,
+        [
+            "AppxManifest.xml",
+            "AppxBlockMap.xml",
+            "[Content_Types].xml",
+            "AppxSignature.p7x"
+        ]
+    );
+    assert_eq!(read_signature(&mut f, &p).unwrap(), b"new");
+    let none: Option<&mut Vec<u8>> = None;
+    assert_eq!(
+        copy_and_hash(&mut f, &p, p.alg, false, none).unwrap().blob,
+        blob
+    );
+}
+
+#[test]
 fn a_modified_entry_changes_the_hashes() {
     let tmp = tempfile::tempdir().unwrap();
     let (signed, blob) = sign(tmp.path(), &package(), b"sig");
