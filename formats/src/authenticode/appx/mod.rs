@@ -354,7 +354,10 @@ pub(crate) fn copy_and_hash<W: Write>(
     }
     let end = sink.pos;
     let data_hash = sink.hash.finalize_reset().to_vec();
-    if !p.archive.zip64 && !zip::fits_zip32(count + 1, cd.len() as u64 + 1024, end + MAX_SIGNATURE)
+    // Room for our signature entry: its central directory record (at most
+    // 46 + 17 + 28 bytes) and its local record (at most MAX_SIGNATURE).
+    let (cd_room, entry_room) = (128, MAX_SIGNATURE);
+    if !p.archive.zip64 && !zip::fits_zip32(count + 1, cd.len() as u64 + cd_room, end + entry_room)
     {
         return Err(reject(
             "too large for its non-ZIP64 end records once signed",
