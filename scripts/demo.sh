@@ -91,7 +91,7 @@ x86_64-w64-mingw32-gcc -O1 -o "$work/hello.exe" "$work/hello.c"
 sign sha2signcode "$work/hello.exe"
 osslsigncode verify -CAfile certs/authenticode/ca.pem -in "$work/hello.exe" | tail -n 1
 
-say "sha2signcode beyond PE: an MSI (wixl; signed by Mozilla's client), a cabinet (gcab), a PowerShell script"
+say "sha2signcode beyond PE: an MSI (wixl; signed by Mozilla's client), a cabinet (gcab), a PowerShell script, an MSIX package"
 mkdir -p "$work/msi" && printf 'hello from a signed MSI\r\n' > "$work/msi/hello.txt"
 cat > "$work/msi/hello.wxs" <<'WXS'
 <?xml version="1.0" encoding="utf-8"?>
@@ -116,6 +116,9 @@ osslsigncode verify -CAfile certs/authenticode/ca.pem -in "$work/hello.cab" | ta
 printf 'Write-Output "hello from a signed script"\r\n' > "$work/hello.ps1"
 sign sha2signcode "$work/hello.ps1"
 osslsigncode verify -CAfile certs/authenticode/ca.pem -in "$work/hello.ps1" | tail -n 1
+python3 tests/src/make_msix.py "$work/hello.msix"
+sign sha2signcode "$work/hello.msix"
+osslsigncode verify -CAfile certs/authenticode/ca.pem -in "$work/hello.msix" | tail -n 1
 
 say "macapp: a Mach-O and a .app bundle (clang + ld64.lld, no SDK), verified with rcodesign"
 printf 'int main(void) {\n  __asm__ volatile("mov $0x2000001, %%eax\\n xor %%edi, %%edi\\n syscall");\n  return 0;\n}\n' > "$work/m.c"

@@ -13,7 +13,7 @@ seeds=$here/seeds
 : "${SIGNING_TEST_VENV:=$HOME/.cache/signing-server/venv}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for t in mar_parse apk_zip apk_manifest pe_authenticode authenticode_pkcs7 msi_cfb cab_parse cat_parse script_scan apple_tarball apple_macho gpg_key token config rpm_headers; do
+for t in mar_parse apk_zip apk_manifest pe_authenticode authenticode_pkcs7 msi_cfb cab_parse cat_parse script_scan appx_zip apple_tarball apple_macho gpg_key token config rpm_headers; do
     rm -rf "${seeds:?}/$t"
     mkdir -p "$seeds/$t"
 done
@@ -66,6 +66,10 @@ WXS
 ossl_sign "$seeds/msi_cfb/wixl.msi" "$seeds/msi_cfb/signed.msi"
 (cd "$tmp/msi" && gcab -c "$seeds/cab_parse/stored.cab" hello.txt t.wxs && gcab -cz "$tmp/z.cab" hello.txt)
 ossl_sign "$tmp/z.cab" "$seeds/cab_parse/mszip-signed.cab"
+python3 "$root/tests/src/make_msix.py" "$seeds/appx_zip/unsigned.msix" --payload 300
+python3 "$root/tests/src/make_msix.py" "$seeds/appx_zip/zip64.msix" --zip64 --payload 300
+python3 "$root/tests/src/make_msix.py" "$tmp/stream.msixbundle" --stream --bundle --payload 300
+ossl_sign "$tmp/stream.msixbundle" "$seeds/appx_zip/signed-stream.msixbundle"
 printf 'param($x)\r\nWrite-Output "h\xc3\xa9llo"\r\n' > "$seeds/script_scan/crlf.ps1"
 ossl_sign "$seeds/script_scan/crlf.ps1" "$tmp/signed.ps1"
 cp "$tmp/signed.ps1" "$seeds/script_scan/signed-ps1"

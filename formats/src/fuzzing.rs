@@ -140,6 +140,30 @@ pub fn cab_parse(data: &[u8]) -> Result<(), SignError> {
     Ok(())
 }
 
+/// Authenticode MSIX/APPX: reads the ZIP structure and the block map, then
+/// copies the package with a dummy signature and checks that the copy
+/// parses as signed, gives the signature back and hashes the same.
+pub fn appx_zip(data: &[u8]) -> Result<(), SignError> {
+    use crate::authenticode::appx;
+    let mut f = temp_file(data)?;
+    let p = appx::parse(&mut f, data.len() as u64)?;
+    for e in &p.archive.entries {
+        assert!(e.data_offset() + e.csize <= p.archive.cd_offset);
+    }
+    let mut out = tempfile::tempfile()?;
+    let h = appx::copy_and_hash(&mut f, &p, p.alg, true, Some(&mut out))?;
+    let blob = h.blob.clone();
+    appx::finish(&mut out, &p, h, &[0x30, 0x00])?;
+    let len = out.seek(SeekFrom::End(0))?;
+    let p2 = appx::parse(&mut out, len).expect("our own signed package does not parse");
+    assert!(p2.signed);
+    assert_eq!(appx::read_signature(&mut out, &p2), Ok(vec![0x30, 0x00]));
+    let none: Option<&mut std::io::Sink> = None;
+    let h2 = appx::copy_and_hash(&mut out, &p2, p2.alg, false, none)?;
+    assert_eq!(h2.blob, blob, "the signed package hashes differently");
+    Ok(())
+}
+
 /// Authenticode scripts: finds the signature block (in each comment
 /// syntax), hashes the text, and reads an existing block back.
 pub fn script_scan(data: &[u8]) -> Result<(), SignError> {
@@ -308,6 +332,9 @@ mod tests {
         }
         for (p, d) in seeds("cab_parse") {
             super::cab_parse(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("appx_zip") {
+            super::appx_zip(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         }
         for (p, d) in seeds("script_scan") {
             super::script_scan(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));

@@ -1,13 +1,14 @@
 //! Fixtures for the Windows containers beyond PE, made with the real tools:
 //! MSI packages with `wixl` (msitools), cabinets with `gcab`, catalogs with
 //! `openssl asn1parse -genconf` (a PKCS#7 around a certificate trust list, as
-//! `makecat` writes them), and PowerShell text in several encodings; plus
+//! `makecat` writes them), PowerShell text in several encodings and MSIX
+//! packages and bundles (`make_msix.py`: Python's zipfile, a real block map); plus
 //! `osslsigncode sign` as the reference signer.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{certs, passphrase, run};
+use crate::{certs, passphrase, repo, run};
 
 /// Builds an MSI installing one file `hello.txt` (holding `text`) with
 /// `wixl`; the file goes into an embedded cabinet (a stream of the MSI).
@@ -144,6 +145,27 @@ pub enum TextEncoding {
     Utf8Bom,
     /// UTF-16LE with FF FE.
     Utf16Le,
+}
+
+/// Builds an MSIX package `dir/name` with `tests/src/make_msix.py`, which
+/// takes `args` (`--bundle`, `--stream` for data descriptors, `--hash sha384`,
+/// `--no-block-map`, `--payload N`).
+pub fn build_msix(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let (ok, text) = run(Command::new("python3")
+        .arg(repo().join("tests/src/make_msix.py"))
+        .arg(&out)
+        .args(args));
+    assert!(ok, "make_msix.py {args:?}: {text}");
+    out
+}
+
+/// Whether Python's zipfile reads every entry of `zip` back with a good CRC.
+pub fn zip_entries_intact(zip: &Path) -> (bool, String) {
+    run(Command::new("python3")
+        .arg("-c")
+        .arg("import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); bad = z.testzip(); print(bad or 'ok', len(z.namelist())); sys.exit(bad is not None)")
+        .arg(zip))
 }
 
 /// Signs `input` into `output` with osslsigncode and the RSA test key,

@@ -1,5 +1,6 @@
 //! Authenticode beyond PE, end to end: MSI packages (wixl), cabinets (gcab),
-//! catalogs (openssl asn1parse) and PowerShell scripts go through the real
+//! catalogs (openssl asn1parse), PowerShell scripts and MSIX packages and
+//! bundles (Python's zipfile) go through the real
 //! server's one `sha2signcode` format and are checked with osslsigncode 2.9,
 //! which also signs the same inputs as the reference; a flipped byte fails;
 //! an already-signed input comes back with exactly one signature, ours.
@@ -303,15 +304,18 @@ fn refusals_say_why() {
     let mut cab = std::fs::read(build_cab(d, "multi", false)).unwrap();
     cab[30] |= 0x01;
     refused("multi.cab", &cab, "multi-volume");
-    // A ZIP (APPX/MSIX) is not signed by this server.
-    let (status, text) = sign(
-        &s,
-        "sha2signcode",
-        "app.msix",
-        b"PK\x03\x04 not really a package",
+    // MSIX: no block map; a truncated package; a SHA-1 block map.
+    let msix = |name: &str, args: &[&str]| std::fs::read(build_msix(d, name, args)).unwrap();
+    let no_map = msix("no-map.msix", &["--no-block-map"]);
+    refused("no-map.msix", &no_map, "no AppxBlockMap.xml in the archive");
+    let whole = msix("whole.msix", &[]);
+    refused(
+        "cut.msix",
+        &whole[..whole.len() - 30],
+        "no end of central directory record",
     );
-    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&text));
-    assert!(String::from_utf8_lossy(&text).contains("APPX"));
+    let sha1 = msix("sha1.msix", &["--hash", "sha1"]);
+    refused("sha1.msix", &sha1, "is not SHA-256, SHA-384 or SHA-512");
     // Text that is not UTF-8 and has no UTF-16 BOM.
     let (status, text) = sign(
         &s,
@@ -338,4 +342,86 @@ fn mozilla_signtool_signs_an_msi_with_sha2signcode() {
     );
     let (text, ok) = osslsigncode_verify(&signed);
     assert!(ok && signature_count(&text) == Some(1), "{text}");
+}
+
+/// The entry of the payload `make_msix.py` writes: (i * 7) % 251.
+fn payload_offset(package: &[u8]) -> usize {
+    find(package, &[0, 7, 14, 21, 28, 35, 42]) + 1000
+}
+
+#[test]
+fn msix_packages_and_bundles_sign_verify_and_resign_to_one_signature() {
+    require_osslsigncode_2_9();
+    let s = server(format("sha2signcode", ""));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Plain local headers; data descriptors (a streaming packer); a bundle;
+    // ZIP64 records everywhere (as MakeAppx writes them).
+    for (name, args) in [
+        ("app.msix", &[][..]),
+        ("stream.appx", &["--stream"][..]),
+        ("app.msixbundle", &["--bundle", "--stream"][..]),
+        ("zip64.msix", &["--zip64"][..]),
+    ] {
+        let input = build_msix(d, name, args);
+        let body = std::fs::read(&input).unwrap();
+        let signed = sign_ok(&s, "sha2signcode", name, &body);
+        verifies_and_tamper_fails(d, name, &signed, payload_offset(&signed));
+        let (ok, text) = zip_entries_intact(&d.join(name));
+        assert!(ok, "{name}: zipfile: {text}");
+        // The local record and the central directory record name it once each.
+        let names = |b: &[u8]| b.windows(17).filter(|w| w == b"AppxSignature.p7x").count();
+        assert_eq!(names(&signed), 2, "{name}");
+
+        // Signed again by us: still one signature, and it verifies.
+        let again = sign_ok(&s, "sha2signcode", name, &signed);
+        let (text, ok) = verify(d, &format!("again-{name}"), &again);
+        assert!(ok && signature_count(&text) == Some(1), "{name}: {text}");
+        assert_eq!(names(&again), 2, "{name}");
+
+        // The reference signs the same input; its output verifies, and we
+        // replace its signature with ours. (osslsigncode 2.9 signs the ZIP64
+        // package but cannot verify its own output: it rewrites
+        // [Content_Types].xml and leaves the old sizes in its ZIP64 field.)
+        if name == "zip64.msix" {
+            continue;
+        }
+        let theirs = reference_signs(d, &input, name, &[]);
+        let ours = sign_ok(&s, "sha2signcode", name, &std::fs::read(&theirs).unwrap());
+        let (text, ok) = verify(d, &format!("ours-{name}"), &ours);
+        assert!(ok && signature_count(&text) == Some(1), "{name}: {text}");
+        assert!(text.contains("signing-server test"), "{name}: {text}");
+        assert_eq!(names(&ours), 2, "{name}");
+    }
+}
+
+#[test]
+fn msix_hash_follows_the_block_map_and_is_timestamped() {
+    require_osslsigncode_2_9();
+    let tsa = Tsa::start(TsaMode::Good);
+    let s = server(format(
+        "sha2signcode-384",
+        &format!("digest = sha384\ntimestamp_urls = {}\n", tsa.url),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let body = std::fs::read(build_msix(d, "384.msix", &["--hash", "sha384"])).unwrap();
+    let signed = sign_ok(&s, "sha2signcode-384", "384.msix", &body);
+    assert_eq!(tsa.count(), 1);
+    let (text, ok) = verify(d, "384.msix", &signed);
+    assert!(ok && signature_count(&text) == Some(1), "{text}");
+    assert!(text.contains("SHA384"), "{text}");
+    assert!(
+        text.contains("Timestamp Server Signature verification: ok"),
+        "{text}"
+    );
+    // A SHA-256 block map does not fit a SHA-384 format.
+    let body = std::fs::read(build_msix(d, "256.msix", &[])).unwrap();
+    let (status, text) = sign(&s, "sha2signcode-384", "256.msix", &body);
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, 422, "{text}");
+    assert!(
+        text.contains("AppxBlockMap.xml hashes with SHA-256, this format signs with SHA-384"),
+        "{text}"
+    );
 }

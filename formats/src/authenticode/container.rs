@@ -1,6 +1,6 @@
 //! Which Windows container an input is, and signing and checking the ones
 //! beyond PE ([`super::msi`], [`super::cab`], [`super::cat`],
-//! [`super::script`]) with the signer's key, chain, digest and TSAs.
+//! [`super::script`], [`super::appx`]) with the signer's key, chain, digest and TSAs.
 //!
 //! The container is told by the content (magic numbers), never by the
 //! client's file name, except for scripts, which have no magic: their name's
@@ -16,7 +16,7 @@ use cms::signed_data::SignedData;
 use const_oid::ObjectIdentifier;
 
 use super::script::Syntax;
-use super::{cab, cat, internal, msi, pkcs7, script, AuthenticodeSigner, Resign};
+use super::{appx, cab, cat, internal, msi, pkcs7, script, AuthenticodeSigner, Resign};
 use crate::signed_data;
 use crate::SignError;
 
@@ -28,6 +28,8 @@ pub(crate) enum Container {
     Cab,
     Cat,
     Script(Syntax),
+    /// An MSIX/APPX package or bundle (a ZIP archive).
+    Appx,
 }
 
 impl Container {
@@ -38,6 +40,7 @@ impl Container {
             Container::Cab => "cabinet",
             Container::Cat => "catalog",
             Container::Script(_) => "script",
+            Container::Appx => "MSIX/APPX package",
         }
     }
 }
@@ -63,9 +66,7 @@ pub(crate) fn detect(
         return Ok(Container::Cab);
     }
     if head.starts_with(b"PK\x03\x04") {
-        return Err(SignError::Rejected(
-            "a ZIP archive (APPX/MSIX?): this server does not sign APPX or MSIX packages".into(),
-        ));
+        return Ok(Container::Appx);
     }
     if cat::looks_like(&head) {
         return Ok(Container::Cat);
@@ -75,7 +76,7 @@ pub(crate) fn detect(
     }
     Err(SignError::Rejected(format!(
         "not a valid PE file: no MZ signature at offset 0; nor is it, by its content, an MSI, \
-         a cabinet or a catalog, nor by its name ({}) a script ({})",
+         a cabinet, a catalog or an MSIX/APPX package, nor by its name ({}) a script ({})",
         script::label(label),
         script::EXTENSIONS.join(", ")
     )))
@@ -213,6 +214,28 @@ impl AuthenticodeSigner {
                 out.sync_data()?;
                 Ok(())
             }
+            Container::Appx => {
+                let p = appx::parse(input, len)?;
+                if p.alg != self.alg {
+                    return Err(SignError::Rejected(format!(
+                        "the package's AppxBlockMap.xml hashes with {}, this format signs \
+                         with {}: the two must match",
+                        appx::alg_name(p.alg),
+                        appx::alg_name(self.alg)
+                    )));
+                }
+                self.refuse_signed(c, p.signed)?;
+                let mut out = create(output)?;
+                let mut w = BufWriter::with_capacity(64 << 10, &mut out);
+                let h = appx::copy_and_hash(input, &p, self.alg, true, Some(&mut w))?;
+                let der =
+                    self.indirect_der(pkcs7::SPC_SIPINFO, &appx::sip_info(&p), &h.blob, timestamp)?;
+                appx::finish(&mut w, &p, h, &der)?;
+                w.flush()?;
+                drop(w);
+                out.sync_data()?;
+                Ok(())
+            }
         }
     }
 
@@ -256,6 +279,14 @@ impl AuthenticodeSigner {
                     der,
                     script::copy_and_hash(&mut f, &l, p.alg, None).map_err(e)?,
                 )
+            }
+            Container::Appx => {
+                let pkg = appx::parse(&mut f, len).map_err(e)?;
+                let der = appx::read_signature(&mut f, &pkg)?;
+                let p = pkcs7::parse_authenticode(&der)?;
+                let none: Option<&mut std::io::Sink> = None;
+                let h = appx::copy_and_hash(&mut f, &pkg, p.alg, false, none).map_err(e)?;
+                (der, h.blob)
             }
         };
         let parsed = pkcs7::parse_authenticode(&der)?;

@@ -1,8 +1,9 @@
 //! Authenticode: Windows PE images (.exe, .dll; PE32 and PE32+) signed
 //! in-process, the way `signtool.exe sign` / `osslsigncode sign` do; MSI
-//! packages, cabinets, catalogs and PowerShell scripts too, told from the
-//! content by [`container`] and signed there with the same key, chain,
-//! digest and TSAs ([`msi`], [`cab`], [`cat`], [`script`]).
+//! packages, cabinets, catalogs, PowerShell scripts and MSIX/APPX packages
+//! too, told from the content by [`container`] and signed there with the same
+//! key, chain, digest and TSAs ([`msi`], [`cab`], [`cat`], [`script`],
+//! [`appx`]).
 //!
 //! What it does, per PE file:
 //! - parses the headers with goblin ([`pe`]), refusing with a precise reason
@@ -23,8 +24,9 @@
 //! `refuse`), `program_name`, `program_url` and `timestamp_timeout` (seconds).
 //!
 //! Deliberately NOT done: page hashes, nested (dual) signatures, SHA-1,
-//! APPX/MSIX, and any child process.
+//! encrypted MSIX/APPX, and any child process.
 
+pub(crate) mod appx;
 pub(crate) mod cab;
 pub(crate) mod cat;
 pub(crate) mod container;
