@@ -368,7 +368,12 @@ fn refusals_are_logged_with_their_reason_and_cleaned() {
     );
     let _ = tls.write_all(big.as_bytes());
     let (got, _) = read_until_closed(&mut tls);
-    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 431"));
+    // hyper answers and closes with most of the header unread, so the kernel
+    // resets the connection and may drop the answer before we read it (a
+    // race CI hit): what was read, if anything, is the 431; the log says it
+    // either way.
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 431"), "{got}");
     assert!(wait_until(Duration::from_secs(5), || s
         .stderr()
         .contains("431")));
