@@ -280,18 +280,7 @@ where
                 current = Some((head.name, Vec::new()));
             }
             Event::Data(piece) => {
-                let Some((name, value)) = &mut current else {
-                    continue;
-                };
-                if value.len() + piece.len() > FIELD_LIMIT {
-                    return Err(Refusal::bad(
-                        "field_too_long",
-                        format!("field {name} is longer than {FIELD_LIMIT} bytes"),
-                    )
-                    .drained());
-                }
-                total += piece.len() as u64;
-                value.extend_from_slice(&piece);
+                total += append(&mut current, &piece).map_err(Refusal::drained)?;
             }
             Event::End | Event::NeedMore => {
                 if let Some((name, value)) = current.take() {
@@ -310,6 +299,22 @@ where
             .drained());
         }
     }
+}
+
+/// Adds `piece` to the text field being read (none: a part not kept), within
+/// [`FIELD_LIMIT`]; returns how many bytes it added.
+fn append(current: &mut Option<(String, Vec<u8>)>, piece: &[u8]) -> Result<u64, Refusal> {
+    let Some((name, value)) = current else {
+        return Ok(0);
+    };
+    if value.len() + piece.len() > FIELD_LIMIT {
+        return Err(Refusal::bad(
+            "field_too_long",
+            format!("field {name} is longer than {FIELD_LIMIT} bytes"),
+        ));
+    }
+    value.extend_from_slice(piece);
+    Ok(piece.len() as u64)
 }
 
 /// Acts on a complete text field: the token is verified at once and, once
@@ -429,26 +434,14 @@ where
     let deadline = tokio::time::Instant::now() + state.form_timeout;
     let mut current: Option<(String, Vec<u8>)> = None;
     let mut sha256: Option<Vec<u8>> = None;
-    let mut total = 0usize;
+    let mut total = 0u64;
     loop {
         match next_event(state, form, Some(deadline)).await? {
             Event::Part(head) => {
-                total += head.name.len();
+                total += head.name.len() as u64;
                 current = Some((head.name, Vec::new()));
             }
-            Event::Data(piece) => {
-                let Some((name, value)) = &mut current else {
-                    continue;
-                };
-                if value.len() + piece.len() > FIELD_LIMIT {
-                    return Err(Refusal::bad(
-                        "field_too_long",
-                        format!("field {name} is longer than {FIELD_LIMIT} bytes"),
-                    ));
-                }
-                total += piece.len();
-                value.extend_from_slice(&piece);
-            }
+            Event::Data(piece) => total += append(&mut current, &piece)?,
             Event::PartEnd => {
                 if let Some((name, value)) = current.take() {
                     if name == "sha256" {
@@ -458,7 +451,7 @@ where
             }
             Event::End | Event::NeedMore => break,
         }
-        if total as u64 > FORM_LIMIT {
+        if total > FORM_LIMIT {
             return Err(Refusal::bad(
                 "form_too_long",
                 format!("the form fields after filedata pass {FORM_LIMIT} bytes"),
