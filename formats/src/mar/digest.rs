@@ -73,16 +73,7 @@ pub fn prepare(input: &Path, output: &Path, spec: DigestSpec) -> Result<Prepared
             .map_err(|e| internal(format!("digest: {e}")))
     };
     sign::write_signed(&mut reader, &layout, &plan, &mut out, &mut update)?;
-    let mut file = out
-        .into_inner()
-        .map_err(|e| SignError::from(e.into_error()))?;
-    let written = file.stream_position()?;
-    if written != plan.total_len {
-        return Err(internal(format!(
-            "wrote {written} bytes, planned {}",
-            plan.total_len
-        )));
-    }
+    sign::written_file(out, &plan)?;
     let digest = hasher
         .finish()
         .map_err(|e| internal(format!("digest: {e}")))?

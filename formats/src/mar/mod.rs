@@ -310,16 +310,7 @@ impl MarSigner {
                 "the RSA signature just made does not verify".into(),
             ));
         }
-        let mut file = out
-            .into_inner()
-            .map_err(|e| SignError::from(e.into_error()))?;
-        let written = file.stream_position()?;
-        if written != plan.total_len {
-            return Err(internal(format!(
-                "wrote {written} bytes, planned {}",
-                plan.total_len
-            )));
-        }
+        let mut file = sign::written_file(out, &plan)?;
         file.seek(SeekFrom::Start(plan.signature_offset))?;
         file.write_all(&signature)?;
         file.flush()?;

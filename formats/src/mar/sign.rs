@@ -167,6 +167,25 @@ pub(crate) fn write_signed<R: Read + Seek, W: Write>(
 
 /// Feeds what the signatures of a signed MAR cover to `hash`: the whole
 /// file except each signature's bytes.
+/// The file behind `out`, flushed, once it holds exactly the bytes `plan`
+/// planned (the signer and digest signing's `prepare` both check this).
+pub(crate) fn written_file(
+    out: std::io::BufWriter<std::fs::File>,
+    plan: &Plan,
+) -> Result<std::fs::File, SignError> {
+    let mut file = out
+        .into_inner()
+        .map_err(|e| SignError::from(e.into_error()))?;
+    let written = file.stream_position()?;
+    if written != plan.total_len {
+        return Err(SignError::Internal(anyhow::anyhow!(
+            "wrote {written} bytes, planned {}",
+            plan.total_len
+        )));
+    }
+    Ok(file)
+}
+
 pub(crate) fn hash_signed_data<R: Read + Seek>(
     input: &mut R,
     layout: &Layout,
