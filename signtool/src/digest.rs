@@ -288,13 +288,9 @@ async fn finish(
                 return Err((Some(Prepared::Mar { spec, prep, temp }), bad(e)));
             }
             let (path, sig) = (temp.to_path_buf(), sig.to_vec());
-            let done = tokio::task::spawn_blocking(move || mar::finish(&path, &prep, &sig))
+            blocking(move || mar::finish(&path, &prep, &sig))
                 .await
-                .map_err(local)
-                .and_then(|r| r.map_err(local));
-            if let Err(e) = done {
-                return Err((None, e));
-            }
+                .map_err(|e| (None, e))?;
             // Hashed only if a next format or the cache needs it.
             Ok(Signed { temp, hashes: None })
         }
@@ -303,13 +299,9 @@ async fn finish(
                 return Err((Some(Prepared::Authenticode { spec, prep, temp }), bad(e)));
             }
             let (path, sig) = (temp.to_path_buf(), sig.to_vec());
-            let done = tokio::task::spawn_blocking(move || authenticode::finish(&path, prep, &sig))
+            blocking(move || authenticode::finish(&path, prep, &sig))
                 .await
-                .map_err(local)
-                .and_then(|r| r.map_err(local));
-            if let Err(e) = done {
-                return Err((None, e));
-            }
+                .map_err(|e| (None, e))?;
             // Hashed only if a next format or the cache needs it.
             Ok(Signed { temp, hashes: None })
         }
