@@ -301,7 +301,7 @@ impl AuthenticodeSigner {
 
     /// The checks every Authenticode SignedData gets: one signer, ours, whose
     /// signature covers the encapsulated content, and a valid timestamp if any.
-    fn check_signer(&self, sd: &SignedData) -> Result<(), String> {
+    pub(super) fn check_signer(&self, sd: &SignedData) -> Result<(), String> {
         let si = sd.signer_infos.0.iter().next().ok_or("no signer")?;
         if sd.signer_infos.0.len() != 1 {
             return Err(format!("{} signers, not one", sd.signer_infos.0.len()));

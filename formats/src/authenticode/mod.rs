@@ -49,7 +49,7 @@ use secrecy::SecretString;
 use x509_cert::Certificate;
 
 use self::pkcs7::KeyKind;
-use crate::signed_data::{self, DigestAlg};
+use crate::signed_data::DigestAlg;
 use crate::timestamp::TimestampClient;
 use crate::{FormatConfig, KeyStatus, SignContext, SignError, Signer, SigningKey};
 
@@ -316,16 +316,9 @@ impl AuthenticodeSigner {
         if copied.digest != parsed.image_hash {
             return Err("the image hash does not match the file (modified after signing?)".into());
         }
-        let sd = &parsed.signed_data;
-        let si = sd.signer_infos.0.iter().next().ok_or("no signer")?;
-        let cert =
-            signed_data::signer_cert(sd, si).ok_or("the signer's certificate is not embedded")?;
-        if cert != &self.leaf {
-            return Err("signed with another certificate".into());
-        }
-        // An RFC 3161 timestamp, if any, must stamp this signature.
-        pkcs7::check_signer(sd, si, cert, self.alg)?;
-        Ok(())
+        // One signer, ours, and an RFC 3161 timestamp, if any, that stamps it:
+        // the same checks as every other container's.
+        self.check_signer(&parsed.signed_data)
     }
 
     /// Signs `input` into the new file `output`; `timestamp`: whether to
