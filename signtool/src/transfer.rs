@@ -173,6 +173,9 @@ enum Answer {
     Done(Signed),
     Pending,
     Unknown,
+    /// 500: signing failed there and the server forgot the input; what it
+    /// said. Uploading again (there or elsewhere) may succeed.
+    Failed(String),
 }
 
 /// Why a request did not give an answer we can use.
@@ -290,6 +293,9 @@ async fn get(
         200 => download(r, out_dir, name, s.read_timeout).await,
         404 if r.headers().contains_key("x-pending") => Ok(Answer::Pending),
         404 => Ok(Answer::Unknown),
+        500 => Ok(Answer::Failed(
+            format!("500 {}", message(r).await).trim_end().to_string(),
+        )),
         _ => Err(refusal(r).await),
     }
 }
@@ -482,6 +488,11 @@ pub async fn sign(
                 }
                 Ok(Answer::Unknown) if uploaded_here => {
                     Err(retry("forgot the file it had accepted (restarted?)"))
+                }
+                Ok(Answer::Failed(what)) => {
+                    // The next try uploads again, on this host too.
+                    uploaded_here = false;
+                    Err(retry(what))
                 }
                 Ok(Answer::Unknown) => {
                     log::info(format!("{h}: uploading {shown} to {url}"));
