@@ -7,6 +7,8 @@
 //! formats carries them inside the MAC'd text, after the chaff:
 //! `IP:VALID_FROM:VALID_TO:CHAFF;FORMAT,FORMAT!MAC` (format names never hold
 //! `;`, `,`, `:` or `!`); a token without a scope is valid for every format.
+//! A token a second person approved (`crate::approval`) names both people
+//! after its scope, each in base64url: `…;FORMATS;REQUESTER.APPROVER!MAC`.
 //!
 //! Every secret comparison here is constant-time: MACs through
 //! `Mac::verify_slice`, passwords through `subtle` on fixed-length digests
@@ -14,7 +16,7 @@
 
 use std::net::IpAddr;
 
-use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use ipnet::IpNet;
@@ -95,6 +97,17 @@ pub struct Token {
     pub chaff: String,
     /// The formats it may sign with; `None`: all of them.
     pub formats: Option<Vec<String>>,
+    /// Who asked for it and who approved it, for a two-person token.
+    pub approval: Option<Approval>,
+}
+
+/// The two people behind an approved token (both authenticated when it was made).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// Who asked (`POST /token`).
+    pub requester: String,
+    /// Who approved (`POST /token/approve`): never the requester.
+    pub approver: String,
 }
 
 impl Token {
@@ -130,6 +143,34 @@ pub fn mint(
     valid_to: u64,
     formats: Option<&[String]>,
 ) -> String {
+    mint_with(secret, ip, (valid_from, valid_to), formats, None)
+}
+
+/// Mints a two-person token: scoped to `formats`, naming both people.
+pub fn mint_approved(
+    secret: &SecretString,
+    ip: IpAddr,
+    valid_from: u64,
+    valid_to: u64,
+    formats: &[String],
+    approval: &Approval,
+) -> String {
+    mint_with(
+        secret,
+        ip,
+        (valid_from, valid_to),
+        Some(formats),
+        Some(approval),
+    )
+}
+
+fn mint_with(
+    secret: &SecretString,
+    ip: IpAddr,
+    (valid_from, valid_to): (u64, u64),
+    formats: Option<&[String]>,
+    approval: Option<&Approval>,
+) -> String {
     let mut chaff = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut chaff);
     let mut payload = format!(
@@ -143,12 +184,34 @@ pub fn mint(
         payload.push(';');
         payload.push_str(&list.join(","));
     }
+    if let Some(a) = approval {
+        payload.push_str(&format!(
+            ";{}.{}",
+            URL_SAFE_NO_PAD.encode(&a.requester),
+            URL_SAFE_NO_PAD.encode(&a.approver)
+        ));
+    }
     let mut m = mac(secret);
     m.update(payload.as_bytes());
     format!(
         "{payload}!{}",
         STANDARD_NO_PAD.encode(m.finalize().into_bytes())
     )
+}
+
+/// `REQUESTER.APPROVER`, each base64url.
+fn parse_approval(text: &str) -> Option<Approval> {
+    let (requester, approver) = text.split_once('.')?;
+    let name = |b64: &str| {
+        URL_SAFE_NO_PAD
+            .decode(b64)
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+    };
+    Some(Approval {
+        requester: name(requester)?,
+        approver: name(approver)?,
+    })
 }
 
 /// Checks a token as carried by a request from `peer` at time `now`.
@@ -184,15 +247,22 @@ pub fn verify(
         .map_err(|_| TokenError::Malformed)?;
     let valid_from: u64 = from.parse().map_err(|_| TokenError::Malformed)?;
     let valid_to: u64 = to.parse().map_err(|_| TokenError::Malformed)?;
-    let (chaff, formats) = match last.split_once(';') {
-        Some((chaff, list)) => {
+    let (chaff, formats, approval) = match last.split_once(';') {
+        Some((chaff, rest)) => {
+            let (list, approval) = match rest.split_once(';') {
+                Some((list, people)) => (
+                    list,
+                    Some(parse_approval(people).ok_or(TokenError::Malformed)?),
+                ),
+                None => (rest, None),
+            };
             let list: Vec<String> = list.split(',').map(str::to_string).collect();
             if list.iter().any(|f| f.is_empty()) {
                 return Err(TokenError::Malformed);
             }
-            (chaff, Some(list))
+            (chaff, Some(list), approval)
         }
-        None => (last, None),
+        None => (last, None, None),
     };
     if chaff.is_empty() {
         return Err(TokenError::Malformed);
@@ -223,7 +293,15 @@ pub fn verify(
         valid_to,
         chaff: chaff.to_string(),
         formats,
+        approval,
     })
+}
+
+/// The public id (the chaff) of a token this server minted, for the audit log.
+pub fn public_id(token: &str) -> String {
+    let payload = token.rsplit_once('!').map_or(token, |(p, _)| p);
+    let last = payload.rsplit(':').next().unwrap_or_default();
+    last.split(';').next().unwrap_or_default().to_string()
 }
 
 /// An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, what a dual-stack socket
@@ -363,6 +441,36 @@ mod tests {
         // Unscoped tokens keep their meaning: every format.
         let all = verify(&mint(&good[0], ip, 100, 200, None), &good, ip, 150).unwrap();
         assert!(all.allows("anything") && all.formats.is_none());
+    }
+
+    #[test]
+    fn approved_tokens_name_both_people_under_the_mac() {
+        let ip: IpAddr = IP.parse().unwrap();
+        let good = [s("secret-secret-secret")];
+        let scope = ["release".to_string()];
+        let people = Approval {
+            requester: "alice".into(),
+            approver: "bob;!".into(),
+        };
+        let t = mint_approved(&good[0], ip, 100, 200, &scope, &people);
+        let ok = verify(&t, &good, ip, 150).unwrap();
+        assert_eq!(ok.approval.as_ref(), Some(&people));
+        assert!(ok.allows("release") && !ok.allows("gpg"));
+        // Dropping or swapping the names breaks the MAC.
+        let (head, mac) = t.split_once('!').unwrap();
+        let dropped = format!("{}!{mac}", head.rsplit_once(';').unwrap().0);
+        assert_eq!(verify(&dropped, &good, ip, 150), Err(TokenError::BadMac));
+        let (rest, names) = head.rsplit_once(';').unwrap();
+        let (a, b) = names.split_once('.').unwrap();
+        let swapped = format!("{rest};{b}.{a}!{mac}");
+        assert_eq!(verify(&swapped, &good, ip, 150), Err(TokenError::BadMac));
+        assert!(verify(&t, &good, ip, 150).is_ok());
+        assert_eq!(
+            verify(&mint(&good[0], ip, 100, 200, Some(&scope)), &good, ip, 150)
+                .unwrap()
+                .approval,
+            None
+        );
     }
 
     #[test]

@@ -389,6 +389,20 @@ pub(super) fn verify_token(
         )
         .drained());
     }
+    if sec.approvers.contains_key(format) && token.approval.is_none() {
+        state
+            .metrics
+            .inc("signing_token_rejections_total", &[("reason", "approval")]);
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "token_not_approved",
+            format!(
+                "format {format} signs only with a token a second person approved \
+                 (a scoped token from POST /token/approve); this one was not"
+            ),
+        )
+        .drained());
+    }
     Ok(token)
 }
 
