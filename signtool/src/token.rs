@@ -75,8 +75,11 @@ fn request_text(path: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{}: no request text in it", path.display()))
 }
 
-/// The form of the request: minting, or approving.
-fn form(args: &TokenArgs) -> Result<(&'static str, Vec<(&'static str, String)>), String> {
+/// A request's form fields.
+type Fields = Vec<(&'static str, String)>;
+
+/// The path and form of the request: minting, or approving.
+fn form(args: &TokenArgs) -> Result<(&'static str, Fields), String> {
     if let Some(path) = &args.approve {
         return Ok(("/token/approve", vec![("request", request_text(path)?)]));
     }

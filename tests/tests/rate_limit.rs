@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use signing_tests::signtool::{host_of, output, signtool_sign};
 use signing_tests::*;
 
+/// A digest request's (status, Retry-After, body, the data it signs).
+type Answer = (u16, Option<String>, Vec<u8>, Vec<u8>);
+
 fn server(rate: &str, burst: u32) -> Server {
     let mut o = ServerOpts::default();
     o.formats += &format!("digest_signing = yes\nmax_rate = {rate}\nburst = {burst}\n");
@@ -37,7 +40,7 @@ fn a_parallel_burst_of_digest_requests_is_held_to_the_rate() {
     let client = s.client();
     let url = s.url.clone();
     let started = Instant::now();
-    let answers: Vec<(u16, Option<String>, Vec<u8>, Vec<u8>)> = (0..16)
+    let answers: Vec<Answer> = (0..16)
         .map(|i| {
             let (client, url, token) = (client.clone(), url.clone(), token.clone());
             std::thread::spawn(move || {
