@@ -5,7 +5,7 @@
 //! its text, under a MAC made with the token secrets (so any server of a
 //! fleet sharing them can approve it, and none keeps anything):
 //!
-//! `v=1&ip=IP&duration=SECONDS&formats=F%2CG&requester=USER&expires=UNIX!MAC`
+//! `v=1&ip=IP&duration=SECONDS&formats=F%2CG&requester=USER&second_factor=totp&expires=UNIX!MAC`
 //!
 //! (`application/x-www-form-urlencoded` fields, so the text is one line
 //! without `!` before the MAC). MAC = HMAC-SHA256, keyed with the first
@@ -42,6 +42,8 @@ pub struct Request {
     pub formats: Vec<String>,
     /// Who asked (authenticated at `POST /token`).
     pub requester: String,
+    /// Whether the requester gave a one-time code (`second_factor=totp`, else `none`).
+    pub second_factor: bool,
     /// Unix seconds after which the request can no longer be approved.
     pub expires: u64,
 }
@@ -82,6 +84,10 @@ pub fn issue(secret: &SecretString, r: &Request) -> String {
         ("duration", r.duration.to_string()),
         ("formats", r.formats.join(",")),
         ("requester", r.requester.clone()),
+        (
+            "second_factor",
+            if r.second_factor { "totp" } else { "none" }.to_string(),
+        ),
         ("expires", r.expires.to_string()),
     ])
     .unwrap_or_default();
@@ -130,6 +136,11 @@ pub fn open(text: &str, secrets: &[SecretString], now: u64) -> Result<Request, R
         duration: number("duration")?,
         formats: get("formats")?.split(',').map(str::to_string).collect(),
         requester: get("requester")?.to_string(),
+        second_factor: match get("second_factor")? {
+            "totp" => true,
+            "none" => false,
+            _ => return Err(RequestError::Altered),
+        },
         expires: number("expires")?,
     };
     if now > request.expires {
@@ -152,6 +163,7 @@ mod tests {
             duration: 600,
             formats: vec!["release-gpg".into(), "mar".into()],
             requester: "alice & co!".into(),
+            second_factor: true,
             expires: 2000,
         }
     }
@@ -179,6 +191,7 @@ mod tests {
             text.replace("release-gpg%2C", ""),
             text.replace("ip=10.0.3.7", "ip=10.0.3.8"),
             text.replace("v=1", "v=2"),
+            text.replace("second_factor=totp", "second_factor=none"),
             "garbage".to_string(),
             String::new(),
         ] {

@@ -64,23 +64,6 @@ impl Audit {
         Ok(Audit { file })
     }
 
-    /// Writes one line about tokens (`event`: `token_minted`,
-    /// `approval_requested`, `token_approved`), with the time added.
-    pub fn event(&self, mut fields: serde_json::Value) {
-        let Some(file) = &self.file else { return };
-        let time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        if let Some(map) = fields.as_object_mut() {
-            map.insert("time".into(), time.into());
-        }
-        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = writeln!(f, "{fields}") {
-            tracing::error!("cannot write the audit log: {e}");
-        }
-    }
-
     /// Writes one record; an audit failure is logged, never fatal to the job.
     pub fn record(&self, r: &AuditRecord<'_>) {
         let Some(file) = &self.file else { return };

@@ -7,8 +7,11 @@
 //! formats carries them inside the MAC'd text, after the chaff:
 //! `IP:VALID_FROM:VALID_TO:CHAFF;FORMAT,FORMAT!MAC` (format names never hold
 //! `;`, `,`, `:` or `!`); a token without a scope is valid for every format.
-//! A token a second person approved (`crate::approval`) names both people
-//! after its scope, each in base64url: `…;FORMATS;REQUESTER.APPROVER!MAC`.
+//! A token minted with a second factor, or approved by a second person
+//! (`crate::approval`), names who made it after its scope, each name in
+//! base64url, and `+t` when every one of them gave a one-time code:
+//! `…[;FORMATS]~USER[.APPROVER][+t]!MAC` (`~`, `.` and `+` never occur in
+//! base64url, format names or the chaff's standard base64 before it).
 //!
 //! Every secret comparison here is constant-time: MACs through
 //! `Mac::verify_slice`, passwords through `subtle` on fixed-length digests
@@ -97,17 +100,30 @@ pub struct Token {
     pub chaff: String,
     /// The formats it may sign with; `None`: all of them.
     pub formats: Option<Vec<String>>,
-    /// Who asked for it and who approved it, for a two-person token.
-    pub approval: Option<Approval>,
+    /// Who made it, for a token minted with a second factor or approved by
+    /// a second person (`None`: a token as Mozilla's protocol has them).
+    pub minted_by: Option<MintedBy>,
 }
 
-/// The two people behind an approved token (both authenticated when it was made).
+impl Token {
+    /// Whether a second person approved it.
+    pub fn approved(&self) -> bool {
+        self.minted_by
+            .as_ref()
+            .is_some_and(|m| m.approver.is_some())
+    }
+}
+
+/// Who made a token (each authenticated when it was made), as its audit
+/// records name them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Approval {
-    /// Who asked (`POST /token`).
-    pub requester: String,
-    /// Who approved (`POST /token/approve`): never the requester.
-    pub approver: String,
+pub struct MintedBy {
+    /// Who minted it, or asked for it (`POST /token`).
+    pub user: String,
+    /// Who approved it (`POST /token/approve`): never `user`.
+    pub approver: Option<String>,
+    /// Every one of them gave a one-time code (TOTP).
+    pub second_factor: bool,
 }
 
 impl Token {
@@ -146,22 +162,17 @@ pub fn mint(
     mint_with(secret, ip, (valid_from, valid_to), formats, None)
 }
 
-/// Mints a two-person token: scoped to `formats`, naming both people.
-pub fn mint_approved(
+/// Mints a token that names who made it (`minted_by`): one minted with a
+/// second factor, or a two-person token (then scoped to `formats`).
+pub fn mint_by(
     secret: &SecretString,
     ip: IpAddr,
     valid_from: u64,
     valid_to: u64,
-    formats: &[String],
-    approval: &Approval,
+    formats: Option<&[String]>,
+    minted_by: &MintedBy,
 ) -> String {
-    mint_with(
-        secret,
-        ip,
-        (valid_from, valid_to),
-        Some(formats),
-        Some(approval),
-    )
+    mint_with(secret, ip, (valid_from, valid_to), formats, Some(minted_by))
 }
 
 fn mint_with(
@@ -169,7 +180,7 @@ fn mint_with(
     ip: IpAddr,
     (valid_from, valid_to): (u64, u64),
     formats: Option<&[String]>,
-    approval: Option<&Approval>,
+    minted_by: Option<&MintedBy>,
 ) -> String {
     let mut chaff = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut chaff);
@@ -184,12 +195,16 @@ fn mint_with(
         payload.push(';');
         payload.push_str(&list.join(","));
     }
-    if let Some(a) = approval {
-        payload.push_str(&format!(
-            ";{}.{}",
-            URL_SAFE_NO_PAD.encode(&a.requester),
-            URL_SAFE_NO_PAD.encode(&a.approver)
-        ));
+    if let Some(m) = minted_by {
+        payload.push('~');
+        payload.push_str(&URL_SAFE_NO_PAD.encode(&m.user));
+        if let Some(approver) = &m.approver {
+            payload.push('.');
+            payload.push_str(&URL_SAFE_NO_PAD.encode(approver));
+        }
+        if m.second_factor {
+            payload.push_str("+t");
+        }
     }
     let mut m = mac(secret);
     m.update(payload.as_bytes());
@@ -199,18 +214,26 @@ fn mint_with(
     )
 }
 
-/// `REQUESTER.APPROVER`, each base64url.
-fn parse_approval(text: &str) -> Option<Approval> {
-    let (requester, approver) = text.split_once('.')?;
+/// `USER[.APPROVER][+t]`, each name base64url.
+fn parse_minted_by(text: &str) -> Option<MintedBy> {
+    let (names, second_factor) = match text.strip_suffix("+t") {
+        Some(names) => (names, true),
+        None => (text, false),
+    };
     let name = |b64: &str| {
         URL_SAFE_NO_PAD
             .decode(b64)
             .ok()
             .and_then(|raw| String::from_utf8(raw).ok())
     };
-    Some(Approval {
-        requester: name(requester)?,
-        approver: name(approver)?,
+    let (user, approver) = match names.split_once('.') {
+        Some((user, approver)) => (user, Some(name(approver)?)),
+        None => (names, None),
+    };
+    Some(MintedBy {
+        user: name(user)?,
+        approver,
+        second_factor,
     })
 }
 
@@ -247,22 +270,22 @@ pub fn verify(
         .map_err(|_| TokenError::Malformed)?;
     let valid_from: u64 = from.parse().map_err(|_| TokenError::Malformed)?;
     let valid_to: u64 = to.parse().map_err(|_| TokenError::Malformed)?;
-    let (chaff, formats, approval) = match last.split_once(';') {
-        Some((chaff, rest)) => {
-            let (list, approval) = match rest.split_once(';') {
-                Some((list, people)) => (
-                    list,
-                    Some(parse_approval(people).ok_or(TokenError::Malformed)?),
-                ),
-                None => (rest, None),
-            };
+    let (last, minted_by) = match last.split_once('~') {
+        Some((rest, who)) => (
+            rest,
+            Some(parse_minted_by(who).ok_or(TokenError::Malformed)?),
+        ),
+        None => (last, None),
+    };
+    let (chaff, formats) = match last.split_once(';') {
+        Some((chaff, list)) => {
             let list: Vec<String> = list.split(',').map(str::to_string).collect();
             if list.iter().any(|f| f.is_empty()) {
                 return Err(TokenError::Malformed);
             }
-            (chaff, Some(list), approval)
+            (chaff, Some(list))
         }
-        None => (last, None, None),
+        None => (last, None),
     };
     if chaff.is_empty() {
         return Err(TokenError::Malformed);
@@ -293,7 +316,7 @@ pub fn verify(
         valid_to,
         chaff: chaff.to_string(),
         formats,
-        approval,
+        minted_by,
     })
 }
 
@@ -301,7 +324,8 @@ pub fn verify(
 pub fn public_id(token: &str) -> String {
     let payload = token.rsplit_once('!').map_or(token, |(p, _)| p);
     let last = payload.rsplit(':').next().unwrap_or_default();
-    last.split(';').next().unwrap_or_default().to_string()
+    let chaff = last.split('~').next().unwrap_or_default();
+    chaff.split(';').next().unwrap_or_default().to_string()
 }
 
 /// An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, what a dual-stack socket
@@ -444,33 +468,49 @@ mod tests {
     }
 
     #[test]
-    fn approved_tokens_name_both_people_under_the_mac() {
+    fn tokens_name_who_made_them_under_the_mac() {
         let ip: IpAddr = IP.parse().unwrap();
         let good = [s("secret-secret-secret")];
         let scope = ["release".to_string()];
-        let people = Approval {
-            requester: "alice".into(),
-            approver: "bob;!".into(),
+        let people = MintedBy {
+            user: "alice".into(),
+            approver: Some("bob;!~".into()),
+            second_factor: true,
         };
-        let t = mint_approved(&good[0], ip, 100, 200, &scope, &people);
+        let t = mint_by(&good[0], ip, 100, 200, Some(&scope), &people);
+        assert!(t.contains(";release~") && t.contains("+t!"), "{t}");
+        assert_eq!(public_id(&t), verify(&t, &good, ip, 150).unwrap().chaff);
         let ok = verify(&t, &good, ip, 150).unwrap();
-        assert_eq!(ok.approval.as_ref(), Some(&people));
-        assert!(ok.allows("release") && !ok.allows("gpg"));
-        // Dropping or swapping the names breaks the MAC.
+        assert_eq!(ok.minted_by.as_ref(), Some(&people));
+        assert!(ok.approved() && ok.allows("release") && !ok.allows("gpg"));
+        // Dropping the names, the second factor or swapping them breaks the MAC.
         let (head, mac) = t.split_once('!').unwrap();
-        let dropped = format!("{}!{mac}", head.rsplit_once(';').unwrap().0);
-        assert_eq!(verify(&dropped, &good, ip, 150), Err(TokenError::BadMac));
-        let (rest, names) = head.rsplit_once(';').unwrap();
-        let (a, b) = names.split_once('.').unwrap();
-        let swapped = format!("{rest};{b}.{a}!{mac}");
-        assert_eq!(verify(&swapped, &good, ip, 150), Err(TokenError::BadMac));
-        assert!(verify(&t, &good, ip, 150).is_ok());
-        assert_eq!(
-            verify(&mint(&good[0], ip, 100, 200, Some(&scope)), &good, ip, 150)
-                .unwrap()
-                .approval,
-            None
-        );
+        let (rest, who) = head.split_once('~').unwrap();
+        let (a, b) = who.trim_end_matches("+t").split_once('.').unwrap();
+        for forged in [
+            format!("{rest}!{mac}"),
+            format!("{}!{mac}", head.trim_end_matches("+t")),
+            format!("{rest}~{b}.{a}+t!{mac}"),
+        ] {
+            assert_eq!(
+                verify(&forged, &good, ip, 150),
+                Err(TokenError::BadMac),
+                "{forged}"
+            );
+        }
+        // One user with a second factor, unscoped.
+        let alone = MintedBy {
+            user: "carol".into(),
+            approver: None,
+            second_factor: true,
+        };
+        let t = mint_by(&good[0], ip, 100, 200, None, &alone);
+        let ok = verify(&t, &good, ip, 150).unwrap();
+        assert_eq!((ok.minted_by, ok.formats), (Some(alone), None));
+        assert!(verify(&mint(&good[0], ip, 100, 200, None), &good, ip, 150)
+            .unwrap()
+            .minted_by
+            .is_none());
     }
 
     #[test]

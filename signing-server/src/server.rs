@@ -278,7 +278,7 @@ async fn serve(
         store.clone(),
         cfg.server.concurrency,
         cfg.server.max_queue,
-        audit.clone(),
+        audit,
         metrics.clone(),
         formats::scratch::ScratchBudget::new(cfg.server.max_scratch),
     );
@@ -293,7 +293,6 @@ async fn serve(
         mint_throttle: Throttle::default(),
         otp_replays: Default::default(),
         rates: crate::rate::Rates::new(metrics.clone()),
-        audit,
         started: Instant::now(),
         draining: AtomicBool::new(false),
     });

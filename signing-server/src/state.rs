@@ -77,8 +77,6 @@ pub struct AppState {
     pub otp_replays: crate::totp::Replays,
     /// Each rate-limited format's token bucket.
     pub rates: Arc<crate::rate::Rates>,
-    /// The audit log (the queue writes the signings; minting writes its events).
-    pub audit: Arc<crate::audit::Audit>,
     /// Start time.
     pub started: Instant,
     /// Set on SIGTERM: new uploads are refused, /health says `draining`.

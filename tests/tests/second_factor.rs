@@ -53,6 +53,8 @@ fn codes_from_oathtool_missing_wrong_replayed_previous_and_fresh() {
             .0,
         202
     );
+    let (status, _, _) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&data(100, 1)));
+    assert_eq!(status, 200, "signed, and audited");
     let fresh = oathtool(&secret, t);
     let (status, token) = mint(&s, Some(&fresh));
     assert_eq!(status, 200, "fresh code: {token}");
@@ -75,22 +77,38 @@ fn codes_from_oathtool_missing_wrong_replayed_previous_and_fresh() {
         2,
         "{log}"
     );
-    let minted: Vec<serde_json::Value> = s
+    // Every signing under a token minted with the code says so, and who minted it.
+    let signed: Vec<serde_json::Value> = s
         .audit()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["event"] == "token_minted")
         .collect();
-    assert_eq!(minted.len(), 2, "{}", s.audit());
-    assert!(minted
-        .iter()
-        .all(|v| v["user"] == "alice" && v["second_factor"] == "totp"));
+    assert_eq!(signed.len(), 1, "{}", s.audit());
+    assert_eq!(signed[0]["minted_by"], "alice", "{}", signed[0]);
+    assert_eq!(signed[0]["second_factor"], "totp", "{}", signed[0]);
+    assert!(signed[0]["approved_by"].is_null(), "{}", signed[0]);
     assert_eq!(
         s.metric("signing_token_mint_refused_total{reason=\"otp_replayed\"}"),
         Some(2.0)
     );
-    // A user without a secret mints as before (Mozilla's get_token sends no otp).
-    let _ = s.mint("127.0.0.1", 60);
+    // A user without a secret mints as before (Mozilla's get_token sends no
+    // otp), and nothing names who minted their tokens.
+    let token = s.mint("127.0.0.1", 60);
+    assert!(!token.contains('~'), "{token}");
+    let (status, _) = Upload::new(&token, "g.bin", &data(100, 3)).send(&s.client(), &s.url, "gpg");
+    assert_eq!(status, 202);
+    let (status, _, _) = fetch(&s.client(), &s.url, "gpg", &sha256_hex(&data(100, 3)));
+    assert_eq!(status, 200);
+    assert!(wait_until(std::time::Duration::from_secs(10), || s
+        .audit()
+        .lines()
+        .count()
+        == 2));
+    let last: serde_json::Value = serde_json::from_str(s.audit().lines().last().unwrap()).unwrap();
+    assert!(
+        last["minted_by"].is_null() && last["second_factor"].is_null(),
+        "{last}"
+    );
 }
 
 #[test]

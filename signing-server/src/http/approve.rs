@@ -91,36 +91,28 @@ pub(super) async fn approve(State(state): State<Arc<AppState>>, req: Request) ->
             ));
         }
     }
-    let people = auth::Approval {
-        requester: request.requester.clone(),
-        approver: m.user.clone(),
+    let people = auth::MintedBy {
+        user: request.requester.clone(),
+        approver: Some(m.user.clone()),
+        second_factor: request.second_factor && m.second_factor,
     };
-    let token = auth::mint_approved(
+    let token = auth::mint_by(
         &sec.token_secrets[0],
         request.ip,
         now,
         now + request.duration,
-        &request.formats,
+        Some(&request.formats),
         &people,
     );
     let formats = request.formats.join(",");
     state.metrics.inc("signing_tokens_minted_total", &[]);
     state.metrics.inc("signing_approvals_total", &[]);
+    let token_id = auth::public_id(&token);
     tracing::info!(
-        requester = %people.requester, approver = %people.approver, second_factor = m.factor(),
-        slave_ip = %request.ip, duration = request.duration, %formats, "token approved and minted"
+        requester = %request.requester, approver = %m.user, second_factor = m.factor(),
+        requester_second_factor = request.second_factor, slave_ip = %request.ip,
+        duration = request.duration, %formats, %token_id, "token approved and minted"
     );
-    state.audit.event(serde_json::json!({
-        "event": "token_approved",
-        "requester": people.requester,
-        "approver": people.approver,
-        "second_factor": m.factor(),
-        "from": m.peer.to_string(),
-        "token_id": auth::public_id(&token),
-        "slave_ip": request.ip.to_string(),
-        "duration": request.duration,
-        "formats": formats,
-    }));
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain")],

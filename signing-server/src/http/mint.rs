@@ -112,8 +112,6 @@ pub(super) struct Minter {
     pub(super) second_factor: bool,
     /// The urlencoded form.
     pub(super) form: Vec<(String, String)>,
-    /// The peer (canonical).
-    pub(super) peer: IpAddr,
 }
 
 impl Minter {
@@ -210,7 +208,6 @@ pub(super) async fn authenticate(
         user,
         second_factor: false,
         form,
-        peer,
     };
     if let Some(secret) = sec.new_token_totp.get(&minter.user) {
         let checked = state
@@ -283,22 +280,13 @@ pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request)
             duration,
             formats: scope.clone(),
             requester: m.user.clone(),
+            second_factor: m.second_factor,
             expires: from + crate::approval::REQUEST_LIFETIME,
         };
         let text = crate::approval::issue(&sec.token_secrets[0], &request);
         let formats = scope.join(",");
         state.metrics.inc("signing_approval_requests_total", &[]);
         tracing::info!(user = %m.user, second_factor = m.factor(), slave_ip = %ip, duration, %formats, "token approval requested");
-        state.audit.event(serde_json::json!({
-            "event": "approval_requested",
-            "requester": m.user,
-            "second_factor": m.factor(),
-            "from": m.peer.to_string(),
-            "slave_ip": ip.to_string(),
-            "duration": duration,
-            "formats": formats,
-            "expires": request.expires,
-        }));
         return Ok((
             StatusCode::ACCEPTED,
             [(header::CONTENT_TYPE, "text/plain")],
@@ -306,26 +294,35 @@ pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request)
         )
             .into_response());
     }
-    let token = auth::mint(
-        &sec.token_secrets[0],
-        ip,
-        from,
-        from + duration,
-        scope.as_deref(),
-    );
+    // A token minted with a second factor says so (and who minted it) in
+    // every audit record of its signings; other tokens stay as they were.
+    let token = if m.second_factor {
+        let by = auth::MintedBy {
+            user: m.user.clone(),
+            approver: None,
+            second_factor: true,
+        };
+        auth::mint_by(
+            &sec.token_secrets[0],
+            ip,
+            from,
+            from + duration,
+            scope.as_deref(),
+            &by,
+        )
+    } else {
+        auth::mint(
+            &sec.token_secrets[0],
+            ip,
+            from,
+            from + duration,
+            scope.as_deref(),
+        )
+    };
     state.metrics.inc("signing_tokens_minted_total", &[]);
     let scope = scope.map(|l| l.join(",")).unwrap_or_else(|| "*".into());
-    tracing::info!(user = %m.user, second_factor = m.factor(), slave_ip = %ip, duration, formats = %scope, "token minted");
-    state.audit.event(serde_json::json!({
-        "event": "token_minted",
-        "user": m.user,
-        "second_factor": m.factor(),
-        "from": m.peer.to_string(),
-        "token_id": auth::public_id(&token),
-        "slave_ip": ip.to_string(),
-        "duration": duration,
-        "formats": scope,
-    }));
+    let token_id = auth::public_id(&token);
+    tracing::info!(user = %m.user, second_factor = m.factor(), slave_ip = %ip, duration, formats = %scope, %token_id, "token minted");
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain")],

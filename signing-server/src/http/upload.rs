@@ -389,7 +389,7 @@ pub(super) fn verify_token(
         )
         .drained());
     }
-    if sec.approvers.contains_key(format) && token.approval.is_none() {
+    if sec.approvers.contains_key(format) && !token.approved() {
         state
             .metrics
             .inc("signing_token_rejections_total", &[("reason", "approval")]);
