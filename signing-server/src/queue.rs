@@ -137,6 +137,10 @@ pub struct Job {
     pub token_id: String,
     /// The token's format scope (`gpg,mar`; "" when unscoped), for the audit log.
     pub token_scope: String,
+    /// Who made the token, when it names them, for the audit log.
+    pub minted_by: Option<crate::auth::MintedBy>,
+    /// The format's rate (`max_rate`): the job waits for its turn before it signs.
+    pub rate: Option<crate::rate::Turn>,
 }
 
 /// The queue, shared by all requests.
@@ -265,6 +269,8 @@ impl Queue {
             peer,
             token_id,
             token_scope,
+            minted_by,
+            rate,
         } = job;
         let input = match upload {
             Upload::File(temp) => {
@@ -283,6 +289,9 @@ impl Queue {
         };
         let queue = Arc::clone(self);
         tokio::spawn(async move {
+            if let Some(turn) = rate {
+                turn.wait(&format).await;
+            }
             let started = Instant::now();
             let outcome = match queue.running.clone().acquire_owned().await {
                 Ok(_permit) => {
@@ -355,6 +364,7 @@ impl Queue {
                 outcome: label,
                 reason: reason.as_deref(),
                 digest: None,
+                minted_by: minted_by.as_ref(),
             });
             queue.finish(&key, state, &tx);
         });

@@ -125,6 +125,7 @@ fn only_a_second_listed_person_turns_a_request_into_a_token() {
             duration: 60,
             formats: vec!["release".into()],
             requester: "alice".into(),
+            second_factor: false,
             expires: now() - 1,
         },
     );

@@ -89,6 +89,19 @@ pub(super) async fn sign_digest(
     check_filename(sec, &filename)?;
     let input = parse_input(spec, &fields).map_err(|m| Refusal::bad("bad_digest", m))?;
     let digest_hex = input.audit_digest();
+    if let Some(limit) = fmt.rate {
+        state.rates.try_take(&format, limit).map_err(|wait| {
+            Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "format {format} is at its max_rate here; ask again in {} s",
+                    wait.as_secs()
+                ),
+            )
+            .with_value(header::RETRY_AFTER, wait.as_secs().into())
+        })?;
+    }
     let started = Instant::now();
     let public_key = fmt.signer.public_key_der();
     let signer = fmt.signer.clone();
@@ -110,6 +123,7 @@ pub(super) async fn sign_digest(
         peer,
         token_id: &token.chaff,
         token_scope: &token.scope(),
+        minted_by: token.minted_by.as_ref(),
         filename: &filename,
         digest: &digest_hex,
         spec,
@@ -247,6 +261,7 @@ struct Outcome<'a> {
     peer: IpAddr,
     token_id: &'a str,
     token_scope: &'a str,
+    minted_by: Option<&'a auth::MintedBy>,
     filename: &'a str,
     digest: &'a str,
     spec: DigestSpec,
@@ -280,6 +295,7 @@ impl Outcome<'_> {
             outcome: label,
             reason: reason.as_deref(),
             digest: Some(self.digest),
+            minted_by: self.minted_by,
         });
         self.state.metrics.inc(
             "signing_digest_signatures_total",

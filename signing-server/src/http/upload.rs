@@ -171,6 +171,8 @@ pub(super) async fn upload(
         peer,
         token_scope: token.scope(),
         token_id: token.chaff,
+        minted_by: token.minted_by,
+        rate: state.rates.turn(fmt.rate),
     };
     match state
         .queue

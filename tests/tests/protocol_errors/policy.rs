@@ -77,6 +77,7 @@ pub(super) const CASES: &[Case] = &[
                     duration: 60,
                     formats: vec!["release".into()],
                     requester: MINT_USER.into(),
+                    second_factor: false,
                     expires: now() - 1,
                 },
             );
