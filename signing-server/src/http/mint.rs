@@ -269,12 +269,9 @@ pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request)
     let (ip, duration) = ip_and_duration(&m, sec.max_token_age)?;
     let scope = scope(&dynamic, &m.user, m.field("formats"))?;
     let from = now();
-    let needs_approval: Vec<&String> = scope
-        .iter()
-        .flatten()
-        .filter(|f| sec.approvers.contains_key(*f))
-        .collect();
-    if let Some(scope) = scope.as_ref().filter(|_| !needs_approval.is_empty()) {
+    // A scope with a format under the two-person rule: a request, not a token.
+    let two_person = |list: &&Vec<String>| list.iter().any(|f| sec.approvers.contains_key(f));
+    if let Some(scope) = scope.as_ref().filter(two_person) {
         let request = crate::approval::Request {
             ip,
             duration,
