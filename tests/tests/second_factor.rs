@@ -91,6 +91,8 @@ fn codes_from_oathtool_missing_wrong_replayed_previous_and_fresh() {
         s.metric("signing_token_mint_refused_total{reason=\"otp_replayed\"}"),
         Some(2.0)
     );
+    // The secret is in neither the log nor the audit log.
+    assert!(!s.stderr().contains(&secret) && !s.audit().contains(&secret));
     // A user without a secret mints as before (Mozilla's get_token sends no
     // otp), and nothing names who minted their tokens.
     let token = s.mint("127.0.0.1", 60);
