@@ -5,8 +5,9 @@
 //!
 //! Uploads stream from disk (memory stays flat in file size). Failover
 //! follows the answer: connection errors, timeouts, TLS errors, 5xx and bad
-//! digests rotate to the next host after a backoff; 4xx answers that another
-//! host would repeat fail the file at once. This module never writes to a
+//! digests rotate to the next host after a backoff; a 429 (a format's rate)
+//! is waited out on the same host without counting an error; other 4xx
+//! answers, which another host would repeat, fail the file at once. This module never writes to a
 //! destination: `sign.rs` renames the verified temp file into place.
 
 use std::collections::HashMap;
