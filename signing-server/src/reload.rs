@@ -1,6 +1,7 @@
 //! SIGHUP: re-read the config and put what can change without a restart in force.
 //!
-//! Reloaded: allow-lists, token secrets and minting credentials, token age,
+//! Reloaded: allow-lists, token secrets and minting credentials (with their
+//! TOTP secret files, approvers and each format's approvals and rate), token age,
 //! filename rules, size limits, `digest_signing`, long poll, cleanup timings, the TLS
 //! certificate, and formats whose key and signer settings are unchanged
 //! (their unlocked keys are kept; no passphrase is asked again).

@@ -176,3 +176,50 @@ fn run_signtool(s: &Server, files: usize, extra: &[&str], rate: f64, burst: u32)
         "{files} signatures in {elapsed:?}: faster than burst {burst} + {rate}/s allow"
     );
 }
+
+/// A new rate is put in force by SIGHUP (the key stays unlocked).
+#[test]
+fn sighup_applies_a_new_rate() {
+    let s = server("10", 5);
+    let path = s.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replace("max_rate = 10", "max_rate = 0.01")
+        .replace("burst = 5", "burst = 1");
+    std::fs::write(&path, text).unwrap();
+    s.signal("HUP");
+    let rate = || {
+        let h: serde_json::Value = s
+            .client()
+            .get(format!("{}/health", s.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        h["format_details"]["gpg"]["max_rate"].as_f64()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || rate() == Some(0.01)),
+        "{}",
+        s.stderr()
+    );
+    // The bucket keeps at most the new burst: one signature, then 429.
+    let token = s.mint("127.0.0.1", 60);
+    let status = |seed: u64| {
+        let (words, length, tail) = digest::sha256_parts(&data(500, seed));
+        s.client()
+            .post(format!("{}/digest/gpg", s.url))
+            .form(&[
+                ("token", token.as_str()),
+                ("filename", "f.bin"),
+                ("sha256_state", &words),
+                ("length", &length),
+                ("tail", &tail),
+            ])
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!((status(1), status(2)), (200, 429));
+}
