@@ -12,6 +12,8 @@ pub mod config;
 pub mod conn;
 pub mod expiry;
 pub mod form;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hardening;
 pub mod http;
 mod logbridge;
