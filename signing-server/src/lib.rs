@@ -18,6 +18,7 @@ pub mod hardening;
 pub mod http;
 mod logbridge;
 pub mod metrics;
+pub mod outcome;
 pub mod passphrase;
 pub mod proxy;
 pub mod queue;

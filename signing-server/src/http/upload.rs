@@ -162,16 +162,19 @@ pub(super) async fn upload(
         }
     }
     let job = Job {
-        format: format.clone(),
         signer: fmt.signer.clone(),
         upload,
         sha1,
-        sha256: sha256.clone(),
-        filename,
-        peer,
-        token_scope: token.scope(),
-        token_id: token.chaff,
-        minted_by: token.minted_by,
+        request: crate::outcome::Signing {
+            format: format.clone(),
+            filename,
+            peer,
+            token_scope: token.scope(),
+            token_id: token.chaff,
+            input_sha256: sha256.clone(),
+            digest: None,
+            minted_by: token.minted_by,
+        },
         rate: state.rates.turn(fmt.rate),
     };
     match state
