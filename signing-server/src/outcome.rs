@@ -29,6 +29,8 @@ pub struct Signing {
     pub input_sha256: String,
     /// Digest signing: the digest the client sent, hex; `None` for an upload.
     pub digest: Option<String>,
+    /// Who made the token, when it names them (second factor, two people).
+    pub minted_by: Option<crate::auth::MintedBy>,
 }
 
 /// How a signing ended.
@@ -93,6 +95,7 @@ pub fn record(audit: &Audit, metrics: &Metrics, r: &Signing, ended: &Ended, took
         outcome: label,
         reason: ended.reason(),
         digest: r.digest.as_deref(),
+        minted_by: r.minted_by.as_ref(),
     });
     match &r.digest {
         None => metrics.signed(&r.format, label, took),
