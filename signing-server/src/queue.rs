@@ -22,10 +22,12 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::audit::{Audit, AuditRecord};
 use crate::metrics::Metrics;
+use crate::release::{release, Withheld};
 use crate::store::{Store, TempPath};
+use crate::tlog::Log;
 
 /// A finished, stored result.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ResultInfo {
     /// Where the signed output is.
     pub path: PathBuf,
@@ -35,6 +37,8 @@ pub struct ResultInfo {
     pub sha256: String,
     /// Size of the output.
     pub size: u64,
+    /// Its entry's index in the transparency log (`None`: no `[log]`).
+    pub log_index: Option<u64>,
 }
 
 enum State {
@@ -46,6 +50,9 @@ enum State {
     /// The key's token failed while signing it: the client should go to another host
     /// (503); an upload of the same input signs it again.
     Unavailable(String),
+    /// Signed, but its log entry or audit record could not be written: not
+    /// released (503); an upload of the same input signs it again.
+    Withheld(Withheld),
 }
 
 struct Entry {
@@ -75,6 +82,8 @@ pub enum Lookup {
     Rejected(String),
     /// The key's token failed while signing this input.
     Unavailable(String),
+    /// Signed, but not released: see [`Withheld`].
+    Withheld(Withheld),
     /// Never seen, expired, or failed on our side.
     Unknown,
 }
@@ -121,6 +130,8 @@ enum Input {
 pub struct Job {
     /// Format name.
     pub format: String,
+    /// The format's type (`gpg`, `authenticode`…), for the transparency log.
+    pub kind: String,
     /// Its signer.
     pub signer: Arc<dyn Signer>,
     /// The upload.
@@ -146,6 +157,8 @@ pub struct Queue {
     max_queue: usize,
     store: Store,
     audit: Arc<Audit>,
+    /// The transparency log, when `[log]` is configured.
+    log: Option<Log>,
     /// The scratch space budget all jobs share (`[server] max_scratch`).
     scratch: Arc<ScratchBudget>,
     metrics: Arc<Metrics>,
@@ -158,6 +171,7 @@ impl Queue {
         concurrency: usize,
         max_queue: usize,
         audit: Arc<Audit>,
+        log: Option<Log>,
         metrics: Arc<Metrics>,
         scratch: Arc<ScratchBudget>,
     ) -> Arc<Queue> {
@@ -167,6 +181,7 @@ impl Queue {
             max_queue,
             store,
             audit,
+            log,
             metrics,
             scratch,
         })
@@ -185,6 +200,11 @@ impl Queue {
     /// The audit log (digest signings are audited beside the jobs).
     pub fn audit(&self) -> &Audit {
         &self.audit
+    }
+
+    /// The transparency log, when there is one (digest signings are logged beside the jobs).
+    pub fn log(&self) -> Option<&Log> {
+        self.log.as_ref()
     }
 
     /// Takes a place for an upload, or `None` when `max_queue` are taken.
@@ -219,6 +239,7 @@ impl Queue {
             State::Done(r) => Lookup::Done(r.clone()),
             State::Rejected(m) => Lookup::Rejected(m.clone()),
             State::Unavailable(m) => Lookup::Unavailable(m.clone()),
+            State::Withheld(w) => Lookup::Withheld(w.clone()),
         }
     }
 
@@ -238,7 +259,7 @@ impl Queue {
             if let Some(e) = inner
                 .jobs
                 .get_mut(&key)
-                .filter(|e| !matches!(e.state, State::Unavailable(_)))
+                .filter(|e| !matches!(e.state, State::Unavailable(_) | State::Withheld(_)))
             {
                 e.last_used = Instant::now();
                 drop(inner);
@@ -257,6 +278,7 @@ impl Queue {
         std::mem::forget(slot);
         let Job {
             format,
+            kind,
             signer,
             upload,
             sha1: _,
@@ -281,6 +303,7 @@ impl Queue {
             Input::File(path) => Some(path.clone()),
             Input::Sha256State(_) => None,
         };
+        let key_id = signer.log_key_id();
         let queue = Arc::clone(self);
         tokio::spawn(async move {
             let started = Instant::now();
@@ -343,7 +366,7 @@ impl Queue {
                 }
             };
             queue.metrics.signed(&format, label, elapsed);
-            queue.audit.record(&AuditRecord {
+            let record = AuditRecord {
                 peer,
                 token_id: &token_id,
                 token_scope: &token_scope,
@@ -355,7 +378,41 @@ impl Queue {
                 outcome: label,
                 reason: reason.as_deref(),
                 digest: None,
-            });
+            };
+            let state = match state {
+                // Released only once logged and audited.
+                Some(State::Done(info)) => {
+                    let entry = crate::tlog::Entry {
+                        format: &format,
+                        kind: &kind,
+                        mode: "upload",
+                        key: &key_id,
+                        input_sha256: Some(&sha256),
+                        signed_digest: None,
+                        output_sha256: &info.sha256,
+                        token_id: &token_id,
+                        token_scope: &token_scope,
+                    };
+                    match release(queue.log.as_ref(), &queue.audit, entry, record).await {
+                        Ok(index) => {
+                            let info = ResultInfo {
+                                log_index: index,
+                                ..(*info).clone()
+                            };
+                            Some(State::Done(Arc::new(info)))
+                        }
+                        Err(w) => {
+                            crate::store::remove_file(&info.path);
+                            Some(State::Withheld(w))
+                        }
+                    }
+                }
+                other => {
+                    // Nothing is released: an audit failure is logged and counted only.
+                    let _ = queue.audit.record(&record);
+                    other
+                }
+            };
             queue.finish(&key, state, &tx);
         });
         Ok(Submit::Queued)
@@ -453,6 +510,7 @@ fn sign_one(
         sha1,
         sha256: out_sha256,
         size,
+        log_index: None,
     })
 }
 

@@ -27,7 +27,9 @@ use super::upload::{check_filename, verify_token};
 use super::{ApiResult, Refusal};
 use crate::audit::AuditRecord;
 use crate::auth;
+use crate::release::release;
 use crate::state::{AppState, FormatEntry, Peer};
+use crate::tlog::Entry;
 use formats::digest_signing::{DigestInput, DigestSpec, Sha256State};
 use formats::SignError;
 
@@ -91,6 +93,7 @@ pub(super) async fn sign_digest(
     let digest_hex = input.audit_digest();
     let started = Instant::now();
     let public_key = fmt.signer.public_key_der();
+    let key_id = fmt.signer.log_key_id();
     let signer = fmt.signer.clone();
     let ctx = formats::SignContext {
         filename: filename.clone(),
@@ -107,6 +110,8 @@ pub(super) async fn sign_digest(
     let outcome = Outcome {
         state: &state,
         format: &format,
+        kind: &fmt.config.kind,
+        key_id: &key_id,
         peer,
         token_id: &token.chaff,
         token_scope: &token.scope(),
@@ -115,7 +120,7 @@ pub(super) async fn sign_digest(
         spec,
         started,
     };
-    outcome.answer(result, public_key)
+    outcome.answer(result, public_key).await
 }
 
 /// Reads the urlencoded body: at most [`BODY_LIMIT`] bytes (by its
@@ -244,6 +249,9 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
 struct Outcome<'a> {
     state: &'a AppState,
     format: &'a str,
+    kind: &'a str,
+    /// The key, as the transparency log names it.
+    key_id: &'a str,
     peer: IpAddr,
     token_id: &'a str,
     token_scope: &'a str,
@@ -254,7 +262,11 @@ struct Outcome<'a> {
 }
 
 impl Outcome<'_> {
-    fn answer(&self, result: Result<Vec<u8>, SignError>, public_key: Option<Vec<u8>>) -> ApiResult {
+    async fn answer(
+        &self,
+        result: Result<Vec<u8>, SignError>,
+        public_key: Option<Vec<u8>>,
+    ) -> ApiResult {
         let (label, reason) = match &result {
             Ok(_) => ("ok", None),
             Err(SignError::Rejected(m)) => ("rejected", Some(m.clone())),
@@ -268,7 +280,7 @@ impl Outcome<'_> {
             DigestSpec::Sha256State => self.digest,
             DigestSpec::Mar { .. } | DigestSpec::Authenticode { .. } => "",
         };
-        self.state.queue.audit().record(&AuditRecord {
+        let record = AuditRecord {
             peer: self.peer,
             token_id: self.token_id,
             token_scope: self.token_scope,
@@ -280,15 +292,35 @@ impl Outcome<'_> {
             outcome: label,
             reason: reason.as_deref(),
             digest: Some(self.digest),
-        });
+        };
         self.state.metrics.inc(
             "signing_digest_signatures_total",
             &[("format", self.format), ("outcome", label)],
         );
         tracing::info!(format = %self.format, digest = %self.digest, outcome = label, "digest signed");
+        if result.is_err() {
+            // Nothing is released: an audit failure is logged and counted only.
+            let _ = self.state.queue.audit().record(&record);
+        }
         match result {
             Ok(sig) => {
                 use base64::Engine as _;
+                let entry = Entry {
+                    format: self.format,
+                    kind: self.kind,
+                    mode: "digest",
+                    key: self.key_id,
+                    input_sha256: Some(file_sha256),
+                    signed_digest: Some(self.digest),
+                    output_sha256: output.as_deref().unwrap_or_default(),
+                    token_id: self.token_id,
+                    token_scope: self.token_scope,
+                };
+                // Released only once logged and audited.
+                let (log, audit) = (self.state.queue.log(), self.state.queue.audit());
+                let index = release(log, audit, entry, record)
+                    .await
+                    .map_err(|w| Refusal::busy(w.label(), w.message()))?;
                 let mut r = (
                     StatusCode::OK,
                     [
@@ -301,6 +333,12 @@ impl Outcome<'_> {
                     sig,
                 )
                     .into_response();
+                if let Some(i) = index {
+                    r.headers_mut().insert(
+                        header::HeaderName::from_static("x-log-index"),
+                        header::HeaderValue::from(i),
+                    );
+                }
                 if let Some(der) = public_key {
                     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
                     if let Ok(v) = header::HeaderValue::from_str(&b64) {

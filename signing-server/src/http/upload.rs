@@ -163,6 +163,7 @@ pub(super) async fn upload(
     }
     let job = Job {
         format: format.clone(),
+        kind: fmt.config.kind.clone(),
         signer: fmt.signer.clone(),
         upload,
         sha1,
