@@ -352,7 +352,7 @@ impl<'a, S: TileSource> Hashes<'a, S> {
             let left = hi - at;
             let mut height = 63 - left.leading_zeros();
             // Largest aligned power of two that fits.
-            while height > 0 && at % (1u64 << height) != 0 {
+            while height > 0 && !at.is_multiple_of(1u64 << height) {
                 height -= 1;
             }
             subtrees.push(self.node(height, at >> height)?);

@@ -253,9 +253,7 @@ pub(crate) fn remove_unpublished(dir: &Dir, size: u64) -> usize {
             }
         }
     }
-    for f in [".probe"] {
-        let _ = fs::remove_file(dir.root().join(f));
-    }
+    let _ = fs::remove_file(dir.root().join(".probe"));
     if let Ok(rd) = fs::read_dir(dir.root()) {
         for e in rd.flatten() {
             if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
