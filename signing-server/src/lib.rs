@@ -11,14 +11,16 @@ pub mod config;
 pub mod conn;
 pub mod expiry;
 pub mod form;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hardening;
 pub mod http;
 mod logbridge;
 pub mod metrics;
+pub mod outcome;
 pub mod passphrase;
 pub mod proxy;
 pub mod queue;
-pub mod release;
 pub mod reload;
 pub mod server;
 pub mod state;

@@ -4,25 +4,28 @@
 //! time, so the same input is never signed twice at once and a finished
 //! result is reused; at most `max_queue` uploads in progress plus jobs
 //! pending (queued or running) exist at once, each holding a [`Slot`]; at
-//! most `concurrency` jobs run at once, each on a blocking thread.
+//! most `concurrency` signings run at once, each on a blocking thread:
+//! the jobs and the digest signings of `POST /digest` ([`Queue::sign_digest`])
+//! alike.
 //! A result is visible only once its file is complete in the store.
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use formats::digest_signing::DigestInput;
 use formats::scratch::ScratchBudget;
 use formats::{SignContext, SignError, Signer};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Semaphore};
 
-use crate::audit::{Audit, AuditRecord};
+use crate::audit::Audit;
 use crate::metrics::Metrics;
-use crate::release::{release, Withheld};
+use crate::outcome::{Ended, Signing, Withheld};
 use crate::store::{Store, TempPath};
 use crate::tlog::Log;
 
@@ -128,32 +131,24 @@ enum Input {
 
 /// An uploaded, hash-checked input, ready to be signed.
 pub struct Job {
-    /// Format name.
-    pub format: String,
-    /// The format's type (`gpg`, `authenticode`…), for the transparency log.
-    pub kind: String,
     /// Its signer.
     pub signer: Arc<dyn Signer>,
     /// The upload.
     pub upload: Upload,
     /// Hex sha1 of the input, when the client gave one (then clients may ask by it).
     pub sha1: Option<String>,
-    /// Hex sha256 of the input.
-    pub sha256: String,
-    /// Client's filename label.
-    pub filename: String,
-    /// Who uploaded it.
-    pub peer: IpAddr,
-    /// The token's chaff (its public id), for the audit log.
-    pub token_id: String,
-    /// The token's format scope (`gpg,mar`; "" when unscoped), for the audit log.
-    pub token_scope: String,
+    /// Who asked and for what (format, input sha256, filename, peer, token).
+    pub request: Signing,
 }
 
 /// The queue, shared by all requests.
 pub struct Queue {
     inner: Mutex<Inner>,
+    /// `concurrency` permits: every signing, upload or digest, holds one.
     running: Arc<Semaphore>,
+    /// Signings running now, and the most that ever ran at once.
+    signing: AtomicUsize,
+    signing_peak: AtomicUsize,
     max_queue: usize,
     store: Store,
     audit: Arc<Audit>,
@@ -178,6 +173,8 @@ impl Queue {
         Arc::new(Queue {
             inner: Mutex::new(Inner::default()),
             running: Arc::new(Semaphore::new(concurrency)),
+            signing: AtomicUsize::new(0),
+            signing_peak: AtomicUsize::new(0),
             max_queue,
             store,
             audit,
@@ -192,19 +189,84 @@ impl Queue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The audit log.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// The transparency log, when there is one.
+    pub fn log(&self) -> Option<&Log> {
+        self.log.as_ref()
+    }
+
     /// Uploads in progress plus jobs queued or running.
     pub fn depth(&self) -> usize {
         self.lock().pending
     }
 
-    /// The audit log (digest signings are audited beside the jobs).
-    pub fn audit(&self) -> &Audit {
-        &self.audit
+    /// The most signings, uploads and digest signings together, that ever ran
+    /// at once: never more than `concurrency`.
+    pub fn signing_peak(&self) -> usize {
+        self.signing_peak.load(Ordering::Relaxed)
     }
 
-    /// The transparency log, when there is one (digest signings are logged beside the jobs).
-    pub fn log(&self) -> Option<&Log> {
-        self.log.as_ref()
+    /// Runs `sign` on a blocking thread once one of the `concurrency`
+    /// permits is free: the one way every signing runs.
+    async fn run_signing<T: Send + 'static>(
+        self: &Arc<Self>,
+        sign: impl FnOnce() -> Result<T, SignError> + Send + 'static,
+    ) -> Result<T, SignError> {
+        let Ok(_permit) = self.running.clone().acquire_owned().await else {
+            return Err(SignError::Internal(anyhow::anyhow!("queue closed")));
+        };
+        let queue = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let now = queue.signing.fetch_add(1, Ordering::Relaxed) + 1;
+            queue.signing_peak.fetch_max(now, Ordering::Relaxed);
+            let r = sign();
+            queue.signing.fetch_sub(1, Ordering::Relaxed);
+            r
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(SignError::Internal(anyhow::anyhow!(
+                "the signing thread failed: {e}"
+            )))
+        })
+    }
+
+    /// Signs a digest (`POST /digest`) as a job would be signed: within
+    /// `concurrency`, logged, audited and counted by [`crate::outcome::settle`].
+    /// The caller holds a queue place ([`Queue::reserve`]) meanwhile. The
+    /// signature and its index in the transparency log.
+    pub async fn sign_digest(
+        self: &Arc<Self>,
+        signer: Arc<dyn Signer>,
+        input: DigestInput,
+        ctx: SignContext,
+        request: &Signing,
+    ) -> Result<(Vec<u8>, Option<u64>), Ended> {
+        let started = Instant::now();
+        let result = self
+            .run_signing(move || signer.sign_digest(&input, &ctx))
+            .await;
+        let ended = match &result {
+            Ok(sig) => Ended::Signed(hex::encode(Sha256::digest(sig))),
+            Err(e) => Ended::from_error(e),
+        };
+        let (ended, index) = crate::outcome::settle(
+            &self.audit,
+            self.log.as_ref(),
+            &self.metrics,
+            request,
+            ended,
+            started.elapsed(),
+        )
+        .await;
+        match (result, ended) {
+            (Ok(sig), Ended::Signed(_)) => Ok((sig, index)),
+            (_, ended) => Err(ended),
+        }
     }
 
     /// Takes a place for an upload, or `None` when `max_queue` are taken.
@@ -246,16 +308,20 @@ impl Queue {
     /// Queues `job` in the place `slot` holds, unless the same input is
     /// already known (then the slot is freed).
     pub fn submit(self: &Arc<Self>, job: Job, slot: Slot) -> std::io::Result<Submit> {
-        let key = (job.format.clone(), job.sha256.clone());
+        let Job {
+            signer,
+            upload,
+            sha1,
+            request,
+        } = job;
+        let key = (request.format.clone(), request.input_sha256.clone());
         let (tx, rx) = watch::channel(false);
         {
             let mut inner = self.lock();
-            if let Some(sha1) = &job.sha1 {
-                inner
-                    .by_sha1
-                    .insert((job.format.clone(), sha1.clone()), job.sha256.clone());
+            if let Some(sha1) = sha1 {
+                inner.by_sha1.insert((key.0.clone(), sha1), key.1.clone());
             }
-            // A job that failed on a token fault is signed again.
+            // A job that failed on a token fault, or was withheld, is signed again.
             if let Some(e) = inner
                 .jobs
                 .get_mut(&key)
@@ -276,21 +342,9 @@ impl Queue {
         }
         // The slot's place now belongs to the pending job; `finish` frees it.
         std::mem::forget(slot);
-        let Job {
-            format,
-            kind,
-            signer,
-            upload,
-            sha1: _,
-            sha256,
-            filename,
-            peer,
-            token_id,
-            token_scope,
-        } = job;
         let input = match upload {
             Upload::File(temp) => {
-                let path = self.store.input_path(&sha256);
+                let path = self.store.input_path(&request.input_sha256);
                 if let Err(e) = temp.persist(&path) {
                     self.finish(&key, None, &tx);
                     return Err(e);
@@ -303,115 +357,52 @@ impl Queue {
             Input::File(path) => Some(path.clone()),
             Input::Sha256State(_) => None,
         };
-        let key_id = signer.log_key_id();
         let queue = Arc::clone(self);
         tokio::spawn(async move {
             let started = Instant::now();
-            let outcome = match queue.running.clone().acquire_owned().await {
-                Ok(_permit) => {
-                    let store = queue.store.clone();
-                    let f = format.clone();
-                    let ctx = SignContext {
-                        filename: filename.clone(),
-                        scratch: Some(queue.scratch.clone()),
-                    };
-                    let sha = sha256.clone();
-                    tokio::task::spawn_blocking(move || {
-                        sign_one(&store, signer.as_ref(), &f, &sha, input, &ctx)
-                    })
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(SignError::Internal(anyhow::anyhow!(
-                            "signing task failed: {e}"
-                        )))
-                    })
-                }
-                Err(_) => Err(SignError::Internal(anyhow::anyhow!("queue closed"))),
+            let store = queue.store.clone();
+            let (f, sha) = key.clone();
+            let ctx = SignContext {
+                filename: request.filename.clone(),
+                scratch: Some(queue.scratch.clone()),
             };
+            let outcome = queue
+                .run_signing(move || sign_one(&store, signer.as_ref(), &f, &sha, input, &ctx))
+                .await;
             if let Some(path) = &stored {
                 crate::store::remove_file(path);
             }
-            let elapsed = started.elapsed();
-            let (label, output_sha256, reason, state) = match outcome {
-                Ok(info) => (
-                    "ok",
-                    Some(info.sha256.clone()),
-                    None,
-                    Some(State::Done(Arc::new(info))),
-                ),
-                Err(SignError::Rejected(reason)) => {
-                    let reason = crate::clean::clean(&reason);
-                    tracing::info!(format = %format, input_sha256 = %sha256, %reason, "input rejected");
-                    (
-                        "rejected",
-                        None,
-                        Some(reason.clone()),
-                        Some(State::Rejected(reason)),
-                    )
-                }
-                Err(SignError::Unavailable(reason)) => {
-                    let reason = crate::clean::clean(&format!("the key's token: {reason}"));
-                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {reason}");
-                    (
-                        "error",
-                        None,
-                        Some(reason.clone()),
-                        Some(State::Unavailable(reason)),
-                    )
-                }
-                Err(e) => {
-                    let reason = crate::clean::clean(&format!("{e:#}"));
-                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {reason}");
-                    ("error", None, Some(reason), None)
-                }
+            let ended = match &outcome {
+                Ok(info) => Ended::Signed(info.sha256.clone()),
+                Err(e) => Ended::from_error(e),
             };
-            queue.metrics.signed(&format, label, elapsed);
-            let record = AuditRecord {
-                peer,
-                token_id: &token_id,
-                token_scope: &token_scope,
-                format: &format,
-                filename: &filename,
-                input_sha256: &sha256,
-                output_sha256: output_sha256.as_deref(),
-                duration: elapsed,
-                outcome: label,
-                reason: reason.as_deref(),
-                digest: None,
-            };
-            let state = match state {
-                // Released only once logged and audited.
-                Some(State::Done(info)) => {
-                    let entry = crate::tlog::Entry {
-                        format: &format,
-                        kind: &kind,
-                        mode: "upload",
-                        key: &key_id,
-                        input_sha256: Some(&sha256),
-                        signed_digest: None,
-                        output_sha256: &info.sha256,
-                        token_id: &token_id,
-                        token_scope: &token_scope,
-                    };
-                    match release(queue.log.as_ref(), &queue.audit, entry, record).await {
-                        Ok(index) => {
-                            let info = ResultInfo {
-                                log_index: index,
-                                ..(*info).clone()
-                            };
-                            Some(State::Done(Arc::new(info)))
-                        }
-                        Err(w) => {
-                            crate::store::remove_file(&info.path);
-                            Some(State::Withheld(w))
-                        }
-                    }
+            // Released (Done) only once logged and audited.
+            let (ended, index) = crate::outcome::settle(
+                &queue.audit,
+                queue.log.as_ref(),
+                &queue.metrics,
+                &request,
+                ended,
+                started.elapsed(),
+            )
+            .await;
+            let state = match (outcome, ended) {
+                (Ok(info), Ended::Signed(_)) => Some(State::Done(Arc::new(ResultInfo {
+                    log_index: index,
+                    ..info
+                }))),
+                (Ok(info), Ended::Withheld(w)) => {
+                    crate::store::remove_file(&info.path);
+                    Some(State::Withheld(w))
                 }
-                other => {
-                    // Nothing is released: an audit failure is logged and counted only.
-                    let _ = queue.audit.record(&record);
-                    other
+                // `settle` turns a signature into Signed or Withheld only.
+                (Ok(info), _) => {
+                    crate::store::remove_file(&info.path);
+                    None
                 }
+                (Err(_), Ended::Rejected(reason)) => Some(State::Rejected(reason)),
+                (Err(_), Ended::Unavailable(reason)) => Some(State::Unavailable(reason)),
+                (Err(_), _) => None,
             };
             queue.finish(&key, state, &tx);
         });
