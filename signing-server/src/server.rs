@@ -579,7 +579,12 @@ fn reload_now(
             return;
         }
     };
-    let outcome = reload::apply(&state.dynamic(), server_cfg, &cfg);
+    let mut outcome = reload::apply(&state.dynamic(), server_cfg, &cfg);
+    if cfg.log.as_ref() != state.queue.log().map(|l| l.config()) {
+        outcome
+            .needs_restart
+            .push("[log] changed: restart to apply (the running log is unchanged)".into());
+    }
     for line in &outcome.needs_restart {
         tracing::warn!("{line}");
     }

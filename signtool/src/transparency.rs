@@ -67,8 +67,29 @@ struct HttpTiles {
 
 impl TileSource for HttpTiles {
     fn read(&mut self, t: &Tile) -> Result<Vec<u8>, String> {
-        let url = format!("{}/{}", self.prefix, t.path());
-        self.rt.block_on(get(&self.client, &url, MAX_TILE))
+        fetch_tile(&self.client, &self.prefix, t, &self.rt)
+    }
+}
+
+/// Tile `t` under `prefix`; a partial tile the log no longer has (its full
+/// tile is published) is cut from the full one, as the spec allows.
+fn fetch_tile(
+    client: &reqwest::Client,
+    prefix: &str,
+    t: &Tile,
+    rt: &tokio::runtime::Handle,
+) -> Result<Vec<u8>, String> {
+    let url = format!("{prefix}/{}", t.path());
+    match rt.block_on(get(client, &url, MAX_TILE)) {
+        Err(e) if !t.is_full() && e.ends_with(" 404 Not Found") => {
+            let full = Tile {
+                width: WIDTH as u16,
+                ..*t
+            };
+            let bytes = rt.block_on(get(client, &format!("{prefix}/{}", full.path()), MAX_TILE))?;
+            tile::cut_from_full(t, &bytes).ok_or_else(|| format!("{}: too short", full.path()))
+        }
+        other => other,
     }
 }
 
@@ -125,7 +146,14 @@ pub async fn check_released(
         index: n,
         width: (cp.size - n * WIDTH).min(WIDTH) as u16,
     };
-    let bytes = get(client, &format!("{prefix}/{}", bundle.path()), MAX_TILE).await?;
+    let (c, p, rt) = (
+        client.clone(),
+        prefix.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    let bytes = tokio::task::spawn_blocking(move || fetch_tile(&c, &p, &bundle, &rt))
+        .await
+        .map_err(|e| format!("the check's thread failed: {e}"))??;
     let entries = tile::split_bundle(&bytes).ok_or("not an entry bundle")?;
     let entry = entries
         .get((index % WIDTH) as usize)

@@ -362,3 +362,60 @@ fn a_directory_that_does_not_match_its_checkpoint_stops_the_start_up() {
     assert_eq!(status.code(), Some(2), "{out}");
     assert!(out.contains("checkpoint"), "{out}");
 }
+
+#[test]
+fn a_partial_tile_removed_once_its_full_tile_is_written_is_cut_from_the_full_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = log_key(dir.path(), false);
+    let log_dir = dir.path().join("log");
+    let o = opts(&key, &log_dir, false);
+    let vkey = check_config(dir.path(), &o);
+    let s = Server::start_in(dir, &o);
+    let token = s.mint("127.0.0.1", 300);
+    let (status, _, _) = sign_digest(&s.client(), &s.url, &token, &data(100, 0)).unwrap();
+    assert_eq!(status, 200);
+    let early = checkpoint(&s);
+    let early_size: usize = early.lines().nth(1).unwrap().parse().unwrap();
+    // Past one full tile of 256 entries, from 4 clients at once.
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let (url, token) = (s.url.clone(), token.clone());
+            std::thread::spawn(move || {
+                let client = client_from("127.0.0.1");
+                for i in 0..70 {
+                    let r = sign_digest(&client, &url, &token, &data(100, 1000 * (w + 1) + i));
+                    assert_eq!(r.unwrap().0, 200);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(health_log(&s)["size"].as_u64().unwrap() > 256);
+    assert!(log_dir.join("tile/0/000").is_file());
+    let partial = format!("tile/0/000.p/{early_size}");
+    assert!(
+        !log_dir.join(&partial).exists(),
+        "superseded partial tiles are removed"
+    );
+    // Still served, cut from the full tile, for a client of the early checkpoint.
+    let r = s
+        .client()
+        .get(format!("{}/log/{partial}", s.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let full = std::fs::read(log_dir.join("tile/0/000")).unwrap();
+    assert_eq!(r.bytes().unwrap().as_ref(), &full[..early_size * 32]);
+    let r = s
+        .client()
+        .get(format!("{}/log/tile/entries/000.p/{early_size}", s.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let old = s.dir.path().join("early");
+    std::fs::write(&old, early).unwrap();
+    let checked = go_check_url(&s, &vkey, Some(&old)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(checked.size, 281);
+}

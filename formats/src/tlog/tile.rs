@@ -252,6 +252,25 @@ pub fn push_entry(bundle: &mut Vec<u8>, entry: &[u8]) -> bool {
     true
 }
 
+/// The partial `tile` cut from the bytes of its full tile (its first
+/// `width` hashes, or entries): a log may remove partial tiles once the full
+/// one is published, and a client then reads the full one.
+pub fn cut_from_full(tile: &Tile, full: &[u8]) -> Option<Vec<u8>> {
+    let width = usize::from(tile.width);
+    let end = match tile.kind {
+        Kind::Hashes(_) => width * 32,
+        Kind::Entries => {
+            let mut end = 0usize;
+            for _ in 0..width {
+                let len = full.get(end..end + 2)?;
+                end += 2 + usize::from(u16::from_be_bytes([*len.first()?, *len.get(1)?]));
+            }
+            end
+        }
+    };
+    full.get(..end).map(<[u8]>::to_vec)
+}
+
 /// The hashes of a hash tile; `None` unless it is exactly `width` hashes.
 pub fn split_hashes(tile: &Tile, bytes: &[u8]) -> Option<Vec<Hash>> {
     if bytes.len() != tile.byte_len() {
@@ -501,6 +520,20 @@ mod tests {
         assert_eq!(entries[0], b"one");
         assert_eq!(entries[2].len(), 300);
         assert_eq!(split_bundle(&b[..b.len() - 1]), None);
+        let first_two = Tile {
+            kind: Kind::Entries,
+            index: 0,
+            width: 2,
+        };
+        let cut = cut_from_full(&first_two, &b).unwrap();
+        assert_eq!(split_bundle(&cut).unwrap(), vec![&b"one"[..], &b""[..]]);
+        let hashes = Tile {
+            kind: Kind::Hashes(0),
+            index: 0,
+            width: 1,
+        };
+        assert_eq!(cut_from_full(&hashes, &[7u8; 64]).unwrap(), vec![7u8; 32]);
+        assert_eq!(cut_from_full(&hashes, &[7u8; 31]), None);
         assert_eq!(split_bundle(&[0]), None);
     }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use formats::tlog::tile::{Tile, MAX_ENTRY};
+use formats::tlog::tile::{self, Tile, MAX_ENTRY};
 use formats::tlog::{Checkpoint, NoteKey};
 use tokio::sync::{mpsc, oneshot};
 
@@ -103,6 +103,7 @@ pub struct Log {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Pending>,
     dir: std::path::PathBuf,
+    config: LogConfig,
 }
 
 /// The writer, to be spawned on the runtime ([`LogWriter::run`]).
@@ -189,6 +190,7 @@ impl Log {
                 shared,
                 tx,
                 dir: cfg.dir.clone(),
+                config: cfg.clone(),
             },
             LogWriter(writer),
         ))
@@ -242,17 +244,33 @@ impl Log {
     }
 
     /// The bytes of tile `path` (`tile/…`, strictly parsed), when the
-    /// published tree has that tile; `None` for anything else.
+    /// published tree has that tile; `None` for anything else. A partial
+    /// tile removed since its full tile was written is cut from the full one
+    /// (its first hashes or entries are the same).
     pub async fn tile(&self, path: &str) -> Option<Vec<u8>> {
         let tile = Tile::parse(path)?;
         if !tile.within(self.size()) {
             return None;
         }
-        // A bundle holds at most 256 entries of at most 64 KiB.
-        let limit = 256 * (MAX_ENTRY + 2);
-        let file = self.dir.join(tile.path());
-        let bytes = tokio::fs::read(&file).await.ok()?;
-        (bytes.len() <= limit).then_some(bytes)
+        match tokio::fs::read(self.dir.join(tile.path())).await {
+            Ok(bytes) => return Some(bytes),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound || tile.is_full() => return None,
+            Err(_) => {}
+        }
+        let full = Tile {
+            width: tile::WIDTH as u16,
+            ..tile
+        };
+        if !full.within(self.size()) {
+            return None;
+        }
+        let bytes = tokio::fs::read(self.dir.join(full.path())).await.ok()?;
+        tile::cut_from_full(&tile, &bytes)
+    }
+
+    /// The `[log]` section it was opened with (a reload cannot change it).
+    pub fn config(&self) -> &LogConfig {
+        &self.config
     }
 
     /// Whether appends are accepted now.

@@ -111,7 +111,13 @@ pub(super) struct Writer {
 impl Writer {
     /// Runs until every [`super::Log`] handle is dropped.
     pub(super) async fn run(mut self) {
-        let mut last = Instant::now() - self.interval;
+        let interval = self.interval;
+        let long_ago = move || {
+            Instant::now()
+                .checked_sub(interval)
+                .unwrap_or_else(Instant::now)
+        };
+        let mut last = long_ago();
         while let Some(first) = self.rx.recv().await {
             // Entries arriving within the interval share one checkpoint.
             tokio::time::sleep_until((last + self.interval).into()).await;
@@ -152,7 +158,7 @@ impl Writer {
                 Err(f) => {
                     self.fail(batch, &f.message);
                     self.recover().await;
-                    last = Instant::now() - self.interval;
+                    last = long_ago();
                 }
             }
         }
