@@ -237,19 +237,24 @@ impl Queue {
 
     /// Signs a digest (`POST /digest`) as a job would be signed: within
     /// `concurrency`, logged, audited and counted by [`crate::outcome::settle`].
-    /// The caller holds a queue place ([`Queue::reserve`]) meanwhile. The
-    /// signature and its index in the transparency log.
+    /// The caller's queue place (`slot`, [`Queue::reserve`]) is held while
+    /// it signs, and freed before the wait for the transparency log's
+    /// checkpoint (up to `checkpoint_interval`, no work: the places bound work,
+    /// and many signatures must share each checkpoint). The signature and its
+    /// index in the transparency log.
     pub async fn sign_digest(
         self: &Arc<Self>,
         signer: Arc<dyn Signer>,
         input: DigestInput,
         ctx: SignContext,
         request: &Signing,
+        slot: Slot,
     ) -> Result<(Vec<u8>, Option<u64>), Ended> {
         let started = Instant::now();
         let result = self
             .run_signing(move || signer.sign_digest(&input, &ctx))
             .await;
+        drop(slot);
         let ended = match &result {
             Ok(sig) => Ended::Signed(hex::encode(Sha256::digest(sig))),
             Err(e) => Ended::from_error(e),

@@ -147,6 +147,10 @@ fn log_section() {
         n + 6,
         "between 1 and 60000",
     );
-    check_err(&format!("{base}\n[log]\nkey = {key}\ndir = /tmp/l\n"), n + 2, "`origin`");
+    check_err(
+        &format!("{base}\n[log]\nkey = {key}\ndir = /tmp/l\n"),
+        n + 2,
+        "`origin`",
+    );
     check_err(&format!("{base}\n[log]\nsize = 1\n"), n + 3, "unknown key");
 }

@@ -113,9 +113,8 @@ pub(super) async fn sign_digest(
     };
     let result = state
         .queue
-        .sign_digest(fmt.signer.clone(), input, ctx, &request)
+        .sign_digest(fmt.signer.clone(), input, ctx, &request, slot)
         .await;
-    drop(slot);
     answer(result, public_key)
 }
 
