@@ -27,6 +27,9 @@ apt_install() {
 }
 
 apt_install ca-certificates gnupg gpgv curl openssl python3 python3-venv python3-pip
+# oathtool: the TOTP codes of the second-factor tests (tests/tests/second_factor.rs,
+# approval.rs) come from it, never from the server's own code.
+apt_install oathtool
 
 if ! command -v cargo >/dev/null 2>&1; then
     say "no cargo found: installing Debian's Rust toolchain (rustup's is preferred; needs Rust >= 1.88)"

@@ -41,6 +41,8 @@ pub struct AuditRecord<'a> {
     pub reason: Option<&'a str>,
     /// Digest signing: the digest the client sent, hex (`None`: an upload).
     pub digest: Option<&'a str>,
+    /// Who made the token, when it names them (second factor, two people).
+    pub minted_by: Option<&'a crate::auth::MintedBy>,
 }
 
 /// The audit sink (a file, or nowhere).
@@ -98,7 +100,7 @@ impl Audit {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "time": time,
             "peer": r.peer.to_string(),
             "token_id": r.token_id,
@@ -113,6 +115,12 @@ impl Audit {
             "mode": if r.digest.is_some() { "digest" } else { "upload" },
             "digest": r.digest,
         });
+        if let (Some(m), Some(map)) = (r.minted_by, line.as_object_mut()) {
+            map.insert("minted_by".into(), m.user.clone().into());
+            map.insert("approved_by".into(), m.approver.clone().into());
+            let factor = if m.second_factor { "totp" } else { "none" };
+            map.insert("second_factor".into(), factor.into());
+        }
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
         let written = file

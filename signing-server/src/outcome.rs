@@ -40,6 +40,8 @@ pub struct Signing {
     pub input_sha256: String,
     /// Digest signing: the digest the client sent, hex; `None` for an upload.
     pub digest: Option<String>,
+    /// Who made the token, when it names them (second factor, two people).
+    pub minted_by: Option<crate::auth::MintedBy>,
 }
 
 /// How a signing ended.
@@ -198,6 +200,7 @@ pub fn record(
         outcome: ended.label(),
         reason: ended.reason(),
         digest: r.digest.as_deref(),
+        minted_by: r.minted_by.as_ref(),
     });
     let ended = match (ended, written) {
         (Ended::Signed(_), Err(e)) => Ended::Withheld(Withheld::Audit(e.to_string())),

@@ -139,6 +139,8 @@ pub struct Job {
     pub sha1: Option<String>,
     /// Who asked and for what (format, input sha256, filename, peer, token).
     pub request: Signing,
+    /// The format's rate (`max_rate`): the job waits for its turn before it signs.
+    pub rate: Option<crate::rate::Turn>,
 }
 
 /// The queue, shared by all requests.
@@ -318,6 +320,7 @@ impl Queue {
             upload,
             sha1,
             request,
+            rate,
         } = job;
         let key = (request.format.clone(), request.input_sha256.clone());
         let (tx, rx) = watch::channel(false);
@@ -364,6 +367,9 @@ impl Queue {
         };
         let queue = Arc::clone(self);
         tokio::spawn(async move {
+            if let Some(turn) = rate {
+                turn.wait(&request.format).await;
+            }
             let started = Instant::now();
             let store = queue.store.clone();
             let (f, sha) = key.clone();

@@ -14,6 +14,8 @@ Exit codes:
   1    some file could not be signed; each is named with every host tried and
        what that host answered (or, for `token`, the server refused)
   2    usage error or local error (unreadable input, unwritable output, bad -c file)
+  3    `token`: the formats asked for need a second person's approval; the request
+       text is on stdout (hand it to an approver: signtool token --approve FILE)
   130  interrupted (SIGINT) / 143 terminated (SIGTERM): no partial file is left
 ";
 
@@ -72,9 +74,21 @@ With --formats the token signs only with those formats (least privilege: a build
 job that makes MARs needs no Authenticode token); a server that limits the user
 with new_token_formats.USER refuses wider requests (403 naming the formats).
 
-Example:
+A user with a TOTP secret on the server gives the authenticator's current code with
+--otp CODE (or types it when asked, on a terminal).
+
+Formats under a two-person rule (approvals = 2 on the server): the server answers
+202 with a request text instead of a token. signtool prints it on stdout and exits 3;
+another user listed in the server's new_token_approvers.FORMAT turns it into the
+token with --approve FILE (their own -u, password and --otp).
+
+Examples:
   signtool token -H sign1.example.net:9110 -c ca.pem -u tokenhost \\
       --password-file pw.txt -i 10.0.3.7 -d 7200 --formats gpg,mar -o token
+  signtool token -H sign1.example.net:9110 -c ca.pem -u alice --otp 123456 \\
+      -i 10.0.3.7 -d 3600 --formats release-gpg > request.txt
+  signtool token -H sign1.example.net:9110 -c ca.pem -u bob --otp 654321 \\
+      --approve request.txt -o token
 ";
 
 /// `signtool`: the signing service's client.
@@ -280,11 +294,31 @@ pub struct TokenArgs {
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// IP address of the build machine that will use the token.
-    #[arg(short = 'i', long = "slave-ip", value_name = "IP")]
-    pub slave_ip: std::net::IpAddr,
+    #[arg(
+        short = 'i',
+        long = "slave-ip",
+        value_name = "IP",
+        required_unless_present = "approve"
+    )]
+    pub slave_ip: Option<std::net::IpAddr>,
     /// Lifetime of the token in seconds (at most the server's max_token_age).
-    #[arg(short = 'd', long = "duration", value_name = "SECONDS")]
-    pub duration: u64,
+    #[arg(
+        short = 'd',
+        long = "duration",
+        value_name = "SECONDS",
+        required_unless_present = "approve"
+    )]
+    pub duration: Option<u64>,
+    /// The one-time code of the user's authenticator (for a user with a TOTP
+    /// secret on the server). Without it, it is asked on the terminal when
+    /// the server says it needs one.
+    #[arg(long, value_name = "CODE")]
+    pub otp: Option<String>,
+    /// Approve someone else's request (the text `signtool token` printed when
+    /// the server answered 202) read from FILE (`-`: stdin), as user -u: the
+    /// token is written to -o or printed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["slave_ip", "duration", "formats"])]
+    pub approve: Option<PathBuf>,
     /// Write the token here instead of stdout.
     #[arg(short = 'o', long = "output-file", value_name = "FILE")]
     pub output: Option<PathBuf>,

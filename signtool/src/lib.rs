@@ -40,6 +40,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status: usage or local error.
 pub const EXIT_LOCAL: u8 = 2;
+/// Exit status of `token`: a second person must approve; the request is on stdout.
+pub const EXIT_APPROVAL: u8 = 3;
 
 /// Parses `args` (argv) and runs; returns the process exit code.
 pub fn main_with_args(args: Vec<std::ffi::OsString>) -> ExitCode {

@@ -5,8 +5,9 @@
 //!
 //! Uploads stream from disk (memory stays flat in file size). Failover
 //! follows the answer: connection errors, timeouts, TLS errors, 5xx and bad
-//! digests rotate to the next host after a backoff; 4xx answers that another
-//! host would repeat fail the file at once. This module never writes to a
+//! digests rotate to the next host after a backoff; a 429 (a format's rate)
+//! is waited out on the same host without counting an error; other 4xx
+//! answers, which another host would repeat, fail the file at once. This module never writes to a
 //! destination: `sign.rs` renames the verified temp file into place.
 
 use std::collections::HashMap;
@@ -177,6 +178,9 @@ enum Answer {
     Done(Signed),
     Pending,
     Unknown,
+    /// 500: signing failed there and the server forgot the input; what it
+    /// said. Uploading again (there or elsewhere) may succeed.
+    Failed(String),
 }
 
 /// Why a request did not give an answer we can use.
@@ -188,6 +192,10 @@ pub(crate) enum TryError {
     },
     /// An answer every host would give (4xx): fail the file now.
     Fatal(String),
+    /// `429`: the host signs this format at a limited rate; wait as it says
+    /// and ask the same host again. Not a failure of the host: not counted
+    /// against --max-errors, no rotation.
+    Wait { what: String, wait: Duration },
     /// Our side.
     Local(String),
 }
@@ -254,7 +262,13 @@ pub(crate) async fn refusal(r: reqwest::Response) -> TryError {
         .map(Duration::from_secs);
     let what = format!("{} {}", status.as_u16(), message(r).await);
     let what = what.trim_end().to_string();
-    if status.is_client_error() {
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        // Whole seconds, at least 1 (and never more than a minute at a time).
+        let wait = retry_after
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        TryError::Wait { what, wait }
+    } else if status.is_client_error() {
         TryError::Fatal(what)
     } else {
         TryError::Retry { what, retry_after }
@@ -294,6 +308,9 @@ async fn get(
         200 => download(r, out_dir, name, s.read_timeout).await,
         404 if r.headers().contains_key("x-pending") => Ok(Answer::Pending),
         404 => Ok(Answer::Unknown),
+        500 => Ok(Answer::Failed(
+            format!("500 {}", message(r).await).trim_end().to_string(),
+        )),
         _ => Err(refusal(r).await),
     }
 }
@@ -530,6 +547,11 @@ pub async fn sign(
                 Ok(Answer::Unknown) if uploaded_here => {
                     Err(retry("forgot the file it had accepted (restarted?)"))
                 }
+                Ok(Answer::Failed(what)) => {
+                    // The next try uploads again, on this host too.
+                    uploaded_here = false;
+                    Err(retry(what))
+                }
                 Ok(Answer::Unknown) => {
                     log::info(format!("{h}: uploading {shown} to {url}"));
                     let r = upload::upload(s, url, format, input, label, Before(known)).await;
@@ -566,6 +588,15 @@ pub async fn sign(
                 ));
                 tried.push(format!("{url} answered {what}"));
                 return Err(give_up(&tried, ""));
+            }
+            Err(TryError::Wait { what, wait }) => {
+                log::debug(format!(
+                    "{}: {url} answered {what}; asking it again in {} s",
+                    tag(hashes),
+                    wait.as_secs()
+                ));
+                // The format's pool: every file of it waits for this host.
+                pool.hold_off(i, wait);
             }
             Err(TryError::Retry { what, retry_after }) => {
                 errors += 1;

@@ -20,6 +20,7 @@ pub mod busy_peer;
 pub mod digest;
 pub mod mar;
 pub mod pkcs11;
+pub mod policy;
 pub mod proxy;
 pub mod signtool;
 pub mod tlog;

@@ -349,6 +349,10 @@ fn refusals_say_why() {
     let text = String::from_utf8_lossy(&text);
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("invalid UTF-8 at byte 11"), "{text}");
+    assert!(
+        text.contains("save it in one of them"),
+        "what to do: {text}"
+    );
 }
 
 #[test]
@@ -444,7 +448,8 @@ fn msix_hash_follows_the_block_map_and_is_timestamped() {
     let text = String::from_utf8_lossy(&text);
     assert_eq!(status, 422, "{text}");
     assert!(
-        text.contains("AppxBlockMap.xml hashes with SHA-256, this format signs with SHA-384"),
+        text.contains("AppxBlockMap.xml hashes with SHA-256, this format signs with SHA-384")
+            && text.contains("configured with `digest = sha256`"),
         "{text}"
     );
 }

@@ -216,8 +216,11 @@ impl AuthenticodeSigner {
                 if p.alg != self.alg {
                     return Err(SignError::Rejected(format!(
                         "the package's AppxBlockMap.xml hashes with {}, this format signs \
-                         with {}: the two must match",
+                         with {}: the two must match (Windows checks it); sign it with a format \
+                         configured with `digest = {}`, or repack it with a {} block map",
                         appx::alg_name(p.alg),
+                        appx::alg_name(self.alg),
+                        appx::alg_name(p.alg).to_ascii_lowercase().replace('-', ""),
                         appx::alg_name(self.alg)
                     )));
                 }

@@ -80,7 +80,11 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, SignError>) -> Result<T, SignError> 
 /// Opens `file` as a compound file, refusing what is not one.
 pub(crate) fn open(file: File) -> Result<CompoundFile<File>, SignError> {
     guarded(|| {
-        let cf = CompoundFile::open(file).map_err(reject)?;
+        let cf = CompoundFile::open(file).map_err(|e| match e.kind() {
+            // cfb's word for a name MS-CFB forbids.
+            std::io::ErrorKind::InvalidInput => bad_name(e),
+            _ => reject(e),
+        })?;
         let n = cf.walk().take(MAX_ENTRIES + 1).count();
         if n > MAX_ENTRIES {
             return Err(reject(format!("more than {MAX_ENTRIES} directory entries")));
@@ -226,15 +230,19 @@ fn walk(
     Ok(())
 }
 
-/// A storage or stream the new compound file cannot hold: its name is one
-/// MS-CFB forbids (`/`, `\\`, `:` or `!`), which no Windows Installer tool writes.
+/// A name MS-CFB forbids (`/`, `\\`, `:` or `!`), which some signing tools
+/// write and no Windows Installer tool does: the refusal says what to do.
+fn bad_name(e: impl std::fmt::Display) -> SignError {
+    reject(format!(
+        "{e}: MS-CFB forbids such names and Windows Installer tools never write them; \
+         rebuild the package (WiX, msitools) and sign it again"
+    ))
+}
+
+/// A storage or stream the new compound file cannot hold (its name).
 fn unwritable(path: &Path, e: std::io::Error) -> SignError {
     match e.kind() {
-        std::io::ErrorKind::InvalidInput => reject(format!(
-            "the entry {} cannot be written to a compound file ({e}); rebuild the package \
-             with a Windows Installer tool (WiX, msitools), which never writes such names",
-            path.display()
-        )),
+        std::io::ErrorKind::InvalidInput => bad_name(format!("{}: {e}", path.display())),
         _ => write_err(e),
     }
 }
@@ -477,6 +485,32 @@ mod tests {
         let mut names = vec![key("ab"), key("ab\0c"), key("a"), key("b")];
         names.sort_by(|a, b| hash_order(a, b));
         assert_eq!(names, [key("a"), key("ab\0c"), key("ab"), key("b")]);
+    }
+
+    /// Issue 25 item 13: a storage name with `\\` (other signing tools write
+    /// them; MS-CFB forbids it): refused, saying what to do.
+    #[test]
+    fn a_name_the_compound_file_cannot_hold_is_refused_saying_what_to_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("x.msi");
+        let mut cf = cfb::create(&p).unwrap();
+        cf.create_storage("/aQb").unwrap();
+        cf.create_stream("/aQb/s").unwrap().write_all(b"x").unwrap();
+        cf.flush().unwrap();
+        drop(cf);
+        let mut data = std::fs::read(&p).unwrap();
+        let at = data.windows(6).position(|w| w == b"a\0Q\0b\0").unwrap();
+        data[at + 2] = b'\\';
+        std::fs::write(&p, &data).unwrap();
+        let r = copy_unsigned_and_hash(
+            &mut File::open(&p).unwrap(),
+            new_file(&tmp.path().join("y.msi")),
+            DigestAlg::Sha256,
+        );
+        match r {
+            Err(SignError::Rejected(m)) => assert!(m.contains("rebuild the package"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[test]

@@ -91,6 +91,19 @@ pub(super) async fn sign_digest(
     check_filename(sec, &filename)?;
     let input = parse_input(spec, &fields).map_err(|m| Refusal::bad("bad_digest", m))?;
     let digest_hex = input.audit_digest();
+    if let Some(limit) = fmt.rate {
+        state.rates.try_take(&format, limit).map_err(|wait| {
+            Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "format {format} is at its max_rate here; ask again in {} s",
+                    wait.as_secs()
+                ),
+            )
+            .with_value(header::RETRY_AFTER, wait.as_secs().into())
+        })?;
+    }
     let request = Signing {
         format: format.clone(),
         kind: fmt.config.kind.clone(),
@@ -105,6 +118,7 @@ pub(super) async fn sign_digest(
         peer,
         token_scope: token.scope(),
         token_id: token.chaff,
+        minted_by: token.minted_by,
     };
     let public_key = fmt.signer.public_key_der();
     let ctx = formats::SignContext {

@@ -5,6 +5,7 @@
 //! Every refusal is a [`Refusal`]: a status, a reason label and a one-line,
 //! secret-free message for the client; the door logs it and counts it.
 
+mod approve;
 pub mod digest;
 mod fetch;
 mod ingest;
@@ -37,6 +38,7 @@ type ApiResult = Result<Response, Refusal>;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/token", post(mint::mint_token))
+        .route("/token/approve", post(approve::approve))
         .route("/sign/{format}", post(upload::upload))
         .route("/sign/{format}/{hash}", get(fetch::fetch))
         .route("/digest/{format}", post(digest::sign_digest))
@@ -132,6 +134,10 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
                 "output": f.signer.output().as_str(),
                 "digest_signing": digest::spec(f).is_some(),
             });
+            if let Some(rate) = f.rate {
+                detail["max_rate"] = rate.per_second.into();
+                detail["burst"] = rate.burst.into();
+            }
             if let Some(spec) = digest::spec(f) {
                 detail["digest"] = spec.to_text().into();
                 if let Some(containers) = spec.containers() {
