@@ -67,6 +67,10 @@ apt_install softhsm2 opensc
 # rpm: rpmbuild makes the tests' packages, rpmkeys checks our signatures; apt-utils:
 # apt-ftparchive makes the tests' apt repository (dpkg-deb and apt-get are always there).
 apt_install rpm apt-utils
+# --- transparency log (issue 27) ---
+# Go's own golang.org/x/mod/sumdb/{note,tlog} check our log in tests/tests/tlog.rs (built
+# offline in GOPATH mode from the Debian package's sources; the server never runs Go).
+apt_install golang-go golang-golang-x-mod-dev
 # rcodesign (apple-codesign's CLI), for the tests' cross-check only: built once into the cache
 # (`cargo install`, no notarization features: several minutes on 2 cores). The server never runs it.
 : "${SIGNING_RCODESIGN_ROOT:=$SIGNING_CACHE/rcodesign}"

@@ -28,5 +28,6 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod throttle;
+pub mod tlog;
 pub mod token_keys;
 pub mod totp;

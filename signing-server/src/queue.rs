@@ -25,11 +25,12 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::audit::Audit;
 use crate::metrics::Metrics;
-use crate::outcome::{Ended, Signing};
+use crate::outcome::{Ended, Signing, Withheld};
 use crate::store::{Store, TempPath};
+use crate::tlog::Log;
 
 /// A finished, stored result.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ResultInfo {
     /// Where the signed output is.
     pub path: PathBuf,
@@ -39,6 +40,8 @@ pub struct ResultInfo {
     pub sha256: String,
     /// Size of the output.
     pub size: u64,
+    /// Its entry's index in the transparency log (`None`: no `[log]`).
+    pub log_index: Option<u64>,
 }
 
 enum State {
@@ -50,6 +53,9 @@ enum State {
     /// The key's token failed while signing it: the client should go to another host
     /// (503); an upload of the same input signs it again.
     Unavailable(String),
+    /// Signed, but its log entry or audit record could not be written: not
+    /// released (503); an upload of the same input signs it again.
+    Withheld(Withheld),
 }
 
 struct Entry {
@@ -79,6 +85,8 @@ pub enum Lookup {
     Rejected(String),
     /// The key's token failed while signing this input.
     Unavailable(String),
+    /// Signed, but not released: see [`Withheld`].
+    Withheld(Withheld),
     /// Never seen, expired, or failed on our side.
     Unknown,
 }
@@ -146,6 +154,8 @@ pub struct Queue {
     max_queue: usize,
     store: Store,
     audit: Arc<Audit>,
+    /// The transparency log, when `[log]` is configured.
+    log: Option<Log>,
     /// The scratch space budget all jobs share (`[server] max_scratch`).
     scratch: Arc<ScratchBudget>,
     metrics: Arc<Metrics>,
@@ -158,6 +168,7 @@ impl Queue {
         concurrency: usize,
         max_queue: usize,
         audit: Arc<Audit>,
+        log: Option<Log>,
         metrics: Arc<Metrics>,
         scratch: Arc<ScratchBudget>,
     ) -> Arc<Queue> {
@@ -169,6 +180,7 @@ impl Queue {
             max_queue,
             store,
             audit,
+            log,
             metrics,
             scratch,
         })
@@ -177,6 +189,16 @@ impl Queue {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// The transparency log, when there is one.
+    pub fn log(&self) -> Option<&Log> {
+        self.log.as_ref()
     }
 
     /// Uploads in progress plus jobs queued or running.
@@ -216,31 +238,42 @@ impl Queue {
     }
 
     /// Signs a digest (`POST /digest`) as a job would be signed: within
-    /// `concurrency`, audited and counted by [`crate::outcome::record`]. The
-    /// caller holds a queue place ([`Queue::reserve`]) meanwhile.
+    /// `concurrency`, logged, audited and counted by [`crate::outcome::settle`].
+    /// The caller's queue place (`slot`, [`Queue::reserve`]) is held while
+    /// it signs, and freed before the wait for the transparency log's
+    /// checkpoint (up to `checkpoint_interval`, no work: the places bound work,
+    /// and many signatures must share each checkpoint). The signature and its
+    /// index in the transparency log.
     pub async fn sign_digest(
         self: &Arc<Self>,
         signer: Arc<dyn Signer>,
         input: DigestInput,
         ctx: SignContext,
         request: &Signing,
-    ) -> Result<Vec<u8>, Ended> {
+        slot: Slot,
+    ) -> Result<(Vec<u8>, Option<u64>), Ended> {
         let started = Instant::now();
         let result = self
             .run_signing(move || signer.sign_digest(&input, &ctx))
             .await;
+        drop(slot);
         let ended = match &result {
             Ok(sig) => Ended::Signed(hex::encode(Sha256::digest(sig))),
             Err(e) => Ended::from_error(e),
         };
-        crate::outcome::record(
+        let (ended, index) = crate::outcome::settle(
             &self.audit,
+            self.log.as_ref(),
             &self.metrics,
             request,
-            &ended,
+            ended,
             started.elapsed(),
-        );
-        result.map_err(|_| ended)
+        )
+        .await;
+        match (result, ended) {
+            (Ok(sig), Ended::Signed(_)) => Ok((sig, index)),
+            (_, ended) => Err(ended),
+        }
     }
 
     /// Takes a place for an upload, or `None` when `max_queue` are taken.
@@ -275,6 +308,7 @@ impl Queue {
             State::Done(r) => Lookup::Done(r.clone()),
             State::Rejected(m) => Lookup::Rejected(m.clone()),
             State::Unavailable(m) => Lookup::Unavailable(m.clone()),
+            State::Withheld(w) => Lookup::Withheld(w.clone()),
         }
     }
 
@@ -295,11 +329,11 @@ impl Queue {
             if let Some(sha1) = sha1 {
                 inner.by_sha1.insert((key.0.clone(), sha1), key.1.clone());
             }
-            // A job that failed on a token fault is signed again.
+            // A job that failed on a token fault, or was withheld, is signed again.
             if let Some(e) = inner
                 .jobs
                 .get_mut(&key)
-                .filter(|e| !matches!(e.state, State::Unavailable(_)))
+                .filter(|e| !matches!(e.state, State::Unavailable(_) | State::Withheld(_)))
             {
                 e.last_used = Instant::now();
                 drop(inner);
@@ -353,15 +387,30 @@ impl Queue {
                 Ok(info) => Ended::Signed(info.sha256.clone()),
                 Err(e) => Ended::from_error(e),
             };
-            crate::outcome::record(
+            // Released (Done) only once logged and audited.
+            let (ended, index) = crate::outcome::settle(
                 &queue.audit,
+                queue.log.as_ref(),
                 &queue.metrics,
                 &request,
-                &ended,
+                ended,
                 started.elapsed(),
-            );
+            )
+            .await;
             let state = match (outcome, ended) {
-                (Ok(info), _) => Some(State::Done(Arc::new(info))),
+                (Ok(info), Ended::Signed(_)) => Some(State::Done(Arc::new(ResultInfo {
+                    log_index: index,
+                    ..info
+                }))),
+                (Ok(info), Ended::Withheld(w)) => {
+                    crate::store::remove_file(&info.path);
+                    Some(State::Withheld(w))
+                }
+                // `settle` turns a signature into Signed or Withheld only.
+                (Ok(info), _) => {
+                    crate::store::remove_file(&info.path);
+                    None
+                }
                 (Err(_), Ended::Rejected(reason)) => Some(State::Rejected(reason)),
                 (Err(_), Ended::Unavailable(reason)) => Some(State::Unavailable(reason)),
                 (Err(_), _) => None,
@@ -463,6 +512,7 @@ fn sign_one(
         sha1,
         sha256: out_sha256,
         size,
+        log_index: None,
     })
 }
 

@@ -230,13 +230,40 @@ pub fn main(cli: Cli) -> ExitCode {
     for (name, s) in &signers {
         tracing::info!(format = %name, key = %s.key_id(), "key unlocked and probed");
     }
+    let log_key = match cfg
+        .log
+        .as_ref()
+        .map(|l| crate::tlog::unlock_key(l, source.as_mut()))
+    {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            eprintln!("signing-server: [log] {e}");
+            return ExitCode::from(1);
+        }
+    };
     let Some(store) = store else {
         println!(
             "{}: configuration and {} key(s) OK",
             cfg.path.display(),
             signers.len()
         );
+        if let Some(k) = &log_key {
+            println!("log verifier key: {}", k.verifier());
+        }
         return ExitCode::SUCCESS;
+    };
+    // Before the port is bound: a log directory that does not match its
+    // checkpoint stops the start-up (exit 2).
+    let log = match (cfg.log.as_ref(), log_key) {
+        (Some(lc), Some(key)) => match crate::tlog::Log::open(lc, key) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("signing-server: {e}");
+                return ExitCode::from(if e.mismatch { 2 } else { 1 });
+            }
+        },
+        _ => None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -248,7 +275,7 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(cfg, tls, store, signers)) {
+    match runtime.block_on(serve(cfg, tls, store, signers, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("signing-server: {e:#}");
@@ -262,6 +289,7 @@ async fn serve(
     tls: rustls::ServerConfig,
     store: Store,
     signers: Signers,
+    log: Option<(crate::tlog::Log, crate::tlog::LogWriter)>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let audit = Arc::new(Audit::open(cfg.logging.audit_log.as_deref()).map_err(|e| {
@@ -279,6 +307,10 @@ async fn serve(
         cfg.server.concurrency,
         cfg.server.max_queue,
         audit,
+        log.map(|(log, writer)| {
+            tokio::spawn(writer.run());
+            log
+        }),
         metrics.clone(),
         formats::scratch::ScratchBudget::new(cfg.server.max_scratch),
     );
@@ -549,7 +581,12 @@ fn reload_now(
             return;
         }
     };
-    let outcome = reload::apply(&state.dynamic(), server_cfg, &cfg);
+    let mut outcome = reload::apply(&state.dynamic(), server_cfg, &cfg);
+    if cfg.log.as_ref() != state.queue.log().map(|l| l.config()) {
+        outcome
+            .needs_restart
+            .push("[log] changed: restart to apply (the running log is unchanged)".into());
+    }
     for line in &outcome.needs_restart {
         tracing::warn!("{line}");
     }

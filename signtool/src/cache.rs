@@ -44,6 +44,7 @@ async fn copy_to_temp(from: &Path, dir: &Path, name: &str) -> std::io::Result<Si
     Ok(Signed {
         temp,
         hashes: Some(hashes),
+        released: None,
     })
 }
 

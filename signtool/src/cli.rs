@@ -116,6 +116,53 @@ pub enum Command {
     /// Mint a token for a build machine (the token-issuing host's job).
     #[command(after_help = format!("{TOKEN_AFTER}\n{EXIT_CODES}"), args_override_self = true)]
     Token(TokenArgs),
+    /// Check a host's transparency log of signatures.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+/// `signtool log …`.
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Check a whole log: the checkpoint's signature, every entry's inclusion,
+    /// and (with --since) consistency with a checkpoint saved earlier.
+    Verify(LogArgs),
+    /// Print the entries one signing key made since a saved checkpoint (after
+    /// the checks of `verify`), so its owner can notice what they did not expect.
+    Watch(WatchArgs),
+}
+
+/// `signtool log verify`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The log's URL prefix: `https://HOST:PORT/log` (its checkpoint is PREFIX/checkpoint).
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The log's verifier key (`origin+ID+KEY`, as the server's /health and
+    /// `signing-server --check` print it).
+    #[arg(long, value_name = "VKEY")]
+    pub log_key: String,
+    /// A checkpoint saved by an earlier run (--save): the log must extend it.
+    #[arg(long, value_name = "FILE")]
+    pub since: Option<PathBuf>,
+    /// Save the checked checkpoint here (for the next --since).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// TLS and timeouts.
+    #[command(flatten)]
+    pub net: Net,
+}
+
+/// `signtool log watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The checks of `log verify` (here --since is required).
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The signing key to watch: the `key` of its entries (SHA-256 hex of its
+    /// SubjectPublicKeyInfo, or an OpenPGP v4 fingerprint).
+    #[arg(long, value_name = "KEYID")]
+    pub signing_key: String,
 }
 
 /// TLS and timeouts shared by both commands.
@@ -211,6 +258,11 @@ pub struct SignArgs {
     /// by sending only what its signature covers: the file never leaves).
     #[arg(long)]
     pub whole_file: bool,
+    /// Refuse any result that is not in the host's transparency log: after each
+    /// signing, fetch the log's checkpoint (signed by VKEY, the log's verifier
+    /// key) and the proof that the result's entry is in it, from the log's tiles.
+    #[arg(long, value_name = "VKEY")]
+    pub log_key: Option<String>,
     /// Try hosts in the order given instead of shuffling them (debugging, tests).
     #[arg(long)]
     pub no_shuffle: bool,
@@ -280,7 +332,16 @@ pub struct TokenArgs {
 /// argv with `sign` inserted when no command is named (Mozilla's flags).
 pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let known = ["sign", "token", "help", "-h", "--help", "-V", "--version"];
+    let known = [
+        "sign",
+        "token",
+        "log",
+        "help",
+        "-h",
+        "--help",
+        "-V",
+        "--version",
+    ];
     if args.len() > 1 && !known.contains(&first) {
         args.insert(1, "sign".into());
     }

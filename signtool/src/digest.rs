@@ -234,12 +234,23 @@ pub(crate) async fn sign(
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.decode(v).ok()
         });
+    let log_index = crate::transparency::index_header(r.headers());
     let body = read_body(r).await?;
+    let released = crate::transparency::Released {
+        index: log_index,
+        sha256: {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&body))
+        },
+    };
     let Some(prep) = prepared.take() else {
         return Err(TryError::Local("nothing prepared".into()));
     };
     match finish(prep, &body, public_key.as_deref(), on).await {
-        Ok(signed) => Ok(Some(signed)),
+        Ok(signed) => Ok(Some(Signed {
+            released: Some(released),
+            ..signed
+        })),
         Err((kept, e)) => {
             *prepared = kept;
             Err(e)
@@ -292,7 +303,11 @@ async fn finish(
                 .await
                 .map_err(|e| (None, e))?;
             // Hashed only if a next format or the cache needs it.
-            Ok(Signed { temp, hashes: None })
+            Ok(Signed {
+                temp,
+                hashes: None,
+                released: None,
+            })
         }
         Prepared::Authenticode { spec, prep, temp } => {
             if let Err(e) = authenticode::verify(&prep, sig) {
@@ -303,7 +318,11 @@ async fn finish(
                 .await
                 .map_err(|e| (None, e))?;
             // Hashed only if a next format or the cache needs it.
-            Ok(Signed { temp, hashes: None })
+            Ok(Signed {
+                temp,
+                hashes: None,
+                released: None,
+            })
         }
     }
 }
@@ -325,5 +344,6 @@ async fn write_temp(on: &On<'_>, bytes: &[u8]) -> Result<Signed, TryError> {
     Ok(Signed {
         temp,
         hashes: Some(hashes),
+        released: None,
     })
 }

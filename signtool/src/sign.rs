@@ -142,6 +142,12 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<String>), String> {
         health: Default::default(),
         whole_file: args.whole_file,
         renamed_in: Default::default(),
+        log_key: args
+            .log_key
+            .as_deref()
+            .map(formats::tlog::NoteVerifier::parse)
+            .transpose()
+            .map_err(|e| format!("--log-key: {e}"))?,
     };
     Ok((session, formats))
 }

@@ -54,6 +54,8 @@ pub struct Session {
     /// Directories that received a renamed result: each is fsynced once,
     /// before the run ends, instead of once per file.
     pub renamed_in: Mutex<std::collections::BTreeSet<PathBuf>>,
+    /// `--log-key`: every result must be in the host's transparency log.
+    pub log_key: Option<formats::tlog::NoteVerifier>,
 }
 
 impl Session {
@@ -158,6 +160,8 @@ pub struct Signed {
     /// not computed yet (a file built here by digest signing: computed when
     /// a next format or the cache needs them).
     pub hashes: Option<Hashes>,
+    /// What the host released (for the `--log-key` check); `None` from the cache.
+    pub released: Option<crate::transparency::Released>,
 }
 
 /// Why a file could not be signed.
@@ -324,6 +328,7 @@ async fn download(
             .map(|v| v.trim().to_ascii_lowercase())
     };
     let (want256, want1) = (header("x-sha256-digest"), header("x-sha1-digest"));
+    let log_index = crate::transparency::index_header(r.headers());
     if want256.is_none() && want1.is_none() {
         return Err(retry(
             "200 without X-SHA256-Digest or X-SHA1-Digest: cannot verify the result; not written",
@@ -375,10 +380,40 @@ async fn download(
         return Err(retry(format!("digest mismatch: the body ({size} bytes) hashes to {got}, {name} says {want}; not written")));
     }
     out.get_ref().sync_all().await.map_err(local)?;
+    let released = crate::transparency::Released {
+        index: log_index,
+        sha256: hashes.sha256.clone(),
+    };
     Ok(Answer::Done(Signed {
         temp,
         hashes: Some(hashes),
+        released: Some(released),
     }))
+}
+
+/// With `--log-key`: `signed` must be in `url`'s transparency log, or it is
+/// refused (and the next host tried).
+async fn check_logged(
+    s: &Session,
+    url: &str,
+    format: &str,
+    signed: &Signed,
+) -> Result<(), TryError> {
+    let (Some(key), Some(released)) = (&s.log_key, &signed.released) else {
+        return Ok(());
+    };
+    match crate::transparency::check_released(&s.client, url, format, key, released).await {
+        Ok(index) => {
+            log::debug(format!(
+                "{}: entry {index} of {url}'s transparency log",
+                released.sha256
+            ));
+            Ok(())
+        }
+        Err(e) => Err(retry(format!(
+            "result refused: not shown to be in the host's transparency log: {e}"
+        ))),
+    }
 }
 
 fn temp_display(dir: &Path) -> String {
@@ -464,7 +499,13 @@ pub async fn sign(
                 out_dir,
             };
             let known = hashes.as_ref();
-            match crate::digest::sign(s, &on, spec, input, known, &mut prepared).await {
+            let mut signed = crate::digest::sign(s, &on, spec, input, known, &mut prepared).await;
+            if let Ok(Some(done)) = &signed {
+                if let Err(e) = check_logged(s, url, format, done).await {
+                    signed = Err(e);
+                }
+            }
+            match signed {
                 Ok(Some(signed)) => {
                     log::info(format!(
                         "{}: OK (signed by digest; the file was not sent)",
@@ -484,7 +525,13 @@ pub async fn sign(
             }
         } else if let Some(known) = hashes.as_ref().filter(|_| hash_first) {
             let h = &known.sha256;
-            match get(s, url, format, known, out_dir, label).await {
+            let mut got = get(s, url, format, known, out_dir, label).await;
+            if let Ok(Answer::Done(done)) = &got {
+                if let Err(e) = check_logged(s, url, format, done).await {
+                    got = Err(e);
+                }
+            }
+            match got {
                 Ok(Answer::Done(signed)) => {
                     log::info(format!("{h}: OK"));
                     return Ok(signed);

@@ -23,6 +23,7 @@ pub mod pkcs11;
 pub mod policy;
 pub mod proxy;
 pub mod signtool;
+pub mod tlog;
 
 /// Polls `cond` every 10 ms until it holds or `limit` has passed; whether it
 /// held. A bounded wait for something to happen, never a timing assertion:

@@ -24,10 +24,12 @@ use crate::auth::Credential;
 
 mod format;
 mod ini;
+mod log;
 mod policy;
 use format::{read_format, unpacked_size};
 pub use ini::parse_size;
 use ini::{numbered, parse_ini, split_list, Entry, Reader, Section};
+pub use log::{LogConfig, DEFAULT_CHECKPOINT_INTERVAL};
 pub use policy::RateLimit;
 
 /// A configuration error: where, and what is wrong.
@@ -65,6 +67,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[format:NAME]` sections, in file order.
     pub formats: Vec<Format>,
+    /// `[log]`: the transparency log, when there is one.
+    pub log: Option<LogConfig>,
 }
 
 /// `[server]`.
@@ -221,6 +225,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         audit_log: None,
     };
     let mut formats = Vec::new();
+    let mut log = None;
     // Read first: the formats before it in the file use its default module too.
     let pkcs11_module = match sections.iter().find(|s| s.name == "pkcs11") {
         Some(s) => format::read_pkcs11(&r, s)?,
@@ -232,6 +237,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "server" => server = Some(read_server(&r, s)?),
             "security" => security = Some(read_security(&r, s, &mut policy)?),
             "logging" => logging = read_logging(&r, s)?,
+            "log" => log = Some(log::read_log(&r, s)?),
             name => match name.strip_prefix("format:") {
                 Some(fname) => formats.push(read_format(
                     &r,
@@ -243,7 +249,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 None => {
                     return Err(r.err(
                         s.line,
-                        format!("unknown section [{name}] (known: [server], [security], [logging], [pkcs11], [format:NAME])"),
+                        format!("unknown section [{name}] (known: [server], [security], [logging], [log], [pkcs11], [format:NAME])"),
                     ))
                 }
             },
@@ -269,6 +275,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         security,
         logging,
         formats,
+        log,
     })
 }
 

@@ -211,3 +211,38 @@ fn a_totp_secret_file_must_be_private_and_long_enough() {
     std::fs::write(&file, "not base32!\n").unwrap();
     check_err(&text, 11, "not a base32 secret");
 }
+
+#[test]
+fn log_section() {
+    let c = certs();
+    let base = config_text("");
+    assert!(parse(Path::new("t.ini"), &base).unwrap().log.is_none());
+    // Line numbers: config_text has 14 lines, the blank line and [log] come next.
+    let key = c.join("gpg/secret.asc").display().to_string();
+    let ok = format!("{base}\n[log]\nkey = {key}\norigin = s.example/log\ndir = /tmp/l\n");
+    let log = parse(Path::new("t.ini"), &ok).unwrap().log.unwrap();
+    assert_eq!(log.origin, "s.example/log");
+    assert_eq!(log.checkpoint_interval, DEFAULT_CHECKPOINT_INTERVAL);
+    let n = base.lines().count();
+    check_err(
+        &format!("{base}\n[log]\nkey = pkcs11:token=t;object=k\n"),
+        n + 3,
+        "PKCS#11",
+    );
+    check_err(
+        &format!("{base}\n[log]\nkey = {key}\norigin = a b\n"),
+        n + 4,
+        "without spaces",
+    );
+    check_err(
+        &format!("{base}\n[log]\nkey = {key}\norigin = o\ndir = /tmp/l\ncheckpoint_interval = 0\n"),
+        n + 6,
+        "between 1 and 60000",
+    );
+    check_err(
+        &format!("{base}\n[log]\nkey = {key}\ndir = /tmp/l\n"),
+        n + 2,
+        "`origin`",
+    );
+    check_err(&format!("{base}\n[log]\nsize = 1\n"), n + 3, "unknown key");
+}

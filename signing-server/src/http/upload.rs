@@ -167,6 +167,8 @@ pub(super) async fn upload(
         sha1,
         request: crate::outcome::Signing {
             format: format.clone(),
+            kind: fmt.config.kind.clone(),
+            key_id: fmt.signer.log_key_id(),
             filename,
             peer,
             token_scope: token.scope(),
