@@ -31,7 +31,7 @@ use formats::mar::digest as mar;
 use tempfile::TempPath;
 
 use crate::log;
-use crate::transfer::{self, describe, retry, Hashes, Session, Signed, TryError};
+use crate::session::{self, describe, retry, Hashes, Session, Signed, TryError};
 
 /// Largest signature material accepted from a server.
 const MAX_REPLY: usize = 1 << 20;
@@ -153,7 +153,7 @@ async fn prepare(
 /// A temp file name beside the destination, the file itself removed: the
 /// formats' `prepare` creates its output anew (`create_new`).
 fn empty_temp(on: &On<'_>) -> Result<TempPath, TryError> {
-    let (file, temp) = transfer::temp_in(on.out_dir, on.label).map_err(|e| {
+    let (file, temp) = session::temp_in(on.out_dir, on.label).map_err(|e| {
         TryError::Local(format!(
             "cannot create a temp file in {}: {e}",
             on.out_dir.display()
@@ -214,7 +214,7 @@ pub(crate) async fn sign(
     match r.status().as_u16() {
         200 => {}
         403 => {
-            let msg = transfer::message(r).await;
+            let msg = session::message(r).await;
             if msg.contains("does not allow digest signing") {
                 log::info(format!(
                     "{tag}: {} no longer signs {} by digest",
@@ -224,7 +224,7 @@ pub(crate) async fn sign(
             }
             return Err(TryError::Fatal(format!("403 {msg}")));
         }
-        _ => return Err(transfer::refusal(r).await),
+        _ => return Err(session::refusal(r).await),
     }
     let public_key = r
         .headers()
@@ -330,7 +330,7 @@ async fn finish(
 /// The signature in a fsynced temp file in `on.out_dir`.
 async fn write_temp(on: &On<'_>, bytes: &[u8]) -> Result<Signed, TryError> {
     use std::io::Write as _;
-    let (mut file, temp) = transfer::temp_in(on.out_dir, on.label).map_err(|e| {
+    let (mut file, temp) = session::temp_in(on.out_dir, on.label).map_err(|e| {
         TryError::Local(format!(
             "cannot create a temp file in {}: {e}",
             on.out_dir.display()
@@ -340,7 +340,7 @@ async fn write_temp(on: &On<'_>, bytes: &[u8]) -> Result<Signed, TryError> {
         .and_then(|()| file.sync_all())
         .map_err(local)?;
     drop(file);
-    let hashes = transfer::hash_file(&temp).await.map_err(local)?;
+    let hashes = session::hash_file(&temp).await.map_err(local)?;
     Ok(Signed {
         temp,
         hashes: Some(hashes),

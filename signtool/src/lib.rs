@@ -23,6 +23,7 @@ mod digest;
 pub mod health;
 pub mod hosts;
 pub mod log;
+pub mod session;
 pub mod sign;
 pub mod tls;
 pub mod token;

@@ -130,7 +130,7 @@ async fn mint(args: &TokenArgs) -> Result<Minted, (u8, String)> {
         let r = match r {
             Ok(r) => r,
             Err(e) => {
-                tried.push(format!("{u}: {}", crate::transfer::describe(&e)));
+                tried.push(format!("{u}: {}", crate::session::describe(&e)));
                 url = hosts.next();
                 continue;
             }

@@ -40,7 +40,7 @@ async fn get(client: &reqwest::Client, url: &str, limit: usize) -> Result<Vec<u8
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", crate::transfer::describe(&e)))?;
+        .map_err(|e| format!("GET {url}: {}", crate::log::describe(&e)))?;
     if r.status() != 200 {
         return Err(format!("GET {url}: {}", r.status()));
     }
@@ -48,7 +48,7 @@ async fn get(client: &reqwest::Client, url: &str, limit: usize) -> Result<Vec<u8
     while let Some(piece) = r
         .chunk()
         .await
-        .map_err(|e| format!("GET {url}: {}", crate::transfer::describe(&e)))?
+        .map_err(|e| format!("GET {url}: {}", crate::log::describe(&e)))?
     {
         if body.len() + piece.len() > limit {
             return Err(format!("GET {url}: over {limit} bytes"));
