@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod queue;
 pub mod reload;
 pub mod server;
+pub mod stall;
 pub mod state;
 pub mod store;
 pub mod throttle;

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::passphrase::{self, Console, PassphraseSource as _, Signers};
 use crate::queue::Queue;
 use crate::reload;
+use crate::stall::{WriteWatch, SEND_BUFFER};
 use crate::state::{AppState, Peer};
 use crate::store::Store;
 use crate::throttle::Throttle;
@@ -410,6 +411,10 @@ async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
         }
+        // What the kernel holds for a client that does not read (stall.rs).
+        if let Err(e) = socket2::SockRef::from(&tcp).set_send_buffer_size(SEND_BUFFER) {
+            tracing::debug!(%peer, "cannot set SO_SNDBUF: {e}");
+        }
         let acceptor = TlsAcceptor::from(tls.read().unwrap_or_else(|p| p.into_inner()).clone());
         let (app, builder) = (app.clone(), builder.clone());
         let watcher = graceful.watcher();
@@ -435,6 +440,9 @@ async fn serve(
                     return;
                 }
             };
+            // Answers nobody reads: closed after idle_timeout without progress.
+            let tcp = WriteWatch::new(tcp, state.idle_timeout);
+            let stalled = tcp.stalled();
             let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -453,7 +461,14 @@ async fn serve(
                 },
             );
             let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc));
-            if let Err(e) = watcher.watch(conn).await {
+            let ended = watcher.watch(conn).await;
+            if stalled.load(Ordering::Relaxed) {
+                state.metrics.inc(
+                    "signing_closed_connections_total",
+                    &[("reason", "answers_not_read")],
+                );
+                tracing::info!(%peer, "answers not read within idle_timeout: connection closed");
+            } else if let Err(e) = ended {
                 log_connection_error(peer, &e);
             }
             drop(place);
