@@ -93,28 +93,33 @@ pub fn pe_authenticode(data: &[u8]) -> Result<(), SignError> {
     Ok(())
 }
 
-/// Authenticode MSI: opens the compound file, hashes it, then replaces its
-/// signature stream the way signing does and checks that the hash is
-/// unchanged and the new stream reads back.
+/// Authenticode MSI: opens the compound file, copies it the way signing does
+/// (a fresh compound file without its signature streams, hashed on the way),
+/// adds a signature stream, and checks that the written file hashes the same
+/// and that the new stream reads back.
 pub fn msi_cfb(data: &[u8]) -> Result<(), SignError> {
     use crate::authenticode::msi;
     use crate::signed_data::DigestAlg;
-    let f = temp_file(data)?;
-    let mut cf = msi::open(f)?;
+    let mut f = temp_file(data)?;
+    let mut cf = msi::open(f.try_clone()?)?;
     if msi::is_signed(&cf)? {
         let _ = msi::read_signature(&mut cf);
     }
-    msi::remove_signatures(&mut cf)?;
-    let before = msi::digest(&mut cf, DigestAlg::Sha256)?;
+    drop(cf);
+    let (mut cf, before) =
+        msi::copy_unsigned_and_hash(&mut f, tempfile::tempfile()?, DigestAlg::Sha256)?;
     msi::write_signature(&mut cf, b"\x30\x03\x02\x01\x01")?;
-    assert!(msi::is_signed(&cf)?, "no signature after writing one");
-    let after = msi::digest(&mut cf, DigestAlg::Sha256)?;
+    // What the signer checks before it releases an output (msi::sign_and_check):
+    // the written file, reopened, hashes as the copy did.
+    let mut again = msi::open(cf.into_inner()).expect("our own compound file does not open");
+    assert!(msi::is_signed(&again)?, "no signature after writing one");
+    let after = msi::digest(&mut again, DigestAlg::Sha256)?;
     assert_eq!(
         before, after,
         "adding the signature stream changed the hash"
     );
     assert_eq!(
-        msi::read_signature(&mut cf).as_deref(),
+        msi::read_signature(&mut again).as_deref(),
         Ok(b"\x30\x03\x02\x01\x01".as_slice())
     );
     Ok(())
@@ -327,6 +332,9 @@ mod tests {
         }
         for (p, d) in seeds("pe_authenticode") {
             super::pe_authenticode(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("rpm_headers") {
+            super::rpm_headers(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         }
         for (p, d) in seeds("msi_cfb") {
             super::msi_cfb(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));

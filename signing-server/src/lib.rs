@@ -11,10 +11,13 @@ pub mod config;
 pub mod conn;
 pub mod expiry;
 pub mod form;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hardening;
 pub mod http;
 mod logbridge;
 pub mod metrics;
+pub mod outcome;
 pub mod passphrase;
 pub mod proxy;
 pub mod queue;

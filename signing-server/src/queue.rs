@@ -4,24 +4,28 @@
 //! time, so the same input is never signed twice at once and a finished
 //! result is reused; at most `max_queue` uploads in progress plus jobs
 //! pending (queued or running) exist at once, each holding a [`Slot`]; at
-//! most `concurrency` jobs run at once, each on a blocking thread.
+//! most `concurrency` signings run at once, each on a blocking thread:
+//! the jobs and the digest signings of `POST /digest` ([`Queue::sign_digest`])
+//! alike.
 //! A result is visible only once its file is complete in the store.
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use formats::digest_signing::DigestInput;
 use formats::scratch::ScratchBudget;
 use formats::{SignContext, SignError, Signer};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Semaphore};
 
-use crate::audit::{Audit, AuditRecord};
+use crate::audit::Audit;
 use crate::metrics::Metrics;
+use crate::outcome::{Ended, Signing};
 use crate::store::{Store, TempPath};
 
 /// A finished, stored result.
@@ -119,30 +123,24 @@ enum Input {
 
 /// An uploaded, hash-checked input, ready to be signed.
 pub struct Job {
-    /// Format name.
-    pub format: String,
     /// Its signer.
     pub signer: Arc<dyn Signer>,
     /// The upload.
     pub upload: Upload,
     /// Hex sha1 of the input, when the client gave one (then clients may ask by it).
     pub sha1: Option<String>,
-    /// Hex sha256 of the input.
-    pub sha256: String,
-    /// Client's filename label.
-    pub filename: String,
-    /// Who uploaded it.
-    pub peer: IpAddr,
-    /// The token's chaff (its public id), for the audit log.
-    pub token_id: String,
-    /// The token's format scope (`gpg,mar`; "" when unscoped), for the audit log.
-    pub token_scope: String,
+    /// Who asked and for what (format, input sha256, filename, peer, token).
+    pub request: Signing,
 }
 
 /// The queue, shared by all requests.
 pub struct Queue {
     inner: Mutex<Inner>,
+    /// `concurrency` permits: every signing, upload or digest, holds one.
     running: Arc<Semaphore>,
+    /// Signings running now, and the most that ever ran at once.
+    signing: AtomicUsize,
+    signing_peak: AtomicUsize,
     max_queue: usize,
     store: Store,
     audit: Arc<Audit>,
@@ -164,6 +162,8 @@ impl Queue {
         Arc::new(Queue {
             inner: Mutex::new(Inner::default()),
             running: Arc::new(Semaphore::new(concurrency)),
+            signing: AtomicUsize::new(0),
+            signing_peak: AtomicUsize::new(0),
             max_queue,
             store,
             audit,
@@ -182,9 +182,63 @@ impl Queue {
         self.lock().pending
     }
 
-    /// The audit log (digest signings are audited beside the jobs).
-    pub fn audit(&self) -> &Audit {
-        &self.audit
+    /// The most signings, uploads and digest signings together, that ever ran
+    /// at once: never more than `concurrency`.
+    pub fn signing_peak(&self) -> usize {
+        self.signing_peak.load(Ordering::Relaxed)
+    }
+
+    /// Runs `sign` on a blocking thread once one of the `concurrency`
+    /// permits is free: the one way every signing runs.
+    async fn run_signing<T: Send + 'static>(
+        self: &Arc<Self>,
+        sign: impl FnOnce() -> Result<T, SignError> + Send + 'static,
+    ) -> Result<T, SignError> {
+        let Ok(_permit) = self.running.clone().acquire_owned().await else {
+            return Err(SignError::Internal(anyhow::anyhow!("queue closed")));
+        };
+        let queue = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let now = queue.signing.fetch_add(1, Ordering::Relaxed) + 1;
+            queue.signing_peak.fetch_max(now, Ordering::Relaxed);
+            let r = sign();
+            queue.signing.fetch_sub(1, Ordering::Relaxed);
+            r
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(SignError::Internal(anyhow::anyhow!(
+                "the signing thread failed: {e}"
+            )))
+        })
+    }
+
+    /// Signs a digest (`POST /digest`) as a job would be signed: within
+    /// `concurrency`, audited and counted by [`crate::outcome::record`]. The
+    /// caller holds a queue place ([`Queue::reserve`]) meanwhile.
+    pub async fn sign_digest(
+        self: &Arc<Self>,
+        signer: Arc<dyn Signer>,
+        input: DigestInput,
+        ctx: SignContext,
+        request: &Signing,
+    ) -> Result<Vec<u8>, Ended> {
+        let started = Instant::now();
+        let result = self
+            .run_signing(move || signer.sign_digest(&input, &ctx))
+            .await;
+        let ended = match &result {
+            Ok(sig) => Ended::Signed(hex::encode(Sha256::digest(sig))),
+            Err(e) => Ended::from_error(e),
+        };
+        crate::outcome::record(
+            &self.audit,
+            &self.metrics,
+            request,
+            &ended,
+            started.elapsed(),
+        );
+        result.map_err(|_| ended)
     }
 
     /// Takes a place for an upload, or `None` when `max_queue` are taken.
@@ -225,14 +279,18 @@ impl Queue {
     /// Queues `job` in the place `slot` holds, unless the same input is
     /// already known (then the slot is freed).
     pub fn submit(self: &Arc<Self>, job: Job, slot: Slot) -> std::io::Result<Submit> {
-        let key = (job.format.clone(), job.sha256.clone());
+        let Job {
+            signer,
+            upload,
+            sha1,
+            request,
+        } = job;
+        let key = (request.format.clone(), request.input_sha256.clone());
         let (tx, rx) = watch::channel(false);
         {
             let mut inner = self.lock();
-            if let Some(sha1) = &job.sha1 {
-                inner
-                    .by_sha1
-                    .insert((job.format.clone(), sha1.clone()), job.sha256.clone());
+            if let Some(sha1) = sha1 {
+                inner.by_sha1.insert((key.0.clone(), sha1), key.1.clone());
             }
             // A job that failed on a token fault is signed again.
             if let Some(e) = inner
@@ -255,20 +313,9 @@ impl Queue {
         }
         // The slot's place now belongs to the pending job; `finish` frees it.
         std::mem::forget(slot);
-        let Job {
-            format,
-            signer,
-            upload,
-            sha1: _,
-            sha256,
-            filename,
-            peer,
-            token_id,
-            token_scope,
-        } = job;
         let input = match upload {
             Upload::File(temp) => {
-                let path = self.store.input_path(&sha256);
+                let path = self.store.input_path(&request.input_sha256);
                 if let Err(e) = temp.persist(&path) {
                     self.finish(&key, None, &tx);
                     return Err(e);
@@ -284,78 +331,35 @@ impl Queue {
         let queue = Arc::clone(self);
         tokio::spawn(async move {
             let started = Instant::now();
-            let outcome = match queue.running.clone().acquire_owned().await {
-                Ok(_permit) => {
-                    let store = queue.store.clone();
-                    let f = format.clone();
-                    let ctx = SignContext {
-                        filename: filename.clone(),
-                        scratch: Some(queue.scratch.clone()),
-                    };
-                    let sha = sha256.clone();
-                    tokio::task::spawn_blocking(move || {
-                        sign_one(&store, signer.as_ref(), &f, &sha, input, &ctx)
-                    })
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(SignError::Internal(anyhow::anyhow!(
-                            "signing task failed: {e}"
-                        )))
-                    })
-                }
-                Err(_) => Err(SignError::Internal(anyhow::anyhow!("queue closed"))),
+            let store = queue.store.clone();
+            let (f, sha) = key.clone();
+            let ctx = SignContext {
+                filename: request.filename.clone(),
+                scratch: Some(queue.scratch.clone()),
             };
+            let outcome = queue
+                .run_signing(move || sign_one(&store, signer.as_ref(), &f, &sha, input, &ctx))
+                .await;
             if let Some(path) = &stored {
                 crate::store::remove_file(path);
             }
-            let elapsed = started.elapsed();
-            let (label, output_sha256, reason, state) = match outcome {
-                Ok(info) => (
-                    "ok",
-                    Some(info.sha256.clone()),
-                    None,
-                    Some(State::Done(Arc::new(info))),
-                ),
-                Err(SignError::Rejected(reason)) => {
-                    let reason = crate::clean::clean(&reason);
-                    tracing::info!(format = %format, input_sha256 = %sha256, %reason, "input rejected");
-                    (
-                        "rejected",
-                        None,
-                        Some(reason.clone()),
-                        Some(State::Rejected(reason)),
-                    )
-                }
-                Err(SignError::Unavailable(reason)) => {
-                    let reason = crate::clean::clean(&format!("the key's token: {reason}"));
-                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {reason}");
-                    (
-                        "error",
-                        None,
-                        Some(reason.clone()),
-                        Some(State::Unavailable(reason)),
-                    )
-                }
-                Err(e) => {
-                    let reason = crate::clean::clean(&format!("{e:#}"));
-                    tracing::error!(format = %format, input_sha256 = %sha256, "signing failed: {reason}");
-                    ("error", None, Some(reason), None)
-                }
+            let ended = match &outcome {
+                Ok(info) => Ended::Signed(info.sha256.clone()),
+                Err(e) => Ended::from_error(e),
             };
-            queue.metrics.signed(&format, label, elapsed);
-            queue.audit.record(&AuditRecord {
-                peer,
-                token_id: &token_id,
-                token_scope: &token_scope,
-                format: &format,
-                filename: &filename,
-                input_sha256: &sha256,
-                output_sha256: output_sha256.as_deref(),
-                duration: elapsed,
-                outcome: label,
-                reason: reason.as_deref(),
-                digest: None,
-            });
+            crate::outcome::record(
+                &queue.audit,
+                &queue.metrics,
+                &request,
+                &ended,
+                started.elapsed(),
+            );
+            let state = match (outcome, ended) {
+                (Ok(info), _) => Some(State::Done(Arc::new(info))),
+                (Err(_), Ended::Rejected(reason)) => Some(State::Rejected(reason)),
+                (Err(_), Ended::Unavailable(reason)) => Some(State::Unavailable(reason)),
+                (Err(_), _) => None,
+            };
             queue.finish(&key, state, &tx);
         });
         Ok(Submit::Queued)

@@ -603,3 +603,54 @@ fn a_zip_without_android_manifest_is_422() {
         assert!(why.contains("no AndroidManifest.xml"), "{what}: {why}");
     }
 }
+
+/// Issue 25 item 12 (from apktool's tests): signer files named
+/// `META-INF/../../../../CERT.SF` and `.RSA`. apksigner signs such an APK as
+/// content, but its verifier takes the `.RSA` for a signer of its own, so its
+/// output does not verify: we refuse it (422, saying what to do). With the
+/// `.SF` alone, apksigner's output verifies, and so does ours.
+#[test]
+fn signer_files_that_climb_out_of_meta_inf_get_what_apksigner_gives_them() {
+    let s = Server::start(&server_opts());
+    let token = s.mint("127.0.0.1", 300);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = raw_entries(&std::fs::read(sdk_fixture(d, "climb", Some(21), None)).unwrap());
+    let (key, cert) = apksigner_key(d, "rsa");
+    for (i, with_block) in [false, true].into_iter().enumerate() {
+        let mut entries = base.clone();
+        entries.push(stored(
+            "META-INF/../../../../CERT.SF",
+            b"Signature-Version: 1.0\r\n\r\n",
+        ));
+        if with_block {
+            entries.push(stored("META-INF/../../../../CERT.RSA", b"\x30\x00"));
+        }
+        let input = d.join(format!("climb{i}.apk"));
+        std::fs::write(&input, write_zip(&entries, false)).unwrap();
+        let theirs = d.join(format!("climb{i}-apksigner.apk"));
+        let (signed, text) = apksigner_sign(&key, &cert, &[], &input, &theirs);
+        assert!(signed, "apksigner sign: {text}");
+        let (theirs_ok, theirs_out) = apksigner_verify_range(&theirs, 21, None);
+        assert_eq!(
+            theirs_ok, !with_block,
+            "apksigner's own output: {theirs_out}"
+        );
+
+        let (status, body) = sign(&s, &token, "apk", &std::fs::read(&input).unwrap());
+        let why = String::from_utf8_lossy(&body);
+        if with_block {
+            assert_eq!(status, 422, "{why}");
+            assert!(
+                why.contains("CERT.RSA") && why.contains("remove it"),
+                "{why}"
+            );
+            continue;
+        }
+        assert_eq!(status, 200, "{why}");
+        let ours = d.join(format!("climb{i}-ours.apk"));
+        std::fs::write(&ours, &body).unwrap();
+        let (ok, out) = apksigner_verify_range(&ours, 21, None);
+        assert!(ok && out.lines().any(|l| l == "Verifies"), "{out}");
+    }
+}

@@ -508,3 +508,47 @@ fn a_digest_request_for_an_msi_is_checked_before_signing() {
         s.metric("signing_digest_signatures_total{format=\"sha2signcode\",outcome=\"ok\"}");
     assert_eq!(signed.unwrap_or(0.0), 0.0, "nothing was signed");
 }
+
+/// `concurrency` bounds digest signings as it bounds jobs (issue 26): 48
+/// RSA-4096 digest signings sent 8 at a time never run more than
+/// `concurrency` at once (`signing_concurrent_peak`), each one answered and
+/// counted. Before they went through the queue, they ran beside it.
+#[test]
+fn concurrency_bounds_digest_signings() {
+    for concurrency in [1, 2] {
+        let mut o = opts();
+        o.server_extra
+            .push_str(&format!("concurrency = {concurrency}\n"));
+        let s = Server::start(&o);
+        let token = s.mint("127.0.0.1", 120);
+        let c = s.client();
+        std::thread::scope(|scope| {
+            for t in 0..8u32 {
+                let (c, token, url) = (c.clone(), &token, &s.url);
+                scope.spawn(move || {
+                    for i in 0..6u32 {
+                        let digest = format!("{:0>96x}", t * 100 + i + 1);
+                        let r = c
+                            .post(format!("{url}/digest/mar_sha384"))
+                            .form(&[
+                                ("token", token.as_str()),
+                                ("filename", "x.mar"),
+                                ("digest", &digest),
+                            ])
+                            .send()
+                            .unwrap();
+                        assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+                    }
+                });
+            }
+        });
+        let peak = s.metric("signing_concurrent_peak").unwrap();
+        assert!(
+            (1.0..=concurrency as f64).contains(&peak),
+            "concurrency = {concurrency}, yet {peak} signings ran at once"
+        );
+        let ok = "signing_digest_signatures_total{format=\"mar_sha384\",outcome=\"ok\"}";
+        assert_eq!(s.metric(ok), Some(48.0));
+        assert_eq!(s.audit().lines().count(), 48, "one audit line per signing");
+    }
+}

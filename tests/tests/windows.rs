@@ -130,6 +130,29 @@ fn msi_signs_verifies_and_resigns_to_one_signature() {
     assert!(!text.contains("Current MsiDigitalSignatureEx"), "{text}");
 }
 
+/// Issue 31: a compound file whose regular stream starts inside the mini
+/// stream (found by fuzzing). Signed in place, its signature did not verify
+/// (`MISMATCH!!!`); osslsigncode, which rewrites the file, signs it right, and
+/// so must we.
+#[test]
+fn msi_with_overlapping_sector_chains_signs_as_osslsigncode_does() {
+    let s = server(format("sha2signcode", ""));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = repo().join("formats/fuzz/seeds/msi_cfb/regression-signature-changes-hash.msi");
+    reference_signs(d, &input, "overlap.msi", &[]);
+    let signed = sign_ok(
+        &s,
+        "sha2signcode",
+        "overlap.msi",
+        &std::fs::read(&input).unwrap(),
+    );
+    let (text, ok) = verify(d, "overlap-signed.msi", &signed);
+    assert!(ok, "{text}");
+    assert_eq!(signature_count(&text), Some(1), "{text}");
+    assert!(text.contains("signing-server test"), "{text}");
+}
+
 #[test]
 fn msi_timestamped_by_the_configured_tsa() {
     let tsa = Tsa::start(TsaMode::Good);
@@ -326,6 +349,10 @@ fn refusals_say_why() {
     let text = String::from_utf8_lossy(&text);
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("invalid UTF-8 at byte 11"), "{text}");
+    assert!(
+        text.contains("save it in one of them"),
+        "what to do: {text}"
+    );
 }
 
 #[test]
@@ -421,7 +448,8 @@ fn msix_hash_follows_the_block_map_and_is_timestamped() {
     let text = String::from_utf8_lossy(&text);
     assert_eq!(status, 422, "{text}");
     assert!(
-        text.contains("AppxBlockMap.xml hashes with SHA-256, this format signs with SHA-384"),
+        text.contains("AppxBlockMap.xml hashes with SHA-256, this format signs with SHA-384")
+            && text.contains("configured with `digest = sha256`"),
         "{text}"
     );
 }

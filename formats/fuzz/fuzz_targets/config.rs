@@ -1,10 +1,6 @@
 //! The INI configuration parser and validator (signing_server::config::parse).
+//! The body is `signing_server::fuzzing::config`, where `cargo test` replays the seeds too.
 #![no_main]
-use std::path::Path;
-
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let _ = signing_server::config::parse(Path::new("/nonexistent/fuzz/signing.ini"), text);
-});
+fuzz_target!(|data: &[u8]| signing_server::fuzzing::config(data));

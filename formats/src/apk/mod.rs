@@ -331,6 +331,19 @@ impl ApkSigner {
     /// The whole pipeline; `out` is a fresh file.
     fn sign_into(&self, input: &mut File, out: File) -> Result<(), SignError> {
         let archive = zip::read_archive(input, v1::is_signature_file)?;
+        if let Some(e) = archive
+            .entries
+            .iter()
+            .find(|e| v1::is_phantom_signature_block(&e.name))
+        {
+            return Err(SignError::Rejected(format!(
+                "entry {:?}: apksigner's verifier takes every META-INF/…/*.RSA, *.DSA or *.EC \
+                 for a JAR signature block, but as it is not directly in META-INF it is signed as \
+                 content, so no APK carrying it verifies; remove it (or move it out of META-INF) \
+                 and sign again",
+                e.name
+            )));
+        }
         let min_sdk = self.min_sdk_of(input, &archive)?;
         let v1_alg = if self.schemes.v1 {
             Some(self.v1_digest(min_sdk)?)

@@ -136,6 +136,17 @@ pub(crate) fn is_signature_file(name: &str) -> bool {
         || f.starts_with("sig-")
 }
 
+/// Whether `name` is in a subdirectory of META-INF (so signed as content,
+/// [`needs_digest`]) yet ends as a signature block does (`.RSA`, `.DSA`,
+/// `.EC`, case as apksigner's verifier compares it), like apktool's
+/// `META-INF/../../../../CERT.RSA`: apksigner's verifier would take it for a
+/// signer of its own, and reject any APK that carries it.
+pub(crate) fn is_phantom_signature_block(name: &str) -> bool {
+    name.strip_prefix("META-INF/")
+        .is_some_and(|f| f.contains('/'))
+        && [".RSA", ".DSA", ".EC"].iter().any(|s| name.ends_with(s))
+}
+
 /// Whether `name` gets a section in MANIFEST.MF (everything but
 /// directories and signature files).
 pub(crate) fn needs_digest(name: &str) -> bool {
@@ -293,5 +304,20 @@ mod tests {
         }
         assert!(!needs_digest("res/"));
         assert!(needs_digest("META-INF/services/x.SF"));
+        for n in [
+            "META-INF/../../../../CERT.RSA",
+            "META-INF/sub/K.EC",
+            "META-INF/a/b.DSA",
+        ] {
+            assert!(is_phantom_signature_block(n), "{n}");
+        }
+        for n in [
+            "META-INF/CERT.RSA",
+            "META-INF/../../../../CERT.SF",
+            "META-INF/sub/k.rsa",
+            "lib/CERT.RSA",
+        ] {
+            assert!(!is_phantom_signature_block(n), "{n}");
+        }
     }
 }

@@ -171,13 +171,10 @@ impl AuthenticodeSigner {
                 let probe = msi::open(input.try_clone()?)?;
                 self.refuse_signed(c, msi::is_signed(&probe)?)?;
                 drop(probe);
-                let (mut cf, digest) =
-                    msi::copy_unsigned_and_hash(input, create(output)?, self.alg)?;
+                let (cf, digest) = msi::copy_unsigned_and_hash(input, create(output)?, self.alg)?;
                 let (data_type, value) = msi::indirect_data();
                 let der = self.indirect_der(data_type, &value, &digest, timestamp)?;
-                msi::write_signature(&mut cf, &der)?;
-                cf.into_inner().sync_data()?;
-                Ok(())
+                msi::sign_and_check(cf, &der, &digest, self.alg)
             }
             Container::Cab => {
                 let l = cab::parse(input, len)?;
@@ -189,7 +186,7 @@ impl AuthenticodeSigner {
                 let der = self.indirect_der(data_type, &value, &digest, timestamp)?;
                 cab::write_signature(&mut out, body_len, &der)?;
                 out.sync_data()?;
-                Ok(())
+                self.check_written(c, output)
             }
             Container::Cat => {
                 let parsed = cat::parse(input, len)?;
@@ -219,8 +216,11 @@ impl AuthenticodeSigner {
                 if p.alg != self.alg {
                     return Err(SignError::Rejected(format!(
                         "the package's AppxBlockMap.xml hashes with {}, this format signs \
-                         with {}: the two must match",
+                         with {}: the two must match (Windows checks it); sign it with a format \
+                         configured with `digest = {}`, or repack it with a {} block map",
                         appx::alg_name(p.alg),
+                        appx::alg_name(self.alg),
+                        appx::alg_name(p.alg).to_ascii_lowercase().replace('-', ""),
                         appx::alg_name(self.alg)
                     )));
                 }
@@ -234,9 +234,22 @@ impl AuthenticodeSigner {
                 w.flush()?;
                 drop(w);
                 out.sync_data()?;
-                Ok(())
+                self.check_written(c, output)
             }
         }
+    }
+
+    /// The last check before a cabinet or a package whose records the
+    /// writer lays out anew is released: read back from the written file,
+    /// its hash must be the one signed (an MSI has its own,
+    /// [`msi::sign_and_check`]). A file that fails is never handed out.
+    fn check_written(&self, c: Container, output: &Path) -> Result<(), SignError> {
+        self.check_container(c, output).map_err(|m| {
+            SignError::Rejected(format!(
+                "the signed {} does not verify as written ({m}); it was not released",
+                c.name()
+            ))
+        })
     }
 
     /// Checks the signature of `signed`, a container other than PE, against

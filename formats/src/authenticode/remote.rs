@@ -208,15 +208,18 @@ pub fn finish(output: &Path, prepared: Prepared, der: &[u8]) -> Result<(), SignE
         .map_err(|e| internal(format!("cannot open {}: {e}", output.display())))?;
     match prepared.kind {
         Kind::Pe(at, checksum) => attach(&mut out, at, checksum, &win_certificate(der)?),
-        Kind::Msi => {
-            let mut cf = msi::open(out)?;
-            msi::write_signature(&mut cf, der)?;
-            cf.into_inner().sync_data()?;
-            Ok(())
-        }
+        Kind::Msi => msi::sign_and_check(msi::open(out)?, der, &prepared.digest, prepared.alg),
         Kind::Cab(body_len) => {
             cab::write_signature(&mut out, body_len, der)?;
             out.sync_data()?;
+            // As the server checks its own outputs: read back, the hash is the one signed.
+            let len = out.metadata()?.len();
+            let l = cab::parse(&mut out, len)?;
+            if cab::copy_and_hash(&mut out, &l, prepared.alg, None)?.0 != prepared.digest {
+                return Err(SignError::Rejected(
+                    "writing the signature changed the content the signature covers".into(),
+                ));
+            }
             Ok(())
         }
     }

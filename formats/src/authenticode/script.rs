@@ -211,7 +211,9 @@ impl Decoder {
                 }
                 Err(e) => {
                     return Err(reject(format!(
-                    "invalid UTF-8 at byte {} (a UTF-16 script needs its FF FE byte-order mark)",
+                    "invalid UTF-8 at byte {}: a script is signed as UTF-8 or as UTF-16LE with \
+                     its FF FE byte-order mark; save it in one of them (PowerShell reads both) \
+                     and sign again",
                     start + e.valid_up_to() as u64
                 )))
                 }

@@ -5,17 +5,18 @@
 //!
 //! Authorised exactly as an upload: the door's `allowed_ips`, the same token
 //! check (`upload::verify_token`), the same filename rule
-//! (`upload::check_filename`), and a queue place while it signs. Only for a
+//! (`upload::check_filename`), and a queue place while it signs; signed by
+//! the queue ([`crate::queue::Queue::sign_digest`]), within `concurrency`,
+//! like every job. Only for a
 //! format whose config says `digest_signing = yes` and whose signer can
 //! (`Signer::digest_spec`). The body is a small urlencoded form, bounded in
 //! size ([`BODY_LIMIT`], enforced while it is read) and time (`form_timeout`).
 //! Every signing is audited (format, digest, filename label, token id) and
-//! counted in `signing_digest_signatures_total{format,outcome}`.
+//! counted in `signing_digest_signatures_total{format,outcome}`
+//! ([`crate::outcome::record`]).
 
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -25,11 +26,10 @@ use sha2::{Digest as _, Sha256};
 
 use super::upload::{check_filename, verify_token};
 use super::{ApiResult, Refusal};
-use crate::audit::AuditRecord;
 use crate::auth;
+use crate::outcome::{Ended, Signing};
 use crate::state::{AppState, FormatEntry, Peer};
 use formats::digest_signing::{DigestInput, DigestSpec, Sha256State};
-use formats::SignError;
 
 /// Largest request body: a token, a label and a digest fit many times over.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -89,33 +89,30 @@ pub(super) async fn sign_digest(
     check_filename(sec, &filename)?;
     let input = parse_input(spec, &fields).map_err(|m| Refusal::bad("bad_digest", m))?;
     let digest_hex = input.audit_digest();
-    let started = Instant::now();
-    let public_key = fmt.signer.public_key_der();
-    let signer = fmt.signer.clone();
-    let ctx = formats::SignContext {
+    let request = Signing {
+        format: format.clone(),
+        // gpg's SHA-256 state is the file's; the others' digests are not.
+        input_sha256: match spec {
+            DigestSpec::Sha256State => digest_hex.clone(),
+            DigestSpec::Mar { .. } | DigestSpec::Authenticode { .. } => String::new(),
+        },
+        digest: Some(digest_hex),
         filename: filename.clone(),
+        peer,
+        token_scope: token.scope(),
+        token_id: token.chaff,
+    };
+    let public_key = fmt.signer.public_key_der();
+    let ctx = formats::SignContext {
+        filename,
         scratch: None,
     };
-    let result = tokio::task::spawn_blocking(move || signer.sign_digest(&input, &ctx))
-        .await
-        .unwrap_or_else(|e| {
-            Err(SignError::Internal(anyhow::anyhow!(
-                "the signing thread failed: {e}"
-            )))
-        });
+    let result = state
+        .queue
+        .sign_digest(fmt.signer.clone(), input, ctx, &request)
+        .await;
     drop(slot);
-    let outcome = Outcome {
-        state: &state,
-        format: &format,
-        peer,
-        token_id: &token.chaff,
-        token_scope: &token.scope(),
-        filename: &filename,
-        digest: &digest_hex,
-        spec,
-        started,
-    };
-    outcome.answer(result, public_key)
+    answer(result, public_key)
 }
 
 /// Reads the urlencoded body: at most [`BODY_LIMIT`] bytes (by its
@@ -240,96 +237,46 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// What is audited, counted and answered once the signer returned.
-struct Outcome<'a> {
-    state: &'a AppState,
-    format: &'a str,
-    peer: IpAddr,
-    token_id: &'a str,
-    token_scope: &'a str,
-    filename: &'a str,
-    digest: &'a str,
-    spec: DigestSpec,
-    started: Instant,
-}
-
-impl Outcome<'_> {
-    fn answer(&self, result: Result<Vec<u8>, SignError>, public_key: Option<Vec<u8>>) -> ApiResult {
-        let (label, reason) = match &result {
-            Ok(_) => ("ok", None),
-            Err(SignError::Rejected(m)) => ("rejected", Some(m.clone())),
-            Err(e) => ("error", Some(e.to_string())),
-        };
-        let output = result
-            .as_ref()
-            .ok()
-            .map(|sig| hex::encode(Sha256::digest(sig)));
-        let file_sha256 = match self.spec {
-            DigestSpec::Sha256State => self.digest,
-            DigestSpec::Mar { .. } | DigestSpec::Authenticode { .. } => "",
-        };
-        self.state.queue.audit().record(&AuditRecord {
-            peer: self.peer,
-            token_id: self.token_id,
-            token_scope: self.token_scope,
-            format: self.format,
-            filename: self.filename,
-            input_sha256: file_sha256,
-            output_sha256: output.as_deref(),
-            duration: self.started.elapsed(),
-            outcome: label,
-            reason: reason.as_deref(),
-            digest: Some(self.digest),
-        });
-        self.state.metrics.inc(
-            "signing_digest_signatures_total",
-            &[("format", self.format), ("outcome", label)],
-        );
-        tracing::info!(format = %self.format, digest = %self.digest, outcome = label, "digest signed");
-        match result {
-            Ok(sig) => {
-                use base64::Engine as _;
-                let mut r = (
-                    StatusCode::OK,
-                    [
-                        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                        (
-                            header::HeaderName::from_static("x-sha256-digest"),
-                            output.unwrap_or_default(),
-                        ),
-                    ],
-                    sig,
-                )
-                    .into_response();
-                if let Some(der) = public_key {
-                    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-                    if let Ok(v) = header::HeaderValue::from_str(&b64) {
-                        r.headers_mut()
-                            .insert(header::HeaderName::from_static("x-public-key"), v);
-                    }
+/// The answer to a digest signing, from how it ended (audited and counted
+/// by the queue).
+fn answer(result: Result<Vec<u8>, Ended>, public_key: Option<Vec<u8>>) -> ApiResult {
+    match result {
+        Ok(sig) => {
+            use base64::Engine as _;
+            let mut r = (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                    (
+                        header::HeaderName::from_static("x-sha256-digest"),
+                        hex::encode(Sha256::digest(&sig)),
+                    ),
+                ],
+                sig,
+            )
+                .into_response();
+            if let Some(der) = public_key {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+                if let Ok(v) = header::HeaderValue::from_str(&b64) {
+                    r.headers_mut()
+                        .insert(header::HeaderName::from_static("x-public-key"), v);
                 }
-                Ok(r)
             }
-            Err(SignError::Rejected(m)) => Err(Refusal::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "rejected",
-                m,
-            )),
-            Err(SignError::Unavailable(m)) => {
-                tracing::error!("digest signing: {m}");
-                Err(Refusal::busy(
-                    "token_unavailable",
-                    "the format's key is unavailable here (its token failed); use another host",
-                ))
-            }
-            Err(e) => {
-                tracing::error!("digest signing failed: {e}");
-                Err(Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "sign_failed",
-                    "signing failed on this server; use another host",
-                ))
-            }
+            Ok(r)
         }
+        Err(Ended::Rejected(m)) => Err(Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rejected",
+            m,
+        )),
+        Err(Ended::Unavailable(_)) => Err(Refusal::busy(
+            "token_unavailable",
+            "the format's key is unavailable here (its token failed); use another host",
+        )),
+        Err(Ended::Failed(_) | Ended::Signed(_)) => Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "sign_failed",
+            "signing failed on this server; use another host",
+        )),
     }
 }

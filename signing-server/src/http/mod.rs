@@ -170,6 +170,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state
         .metrics
         .render(state.queue.depth(), state.started.elapsed(), &tsa);
+    text.push_str(&format!(
+        "# TYPE signing_concurrent_peak gauge\nsigning_concurrent_peak {}\n",
+        state.queue.signing_peak()
+    ));
     text.push_str(&crate::token_keys::metrics(key_states(&dynamic)));
     text.push_str(&crate::expiry::metrics(&dynamic));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

@@ -165,15 +165,18 @@ pub(super) async fn upload(
         }
     }
     let job = Job {
-        format: format.clone(),
         signer: fmt.signer.clone(),
         upload,
         sha1,
-        sha256: sha256.clone(),
-        filename,
-        peer,
-        token_scope: token.scope(),
-        token_id: token.chaff,
+        request: crate::outcome::Signing {
+            format: format.clone(),
+            filename,
+            peer,
+            token_scope: token.scope(),
+            token_id: token.chaff,
+            input_sha256: sha256.clone(),
+            digest: None,
+        },
     };
     match state
         .queue
