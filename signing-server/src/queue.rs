@@ -3,7 +3,8 @@
 //! **Invariants:** at most one job per (format, input sha256) exists at any
 //! time, so the same input is never signed twice at once and a finished
 //! result is reused; at most `max_queue` uploads in progress plus jobs
-//! pending (queued or running) exist at once, each holding a [`Slot`]; at
+//! pending (queued or running) exist at once, each holding a [`Slot`], at
+//! most `max_queue_per_peer` of them for one peer address; at
 //! most `concurrency` signings run at once, each on a blocking thread:
 //! the jobs and the digest signings of `POST /digest` ([`Queue::sign_digest`])
 //! alike.
@@ -11,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -65,6 +67,8 @@ struct Inner {
     by_sha1: HashMap<(String, String), String>,
     /// Slots taken: uploads in progress plus jobs in `State::Pending`.
     pending: usize,
+    /// Slots taken per peer address (none at 0).
+    per_peer: HashMap<IpAddr, usize>,
     /// When the last job ended (its client may not have fetched it yet).
     last_finished: Option<Instant>,
 }
@@ -96,13 +100,29 @@ pub enum Submit {
 /// the place; [`Queue::submit`] turns it into a pending job.
 pub struct Slot {
     queue: Arc<Queue>,
+    peer: IpAddr,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut inner = self.queue.lock();
         inner.pending = inner.pending.saturating_sub(1);
+        if let Some(n) = inner.per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                inner.per_peer.remove(&self.peer);
+            }
+        }
     }
+}
+
+/// Why [`Queue::reserve`] found no place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// `max_queue` places are taken.
+    Full,
+    /// This peer holds `max_queue_per_peer` of them.
+    PeerShare,
 }
 
 /// An upload, as its signer will take it.
@@ -142,6 +162,7 @@ pub struct Queue {
     signing: AtomicUsize,
     signing_peak: AtomicUsize,
     max_queue: usize,
+    max_per_peer: usize,
     store: Store,
     audit: Arc<Audit>,
     /// The scratch space budget all jobs share (`[server] max_scratch`).
@@ -150,11 +171,12 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// A queue running at most `concurrency` jobs, holding at most `max_queue`.
+    /// A queue running at most `concurrency` jobs, holding at most
+    /// `max_queue`, of them at most `max_per_peer` for one peer.
     pub fn new(
         store: Store,
         concurrency: usize,
-        max_queue: usize,
+        (max_queue, max_per_peer): (usize, usize),
         audit: Arc<Audit>,
         metrics: Arc<Metrics>,
         scratch: Arc<ScratchBudget>,
@@ -165,6 +187,7 @@ impl Queue {
             signing: AtomicUsize::new(0),
             signing_peak: AtomicUsize::new(0),
             max_queue,
+            max_per_peer,
             store,
             audit,
             metrics,
@@ -241,15 +264,22 @@ impl Queue {
         result.map_err(|_| ended)
     }
 
-    /// Takes a place for an upload, or `None` when `max_queue` are taken.
-    pub fn reserve(self: &Arc<Self>) -> Option<Slot> {
+    /// Takes a place for `peer`'s upload or digest signing, unless
+    /// `max_queue` are taken or `peer` holds its share.
+    pub fn reserve(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Busy> {
         let mut inner = self.lock();
         if inner.pending >= self.max_queue {
-            return None;
+            return Err(Busy::Full);
         }
+        let held = inner.per_peer.entry(peer).or_insert(0);
+        if *held >= self.max_per_peer {
+            return Err(Busy::PeerShare);
+        }
+        *held += 1;
         inner.pending += 1;
-        Some(Slot {
+        Ok(Slot {
             queue: Arc::clone(self),
+            peer,
         })
     }
 
@@ -289,30 +319,35 @@ impl Queue {
         let (tx, rx) = watch::channel(false);
         {
             let mut inner = self.lock();
+            // A job that failed on a token fault is signed again.
+            let duplicate = match inner.jobs.get_mut(&key) {
+                Some(e) if !matches!(e.state, State::Unavailable(_)) => {
+                    e.last_used = Instant::now();
+                    true
+                }
+                _ => false,
+            };
+            if !duplicate {
+                inner.jobs.insert(
+                    key.clone(),
+                    Entry {
+                        state: State::Pending(rx),
+                        last_used: Instant::now(),
+                    },
+                );
+            }
+            // Once the job it names exists (the client may ask by sha1).
             if let Some(sha1) = sha1 {
                 inner.by_sha1.insert((key.0.clone(), sha1), key.1.clone());
             }
-            // A job that failed on a token fault is signed again.
-            if let Some(e) = inner
-                .jobs
-                .get_mut(&key)
-                .filter(|e| !matches!(e.state, State::Unavailable(_)))
-            {
-                e.last_used = Instant::now();
+            if duplicate {
                 drop(inner);
                 drop(slot);
                 return Ok(Submit::Duplicate);
             }
-            inner.jobs.insert(
-                key.clone(),
-                Entry {
-                    state: State::Pending(rx),
-                    last_used: Instant::now(),
-                },
-            );
         }
-        // The slot's place now belongs to the pending job; `finish` frees it.
-        std::mem::forget(slot);
+        // The slot's place now belongs to the pending job: it is held until
+        // the job has ended (dropped after `finish`).
         let input = match upload {
             Upload::File(temp) => {
                 let path = self.store.input_path(&request.input_sha256);
@@ -330,6 +365,7 @@ impl Queue {
         };
         let queue = Arc::clone(self);
         tokio::spawn(async move {
+            let _place = slot;
             let started = Instant::now();
             let store = queue.store.clone();
             let (f, sha) = key.clone();
@@ -365,11 +401,11 @@ impl Queue {
         Ok(Submit::Queued)
     }
 
-    /// Ends a pending job: stores its final state (or forgets it) and wakes waiters.
+    /// Ends a pending job: stores its final state (or forgets it) and wakes
+    /// waiters. Its place is given back when its [`Slot`] drops, after this.
     fn finish(&self, key: &(String, String), state: Option<State>, tx: &watch::Sender<bool>) {
         {
             let mut inner = self.lock();
-            inner.pending = inner.pending.saturating_sub(1);
             inner.last_finished = Some(Instant::now());
             match state {
                 Some(s) => {

@@ -278,7 +278,7 @@ async fn serve(
     let queue = Queue::new(
         store.clone(),
         cfg.server.concurrency,
-        cfg.server.max_queue,
+        (cfg.server.max_queue, cfg.server.max_queue_per_peer),
         audit,
         metrics.clone(),
         formats::scratch::ScratchBudget::new(cfg.server.max_scratch),
@@ -290,6 +290,7 @@ async fn serve(
         metrics,
         idle_timeout: cfg.server.idle_timeout,
         form_timeout: cfg.server.form_timeout,
+        min_upload_rate: cfg.server.min_upload_rate,
         cert_expiry_warning: cfg.server.cert_expiry_warning,
         mint_throttle: Throttle::default(),
         started: Instant::now(),

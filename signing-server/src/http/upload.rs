@@ -23,7 +23,7 @@ use super::ingest::{receive, storage_error, too_large};
 use super::{now, ApiResult, Refusal};
 use crate::auth;
 use crate::form::{self, Event, Form, FormError};
-use crate::queue::{Job, Slot, Submit, Upload};
+use crate::queue::{Busy, Job, Slot, Submit, Upload};
 use crate::state::{AppState, Peer};
 use crate::store::is_hex_digest;
 
@@ -356,13 +356,10 @@ fn complete(
                 // file is read: a burst of uploads costs neither disk nor
                 // bandwidth beyond `max_queue` of them, and uploads without
                 // a valid token hold none.
-                let slot = state.queue.reserve().ok_or_else(|| {
-                    Refusal::busy(
-                        "queue_full",
-                        "too much work queued; try again later or use another host",
-                    )
-                    .drained()
-                })?;
+                let slot = state
+                    .queue
+                    .reserve(peer)
+                    .map_err(|b| queue_busy(b).drained())?;
                 fields.slot = Some(slot);
             }
             fields.token = Some(token);
@@ -374,6 +371,21 @@ fn complete(
         _ => {}
     }
     Ok(())
+}
+
+/// `503` + `Retry-After` for a place [`crate::queue::Queue::reserve`] did not give.
+pub(super) fn queue_busy(busy: Busy) -> Refusal {
+    match busy {
+        Busy::Full => Refusal::busy(
+            "queue_full",
+            "too much work queued; try again later or use another host",
+        ),
+        Busy::PeerShare => Refusal::busy(
+            "peer_queue_share",
+            "this address already holds its share of the queue (max_queue_per_peer); \
+             try again once its uploads are done, or use another host",
+        ),
+    }
 }
 
 /// Checks a request's token: valid (MAC, time, bound to `peer`) and, when
