@@ -119,3 +119,24 @@ pub fn record(audit: &Audit, metrics: &Metrics, r: &Signing, ended: &Ended, took
         }
     }
 }
+
+/// Audits an upload of an input already signed or being signed for its
+/// format: nothing is signed again, the earlier result (`earlier`, its
+/// output sha256 when it is done) is what the client will fetch; the record
+/// says who asked for it.
+pub fn record_duplicate(audit: &Audit, r: &Signing, earlier: Option<&str>) {
+    audit.record(&AuditRecord {
+        peer: r.peer,
+        token_id: &r.token_id,
+        token_scope: &r.token_scope,
+        format: &r.format,
+        filename: &r.filename,
+        input_sha256: &r.input_sha256,
+        output_sha256: earlier,
+        duration: Duration::ZERO,
+        outcome: "duplicate",
+        reason: Some("already signed or being signed: the earlier result is served"),
+        digest: None,
+    });
+    tracing::debug!(format = %r.format, input_sha256 = %r.input_sha256, "already signed or pending: not signed again");
+}

@@ -320,12 +320,16 @@ impl Queue {
         {
             let mut inner = self.lock();
             // A job that failed on a token fault is signed again.
-            let duplicate = match inner.jobs.get_mut(&key) {
+            let (duplicate, earlier) = match inner.jobs.get_mut(&key) {
                 Some(e) if !matches!(e.state, State::Unavailable(_)) => {
                     e.last_used = Instant::now();
-                    true
+                    let earlier = match &e.state {
+                        State::Done(r) => Some(r.sha256.clone()),
+                        _ => None,
+                    };
+                    (true, earlier)
                 }
-                _ => false,
+                _ => (false, None),
             };
             if !duplicate {
                 inner.jobs.insert(
@@ -343,6 +347,7 @@ impl Queue {
             if duplicate {
                 drop(inner);
                 drop(slot);
+                crate::outcome::record_duplicate(&self.audit, &request, earlier.as_deref());
                 return Ok(Submit::Duplicate);
             }
         }

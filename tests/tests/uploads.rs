@@ -362,3 +362,35 @@ fn a_slow_trailing_field_is_408_naming_the_fields_after_filedata() {
         "{answer}"
     );
 }
+
+#[test]
+fn a_re_upload_of_a_signed_input_leaves_an_audit_line() {
+    let s = Server::start(&ServerOpts::default());
+    let token = s.mint("127.0.0.1", 300);
+    let body = data(3000, 21);
+    let sha = sha256_hex(&body);
+    assert_eq!(
+        Upload::new(&token, "first.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
+    assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha).0, 200);
+    assert_eq!(
+        Upload::new(&token, "again.bin", &body)
+            .send(&s.client(), &s.url, "gpg")
+            .0,
+        202
+    );
+    let lines: Vec<serde_json::Value> = s
+        .audit()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["input_sha256"] == sha.as_str())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["outcome"], "ok");
+    assert_eq!(lines[1]["outcome"], "duplicate");
+    assert_eq!(lines[1]["filename"], "again.bin");
+    assert_eq!(lines[1]["output_sha256"], lines[0]["output_sha256"]);
+}

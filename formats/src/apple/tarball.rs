@@ -64,12 +64,29 @@ fn reject(msg: impl std::fmt::Display) -> SignError {
     SignError::Rejected(format!("bad .app tarball: {msg}"))
 }
 
+/// Longest name of one file or directory (Linux's and macOS's `NAME_MAX`).
+const MAX_NAME: usize = 255;
+/// Longest path inside the bundle, or symlink target (macOS's `PATH_MAX`).
+const MAX_PATH: usize = 1024;
+
 /// `raw` as a clean relative path of normal components (`.` dropped), or a
-/// rejection.
+/// rejection (also for names longer than the file systems take).
 fn clean(raw: &Path) -> Result<PathBuf, SignError> {
+    if raw.as_os_str().len() > MAX_PATH {
+        return Err(reject(format!(
+            "a path is longer than {MAX_PATH} bytes ({}…)",
+            raw.to_string_lossy().chars().take(64).collect::<String>()
+        )));
+    }
     let mut out = PathBuf::new();
     for c in raw.components() {
         match c {
+            Component::Normal(n) if n.len() > MAX_NAME => {
+                return Err(reject(format!(
+                    "a name is longer than {MAX_NAME} bytes ({}…)",
+                    n.to_string_lossy().chars().take(64).collect::<String>()
+                )))
+            }
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
             Component::ParentDir => return Err(reject(format!("{:?} contains `..`", raw))),
@@ -283,6 +300,12 @@ pub fn unpack_within(
                         raw.display()
                     )));
                 }
+                if link.as_os_str().len() > MAX_PATH {
+                    return Err(reject(format!(
+                        "symlink {} points to a path longer than {MAX_PATH} bytes",
+                        raw.display()
+                    )));
+                }
                 if link.is_absolute() {
                     return Err(reject(format!(
                         "symlink {} points to an absolute path",
@@ -455,171 +478,5 @@ pub fn pack(root: &Path, app: &str, output: &Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tarball(entries: &[(&str, EntryType, &str)]) -> tempfile::NamedTempFile {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        let gz = GzEncoder::new(File::create(f.path()).unwrap(), flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
-        for (path, kind, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(*kind);
-            h.set_mode(0o755);
-            // set_path refuses `..`: write the raw name bytes like a hostile tool.
-            let name = &mut h.as_old_mut().name;
-            name[..path.len()].copy_from_slice(path.as_bytes());
-            match kind {
-                EntryType::Symlink | EntryType::Link => {
-                    h.set_link_name(data).unwrap();
-                    h.set_size(0);
-                    h.set_cksum();
-                    b.append(&h, std::io::empty()).unwrap();
-                }
-                _ => {
-                    h.set_size(data.len() as u64);
-                    h.set_cksum();
-                    b.append(&h, data.as_bytes()).unwrap();
-                }
-            }
-        }
-        b.into_inner().unwrap().finish().unwrap();
-        f
-    }
-
-    fn unpack_err(entries: &[(&str, EntryType, &str)]) -> String {
-        let t = tarball(entries);
-        let d = tempfile::tempdir().unwrap();
-        match unpack(t.path(), d.path(), &Limits::default()) {
-            Err(SignError::Rejected(m)) => m,
-            other => panic!("expected a rejection, got {other:?}"),
-        }
-    }
-
-    const PLIST: (&str, EntryType, &str) =
-        ("A.app/Contents/Info.plist", EntryType::Regular, "<plist/>");
-
-    #[test]
-    fn good_bundle_unpacks() {
-        let t = tarball(&[
-            ("./A.app/", EntryType::Directory, ""),
-            PLIST,
-            ("A.app/Contents/MacOS/a", EntryType::Regular, "x"),
-            ("A.app/Contents/l", EntryType::Symlink, "MacOS/a"),
-            (
-                "A.app/Contents/h",
-                EntryType::Link,
-                "A.app/Contents/MacOS/a",
-            ),
-        ]);
-        let d = tempfile::tempdir().unwrap();
-        assert_eq!(
-            unpack(t.path(), d.path(), &Limits::default()).unwrap(),
-            "A.app"
-        );
-        assert_eq!(
-            std::fs::read(d.path().join("A.app/Contents/h")).unwrap(),
-            b"x"
-        );
-    }
-
-    #[test]
-    fn hostile_entries_are_rejected() {
-        assert!(
-            unpack_err(&[PLIST, ("A.app/../../etc/x", EntryType::Regular, "x")]).contains("..")
-        );
-        assert!(unpack_err(&[PLIST, ("/A.app/x", EntryType::Regular, "x")]).contains("absolute"));
-        assert!(
-            unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "../../etc/passwd")])
-                .contains("outside")
-        );
-        assert!(
-            unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "/etc/passwd")])
-                .contains("absolute")
-        );
-        assert!(
-            unpack_err(&[PLIST, ("A.app/h", EntryType::Link, "etc/passwd")]).contains("outside")
-        );
-        assert!(unpack_err(&[PLIST, ("A.app/dev", EntryType::Char, "")]).contains("device"));
-        assert!(unpack_err(&[PLIST, ("A.app/dev", EntryType::Block, "")]).contains("device"));
-        assert!(unpack_err(&[PLIST, ("A.app/p", EntryType::Fifo, "")]).contains("fifo"));
-        assert!(unpack_err(&[PLIST, ("B.app/x", EntryType::Regular, "x")]).contains("one .app"));
-        assert!(unpack_err(&[("x", EntryType::Regular, "x")]).contains("NAME.app"));
-        assert!(unpack_err(&[PLIST, PLIST]).contains("duplicate"));
-        // A symlink inside the bundle may not be used to write elsewhere.
-        assert!(unpack_err(&[
-            PLIST,
-            ("A.app/l", EntryType::Symlink, "Contents"),
-            ("A.app/l/x", EntryType::Regular, "x")
-        ])
-        .contains("symlink"));
-        assert!(unpack_err(&[("A.app/x", EntryType::Regular, "x")]).contains("Info.plist"));
-    }
-
-    #[test]
-    fn limits_are_enforced() {
-        let t = tarball(&[PLIST, ("A.app/big", EntryType::Regular, "0123456789")]);
-        let d = tempfile::tempdir().unwrap();
-        let r = unpack(
-            t.path(),
-            d.path(),
-            &Limits {
-                max_entries: 10,
-                max_bytes: 12,
-                ..Limits::default()
-            },
-        );
-        assert!(matches!(r, Err(SignError::Rejected(m)) if m.contains("bytes")));
-        let d = tempfile::tempdir().unwrap();
-        let r = unpack(
-            t.path(),
-            d.path(),
-            &Limits {
-                max_entries: 1,
-                max_bytes: 1000,
-                ..Limits::default()
-            },
-        );
-        assert!(matches!(r, Err(SignError::Rejected(m)) if m.contains("entries")));
-    }
-
-    #[test]
-    fn a_hard_link_costs_its_target_in_both_budgets() {
-        let mut entries = vec![PLIST, ("A.app/big", EntryType::Regular, "0123456789")];
-        let names: Vec<String> = (0..5).map(|i| format!("A.app/l{i}")).collect();
-        for n in &names {
-            entries.push((n.as_str(), EntryType::Link, "A.app/big"));
-        }
-        let t = tarball(&entries);
-        let limits = |max_bytes| Limits {
-            max_bytes,
-            ..Limits::default()
-        };
-        // 8 + 10 + 5 × 10 bytes.
-        let d = tempfile::tempdir().unwrap();
-        unpack(t.path(), d.path(), &limits(68)).unwrap();
-        let d = tempfile::tempdir().unwrap();
-        let r = unpack(t.path(), d.path(), &limits(67));
-        assert!(
-            matches!(&r, Err(SignError::Rejected(m)) if m.contains("max_unpacked_size")),
-            "{r:?}"
-        );
-        let budget = crate::scratch::ScratchBudget::new(67);
-        let d = tempfile::tempdir().unwrap();
-        let mut held = Reservation::new(Some(budget.clone()));
-        let r = unpack_within(t.path(), d.path(), &limits(1000), &mut held);
-        assert!(matches!(r, Err(SignError::Internal(_))), "{r:?}");
-        assert!(budget.used() <= 67);
-    }
-
-    #[test]
-    fn not_gzip_is_rejected() {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), b"\x1f\x8bnot really gzip at all").unwrap();
-        let d = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            unpack(f.path(), d.path(), &Limits::default()),
-            Err(SignError::Rejected(_))
-        ));
-    }
-}
+#[path = "tarball_tests.rs"]
+mod tests;

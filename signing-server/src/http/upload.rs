@@ -184,9 +184,8 @@ pub(super) async fn upload(
         .map_err(|e| storage_error(&e))?
     {
         Submit::Queued => {}
-        Submit::Duplicate => {
-            tracing::debug!(input_sha256 = %sha256, "already signed or pending: not signed again")
-        }
+        // Audited by the queue.
+        Submit::Duplicate => {}
     }
     let mut nonce = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut nonce);
