@@ -216,6 +216,7 @@ pub fn apple_tarball(data: &[u8], dest: &Path) -> Result<String, SignError> {
     let limits = crate::apple::tarball::Limits {
         max_entries: 64,
         max_bytes: 1 << 20,
+        max_code_file: 1 << 20,
     };
     let app = crate::apple::tarball::unpack(input.path(), dest, &limits)?;
     let root = dest.join(&app);

@@ -35,7 +35,8 @@ pub struct AuditRecord<'a> {
     pub output_sha256: Option<&'a str>,
     /// Time from queueing to the end.
     pub duration: Duration,
-    /// `ok`, `rejected` or `error`.
+    /// `ok`, `rejected`, `error`, or `duplicate` (an upload of an input
+    /// already signed or being signed: not signed again).
     pub outcome: &'a str,
     /// Why, when not `ok` (control characters escaped, cut to one line).
     pub reason: Option<&'a str>,

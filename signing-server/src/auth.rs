@@ -376,10 +376,11 @@ pub fn valid_hash(stored: &str) -> bool {
 /// Checks an `Authorization: Basic …` header value against the credentials.
 /// Returns the matching user name. Every entry is checked, whatever matched.
 pub fn check_basic(header: Option<&str>, creds: &[Credential]) -> Option<String> {
-    let encoded = header?
-        .trim()
-        .strip_prefix("Basic ")
-        .or_else(|| header?.trim().strip_prefix("basic "))?;
+    // The scheme is case-insensitive (RFC 9110).
+    let (scheme, encoded) = header?.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
     let decoded = zeroize::Zeroizing::new(
         base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())

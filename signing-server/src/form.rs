@@ -103,6 +103,8 @@ pub struct Parser {
     buf: BytesMut,
     state: State,
     limits: Limits,
+    /// Bytes of the body parsed so far (handed out or skipped).
+    consumed: u64,
 }
 
 /// Longest boundary RFC 2046 allows.
@@ -129,6 +131,7 @@ impl Parser {
             buf,
             state: State::Preamble,
             limits,
+            consumed: 0,
         })
     }
 
@@ -144,6 +147,25 @@ impl Parser {
         self.buf.len()
     }
 
+    /// Bytes of the body parsed so far: every byte of boundaries, padding,
+    /// part headers and bodies up to the last event, whatever it was worth.
+    pub fn consumed(&self) -> u64 {
+        // Less the line break we put before the first boundary.
+        self.consumed.saturating_sub(2)
+    }
+
+    /// Drops the first `n` bytes of the buffer, counting them.
+    fn skip(&mut self, n: usize) {
+        self.buf.advance(n);
+        self.consumed += n as u64;
+    }
+
+    /// Takes the first `n` bytes of the buffer, counting them.
+    fn take(&mut self, n: usize) -> Bytes {
+        self.consumed += n as u64;
+        self.buf.split_to(n).freeze()
+    }
+
     /// The next event; `eof` says that no more bytes will come.
     pub fn next(&mut self, eof: bool) -> Result<Event, FormError> {
         loop {
@@ -153,8 +175,12 @@ impl Parser {
                     return Ok(Event::End);
                 }
                 State::Preamble => match self.finder.find(&self.buf) {
+                    // However the preamble arrived: in pieces or with its boundary.
+                    Some(i) if i > self.limits.head + 2 => {
+                        return Err(FormError::HeadTooLong(self.limits.head));
+                    }
                     Some(i) => {
-                        self.buf.advance(i + self.delimiter.len());
+                        self.skip(i + self.delimiter.len());
                         self.state = State::AfterBoundary;
                     }
                     None => {
@@ -181,7 +207,7 @@ impl Parser {
                     if rest.starts_with(b"--") {
                         self.state = State::Done;
                     } else if rest.starts_with(b"\r\n") {
-                        self.buf.advance(pad + 2);
+                        self.skip(pad + 2);
                         self.state = State::Head;
                     } else {
                         return Err(FormError::Malformed("a boundary is followed by other text"));
@@ -204,16 +230,16 @@ impl Parser {
                         return Err(FormError::HeadTooLong(self.limits.head));
                     }
                     let head = parse_head(self.buf.get(..head_len).unwrap_or_default())?;
-                    self.buf.advance(consumed);
+                    self.skip(consumed);
                     self.state = State::Body;
                     return Ok(Event::Part(head));
                 }
                 State::Body => {
                     if let Some(i) = self.finder.find(&self.buf) {
                         if i > 0 {
-                            return Ok(Event::Data(self.buf.split_to(i).freeze()));
+                            return Ok(Event::Data(self.take(i)));
                         }
-                        self.buf.advance(self.delimiter.len());
+                        self.skip(self.delimiter.len());
                         self.state = State::AfterBoundary;
                         return Ok(Event::PartEnd);
                     }
@@ -221,7 +247,7 @@ impl Parser {
                     let keep = self.partial_delimiter_len();
                     let give = self.buf.len() - keep;
                     if give > 0 {
-                        return Ok(Event::Data(self.buf.split_to(give).freeze()));
+                        return Ok(Event::Data(self.take(give)));
                     }
                     return self.more(eof, "the body ends inside a part");
                 }
@@ -382,6 +408,11 @@ where
                 event => return Ok(event),
             }
         }
+    }
+
+    /// Bytes of the body parsed so far ([`Parser::consumed`]).
+    pub fn consumed(&self) -> u64 {
+        self.parser.consumed()
     }
 
     /// The body stream, for draining what is left unparsed.

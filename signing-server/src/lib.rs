@@ -25,6 +25,7 @@ pub mod queue;
 pub mod rate;
 pub mod reload;
 pub mod server;
+pub mod stall;
 pub mod state;
 pub mod store;
 pub mod throttle;

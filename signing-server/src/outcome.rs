@@ -236,3 +236,30 @@ pub fn record(
     }
     ended
 }
+
+/// Audits an upload of an input already signed or being signed for its
+/// format: nothing is signed again, the earlier result (`earlier`, its
+/// output sha256 when it is done) is what the client will fetch; the record
+/// says who asked for it.
+pub fn record_duplicate(audit: &Audit, r: &Signing, earlier: Option<&str>) {
+    // Nothing new is signed or released here: a failed write is logged and
+    // the request goes on.
+    let written = audit.record(&AuditRecord {
+        peer: r.peer,
+        token_id: &r.token_id,
+        token_scope: &r.token_scope,
+        format: &r.format,
+        filename: &r.filename,
+        input_sha256: &r.input_sha256,
+        output_sha256: earlier,
+        duration: Duration::ZERO,
+        outcome: "duplicate",
+        reason: Some("already signed or being signed: the earlier result is served"),
+        digest: None,
+        minted_by: r.minted_by.as_ref(),
+    });
+    if let Err(e) = written {
+        tracing::error!(format = %r.format, "cannot write the audit record of a re-upload: {e}");
+    }
+    tracing::debug!(format = %r.format, input_sha256 = %r.input_sha256, "already signed or pending: not signed again");
+}

@@ -108,6 +108,10 @@ pub fn parse(header: &[u8]) -> Result<Source, ProxyError> {
         if h.len() != header.len() {
             return Err(ProxyError::Malformed("length field disagrees".into()));
         }
+        // After the addresses, whole TLVs only (ppp reads them lazily).
+        if let Some(Err(e)) = h.tlvs().find(Result::is_err) {
+            return Err(malformed(&e));
+        }
         if h.command == Command::Local {
             return Ok(Source::Balancer);
         }
@@ -243,6 +247,22 @@ mod tests {
         );
         let udp = v2(1, 0x12, &[127, 0, 0, 1, 127, 0, 0, 1, 0, 1, 0, 2]);
         assert_eq!(read_all(&udp).await.0, Err(ProxyError::NotTcp("datagram")));
+        // A TLV whose length runs past the header, and a TLV cut before its length.
+        let addrs = [127, 0, 0, 78, 127, 0, 0, 1, 0x9c, 0x40, 0x01, 0xbb];
+        let mut whole = addrs.to_vec();
+        whole.extend_from_slice(&[0x04, 0x00, 0x03, b'v', b'p', b'c']);
+        assert!(read_all(&v2(1, 0x11, &whole)).await.0.is_ok());
+        for cut in [&[0x04, 0x00, 0x0a, b'v', b'p', b'c'][..], &[0x04, 0x00][..]] {
+            let mut body = addrs.to_vec();
+            body.extend_from_slice(cut);
+            assert!(
+                matches!(
+                    read_all(&v2(1, 0x11, &body)).await.0,
+                    Err(ProxyError::Malformed(_))
+                ),
+                "{cut:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! **Invariants:** at most one job per (format, input sha256) exists at any
 //! time, so the same input is never signed twice at once and a finished
 //! result is reused; at most `max_queue` uploads in progress plus jobs
-//! pending (queued or running) exist at once, each holding a [`Slot`]; at
+//! pending (queued or running) exist at once, each holding a [`Slot`], at
+//! most `max_queue_per_peer` of them for one peer address; at
 //! most `concurrency` signings run at once, each on a blocking thread:
 //! the jobs and the digest signings of `POST /digest` ([`Queue::sign_digest`])
 //! alike.
@@ -11,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,6 +73,8 @@ struct Inner {
     by_sha1: HashMap<(String, String), String>,
     /// Slots taken: uploads in progress plus jobs in `State::Pending`.
     pending: usize,
+    /// Slots taken per peer address (none at 0).
+    per_peer: HashMap<IpAddr, usize>,
     /// When the last job ended (its client may not have fetched it yet).
     last_finished: Option<Instant>,
 }
@@ -104,13 +108,29 @@ pub enum Submit {
 /// the place; [`Queue::submit`] turns it into a pending job.
 pub struct Slot {
     queue: Arc<Queue>,
+    peer: IpAddr,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut inner = self.queue.lock();
         inner.pending = inner.pending.saturating_sub(1);
+        if let Some(n) = inner.per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                inner.per_peer.remove(&self.peer);
+            }
+        }
     }
+}
+
+/// Why [`Queue::reserve`] found no place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// `max_queue` places are taken.
+    Full,
+    /// This peer holds `max_queue_per_peer` of them.
+    PeerShare,
 }
 
 /// An upload, as its signer will take it.
@@ -152,6 +172,7 @@ pub struct Queue {
     signing: AtomicUsize,
     signing_peak: AtomicUsize,
     max_queue: usize,
+    max_per_peer: usize,
     store: Store,
     audit: Arc<Audit>,
     /// The transparency log, when `[log]` is configured.
@@ -162,11 +183,12 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// A queue running at most `concurrency` jobs, holding at most `max_queue`.
+    /// A queue running at most `concurrency` jobs, holding at most
+    /// `max_queue`, of them at most `max_per_peer` for one peer.
     pub fn new(
         store: Store,
         concurrency: usize,
-        max_queue: usize,
+        (max_queue, max_per_peer): (usize, usize),
         audit: Arc<Audit>,
         log: Option<Log>,
         metrics: Arc<Metrics>,
@@ -178,6 +200,7 @@ impl Queue {
             signing: AtomicUsize::new(0),
             signing_peak: AtomicUsize::new(0),
             max_queue,
+            max_per_peer,
             store,
             audit,
             log,
@@ -276,15 +299,22 @@ impl Queue {
         }
     }
 
-    /// Takes a place for an upload, or `None` when `max_queue` are taken.
-    pub fn reserve(self: &Arc<Self>) -> Option<Slot> {
+    /// Takes a place for `peer`'s upload or digest signing, unless
+    /// `max_queue` are taken or `peer` holds its share.
+    pub fn reserve(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Busy> {
         let mut inner = self.lock();
         if inner.pending >= self.max_queue {
-            return None;
+            return Err(Busy::Full);
         }
+        let held = inner.per_peer.entry(peer).or_insert(0);
+        if *held >= self.max_per_peer {
+            return Err(Busy::PeerShare);
+        }
+        *held += 1;
         inner.pending += 1;
-        Some(Slot {
+        Ok(Slot {
             queue: Arc::clone(self),
+            peer,
         })
     }
 
@@ -326,30 +356,40 @@ impl Queue {
         let (tx, rx) = watch::channel(false);
         {
             let mut inner = self.lock();
+            // A job that failed on a token fault, or was withheld, is signed again.
+            let (duplicate, earlier) = match inner.jobs.get_mut(&key) {
+                Some(e) if !matches!(e.state, State::Unavailable(_) | State::Withheld(_)) => {
+                    e.last_used = Instant::now();
+                    let earlier = match &e.state {
+                        State::Done(r) => Some(r.sha256.clone()),
+                        _ => None,
+                    };
+                    (true, earlier)
+                }
+                _ => (false, None),
+            };
+            if !duplicate {
+                inner.jobs.insert(
+                    key.clone(),
+                    Entry {
+                        state: State::Pending(rx),
+                        last_used: Instant::now(),
+                    },
+                );
+            }
+            // Once the job it names exists (the client may ask by sha1).
             if let Some(sha1) = sha1 {
                 inner.by_sha1.insert((key.0.clone(), sha1), key.1.clone());
             }
-            // A job that failed on a token fault, or was withheld, is signed again.
-            if let Some(e) = inner
-                .jobs
-                .get_mut(&key)
-                .filter(|e| !matches!(e.state, State::Unavailable(_) | State::Withheld(_)))
-            {
-                e.last_used = Instant::now();
+            if duplicate {
                 drop(inner);
                 drop(slot);
+                crate::outcome::record_duplicate(&self.audit, &request, earlier.as_deref());
                 return Ok(Submit::Duplicate);
             }
-            inner.jobs.insert(
-                key.clone(),
-                Entry {
-                    state: State::Pending(rx),
-                    last_used: Instant::now(),
-                },
-            );
         }
-        // The slot's place now belongs to the pending job; `finish` frees it.
-        std::mem::forget(slot);
+        // The slot's place now belongs to the pending job: it is held until
+        // the job has ended (dropped after `finish`).
         let input = match upload {
             Upload::File(temp) => {
                 let path = self.store.input_path(&request.input_sha256);
@@ -367,6 +407,8 @@ impl Queue {
         };
         let queue = Arc::clone(self);
         tokio::spawn(async move {
+            // The place is held while the job waits for its format's rate too.
+            let _place = slot;
             if let Some(turn) = rate {
                 turn.wait(&request.format).await;
             }
@@ -420,11 +462,11 @@ impl Queue {
         Ok(Submit::Queued)
     }
 
-    /// Ends a pending job: stores its final state (or forgets it) and wakes waiters.
+    /// Ends a pending job: stores its final state (or forgets it) and wakes
+    /// waiters. Its place is given back when its [`Slot`] drops, after this.
     fn finish(&self, key: &(String, String), state: Option<State>, tx: &watch::Sender<bool>) {
         {
             let mut inner = self.lock();
-            inner.pending = inner.pending.saturating_sub(1);
             inner.last_finished = Some(Instant::now());
             match state {
                 Some(s) => {

@@ -9,7 +9,8 @@
 //! Not reloaded (the log says "restart to apply"): a format whose key file or
 //! signer settings changed (it keeps signing with the key it has), a new
 //! format (its key would need a passphrase), the listen address, port,
-//! work_dir, concurrency, max_queue, the connection limits,
+//! work_dir, concurrency, max_queue (and its per-peer share, the upload
+//! rate floor), the connection limits,
 //! proxy_protocol_from, cert_expiry_warning, logging.
 //!
 //! A config that does not load is rejected as a whole: the old one keeps serving.
@@ -89,6 +90,14 @@ pub fn apply(old: &Dynamic, old_server: &ServerConfig, new: &Config) -> Outcome 
         ("work_dir", s.work_dir != old_server.work_dir),
         ("concurrency", s.concurrency != old_server.concurrency),
         ("max_queue", s.max_queue != old_server.max_queue),
+        (
+            "max_queue_per_peer",
+            s.max_queue_per_peer != old_server.max_queue_per_peer,
+        ),
+        (
+            "min_upload_rate",
+            s.min_upload_rate != old_server.min_upload_rate,
+        ),
         ("idle_timeout", s.idle_timeout != old_server.idle_timeout),
         ("form_timeout", s.form_timeout != old_server.form_timeout),
         ("max_scratch", s.max_scratch != old_server.max_scratch),

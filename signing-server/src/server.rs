@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::passphrase::{self, Console, PassphraseSource as _, Signers};
 use crate::queue::Queue;
 use crate::reload;
+use crate::stall::{WriteWatch, SEND_BUFFER};
 use crate::state::{AppState, Peer};
 use crate::store::Store;
 use crate::throttle::Throttle;
@@ -305,7 +306,7 @@ async fn serve(
     let queue = Queue::new(
         store.clone(),
         cfg.server.concurrency,
-        cfg.server.max_queue,
+        (cfg.server.max_queue, cfg.server.max_queue_per_peer),
         audit,
         log.map(|(log, writer)| {
             tokio::spawn(writer.run());
@@ -321,6 +322,7 @@ async fn serve(
         metrics: metrics.clone(),
         idle_timeout: cfg.server.idle_timeout,
         form_timeout: cfg.server.form_timeout,
+        min_upload_rate: cfg.server.min_upload_rate,
         cert_expiry_warning: cfg.server.cert_expiry_warning,
         mint_throttle: Throttle::default(),
         otp_replays: Default::default(),
@@ -444,6 +446,10 @@ async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
         }
+        // What the kernel holds for a client that does not read (stall.rs).
+        if let Err(e) = socket2::SockRef::from(&tcp).set_send_buffer_size(SEND_BUFFER) {
+            tracing::debug!(%peer, "cannot set SO_SNDBUF: {e}");
+        }
         let acceptor = TlsAcceptor::from(tls.read().unwrap_or_else(|p| p.into_inner()).clone());
         let (app, builder) = (app.clone(), builder.clone());
         let watcher = graceful.watcher();
@@ -469,6 +475,9 @@ async fn serve(
                     return;
                 }
             };
+            // Answers nobody reads: closed after idle_timeout without progress.
+            let tcp = WriteWatch::new(tcp, state.idle_timeout);
+            let stalled = tcp.stalled();
             let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -487,7 +496,14 @@ async fn serve(
                 },
             );
             let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc));
-            if let Err(e) = watcher.watch(conn).await {
+            let ended = watcher.watch(conn).await;
+            if stalled.load(Ordering::Relaxed) {
+                state.metrics.inc(
+                    "signing_closed_connections_total",
+                    &[("reason", "answers_not_read")],
+                );
+                tracing::info!(%peer, "answers not read within idle_timeout: connection closed");
+            } else if let Err(e) = ended {
                 log_connection_error(peer, &e);
             }
             drop(place);

@@ -69,6 +69,8 @@ pub struct AppState {
     pub idle_timeout: Duration,
     /// Longest time the form fields before `filedata` may take, all together.
     pub form_timeout: Duration,
+    /// `min_upload_rate`, bytes per second (0: none).
+    pub min_upload_rate: u64,
     /// `cert_expiry_warning`: /health lists certificates expiring within it.
     pub cert_expiry_warning: Duration,
     /// Failed minting attempts, per source address.

@@ -29,23 +29,12 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// `Err(retry_after)` while `ip` has used up its `per_minute` failures.
-    pub fn check(&self, ip: IpAddr, per_minute: u32) -> Result<(), Duration> {
-        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(bucket) = b.get_mut(&ip) else {
-            return Ok(());
-        };
-        refill(bucket, per_minute, Instant::now());
-        if bucket.left >= 1.0 {
-            return Ok(());
-        }
-        let per_second = f64::from(per_minute.max(1)) / 60.0;
-        let wait = (1.0 - bucket.left) / per_second;
-        Err(Duration::from_secs(wait.ceil().max(1.0) as u64))
-    }
-
-    /// Counts one failure of `ip`.
-    pub fn failed(&self, ip: IpAddr, per_minute: u32) {
+    /// Takes one attempt of `ip` from its bucket of `per_minute`, or
+    /// `Err(retry_after)` when there is none left. Taken before the attempt
+    /// is judged, under one lock, so concurrent attempts can never pass the
+    /// limit between a check and a count; a successful attempt is given back
+    /// ([`Throttle::succeeded`]), so only failures use the bucket up.
+    pub fn take(&self, ip: IpAddr, per_minute: u32) -> Result<(), Duration> {
         let now = Instant::now();
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if b.len() >= MAX_TRACKED && !b.contains_key(&ip) {
@@ -66,7 +55,25 @@ impl Throttle {
             at: now,
         });
         refill(bucket, per_minute, now);
-        bucket.left = (bucket.left - 1.0).max(0.0);
+        if bucket.left >= 1.0 {
+            bucket.left -= 1.0;
+            return Ok(());
+        }
+        let per_second = f64::from(per_minute.max(1)) / 60.0;
+        let wait = (1.0 - bucket.left) / per_second;
+        Err(Duration::from_secs(wait.ceil().max(1.0) as u64))
+    }
+
+    /// Gives back the attempt [`Throttle::take`] took: it succeeded.
+    pub fn succeeded(&self, ip: IpAddr, per_minute: u32) {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = b.get_mut(&ip) {
+            refill(bucket, per_minute, Instant::now());
+            bucket.left += 1.0;
+            if bucket.left >= f64::from(per_minute) {
+                b.remove(&ip);
+            }
+        }
     }
 
     /// Addresses tracked now (for tests).
@@ -91,19 +98,39 @@ mod tests {
         let t = Throttle::default();
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         for _ in 0..10 {
-            assert!(t.check(a, 10).is_ok());
-            t.failed(a, 10);
+            assert!(t.take(a, 10).is_ok());
         }
-        let wait = t.check(a, 10).expect_err("11th failure in a row");
+        let wait = t.take(a, 10).expect_err("11th failure in a row");
         assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(6));
-        assert!(t.check(b, 10).is_ok(), "another address is not slowed down");
+        assert!(t.take(b, 10).is_ok(), "another address is not slowed down");
+        // Successes cost nothing.
+        for _ in 0..100 {
+            t.take(b, 10).unwrap();
+            t.succeeded(b, 10);
+        }
+    }
+
+    #[test]
+    fn concurrent_attempts_never_pass_the_limit() {
+        let t = std::sync::Arc::new(Throttle::default());
+        let ip: IpAddr = "10.0.0.3".parse().unwrap();
+        let passed: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..64)
+                .map(|_| {
+                    let t = t.clone();
+                    s.spawn(move || usize::from(t.take(ip, 10).is_ok()))
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        assert_eq!(passed, 10);
     }
 
     #[test]
     fn memory_stays_bounded_whatever_the_sources() {
         let t = Throttle::default();
         for i in 0..(MAX_TRACKED as u32 + 500) {
-            t.failed(IpAddr::from(i.to_be_bytes()), 10);
+            let _ = t.take(IpAddr::from(i.to_be_bytes()), 10);
         }
         assert!(t.tracked() <= MAX_TRACKED);
     }

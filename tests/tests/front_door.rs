@@ -504,3 +504,93 @@ fn a_bundle_whose_executable_is_not_mach_o_is_422_with_its_reason_audited() {
     assert!(reason.contains("not a Mach-O"), "{reason}");
     assert!(s.audit().contains("not a Mach-O"), "{}", s.audit());
 }
+
+/// The server's own established sockets (local port = its port), from
+/// /proc/net/tcp: how many, and the largest send queue (bytes the kernel holds
+/// for a client that does not read).
+fn server_sockets(s: &Server) -> (usize, u64) {
+    let port: u16 = s.url.rsplit(':').next().unwrap().parse().unwrap();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let (mut n, mut most) = (0, 0);
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local = f[1]
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        if local == Some(port) && f[3] == "01" {
+            n += 1;
+            let tx = f[4].split(':').next().unwrap();
+            most = most.max(u64::from_str_radix(tx, 16).unwrap());
+        }
+    }
+    (n, most)
+}
+
+/// A TLS connection from 127.0.0.2 whose receive buffer is as small as the
+/// kernel allows (set before connecting), so it stops taking answers soon.
+fn tls_small_window(
+    s: &Server,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("https://").parse().unwrap();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4 << 10).unwrap();
+    let local: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    sock.bind(&local.into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let tcp: std::net::TcpStream = sock.into();
+    tcp.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    tls_on(tcp)
+}
+
+#[test]
+fn answers_nobody_reads_do_not_hold_connections_or_memory() {
+    let s = Server::start(&door_opts("idle_timeout = 3\n", ""));
+    let pid = s.pid();
+    let before = rss_kib(pid, "VmRSS:");
+    let requests = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(256);
+    // 64 connections pipeline GET /metrics and never read: each writes
+    // until the server stops taking requests (at most 8 MiB of them).
+    let conns: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..64)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut tls = tls_small_window(&s);
+                    let mut sent = 0;
+                    while sent < 8 << 20 && tls.write_all(&requests).is_ok() {
+                        sent += requests.len();
+                    }
+                    tls
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let (open, most_queued) = server_sockets(&s);
+    let rss = rss_kib(pid, "VmRSS:");
+
+    // Kernel: SO_SNDBUF 256 KiB, which Linux doubles (autotuning would go to 4 MiB).
+    assert!(
+        most_queued <= 512 << 10,
+        "one connection has {most_queued} bytes queued in the kernel ({open} open)"
+    );
+    assert!(
+        rss < before + 64 * 1024,
+        "the server grew from {before} KiB to {rss} KiB"
+    );
+    // Every one is closed once its writes made no progress for idle_timeout
+    // (or, if hyper was waiting for the rest of a request head then, by its
+    // header timer: the same idle_timeout).
+    let closed = wait_until(Duration::from_secs(60), || server_sockets(&s).0 == 0);
+    assert!(closed, "{} connections still open", server_sockets(&s).0);
+    assert!(
+        s.metric("signing_closed_connections_total{reason=\"answers_not_read\"}")
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{}",
+        s.stderr()
+    );
+    assert!(s.stderr().contains("answers not read within idle_timeout"));
+    drop(conns);
+    assert!(gpg_sign_and_verify(&s, "gpg", &data(5000, 4)).0);
+}

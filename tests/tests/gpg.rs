@@ -112,7 +112,15 @@ fn duplicate_upload_is_signed_once() {
         s.metric("signing_jobs_total{format=\"gpg\",outcome=\"ok\"}"),
         Some(1.0)
     );
-    assert_eq!(s.audit().lines().count(), 1);
+    // Signed once; each re-upload audited as such.
+    let audit = s.audit();
+    assert_eq!(audit.matches("\"outcome\":\"ok\"").count(), 1, "{audit}");
+    assert_eq!(
+        audit.matches("\"outcome\":\"duplicate\"").count(),
+        2,
+        "{audit}"
+    );
+    assert_eq!(audit.lines().count(), 3, "{audit}");
 }
 
 #[test]

@@ -43,7 +43,9 @@ fn stalled_upload(s: &Server, token: &str, body: Vec<u8>) -> (std::thread::JoinH
 #[test]
 fn uploads_beyond_max_queue_get_503_and_service_resumes_after_the_burst() {
     let mut opts = ServerOpts::default();
-    opts.server_extra.push_str("max_queue = 2\n");
+    // Both places for one address, held by stalled uploads for as long as it takes.
+    opts.server_extra
+        .push_str("max_queue = 2\nmax_queue_per_peer = 2\nmin_upload_rate = 0\n");
     let s = Server::start(&opts);
     let token = s.mint("127.0.0.1", 300);
     let (a, gate_a) = stalled_upload(&s, &token, data(1 << 20, 50));
@@ -81,16 +83,117 @@ fn uploads_beyond_max_queue_get_503_and_service_resumes_after_the_burst() {
     assert_eq!(b.join().unwrap(), 202);
     // Normal service right after the burst.
     let body = data(3000, 53);
-    assert_eq!(
-        Upload::new(&token, "after.bin", &body)
-            .send(&s.client(), &s.url, "gpg")
-            .0,
-        202
-    );
+    let (status, text) = Upload::new(&token, "after.bin", &body).send(&s.client(), &s.url, "gpg");
+    assert_eq!(status, 202, "{text} {}", health(&s));
     assert_eq!(fetch(&s.client(), &s.url, "gpg", &sha256_hex(&body)).0, 200);
     assert!(wait_until(Duration::from_secs(20), || health(&s)
         ["queue_depth"]
         == 0));
+}
+
+#[test]
+fn one_peer_holds_at_most_its_share_of_the_queue() {
+    let mut opts = ServerOpts::default();
+    opts.server_extra
+        .push_str("max_queue = 4\nmax_queue_per_peer = 2\nmin_upload_rate = 0\n");
+    let s = Server::start(&opts);
+    let token = s.mint("127.0.0.1", 300);
+    let (a, gate_a) = stalled_upload(&s, &token, data(1 << 20, 60));
+    let (b, gate_b) = stalled_upload(&s, &token, data(1 << 20, 61));
+    assert!(
+        wait_until(Duration::from_secs(20), || health(&s)["queue_depth"] == 2),
+        "{}",
+        health(&s)
+    );
+    // A third upload from the same address: its share is taken.
+    let (status, text) =
+        Upload::new(&token, "third.bin", &data(1000, 62)).send(&s.client(), &s.url, "gpg");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("max_queue_per_peer"), "{text}");
+    assert_eq!(health(&s)["queue_depth"], 2);
+    // Another build machine still gets a place, and its signature.
+    let other = s.mint("127.0.0.2", 300);
+    let body = data(1000, 63);
+    let client = client_from("127.0.0.2");
+    let (status, text) = Upload::new(&other, "other.bin", &body).send(&client, &s.url, "gpg");
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(fetch(&client, &s.url, "gpg", &sha256_hex(&body)).0, 200);
+    assert_eq!(
+        s.metric("signing_refused_requests_total{reason=\"peer_queue_share\"}"),
+        Some(1.0)
+    );
+    gate_a.open();
+    gate_b.open();
+    assert_eq!(a.join().unwrap(), 202);
+    assert_eq!(b.join().unwrap(), 202);
+    assert!(wait_until(Duration::from_secs(20), || health(&s)
+        ["queue_depth"]
+        == 0));
+}
+
+#[test]
+fn an_upload_slower_than_min_upload_rate_is_cut_with_408_and_frees_its_place() {
+    let mut opts = ServerOpts::default();
+    opts.server_extra
+        .push_str("max_queue = 1\nmin_upload_rate = 1K\n");
+    let s = Server::start(&opts);
+    let token = s.mint("127.0.0.1", 300);
+    let fields = format!(
+        "--B\r\nContent-Disposition: form-data; name=\"token\"\r\n\r\n{token}\r\n\
+         --B\r\nContent-Disposition: form-data; name=\"filename\"\r\n\r\nt.bin\r\n\
+         --B\r\nContent-Disposition: form-data; name=\"sha256\"\r\n\r\n{}\r\n\
+         --B\r\nContent-Disposition: form-data; name=\"filedata\"; filename=\"t.bin\"\r\n\r\n",
+        sha256_hex(b"t")
+    );
+    let mut tls = raw_tls(&s);
+    let head = format!(
+        "POST /sign/gpg HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: {}\r\n\r\n{fields}",
+        fields.len() + (1 << 20)
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    // Two bytes a second, one at a time, for at most 40 s: the place is held
+    // (never silent for idle_timeout) until the rate floor cuts it off.
+    tls.sock
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+    let started = Instant::now();
+    let mut held = false;
+    while started.elapsed() < Duration::from_secs(40) && got.is_empty() {
+        if tls.write_all(b"x").and_then(|_| tls.flush()).is_err() {
+            break;
+        }
+        held |= health(&s)["queue_depth"] == 1;
+        std::thread::sleep(Duration::from_millis(450));
+        if let Ok(n) = tls.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    while let Ok(n) = tls.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&got);
+    assert!(held, "the trickle never held a place");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("min_upload_rate"), "{answer}");
+    assert_eq!(
+        s.metric("signing_refused_requests_total{reason=\"too_slow\"}"),
+        Some(1.0)
+    );
+    // The place is free again.
+    assert!(wait_until(Duration::from_secs(20), || health(&s)
+        ["queue_depth"]
+        == 0));
+    let body = data(3000, 64);
+    let (status, text) = Upload::new(&token, "next.bin", &body).send(&s.client(), &s.url, "gpg");
+    assert_eq!(status, 202, "{text}");
 }
 
 #[test]

@@ -1254,7 +1254,9 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
         Setup::Main => opts = main_opts(),
         Setup::Draining => opts.server_extra.push_str("drain_grace = 8\n"),
         Setup::QueueFull => {
-            opts.server_extra.push_str("max_queue = 1\n");
+            // Its place held by a stalled upload for as long as the cases take.
+            opts.server_extra
+                .push_str("max_queue = 1\nmin_upload_rate = 0\n");
             opts.formats.push_str("digest_signing = yes\n");
         }
         // gpg with SHA-256 signs from the hash state and never writes the

@@ -299,8 +299,9 @@ pub fn check_bundle(app: &Path, expect: &Expect<'_>) -> anyhow::Result<()> {
             if kind.is_dir() {
                 stack.push(path);
             } else if kind.is_file() {
+                let mut file = super::paths::open_regular(&path)?;
                 let mut head = [0u8; 4];
-                let n = File::open(&path)?.read(&mut head)?;
+                let n = file.read(&mut head)?;
                 if n != 4 || !is_macho_magic(&head) {
                     continue;
                 }
@@ -309,7 +310,8 @@ pub fn check_bundle(app: &Path, expect: &Expect<'_>) -> anyhow::Result<()> {
                     .unwrap_or(&path)
                     .display()
                     .to_string();
-                let data = std::fs::read(&path)?;
+                let mut data = head.to_vec();
+                file.read_to_end(&mut data)?;
                 // Code in some bundle's Contents/MacOS: that bundle's CodeResources.
                 let contents = path
                     .parent()

@@ -29,13 +29,17 @@
 //! - no notarization or stapling (needs Apple's servers), no `.pkg`/XAR, no zip;
 //! - no `codesign`/`rcodesign` child process;
 //! - Mach-O files are held in memory while signed (apple-codesign's API takes
-//!   a byte slice): the server's `max_filesize` bounds that;
+//!   a byte slice, and holds about three copies): `max_code_file_size`
+//!   bounds every file of a bundle and a Mach-O uploaded alone
+//!   ([`tarball::DEFAULT_MAX_CODE_FILE`] by default), so one job's memory is
+//!   about three times that;
 //! - the certificate chain is not validated against Apple's roots: this is
 //!   the operator's choice of certificate.
 
 pub mod check;
 mod key;
 mod log;
+pub mod paths;
 pub mod tarball;
 
 use std::fs::File;
@@ -58,7 +62,12 @@ use crate::{FormatConfig, KeyStatus, SignContext, SignError, Signer, SigningKey}
 pub use self::log::{is_progress_message, LOG_TARGET};
 
 /// The settings of a `[format:NAME]` section of type `apple` besides the common ones.
-pub const EXTRA_KEYS: &[&str] = &["hardened_runtime", "entitlements", "max_unpacked_size"];
+pub const EXTRA_KEYS: &[&str] = &[
+    "hardened_runtime",
+    "entitlements",
+    "max_unpacked_size",
+    "max_code_file_size",
+];
 
 /// Whether the key file at `cfg.key` is encrypted (PEM `ENCRYPTED PRIVATE KEY`
 /// or a legacy `Proc-Type: 4,ENCRYPTED` PEM).
@@ -200,6 +209,13 @@ impl AppleSigner {
                 ))
             })?;
         }
+        if let Some(v) = cfg.extra.get("max_code_file_size") {
+            unpack_limits.max_code_file = v.trim().parse().map_err(|_| {
+                config(format!(
+                    "max_code_file_size = {v:?}: expected a number of bytes"
+                ))
+            })?;
+        }
         let entitlements = match cfg.extra.get("entitlements") {
             None => None,
             Some(p) => {
@@ -335,6 +351,14 @@ impl AppleSigner {
     }
 
     fn sign_macho(&self, input: &Path, output: &Path, ctx: &SignContext) -> Result<(), SignError> {
+        let size = std::fs::metadata(input)?.len();
+        let most = self.unpack_limits.max_code_file;
+        if size > most {
+            return Err(SignError::Rejected(format!(
+                "a Mach-O of {size} bytes, more than {most} (the format's max_code_file_size: \
+                 signing holds it in memory)"
+            )));
+        }
         let data = std::fs::read(input)?;
         check::precheck_macho(&data)?;
         drop(data);

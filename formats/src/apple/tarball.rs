@@ -22,6 +22,7 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use tar::EntryType;
 
+use super::paths::{self, LinkError};
 use crate::scratch::Reservation;
 use crate::SignError;
 
@@ -33,6 +34,10 @@ pub struct Limits {
     /// Most bytes of file content, all files together (the format's
     /// `max_unpacked_size`; the server's default is 4 × `max_filesize`).
     pub max_bytes: u64,
+    /// Most bytes of any one file (the format's `max_code_file_size`):
+    /// apple-codesign holds each Mach-O it signs in memory, about three
+    /// times over, so this bounds the memory of one job.
+    pub max_code_file: u64,
 }
 
 impl Default for Limits {
@@ -41,20 +46,47 @@ impl Default for Limits {
         Limits {
             max_entries: 200_000,
             max_bytes: 8 << 30,
+            max_code_file: DEFAULT_MAX_CODE_FILE,
         }
     }
 }
+
+/// The default of [`Limits::max_code_file`]: 512 MiB (Firefox's universal
+/// `XUL`, the largest Mach-O it ships, is under half of that).
+pub const DEFAULT_MAX_CODE_FILE: u64 = 512 << 20;
+
+/// Most bytes of an `Info.plist` (real ones are a few KiB; apple-codesign
+/// parses each bundle's in memory).
+pub const MAX_INFO_PLIST: u64 = 1 << 20;
+const INFO_PLIST: &str = "Info.plist";
 
 fn reject(msg: impl std::fmt::Display) -> SignError {
     SignError::Rejected(format!("bad .app tarball: {msg}"))
 }
 
+/// Longest name of one file or directory (Linux's and macOS's `NAME_MAX`).
+const MAX_NAME: usize = 255;
+/// Longest path inside the bundle, or symlink target (macOS's `PATH_MAX`).
+const MAX_PATH: usize = 1024;
+
 /// `raw` as a clean relative path of normal components (`.` dropped), or a
-/// rejection.
+/// rejection (also for names longer than the file systems take).
 fn clean(raw: &Path) -> Result<PathBuf, SignError> {
+    if raw.as_os_str().len() > MAX_PATH {
+        return Err(reject(format!(
+            "a path is longer than {MAX_PATH} bytes ({}…)",
+            raw.to_string_lossy().chars().take(64).collect::<String>()
+        )));
+    }
     let mut out = PathBuf::new();
     for c in raw.components() {
         match c {
+            Component::Normal(n) if n.len() > MAX_NAME => {
+                return Err(reject(format!(
+                    "a name is longer than {MAX_NAME} bytes ({}…)",
+                    n.to_string_lossy().chars().take(64).collect::<String>()
+                )))
+            }
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
             Component::ParentDir => return Err(reject(format!("{:?} contains `..`", raw))),
@@ -109,6 +141,61 @@ fn no_symlink_ancestor(root: &Path, rel: &Path) -> Result<(), SignError> {
     Ok(())
 }
 
+/// Refuses a file apple-codesign might read whole that is larger than it
+/// may: any file beyond [`Limits::max_code_file`] (apple-codesign decides
+/// what is code by looking, and reads a nested bundle's executable whatever
+/// it is), an `Info.plist` beyond [`MAX_INFO_PLIST`]. Checked from the
+/// header, before anything is written.
+fn check_file_size(rel: &Path, size: u64, limits: &Limits) -> Result<(), SignError> {
+    if size > limits.max_code_file {
+        return Err(reject(format!(
+            "{} has {size} bytes, more than {} (the format's max_code_file_size: signing \
+             holds a code file in memory)",
+            rel.display(),
+            limits.max_code_file
+        )));
+    }
+    if size > MAX_INFO_PLIST && rel.file_name() == Some(INFO_PLIST.as_ref()) {
+        return Err(reject(format!(
+            "{} has {size} bytes, more than {MAX_INFO_PLIST}",
+            rel.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Adds `size` to the unpacked `bytes` so far, refusing a total beyond
+/// [`Limits::max_bytes`].
+fn add_bytes(bytes: &mut u64, size: u64, limits: &Limits) -> Result<(), SignError> {
+    *bytes = bytes.saturating_add(size);
+    if *bytes > limits.max_bytes {
+        return Err(reject(format!(
+            "it unpacks to more than {} bytes (the format's max_unpacked_size; a hard link \
+             counts as a copy of its target)",
+            limits.max_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Copies the `size` bytes of `entry` to `out`; returns how many came.
+/// A read error is the input's fault (422), a write error is ours.
+fn copy_entry(entry: &mut impl Read, size: u64, out: &mut File) -> Result<u64, SignError> {
+    let mut entry = entry.take(size);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut copied = 0u64;
+    loop {
+        let got = match entry.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(reject(format!("truncated: {e}"))),
+        };
+        out.write_all(buf.get(..got).unwrap_or_default())?;
+        copied += got as u64;
+    }
+}
+
 /// Unpacks the `.tar.gz` at `input` into the empty directory `dest`; returns
 /// the name of the one top-level `.app` directory.
 pub fn unpack(input: &Path, dest: &Path, limits: &Limits) -> Result<String, SignError> {
@@ -126,6 +213,7 @@ pub fn unpack_within(
     let mut archive = tar::Archive::new(gz);
     let mut app: Option<PathBuf> = None;
     let (mut entries, mut bytes) = (0u64, 0u64);
+    let mut symlinks: Vec<PathBuf> = Vec::new();
     let iter = archive
         .entries()
         .map_err(|e| reject(format!("not a tar.gz: {e}")))?;
@@ -181,13 +269,8 @@ pub fn unpack_within(
                     .header()
                     .size()
                     .map_err(|e| reject(format!("bad size: {e}")))?;
-                bytes = bytes.saturating_add(size);
-                if bytes > limits.max_bytes {
-                    return Err(reject(format!(
-                        "it unpacks to more than {} bytes (the format's max_unpacked_size)",
-                        limits.max_bytes
-                    )));
-                }
+                add_bytes(&mut bytes, size, limits)?;
+                check_file_size(&rel, size, limits)?;
                 scratch.take(size)?;
                 let mut out = OpenOptions::new()
                     .write(true)
@@ -200,8 +283,7 @@ pub fn unpack_within(
                         }
                         _ => e.into(),
                     })?;
-                let copied = std::io::copy(&mut (&mut entry).take(size), &mut out)
-                    .map_err(|e| reject(format!("truncated: {e}")))?;
+                let copied = copy_entry(&mut entry, size, &mut out)?;
                 if copied != size {
                     return Err(reject(format!("{} is truncated", raw.display())));
                 }
@@ -212,6 +294,18 @@ pub fn unpack_within(
                     .map_err(|e| reject(format!("bad link: {e}")))?
                     .ok_or_else(|| reject(format!("symlink {} without target", raw.display())))?
                     .into_owned();
+                if rel.file_name() == Some(INFO_PLIST.as_ref()) {
+                    return Err(reject(format!(
+                        "{} is a symlink (an Info.plist must be a file)",
+                        raw.display()
+                    )));
+                }
+                if link.as_os_str().len() > MAX_PATH {
+                    return Err(reject(format!(
+                        "symlink {} points to a path longer than {MAX_PATH} bytes",
+                        raw.display()
+                    )));
+                }
                 if link.is_absolute() {
                     return Err(reject(format!(
                         "symlink {} points to an absolute path",
@@ -227,6 +321,7 @@ pub fn unpack_within(
                 }
                 std::os::unix::fs::symlink(&link, &target)
                     .map_err(|_| reject(format!("duplicate entry {}", raw.display())))?;
+                symlinks.push(rel);
             }
             EntryType::Link => {
                 let link = entry
@@ -243,15 +338,20 @@ pub fn unpack_within(
                 }
                 no_symlink_ancestor(dest, &link_rel)?;
                 let src = dest.join(&link_rel);
-                match std::fs::symlink_metadata(&src) {
-                    Ok(m) if m.is_file() => {}
+                let size = match std::fs::symlink_metadata(&src) {
+                    Ok(m) if m.is_file() => m.len(),
                     _ => {
                         return Err(reject(format!(
                             "hard link {} to a missing file",
                             raw.display()
                         )))
                     }
-                }
+                };
+                // Signing copies every link as a whole file (and so does the
+                // repacked output): a link costs its target's size.
+                add_bytes(&mut bytes, size, limits)?;
+                check_file_size(&rel, size, limits)?;
+                scratch.take(size)?;
                 std::fs::hard_link(&src, &target)
                     .map_err(|_| reject(format!("duplicate entry {}", raw.display())))?;
             }
@@ -268,6 +368,17 @@ pub fn unpack_within(
         }
     }
     let app = app.ok_or_else(|| reject("no NAME.app directory"))?;
+    // Only now, with every entry in place: a later link may change where an
+    // earlier one leads.
+    for link in &symlinks {
+        let why = match paths::check_symlink(dest, link) {
+            Ok(()) => continue,
+            Err(LinkError::Outside) => "leads outside the bundle through another symlink",
+            Err(LinkError::Absolute) => "leads to an absolute path through another symlink",
+            Err(LinkError::Loop) => "is a loop of symlinks",
+        };
+        return Err(reject(format!("symlink {} {why}", link.display())));
+    }
     let meta =
         std::fs::symlink_metadata(dest.join(&app)).map_err(|_| reject("no NAME.app directory"))?;
     if !meta.is_dir() {
@@ -329,10 +440,11 @@ pub fn check_bundle_input(app_dir: &Path) -> Result<(), SignError> {
     let path = exe_dir.join(&rel);
     no_symlink_ancestor(&exe_dir, &rel)?;
     let mut head = [0u8; 4];
-    let read = File::open(&path).and_then(|mut f| f.read_exact(&mut head));
+    let read = paths::open_regular(&path).and_then(|mut f| f.read_exact(&mut head));
     if read.is_err() {
         return Err(reject(format!(
-            "its main executable {exe:?} (CFBundleExecutable) is missing or shorter than 4 bytes"
+            "its main executable {exe:?} (CFBundleExecutable) is missing, not a regular file \
+             (a symlink, a fifo) or shorter than 4 bytes"
         )));
     }
     if !super::check::is_macho_magic(&head) {
@@ -366,140 +478,5 @@ pub fn pack(root: &Path, app: &str, output: &Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tarball(entries: &[(&str, EntryType, &str)]) -> tempfile::NamedTempFile {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        let gz = GzEncoder::new(File::create(f.path()).unwrap(), flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
-        for (path, kind, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(*kind);
-            h.set_mode(0o755);
-            // set_path refuses `..`: write the raw name bytes like a hostile tool.
-            let name = &mut h.as_old_mut().name;
-            name[..path.len()].copy_from_slice(path.as_bytes());
-            match kind {
-                EntryType::Symlink | EntryType::Link => {
-                    h.set_link_name(data).unwrap();
-                    h.set_size(0);
-                    h.set_cksum();
-                    b.append(&h, std::io::empty()).unwrap();
-                }
-                _ => {
-                    h.set_size(data.len() as u64);
-                    h.set_cksum();
-                    b.append(&h, data.as_bytes()).unwrap();
-                }
-            }
-        }
-        b.into_inner().unwrap().finish().unwrap();
-        f
-    }
-
-    fn unpack_err(entries: &[(&str, EntryType, &str)]) -> String {
-        let t = tarball(entries);
-        let d = tempfile::tempdir().unwrap();
-        match unpack(t.path(), d.path(), &Limits::default()) {
-            Err(SignError::Rejected(m)) => m,
-            other => panic!("expected a rejection, got {other:?}"),
-        }
-    }
-
-    const PLIST: (&str, EntryType, &str) =
-        ("A.app/Contents/Info.plist", EntryType::Regular, "<plist/>");
-
-    #[test]
-    fn good_bundle_unpacks() {
-        let t = tarball(&[
-            ("./A.app/", EntryType::Directory, ""),
-            PLIST,
-            ("A.app/Contents/MacOS/a", EntryType::Regular, "x"),
-            ("A.app/Contents/l", EntryType::Symlink, "MacOS/a"),
-            (
-                "A.app/Contents/h",
-                EntryType::Link,
-                "A.app/Contents/MacOS/a",
-            ),
-        ]);
-        let d = tempfile::tempdir().unwrap();
-        assert_eq!(
-            unpack(t.path(), d.path(), &Limits::default()).unwrap(),
-            "A.app"
-        );
-        assert_eq!(
-            std::fs::read(d.path().join("A.app/Contents/h")).unwrap(),
-            b"x"
-        );
-    }
-
-    #[test]
-    fn hostile_entries_are_rejected() {
-        assert!(
-            unpack_err(&[PLIST, ("A.app/../../etc/x", EntryType::Regular, "x")]).contains("..")
-        );
-        assert!(unpack_err(&[PLIST, ("/A.app/x", EntryType::Regular, "x")]).contains("absolute"));
-        assert!(
-            unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "../../etc/passwd")])
-                .contains("outside")
-        );
-        assert!(
-            unpack_err(&[PLIST, ("A.app/l", EntryType::Symlink, "/etc/passwd")])
-                .contains("absolute")
-        );
-        assert!(
-            unpack_err(&[PLIST, ("A.app/h", EntryType::Link, "etc/passwd")]).contains("outside")
-        );
-        assert!(unpack_err(&[PLIST, ("A.app/dev", EntryType::Char, "")]).contains("device"));
-        assert!(unpack_err(&[PLIST, ("A.app/dev", EntryType::Block, "")]).contains("device"));
-        assert!(unpack_err(&[PLIST, ("A.app/p", EntryType::Fifo, "")]).contains("fifo"));
-        assert!(unpack_err(&[PLIST, ("B.app/x", EntryType::Regular, "x")]).contains("one .app"));
-        assert!(unpack_err(&[("x", EntryType::Regular, "x")]).contains("NAME.app"));
-        assert!(unpack_err(&[PLIST, PLIST]).contains("duplicate"));
-        // A symlink inside the bundle may not be used to write elsewhere.
-        assert!(unpack_err(&[
-            PLIST,
-            ("A.app/l", EntryType::Symlink, "Contents"),
-            ("A.app/l/x", EntryType::Regular, "x")
-        ])
-        .contains("symlink"));
-        assert!(unpack_err(&[("A.app/x", EntryType::Regular, "x")]).contains("Info.plist"));
-    }
-
-    #[test]
-    fn limits_are_enforced() {
-        let t = tarball(&[PLIST, ("A.app/big", EntryType::Regular, "0123456789")]);
-        let d = tempfile::tempdir().unwrap();
-        let r = unpack(
-            t.path(),
-            d.path(),
-            &Limits {
-                max_entries: 10,
-                max_bytes: 12,
-            },
-        );
-        assert!(matches!(r, Err(SignError::Rejected(m)) if m.contains("bytes")));
-        let d = tempfile::tempdir().unwrap();
-        let r = unpack(
-            t.path(),
-            d.path(),
-            &Limits {
-                max_entries: 1,
-                max_bytes: 1000,
-            },
-        );
-        assert!(matches!(r, Err(SignError::Rejected(m)) if m.contains("entries")));
-    }
-
-    #[test]
-    fn not_gzip_is_rejected() {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), b"\x1f\x8bnot really gzip at all").unwrap();
-        let d = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            unpack(f.path(), d.path(), &Limits::default()),
-            Err(SignError::Rejected(_))
-        ));
-    }
-}
+#[path = "tarball_tests.rs"]
+mod tests;

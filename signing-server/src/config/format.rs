@@ -165,7 +165,8 @@ pub(super) fn read_format(
 }
 
 /// `max_unpacked_size` (for the types that unpack: apple) as bytes, by
-/// default [`UNPACKED_PER_UPLOAD`] × the format's `max_filesize`.
+/// default [`UNPACKED_PER_UPLOAD`] × the format's `max_filesize`; and
+/// `max_code_file_size` as bytes if it is set.
 pub(super) fn unpacked_size(r: &Reader<'_>, f: &mut Format) -> Result<(), ConfigError> {
     let takes_it = formats::registry::find(&f.signer.kind)
         .is_some_and(|k| k.extra_keys.contains(&"max_unpacked_size"));
@@ -173,19 +174,31 @@ pub(super) fn unpacked_size(r: &Reader<'_>, f: &mut Format) -> Result<(), Config
         return Ok(());
     }
     let bytes = match f.signer.extra.get("max_unpacked_size") {
-        Some(v) => parse_size(v).ok_or_else(|| {
-            r.err(
-                f.line,
-                format!(
-                    "[format:{}] max_unpacked_size: {v:?} is not a size (bytes, or with K, M or G)",
-                    f.signer.name
-                ),
-            )
-        })?,
+        Some(v) => size_of(r, f, "max_unpacked_size", v)?,
         None => f.max_filesize.saturating_mul(UNPACKED_PER_UPLOAD),
     };
     f.signer
         .extra
         .insert("max_unpacked_size".into(), bytes.to_string());
+    // `max_code_file_size` has its default in the formats crate.
+    if let Some(v) = f.signer.extra.get("max_code_file_size") {
+        let bytes = size_of(r, f, "max_code_file_size", v)?;
+        f.signer
+            .extra
+            .insert("max_code_file_size".into(), bytes.to_string());
+    }
     Ok(())
+}
+
+/// The format's size setting `key` = `v` as bytes.
+fn size_of(r: &Reader<'_>, f: &Format, key: &str, v: &str) -> Result<u64, ConfigError> {
+    parse_size(v).ok_or_else(|| {
+        r.err(
+            f.line,
+            format!(
+                "[format:{}] {key}: {v:?} is not a size (bytes, or with K, M or G)",
+                f.signer.name
+            ),
+        )
+    })
 }

@@ -95,6 +95,12 @@ pub struct ServerConfig {
     pub concurrency: usize,
     /// Jobs queued or running before uploads get 503.
     pub max_queue: usize,
+    /// Of those, most held by one peer address (default: half of
+    /// `max_queue`, at least 1).
+    pub max_queue_per_peer: usize,
+    /// An upload's file slower than this (bytes per second, averaged from
+    /// its start, after [`UPLOAD_RATE_GRACE`]) is cut off with 408; 0: never.
+    pub min_upload_rate: u64,
     /// A client silent this long (while sending headers, or between two
     /// pieces of an upload) is cut off: slow clients cannot hold connections.
     pub idle_timeout: Duration,
@@ -186,6 +192,12 @@ pub const DEFAULT_PORT: u16 = 9110;
 pub const DEFAULT_MAX_FILESIZE: u64 = 2 << 30;
 /// Default scratch space budget of all jobs together: 16 GiB.
 pub const DEFAULT_MAX_SCRATCH: u64 = 16 << 30;
+/// The default `min_upload_rate`: 16 KiB/s (a build machine on a 1 Mbit/s
+/// link sends 8 times that).
+pub const DEFAULT_MIN_UPLOAD_RATE: u64 = 16 << 10;
+/// `min_upload_rate` applies from this long after a file's first byte.
+pub const UPLOAD_RATE_GRACE: Duration = Duration::from_secs(10);
+
 /// An `.app` tarball may unpack to this many times its format's `max_filesize`
 /// unless the format sets `max_unpacked_size`.
 pub const UNPACKED_PER_UPLOAD: u64 = 4;
@@ -303,6 +315,8 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
         "long_poll",
         "concurrency",
         "max_queue",
+        "max_queue_per_peer",
+        "min_upload_rate",
         "idle_timeout",
         "form_timeout",
         "max_scratch",
@@ -324,6 +338,8 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
     let mut long_poll = Duration::from_secs(60);
     let mut concurrency = cores;
     let mut max_queue = 64;
+    let mut max_queue_per_peer = None;
+    let mut min_upload_rate = DEFAULT_MIN_UPLOAD_RATE;
     let mut idle_timeout = Duration::from_secs(60);
     let mut form_timeout = Duration::from_secs(20);
     let mut max_scratch = DEFAULT_MAX_SCRATCH;
@@ -360,6 +376,14 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
                     return Err(r.err(e.line, "max_queue: must be at least 1"));
                 }
             }
+            "max_queue_per_peer" => {
+                let n: usize = r.number(e, "a whole number")?;
+                if n == 0 {
+                    return Err(r.err(e.line, "max_queue_per_peer: must be at least 1"));
+                }
+                max_queue_per_peer = Some(n);
+            }
+            "min_upload_rate" => min_upload_rate = r.size(e)?,
             "idle_timeout" => {
                 idle_timeout = r.seconds(e)?;
                 if idle_timeout.is_zero() {
@@ -408,6 +432,10 @@ fn read_server(r: &Reader<'_>, s: &Section) -> Result<ServerConfig, ConfigError>
         long_poll,
         concurrency,
         max_queue,
+        max_queue_per_peer: max_queue_per_peer
+            .unwrap_or(max_queue.div_ceil(2))
+            .min(max_queue),
+        min_upload_rate,
         idle_timeout,
         form_timeout,
         max_scratch,

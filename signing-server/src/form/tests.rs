@@ -135,6 +135,46 @@ fn an_endless_preamble_is_refused() {
 }
 
 #[test]
+fn a_long_preamble_is_refused_even_with_its_boundary_in_the_same_piece() {
+    let mut input = vec![b'x'; 9000];
+    input.extend_from_slice(&body(&[("a", None, b"1")]));
+    let mut p = Parser::new(B, Limits::default()).unwrap();
+    p.push(&input);
+    assert_eq!(p.next(true), Err(FormError::HeadTooLong(8192)));
+    // 8 KiB of it is fine.
+    let mut input = vec![b'x'; 8192];
+    input.extend_from_slice(b"\r\n");
+    input.extend_from_slice(&body(&[("a", None, b"1")]));
+    assert_eq!(parse(&input, input.len()).unwrap().len(), 1);
+}
+
+#[test]
+fn every_parsed_byte_is_counted() {
+    let input = body(&[("a", None, b"12345"), ("", None, b"")]);
+    let mut p = Parser::new(B, Limits::default()).unwrap();
+    p.push(&input);
+    let mut seen = Vec::new();
+    loop {
+        match p.next(true).unwrap() {
+            Event::End => break,
+            e => seen.push((e, p.consumed())),
+        }
+    }
+    let head = format!("--{B}\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n").len() as u64;
+    assert!(
+        matches!(seen[0], (Event::Part(_), n) if n == head),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(seen[1], (Event::Data(_), n) if n == head + 5),
+        "{seen:?}"
+    );
+    // Up to the closing boundary's `--`: all of it.
+    let (_, last) = seen.last().unwrap();
+    assert_eq!(*last, (input.len() - "--\r\n".len()) as u64);
+}
+
+#[test]
 fn malformed_bodies_are_errors_not_panics() {
     let cases: &[(&[u8], &str)] = &[
         (b"", "no boundary"),

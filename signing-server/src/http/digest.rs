@@ -81,12 +81,10 @@ pub(super) async fn sign_digest(
     let field = |name: &str| field(&fields, name);
     let sec = &dynamic.security;
     let token = verify_token(&state, sec, peer, &format, field("token").unwrap_or(""))?;
-    let slot = state.queue.reserve().ok_or_else(|| {
-        Refusal::busy(
-            "queue_full",
-            "too much work queued; try again later or use another host",
-        )
-    })?;
+    let slot = state
+        .queue
+        .reserve(peer)
+        .map_err(super::upload::queue_busy)?;
     let filename = field("filename").unwrap_or("").to_string();
     check_filename(sec, &filename)?;
     let input = parse_input(spec, &fields).map_err(|m| Refusal::bad("bad_digest", m))?;

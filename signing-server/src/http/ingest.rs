@@ -11,6 +11,7 @@
 //! the work.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::http::{header, StatusCode};
 use futures_util::Stream;
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::upload::next_event;
 use super::Refusal;
+use crate::config::UPLOAD_RATE_GRACE;
 use crate::form::{Event, Form};
 use crate::state::{AppState, FormatEntry};
 use crate::store::TempPath;
@@ -81,8 +83,17 @@ where
     };
     let received = async {
         let mut size: u64 = 0;
+        let started = tokio::time::Instant::now();
         loop {
-            let chunk = match next_event(state, form, None).await? {
+            let next = next_event(state, form, None);
+            let event = match rate_due(started, size, state.min_upload_rate) {
+                None => next.await?,
+                Some(due) => match tokio::time::timeout_at(due, next).await {
+                    Ok(event) => event?,
+                    Err(_) => return Err(too_slow(state.min_upload_rate, size, started)),
+                },
+            };
+            let chunk = match event {
                 Event::Data(c) => c,
                 Event::PartEnd | Event::Part(_) | Event::End | Event::NeedMore => return Ok(size),
             };
@@ -130,6 +141,30 @@ where
         sha256,
         file,
     })
+}
+
+/// When the next piece of a file of which `size` bytes came since `started`
+/// must arrive for it to average `rate` bytes/s, after the grace; `None` when
+/// there is no floor.
+fn rate_due(started: tokio::time::Instant, size: u64, rate: u64) -> Option<tokio::time::Instant> {
+    if rate == 0 {
+        return None;
+    }
+    Some(started + UPLOAD_RATE_GRACE + Duration::from_secs_f64(size as f64 / rate as f64))
+}
+
+/// `408`: the file comes slower than `min_upload_rate`; the connection is
+/// closed (so its queue place is not held by a trickle).
+fn too_slow(rate: u64, size: u64, started: tokio::time::Instant) -> Refusal {
+    Refusal::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "too_slow",
+        format!(
+            "upload too slow: {size} bytes in {} s, the floor is {rate} bytes/s (min_upload_rate)",
+            started.elapsed().as_secs()
+        ),
+    )
+    .with(header::CONNECTION, "close")
 }
 
 /// `413`: the upload passes the format's limit; the connection is closed.

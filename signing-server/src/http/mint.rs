@@ -10,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use base64::Engine as _;
+use zeroize::Zeroizing;
 
 use super::{now, ApiResult, Refusal};
 use crate::auth;
@@ -23,8 +24,9 @@ const TOKEN_FORM_LIMIT: usize = 4096;
 /// nothing is decided on it), cleaned and cut.
 fn claimed_user(authz: Option<&str>) -> String {
     let user = authz
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .and_then(|(_, b)| {
             base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
                 .ok()
@@ -39,6 +41,15 @@ fn claimed_user(authz: Option<&str>) -> String {
         })
         .unwrap_or_default();
     clean(&user.chars().take(64).collect::<String>())
+}
+
+/// Whether `ip` can be one build machine's address: not `0.0.0.0` or `::`
+/// (no peer ever has them), not multicast or broadcast.
+fn one_host(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
 }
 
 /// The formats a new token is limited to: those asked for (`formats=a,b`),
@@ -135,7 +146,7 @@ impl Minter {
 
 pub(super) async fn authenticate(
     state: &AppState,
-    dynamic: &crate::state::Dynamic,
+    dynamic: &std::sync::Arc<crate::state::Dynamic>,
     req: Request,
 ) -> Result<Minter, Refusal> {
     let sec = &dynamic.security;
@@ -161,7 +172,8 @@ pub(super) async fn authenticate(
         ));
     }
     let per_minute = sec.mint_failures_per_minute;
-    if let Err(wait) = state.mint_throttle.check(peer, per_minute) {
+    // One attempt taken now, given back if it succeeds.
+    if let Err(wait) = state.mint_throttle.take(peer, per_minute) {
         state.metrics.inc(
             "signing_token_mint_refused_total",
             &[("reason", "throttled")],
@@ -180,8 +192,29 @@ pub(super) async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let Some(user) = auth::check_basic(authz, &sec.new_token_auth) else {
-        state.mint_throttle.failed(peer, per_minute);
+    // argon2 takes tens of milliseconds of CPU: on a blocking thread, so a
+    // burst of wrong passwords never stalls the async workers.
+    let checked = {
+        let (dynamic, header) = (
+            dynamic.clone(),
+            authz.map(|a| Zeroizing::new(a.to_string())),
+        );
+        tokio::task::spawn_blocking(move || {
+            auth::check_basic(
+                header.as_deref().map(|h| h.as_str()),
+                &dynamic.security.new_token_auth,
+            )
+        })
+        .await
+        .map_err(|e| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("password check failed: {e}"),
+            )
+        })?
+    };
+    let Some(user) = checked else {
         state.metrics.inc(
             "signing_token_mint_refused_total",
             &[("reason", "credentials")],
@@ -194,6 +227,7 @@ pub(super) async fn authenticate(
         )
         .with(header::WWW_AUTHENTICATE, "Basic realm=\"signing-server\""));
     };
+    state.mint_throttle.succeeded(peer, per_minute);
     let body = axum::body::to_bytes(req.into_body(), TOKEN_FORM_LIMIT)
         .await
         .map_err(|_| {
@@ -214,7 +248,9 @@ pub(super) async fn authenticate(
             .otp_replays
             .check(&minter.user, secret, minter.field("otp"), now());
         if let Err(e) = checked {
-            state.mint_throttle.failed(peer, per_minute);
+            // A failed attempt for the throttle, as a wrong password is (the
+            // attempt the password took was given back).
+            let _ = state.mint_throttle.take(peer, per_minute);
             state
                 .metrics
                 .inc("signing_token_mint_refused_total", &[("reason", e.label())]);
@@ -241,7 +277,16 @@ fn ip_and_duration(m: &Minter, max_token_age: u64) -> Result<(IpAddr, u64), Refu
             )
         })?
         .parse()
+        .map(auth::canonical)
         .map_err(|_| Refusal::bad("mint_form", "slave_ip is not an IP address"))?;
+    if !one_host(ip) {
+        return Err(Refusal::bad(
+            "mint_form",
+            format!(
+                "slave_ip {ip} is not one machine's address (unspecified, multicast or broadcast)"
+            ),
+        ));
+    }
     let duration: u64 = m
         .field("duration")
         .ok_or_else(|| Refusal::bad("mint_form", "duration missing (seconds)"))?
@@ -326,4 +371,39 @@ pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request)
         token,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lower_case_basic_scheme_is_logged_with_its_user() {
+        for scheme in ["Basic", "basic", "BASIC"] {
+            let header = format!(
+                "{scheme} {}",
+                base64::engine::general_purpose::STANDARD.encode("alice:pw")
+            );
+            assert_eq!(claimed_user(Some(&header)), "alice", "{scheme}");
+        }
+        assert_eq!(claimed_user(Some("Bearer abc")), "");
+    }
+
+    #[test]
+    fn tokens_are_minted_only_for_one_machine() {
+        for bad in [
+            "0.0.0.0",
+            "::",
+            "::ffff:0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "ff02::1",
+        ] {
+            let ip: IpAddr = bad.parse().unwrap();
+            assert!(!one_host(auth::canonical(ip)), "{bad}");
+        }
+        for good in ["10.0.0.5", "127.0.0.1", "2001:db8::1", "::1"] {
+            assert!(one_host(good.parse().unwrap()), "{good}");
+        }
+    }
 }

@@ -23,7 +23,7 @@ use super::ingest::{receive, storage_error, too_large};
 use super::{now, ApiResult, Refusal};
 use crate::auth;
 use crate::form::{self, Event, Form, FormError};
-use crate::queue::{Job, Slot, Submit, Upload};
+use crate::queue::{Busy, Job, Slot, Submit, Upload};
 use crate::state::{AppState, Peer};
 use crate::store::is_hex_digest;
 
@@ -31,9 +31,12 @@ use crate::store::is_hex_digest;
 const FIELD_LIMIT: usize = 4096;
 /// Longest part header block.
 const PART_HEAD_LIMIT: usize = 8 * 1024;
-/// Most bytes of form (heads and fields) before `filedata`; also the slack
-/// for multipart framing when checking Content-Length up front.
+/// Most bytes of form before `filedata` (every byte: boundaries, padding,
+/// part headers, values, parts not kept); also the slack for multipart
+/// framing when checking Content-Length up front. The same after the file.
 const FORM_LIMIT: u64 = 64 * 1024;
+/// Most parts before `filedata` (our clients send at most six), and after it.
+const MAX_PARTS: usize = 32;
 /// Longest a refused upload is drained, and how much of it at most.
 const LINGER_TIME: Duration = Duration::from_secs(5);
 const LINGER_BYTES: u64 = 64 << 20;
@@ -185,9 +188,8 @@ pub(super) async fn upload(
         .map_err(|e| storage_error(&e))?
     {
         Submit::Queued => {}
-        Submit::Duplicate => {
-            tracing::debug!(input_sha256 = %sha256, "already signed or pending: not signed again")
-        }
+        // Audited by the queue.
+        Submit::Duplicate => {}
     }
     let mut nonce = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut nonce);
@@ -200,34 +202,35 @@ pub(super) async fn upload(
 }
 
 /// The next form event, within `idle_timeout` of the last piece and, while
-/// reading the fields, before `deadline`.
+/// reading the fields, before `deadline` (with where they are: `before
+/// filedata`, `after filedata`, for its 408).
 pub(super) async fn next_event<S, E>(
     state: &AppState,
     form: &mut Form<S>,
-    deadline: Option<tokio::time::Instant>,
+    deadline: Option<(tokio::time::Instant, &str)>,
 ) -> Result<Event, Refusal>
 where
     S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let idle_end = tokio::time::Instant::now() + state.idle_timeout;
-    let (end, by_deadline) = match deadline {
-        Some(d) if d < idle_end => (d, true),
-        _ => (idle_end, false),
+    let (end, fields) = match deadline {
+        Some((d, fields)) if d < idle_end => (d, Some(fields)),
+        _ => (idle_end, None),
     };
-    match tokio::time::timeout_at(end, form.next()).await {
-        Ok(Ok(event)) => Ok(event),
-        Ok(Err(e)) => Err(form_refusal(e)),
-        Err(_) if by_deadline => Err(Refusal::new(
+    match (tokio::time::timeout_at(end, form.next()).await, fields) {
+        (Ok(Ok(event)), _) => Ok(event),
+        (Ok(Err(e)), _) => Err(form_refusal(e)),
+        (Err(_), Some(fields)) => Err(Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
             "form_timeout",
             format!(
-                "the form fields before filedata took longer than {} s",
+                "the form fields {fields} took longer than {} s",
                 state.form_timeout.as_secs()
             ),
         )
         .with(header::CONNECTION, "close")),
-        Err(_) => Err(Refusal::new(
+        (Err(_), None) => Err(Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
             "idle_timeout",
             format!(
@@ -271,9 +274,9 @@ where
     let deadline = tokio::time::Instant::now() + state.form_timeout;
     let mut fields = Fields::default();
     let mut current: Option<(String, Vec<u8>)> = None;
-    let mut total: u64 = 0;
+    let mut parts = 0;
     loop {
-        match next_event(state, form, Some(deadline)).await? {
+        match next_event(state, form, Some((deadline, "before filedata"))).await? {
             Event::PartEnd => {
                 if let Some((name, value)) = current.take() {
                     complete(state, sec, peer, format, &mut fields, &name, value)?;
@@ -283,12 +286,10 @@ where
                 if head.name == "filedata" {
                     return Ok((fields, head.filename));
                 }
-                total += (head.name.len() + head.filename.map_or(0, |f| f.len())) as u64;
+                parts += 1;
                 current = Some((head.name, Vec::new()));
             }
-            Event::Data(piece) => {
-                total += append(&mut current, &piece).map_err(Refusal::drained)?;
-            }
+            Event::Data(piece) => append(&mut current, &piece).map_err(Refusal::drained)?,
             Event::End | Event::NeedMore => {
                 if let Some((name, value)) = current.take() {
                     complete(state, sec, peer, format, &mut fields, &name, value)?;
@@ -298,21 +299,33 @@ where
                 );
             }
         }
-        if total > FORM_LIMIT {
-            return Err(Refusal::bad(
-                "form_too_long",
-                format!("the form fields before filedata pass {FORM_LIMIT} bytes"),
-            )
-            .drained());
-        }
+        form_bounds(form.consumed(), parts, "before").map_err(Refusal::drained)?;
     }
 }
 
+/// Refuses a form whose part of `consumed` bytes and `parts` parts before
+/// (or after) the file passes [`FORM_LIMIT`] or [`MAX_PARTS`].
+fn form_bounds(consumed: u64, parts: usize, side: &str) -> Result<(), Refusal> {
+    if consumed > FORM_LIMIT {
+        return Err(Refusal::bad(
+            "form_too_long",
+            format!("the form {side} filedata passes {FORM_LIMIT} bytes"),
+        ));
+    }
+    if parts > MAX_PARTS {
+        return Err(Refusal::bad(
+            "form_too_long",
+            format!("the form has more than {MAX_PARTS} parts {side} filedata"),
+        ));
+    }
+    Ok(())
+}
+
 /// Adds `piece` to the text field being read (none: a part not kept), within
-/// [`FIELD_LIMIT`]; returns how many bytes it added.
-fn append(current: &mut Option<(String, Vec<u8>)>, piece: &[u8]) -> Result<u64, Refusal> {
+/// [`FIELD_LIMIT`].
+fn append(current: &mut Option<(String, Vec<u8>)>, piece: &[u8]) -> Result<(), Refusal> {
     let Some((name, value)) = current else {
-        return Ok(0);
+        return Ok(());
     };
     if value.len() + piece.len() > FIELD_LIMIT {
         return Err(Refusal::bad(
@@ -321,7 +334,7 @@ fn append(current: &mut Option<(String, Vec<u8>)>, piece: &[u8]) -> Result<u64, 
         ));
     }
     value.extend_from_slice(piece);
-    Ok(piece.len() as u64)
+    Ok(())
 }
 
 /// Acts on a complete text field: the token is verified at once and, once
@@ -346,13 +359,10 @@ fn complete(
                 // file is read: a burst of uploads costs neither disk nor
                 // bandwidth beyond `max_queue` of them, and uploads without
                 // a valid token hold none.
-                let slot = state.queue.reserve().ok_or_else(|| {
-                    Refusal::busy(
-                        "queue_full",
-                        "too much work queued; try again later or use another host",
-                    )
-                    .drained()
-                })?;
+                let slot = state
+                    .queue
+                    .reserve(peer)
+                    .map_err(|b| queue_busy(b).drained())?;
                 fields.slot = Some(slot);
             }
             fields.token = Some(token);
@@ -364,6 +374,21 @@ fn complete(
         _ => {}
     }
     Ok(())
+}
+
+/// `503` + `Retry-After` for a place [`crate::queue::Queue::reserve`] did not give.
+pub(super) fn queue_busy(busy: Busy) -> Refusal {
+    match busy {
+        Busy::Full => Refusal::busy(
+            "queue_full",
+            "too much work queued; try again later or use another host",
+        ),
+        Busy::PeerShare => Refusal::busy(
+            "peer_queue_share",
+            "this address already holds its share of the queue (max_queue_per_peer); \
+             try again once its uploads are done, or use another host",
+        ),
+    }
 }
 
 /// Checks a request's token: valid (MAC, time, bound to `peer`) and, when
@@ -455,14 +480,15 @@ where
     let deadline = tokio::time::Instant::now() + state.form_timeout;
     let mut current: Option<(String, Vec<u8>)> = None;
     let mut sha256: Option<Vec<u8>> = None;
-    let mut total = 0u64;
+    let start = form.consumed();
+    let mut parts = 0;
     loop {
-        match next_event(state, form, Some(deadline)).await? {
+        match next_event(state, form, Some((deadline, "after filedata"))).await? {
             Event::Part(head) => {
-                total += head.name.len() as u64;
+                parts += 1;
                 current = Some((head.name, Vec::new()));
             }
-            Event::Data(piece) => total += append(&mut current, &piece)?,
+            Event::Data(piece) => append(&mut current, &piece)?,
             Event::PartEnd => {
                 if let Some((name, value)) = current.take() {
                     if name == "sha256" {
@@ -472,12 +498,7 @@ where
             }
             Event::End | Event::NeedMore => break,
         }
-        if total > FORM_LIMIT {
-            return Err(Refusal::bad(
-                "form_too_long",
-                format!("the form fields after filedata pass {FORM_LIMIT} bytes"),
-            ));
-        }
+        form_bounds(form.consumed() - start, parts, "after")?;
     }
     let text = sha256.ok_or_else(no_hash)?;
     let text = String::from_utf8(text)
