@@ -6,7 +6,7 @@
 //!
 //! - gpg: the SHA-256 state after the file (kept from the hash every file
 //!   gets anyway, so the file is read once); the armoured signature is
-//!   checked to cover that state ([`formats::digest_signing::gpg_check`]).
+//!   checked to cover that state ([`formats::gpg::check_from_state`]).
 //! - mar: the signed MAR is written to a temp file with a placeholder, its
 //!   digest sent; the signature must verify with the public key the server
 //!   sent before it is written over the placeholder.
@@ -282,7 +282,7 @@ async fn finish(
     let bad = |e: formats::SignError| retry(format!("{e}; not written"));
     match prep {
         Prepared::Gpg(state) => {
-            if let Err(e) = formats::digest_signing::gpg_check(sig, &state) {
+            if let Err(e) = formats::gpg::check_from_state(sig, &state) {
                 return Err((Some(Prepared::Gpg(state)), bad(e)));
             }
             let written = write_temp(on, sig).await;
