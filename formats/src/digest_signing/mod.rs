@@ -27,7 +27,6 @@ mod tests;
 
 pub use sha256::Sha256State;
 
-
 /// What a client computes for a format that signs digests (told in /health).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigestSpec {
