@@ -124,10 +124,17 @@ impl Audit {
         }
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
-        let written = file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .write_all(&bytes);
+        let written = {
+            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+            let before = f.metadata().map(|m| m.len());
+            let w = f.write_all(&bytes);
+            // A line is whole or absent: a short write (a full disk) is cut
+            // off again, so the next line does not continue it.
+            if let (Err(_), Ok(len)) = (&w, before) {
+                let _ = f.set_len(len);
+            }
+            w
+        };
         match &written {
             Ok(()) => self.failing.store(false, Ordering::Relaxed),
             Err(e) => {
