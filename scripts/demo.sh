@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
 say "building"
-cargo build --workspace --bins --locked -q
+# The same build as scripts/test.sh (binaries and tests: one feature set), so running
+# one after the other never rebuilds the dependencies.
+cargo build --workspace --bins --tests --locked -q
 bin="$CARGO_TARGET_DIR/debug"
 
 work=$(mktemp -d)

@@ -5,7 +5,7 @@
 # a crash was found. Exits 1 if any target crashed (the input is left in
 # formats/fuzz/artifacts/TARGET/), 2 if the build fails.
 #
-#   scripts/fuzz.sh            # CI: 60 s per target (18 targets, ~18 min)
+#   scripts/fuzz.sh            # CI: 60 s per target (19 targets, ~19 min)
 #   scripts/fuzz.sh 3600       # nightly-style: one hour per target
 #   FUZZ_SANITIZER=address scripts/fuzz.sh 600   # with AddressSanitizer
 #   FUZZ_TARGETS="gpg_key config" scripts/fuzz.sh 300   # some targets only

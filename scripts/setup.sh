@@ -27,6 +27,9 @@ apt_install() {
 }
 
 apt_install ca-certificates gnupg gpgv curl openssl python3 python3-venv python3-pip
+# oathtool: the TOTP codes of the second-factor tests (tests/tests/second_factor.rs,
+# approval.rs) come from it, never from the server's own code.
+apt_install oathtool
 
 if ! command -v cargo >/dev/null 2>&1; then
     say "no cargo found: installing Debian's Rust toolchain (rustup's is preferred; needs Rust >= 1.88)"
@@ -64,6 +67,10 @@ apt_install softhsm2 opensc
 # rpm: rpmbuild makes the tests' packages, rpmkeys checks our signatures; apt-utils:
 # apt-ftparchive makes the tests' apt repository (dpkg-deb and apt-get are always there).
 apt_install rpm apt-utils
+# --- transparency log (issue 27) ---
+# Go's own golang.org/x/mod/sumdb/{note,tlog} check our log in tests/tests/tlog.rs (built
+# offline in GOPATH mode from the Debian package's sources; the server never runs Go).
+apt_install golang-go golang-golang-x-mod-dev
 # rcodesign (apple-codesign's CLI), for the tests' cross-check only: built once into the cache
 # (`cargo install`, no notarization features: several minutes on 2 cores). The server never runs it.
 : "${SIGNING_RCODESIGN_ROOT:=$SIGNING_CACHE/rcodesign}"

@@ -297,6 +297,42 @@ pub fn rpm_headers(data: &[u8]) -> Result<(), SignError> {
     Ok(())
 }
 
+/// The transparency log's parsers of remote input: a tile path (what a
+/// client asks the server for), a signed note and a checkpoint (what
+/// signtool reads from a host), an entry bundle. Every input is tried as
+/// each; whatever parses must round-trip.
+pub fn tlog_parse(data: &[u8]) -> Result<(), SignError> {
+    use crate::tlog::{tile, Checkpoint, NoteKey};
+    let text = String::from_utf8_lossy(data);
+    if let Some(t) = tile::Tile::parse(&text) {
+        assert_eq!(
+            t.path(),
+            text,
+            "a parsed tile path is its canonical spelling"
+        );
+        assert!(!text.contains("..") && !text.contains("//") && !text.starts_with('/'));
+    }
+    if let Ok(cp) = Checkpoint::parse(&text) {
+        assert_eq!(Checkpoint::parse(&cp.text()).as_ref(), Ok(&cp));
+    }
+    // A fixed key: a note it signed must open, and no input may panic.
+    let key = NoteKey::from_seed("fuzz.example/log", &[7u8; 32]).map_err(SignError::Config)?;
+    let _ = key.verifier().open(&text);
+    if text.ends_with('\n') {
+        if let Ok(note) = key.sign(&text) {
+            assert_eq!(key.verifier().open(&note), Ok(&*text));
+        }
+    }
+    if let Some(entries) = tile::split_bundle(data) {
+        let mut again = Vec::new();
+        for e in &entries {
+            assert!(tile::push_entry(&mut again, e));
+        }
+        assert_eq!(again, data, "a bundle round-trips");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -344,6 +380,9 @@ mod tests {
         }
         for (p, d) in seeds("appx_zip") {
             super::appx_zip(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        for (p, d) in seeds("tlog_parse") {
+            super::tlog_parse(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         }
         for (p, d) in seeds("script_scan") {
             super::script_scan(&d).unwrap_or_else(|e| panic!("{}: {e}", p.display()));

@@ -42,6 +42,7 @@ pub mod rpm;
 pub mod scratch;
 pub(crate) mod signed_data;
 pub mod timestamp;
+pub mod tlog;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -120,6 +121,13 @@ pub trait Signer: Send + Sync {
 
     /// A public identifier of the key (a fingerprint): safe for logs.
     fn key_id(&self) -> String;
+
+    /// The key as the transparency log names it: the SHA-256 hex of its
+    /// SubjectPublicKeyInfo DER (X.509 signers), or an OpenPGP key's v4
+    /// fingerprint (the default: gpg and rpm's `key_id`).
+    fn log_key_id(&self) -> String {
+        self.key_id()
+    }
 
     /// What the result is: the signed file (the default) or a detached signature.
     fn output(&self) -> Output {

@@ -7,6 +7,11 @@
 //! formats carries them inside the MAC'd text, after the chaff:
 //! `IP:VALID_FROM:VALID_TO:CHAFF;FORMAT,FORMAT!MAC` (format names never hold
 //! `;`, `,`, `:` or `!`); a token without a scope is valid for every format.
+//! A token minted with a second factor, or approved by a second person
+//! (`crate::approval`), names who made it after its scope, each name in
+//! base64url, and `+t` when every one of them gave a one-time code:
+//! `…[;FORMATS]~USER[.APPROVER][+t]!MAC` (`~`, `.` and `+` never occur in
+//! base64url, format names or the chaff's standard base64 before it).
 //!
 //! Every secret comparison here is constant-time: MACs through
 //! `Mac::verify_slice`, passwords through `subtle` on fixed-length digests
@@ -14,7 +19,7 @@
 
 use std::net::IpAddr;
 
-use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use ipnet::IpNet;
@@ -95,6 +100,30 @@ pub struct Token {
     pub chaff: String,
     /// The formats it may sign with; `None`: all of them.
     pub formats: Option<Vec<String>>,
+    /// Who made it, for a token minted with a second factor or approved by
+    /// a second person (`None`: a token as Mozilla's protocol has them).
+    pub minted_by: Option<MintedBy>,
+}
+
+impl Token {
+    /// Whether a second person approved it.
+    pub fn approved(&self) -> bool {
+        self.minted_by
+            .as_ref()
+            .is_some_and(|m| m.approver.is_some())
+    }
+}
+
+/// Who made a token (each authenticated when it was made), as its audit
+/// records name them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintedBy {
+    /// Who minted it, or asked for it (`POST /token`).
+    pub user: String,
+    /// Who approved it (`POST /token/approve`): never `user`.
+    pub approver: Option<String>,
+    /// Every one of them gave a one-time code (TOTP).
+    pub second_factor: bool,
 }
 
 impl Token {
@@ -130,6 +159,29 @@ pub fn mint(
     valid_to: u64,
     formats: Option<&[String]>,
 ) -> String {
+    mint_with(secret, ip, (valid_from, valid_to), formats, None)
+}
+
+/// Mints a token that names who made it (`minted_by`): one minted with a
+/// second factor, or a two-person token (then scoped to `formats`).
+pub fn mint_by(
+    secret: &SecretString,
+    ip: IpAddr,
+    valid_from: u64,
+    valid_to: u64,
+    formats: Option<&[String]>,
+    minted_by: &MintedBy,
+) -> String {
+    mint_with(secret, ip, (valid_from, valid_to), formats, Some(minted_by))
+}
+
+fn mint_with(
+    secret: &SecretString,
+    ip: IpAddr,
+    (valid_from, valid_to): (u64, u64),
+    formats: Option<&[String]>,
+    minted_by: Option<&MintedBy>,
+) -> String {
     let mut chaff = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut chaff);
     let mut payload = format!(
@@ -143,12 +195,46 @@ pub fn mint(
         payload.push(';');
         payload.push_str(&list.join(","));
     }
+    if let Some(m) = minted_by {
+        payload.push('~');
+        payload.push_str(&URL_SAFE_NO_PAD.encode(&m.user));
+        if let Some(approver) = &m.approver {
+            payload.push('.');
+            payload.push_str(&URL_SAFE_NO_PAD.encode(approver));
+        }
+        if m.second_factor {
+            payload.push_str("+t");
+        }
+    }
     let mut m = mac(secret);
     m.update(payload.as_bytes());
     format!(
         "{payload}!{}",
         STANDARD_NO_PAD.encode(m.finalize().into_bytes())
     )
+}
+
+/// `USER[.APPROVER][+t]`, each name base64url.
+fn parse_minted_by(text: &str) -> Option<MintedBy> {
+    let (names, second_factor) = match text.strip_suffix("+t") {
+        Some(names) => (names, true),
+        None => (text, false),
+    };
+    let name = |b64: &str| {
+        URL_SAFE_NO_PAD
+            .decode(b64)
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+    };
+    let (user, approver) = match names.split_once('.') {
+        Some((user, approver)) => (user, Some(name(approver)?)),
+        None => (names, None),
+    };
+    Some(MintedBy {
+        user: name(user)?,
+        approver,
+        second_factor,
+    })
 }
 
 /// Checks a token as carried by a request from `peer` at time `now`.
@@ -184,6 +270,13 @@ pub fn verify(
         .map_err(|_| TokenError::Malformed)?;
     let valid_from: u64 = from.parse().map_err(|_| TokenError::Malformed)?;
     let valid_to: u64 = to.parse().map_err(|_| TokenError::Malformed)?;
+    let (last, minted_by) = match last.split_once('~') {
+        Some((rest, who)) => (
+            rest,
+            Some(parse_minted_by(who).ok_or(TokenError::Malformed)?),
+        ),
+        None => (last, None),
+    };
     let (chaff, formats) = match last.split_once(';') {
         Some((chaff, list)) => {
             let list: Vec<String> = list.split(',').map(str::to_string).collect();
@@ -223,7 +316,16 @@ pub fn verify(
         valid_to,
         chaff: chaff.to_string(),
         formats,
+        minted_by,
     })
+}
+
+/// The public id (the chaff) of a token this server minted, for the audit log.
+pub fn public_id(token: &str) -> String {
+    let payload = token.rsplit_once('!').map_or(token, |(p, _)| p);
+    let last = payload.rsplit(':').next().unwrap_or_default();
+    let chaff = last.split('~').next().unwrap_or_default();
+    chaff.split(';').next().unwrap_or_default().to_string()
 }
 
 /// An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, what a dual-stack socket
@@ -364,6 +466,52 @@ mod tests {
         // Unscoped tokens keep their meaning: every format.
         let all = verify(&mint(&good[0], ip, 100, 200, None), &good, ip, 150).unwrap();
         assert!(all.allows("anything") && all.formats.is_none());
+    }
+
+    #[test]
+    fn tokens_name_who_made_them_under_the_mac() {
+        let ip: IpAddr = IP.parse().unwrap();
+        let good = [s("secret-secret-secret")];
+        let scope = ["release".to_string()];
+        let people = MintedBy {
+            user: "alice".into(),
+            approver: Some("bob;!~".into()),
+            second_factor: true,
+        };
+        let t = mint_by(&good[0], ip, 100, 200, Some(&scope), &people);
+        assert!(t.contains(";release~") && t.contains("+t!"), "{t}");
+        assert_eq!(public_id(&t), verify(&t, &good, ip, 150).unwrap().chaff);
+        let ok = verify(&t, &good, ip, 150).unwrap();
+        assert_eq!(ok.minted_by.as_ref(), Some(&people));
+        assert!(ok.approved() && ok.allows("release") && !ok.allows("gpg"));
+        // Dropping the names, the second factor or swapping them breaks the MAC.
+        let (head, mac) = t.split_once('!').unwrap();
+        let (rest, who) = head.split_once('~').unwrap();
+        let (a, b) = who.trim_end_matches("+t").split_once('.').unwrap();
+        for forged in [
+            format!("{rest}!{mac}"),
+            format!("{}!{mac}", head.trim_end_matches("+t")),
+            format!("{rest}~{b}.{a}+t!{mac}"),
+        ] {
+            assert_eq!(
+                verify(&forged, &good, ip, 150),
+                Err(TokenError::BadMac),
+                "{forged}"
+            );
+        }
+        // One user with a second factor, unscoped.
+        let alone = MintedBy {
+            user: "carol".into(),
+            approver: None,
+            second_factor: true,
+        };
+        let t = mint_by(&good[0], ip, 100, 200, None, &alone);
+        let ok = verify(&t, &good, ip, 150).unwrap();
+        assert_eq!((ok.minted_by, ok.formats), (Some(alone), None));
+        assert!(verify(&mint(&good[0], ip, 100, 200, None), &good, ip, 150)
+            .unwrap()
+            .minted_by
+            .is_none());
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn proxy_header(data: &[u8]) {
     }
 }
 
-/// Tokens ([`auth::verify`]) and the Basic authorization header
+/// Tokens ([`auth::verify`]), approval requests ([`crate::approval::open`]) and the Basic authorization header
 /// ([`auth::check_basic`]): only tokens minted with the secrets verify, a
 /// minted token round-trips with its scope, and a changed MAC fails.
 pub fn token(data: &[u8]) {
@@ -105,6 +105,21 @@ pub fn token(data: &[u8]) {
     forged.push('A');
     assert!(auth::verify(&forged, &secrets, peer, NOW).is_err());
 
+    // Approval requests (issue 28): only ones made with these secrets open,
+    // and never past their expiry.
+    if let Ok(r) = crate::approval::open(text, &secrets, NOW) {
+        assert!(NOW <= r.expires);
+    }
+    // A token naming who made it keeps them through the round trip.
+    let by = auth::MintedBy {
+        user: "alice".into(),
+        approver: Some("bob".into()),
+        second_factor: true,
+    };
+    let named = auth::mint_by(&secrets[0], peer, NOW - 10, NOW + 10, Some(&scope), &by);
+    let t = auth::verify(&named, &secrets, peer, NOW).expect("a named token verifies");
+    assert_eq!(t.minted_by.as_ref(), Some(&by));
+
     let creds = [Credential {
         user: "user".into(),
         password: SecretString::from("pass"),
@@ -132,6 +147,19 @@ mod tests {
             n += 1;
         }
         assert!(n > 0, "no seeds in {}", dir.display());
+    }
+
+    /// The seeds of issue 28 reach the checks past the MAC.
+    #[test]
+    fn the_token_seeds_of_who_made_it_are_valid() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../formats/fuzz/seeds/token");
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        let secrets = [secrecy::SecretString::from("fuzz-secret-1")];
+        let peer = "192.0.2.7".parse().unwrap();
+        let t = crate::auth::verify(&read("approved"), &secrets, peer, 1_700_000_000).unwrap();
+        assert!(t.approved());
+        let r = crate::approval::open(&read("approval-request"), &secrets, 1_700_000_000);
+        assert_eq!(r.map(|r| r.requester), Ok("alice".to_string()));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! unlocked and probed (exit 1, naming the format), and only then is the
 //! port bound. See docs/ARCHITECTURE.md.
 
+pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod clean;
@@ -21,10 +22,13 @@ pub mod outcome;
 pub mod passphrase;
 pub mod proxy;
 pub mod queue;
+pub mod rate;
 pub mod reload;
 pub mod server;
 pub mod stall;
 pub mod state;
 pub mod store;
 pub mod throttle;
+pub mod tlog;
 pub mod token_keys;
+pub mod totp;

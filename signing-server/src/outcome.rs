@@ -2,6 +2,12 @@
 //! its metric and its log line: uploads (signed by the queue's jobs) and
 //! digest signings (`POST /digest`, signed by [`crate::queue::Queue::sign_digest`])
 //! alike. The answer to the client is made from the same [`Ended`].
+//!
+//! [`settle`] is the one gate between a signature and its release: its
+//! transparency log entry (with `[log]`) is durable and checkpointed, then its
+//! audit record is written; either failing turns the ending into
+//! [`Ended::Withheld`] (503 `log_unavailable` / `audit_unavailable`): nothing
+//! signed is released unlogged or unaudited.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -10,12 +16,17 @@ use formats::SignError;
 
 use crate::audit::{Audit, AuditRecord};
 use crate::metrics::Metrics;
+use crate::tlog::{Entry, Log};
 
 /// Who asked for a signing, and of what: what the audit log keeps.
 #[derive(Debug, Clone)]
 pub struct Signing {
     /// Format name.
     pub format: String,
+    /// The format's type (`gpg`, `authenticode`…), for the transparency log.
+    pub kind: String,
+    /// The signing key as the transparency log names it ([`formats::Signer::log_key_id`]).
+    pub key_id: String,
     /// Client's filename label.
     pub filename: String,
     /// Who asked.
@@ -29,6 +40,8 @@ pub struct Signing {
     pub input_sha256: String,
     /// Digest signing: the digest the client sent, hex; `None` for an upload.
     pub digest: Option<String>,
+    /// Who made the token, when it names them (second factor, two people).
+    pub minted_by: Option<crate::auth::MintedBy>,
 }
 
 /// How a signing ended.
@@ -42,6 +55,46 @@ pub enum Ended {
     Unavailable(String),
     /// Failed on our side (500).
     Failed(String),
+    /// Signed, but its log entry or audit record could not be written: not
+    /// released (503); another host, or later, may sign it.
+    Withheld(Withheld),
+}
+
+/// Why a signature was withheld.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Withheld {
+    /// Its transparency log entry could not be written.
+    Log(String),
+    /// Its audit record could not be written.
+    Audit(String),
+}
+
+impl Withheld {
+    /// The reason label of the 503 (`signing_refused_requests_total`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Withheld::Log(_) => "log_unavailable",
+            Withheld::Audit(_) => "audit_unavailable",
+        }
+    }
+
+    /// The client's message.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Withheld::Log(_) => {
+                "the transparency log cannot be written on this server, so nothing signed is released; use another host"
+            }
+            Withheld::Audit(_) => {
+                "the audit log cannot be written on this server, so nothing signed is released; use another host"
+            }
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            Withheld::Log(m) | Withheld::Audit(m) => m,
+        }
+    }
 }
 
 impl Ended {
@@ -62,7 +115,7 @@ impl Ended {
         match self {
             Ended::Signed(_) => "ok",
             Ended::Rejected(_) => "rejected",
-            Ended::Unavailable(_) | Ended::Failed(_) => "error",
+            Ended::Unavailable(_) | Ended::Failed(_) | Ended::Withheld(_) => "error",
         }
     }
 
@@ -70,18 +123,72 @@ impl Ended {
         match self {
             Ended::Signed(_) => None,
             Ended::Rejected(m) | Ended::Unavailable(m) | Ended::Failed(m) => Some(m),
+            Ended::Withheld(w) => Some(w.reason()),
         }
     }
 }
 
-/// Audits, counts and logs one ended signing.
-pub fn record(audit: &Audit, metrics: &Metrics, r: &Signing, ended: &Ended, took: Duration) {
-    let label = ended.label();
-    let output = match ended {
+/// The gate: for a signature, appends its transparency log entry (when
+/// there is a log) and waits until it is durable and checkpointed, then
+/// [`record`]s the ending. Returns the ending as released (a signature
+/// whose entry or record could not be written is [`Ended::Withheld`]) and
+/// the entry's index in the log.
+pub async fn settle(
+    audit: &Audit,
+    log: Option<&Log>,
+    metrics: &Metrics,
+    r: &Signing,
+    ended: Ended,
+    took: Duration,
+) -> (Ended, Option<u64>) {
+    let mut index = None;
+    let mut ended = ended;
+    if let (Ended::Signed(output), Some(log)) = (&ended, log) {
+        let entry = Entry {
+            format: &r.format,
+            kind: &r.kind,
+            mode: if r.digest.is_some() {
+                "digest"
+            } else {
+                "upload"
+            },
+            key: &r.key_id,
+            input_sha256: Some(&r.input_sha256),
+            signed_digest: r.digest.as_deref(),
+            output_sha256: output,
+            token_id: &r.token_id,
+            token_scope: &r.token_scope,
+        };
+        match log
+            .append(entry.to_bytes(std::time::SystemTime::now()))
+            .await
+        {
+            Ok(i) => index = Some(i),
+            Err(e) => {
+                ended = Ended::Withheld(Withheld::Log(crate::clean::clean(&format!(
+                    "signed but not released: {e}"
+                ))))
+            }
+        }
+    }
+    (record(audit, metrics, r, ended, took), index)
+}
+
+/// Audits, counts and logs one ended signing; returns the ending as
+/// released: a signature whose audit record could not be written is
+/// [`Ended::Withheld`].
+pub fn record(
+    audit: &Audit,
+    metrics: &Metrics,
+    r: &Signing,
+    ended: Ended,
+    took: Duration,
+) -> Ended {
+    let output = match &ended {
         Ended::Signed(sha256) => Some(sha256.as_str()),
         _ => None,
     };
-    audit.record(&AuditRecord {
+    let written = audit.record(&AuditRecord {
         peer: r.peer,
         token_id: &r.token_id,
         token_scope: &r.token_scope,
@@ -90,10 +197,16 @@ pub fn record(audit: &Audit, metrics: &Metrics, r: &Signing, ended: &Ended, took
         input_sha256: &r.input_sha256,
         output_sha256: output,
         duration: took,
-        outcome: label,
+        outcome: ended.label(),
         reason: ended.reason(),
         digest: r.digest.as_deref(),
+        minted_by: r.minted_by.as_ref(),
     });
+    let ended = match (ended, written) {
+        (Ended::Signed(_), Err(e)) => Ended::Withheld(Withheld::Audit(e.to_string())),
+        (ended, _) => ended,
+    };
+    let label = ended.label();
     match &r.digest {
         None => metrics.signed(&r.format, label, took),
         Some(_) => metrics.inc(
@@ -107,7 +220,7 @@ pub fn record(audit: &Audit, metrics: &Metrics, r: &Signing, ended: &Ended, took
         "upload"
     };
     let (format, input) = (&r.format, &r.input_sha256);
-    match ended {
+    match &ended {
         Ended::Signed(out) => {
             tracing::info!(%format, mode, input_sha256 = %input, digest = r.digest.as_deref().unwrap_or(""), output_sha256 = %out, "signed")
         }
@@ -117,7 +230,11 @@ pub fn record(audit: &Audit, metrics: &Metrics, r: &Signing, ended: &Ended, took
         Ended::Unavailable(reason) | Ended::Failed(reason) => {
             tracing::error!(%format, mode, input_sha256 = %input, "signing failed: {reason}")
         }
+        Ended::Withheld(w) => {
+            tracing::error!(%format, mode, input_sha256 = %input, "signed but withheld: {}", w.reason())
+        }
     }
+    ended
 }
 
 /// Audits an upload of an input already signed or being signed for its
@@ -125,7 +242,9 @@ pub fn record(audit: &Audit, metrics: &Metrics, r: &Signing, ended: &Ended, took
 /// output sha256 when it is done) is what the client will fetch; the record
 /// says who asked for it.
 pub fn record_duplicate(audit: &Audit, r: &Signing, earlier: Option<&str>) {
-    audit.record(&AuditRecord {
+    // Nothing new is released here (the earlier result had its own record),
+    // so a failure is logged, not withheld.
+    let written = audit.record(&AuditRecord {
         peer: r.peer,
         token_id: &r.token_id,
         token_scope: &r.token_scope,
@@ -137,6 +256,10 @@ pub fn record_duplicate(audit: &Audit, r: &Signing, earlier: Option<&str>) {
         outcome: "duplicate",
         reason: Some("already signed or being signed: the earlier result is served"),
         digest: None,
+        minted_by: r.minted_by.as_ref(),
     });
+    if let Err(e) = written {
+        tracing::error!(format = %r.format, input_sha256 = %r.input_sha256, "the audit record of a re-upload was not written: {e}");
+    }
     tracing::debug!(format = %r.format, input_sha256 = %r.input_sha256, "already signed or pending: not signed again");
 }

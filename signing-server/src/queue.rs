@@ -27,11 +27,12 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::audit::Audit;
 use crate::metrics::Metrics;
-use crate::outcome::{Ended, Signing};
+use crate::outcome::{Ended, Signing, Withheld};
 use crate::store::{Store, TempPath};
+use crate::tlog::Log;
 
 /// A finished, stored result.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ResultInfo {
     /// Where the signed output is.
     pub path: PathBuf,
@@ -41,6 +42,8 @@ pub struct ResultInfo {
     pub sha256: String,
     /// Size of the output.
     pub size: u64,
+    /// Its entry's index in the transparency log (`None`: no `[log]`).
+    pub log_index: Option<u64>,
 }
 
 enum State {
@@ -52,6 +55,9 @@ enum State {
     /// The key's token failed while signing it: the client should go to another host
     /// (503); an upload of the same input signs it again.
     Unavailable(String),
+    /// Signed, but its log entry or audit record could not be written: not
+    /// released (503); an upload of the same input signs it again.
+    Withheld(Withheld),
 }
 
 struct Entry {
@@ -83,6 +89,8 @@ pub enum Lookup {
     Rejected(String),
     /// The key's token failed while signing this input.
     Unavailable(String),
+    /// Signed, but not released: see [`Withheld`].
+    Withheld(Withheld),
     /// Never seen, expired, or failed on our side.
     Unknown,
 }
@@ -151,6 +159,8 @@ pub struct Job {
     pub sha1: Option<String>,
     /// Who asked and for what (format, input sha256, filename, peer, token).
     pub request: Signing,
+    /// The format's rate (`max_rate`): the job waits for its turn before it signs.
+    pub rate: Option<crate::rate::Turn>,
 }
 
 /// The queue, shared by all requests.
@@ -165,6 +175,8 @@ pub struct Queue {
     max_per_peer: usize,
     store: Store,
     audit: Arc<Audit>,
+    /// The transparency log, when `[log]` is configured.
+    log: Option<Log>,
     /// The scratch space budget all jobs share (`[server] max_scratch`).
     scratch: Arc<ScratchBudget>,
     metrics: Arc<Metrics>,
@@ -178,6 +190,7 @@ impl Queue {
         concurrency: usize,
         (max_queue, max_per_peer): (usize, usize),
         audit: Arc<Audit>,
+        log: Option<Log>,
         metrics: Arc<Metrics>,
         scratch: Arc<ScratchBudget>,
     ) -> Arc<Queue> {
@@ -190,6 +203,7 @@ impl Queue {
             max_per_peer,
             store,
             audit,
+            log,
             metrics,
             scratch,
         })
@@ -198,6 +212,16 @@ impl Queue {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// The transparency log, when there is one.
+    pub fn log(&self) -> Option<&Log> {
+        self.log.as_ref()
     }
 
     /// Uploads in progress plus jobs queued or running.
@@ -237,31 +261,42 @@ impl Queue {
     }
 
     /// Signs a digest (`POST /digest`) as a job would be signed: within
-    /// `concurrency`, audited and counted by [`crate::outcome::record`]. The
-    /// caller holds a queue place ([`Queue::reserve`]) meanwhile.
+    /// `concurrency`, logged, audited and counted by [`crate::outcome::settle`].
+    /// The caller's queue place (`slot`, [`Queue::reserve`]) is held while
+    /// it signs, and freed before the wait for the transparency log's
+    /// checkpoint (up to `checkpoint_interval`, no work: the places bound work,
+    /// and many signatures must share each checkpoint). The signature and its
+    /// index in the transparency log.
     pub async fn sign_digest(
         self: &Arc<Self>,
         signer: Arc<dyn Signer>,
         input: DigestInput,
         ctx: SignContext,
         request: &Signing,
-    ) -> Result<Vec<u8>, Ended> {
+        slot: Slot,
+    ) -> Result<(Vec<u8>, Option<u64>), Ended> {
         let started = Instant::now();
         let result = self
             .run_signing(move || signer.sign_digest(&input, &ctx))
             .await;
+        drop(slot);
         let ended = match &result {
             Ok(sig) => Ended::Signed(hex::encode(Sha256::digest(sig))),
             Err(e) => Ended::from_error(e),
         };
-        crate::outcome::record(
+        let (ended, index) = crate::outcome::settle(
             &self.audit,
+            self.log.as_ref(),
             &self.metrics,
             request,
-            &ended,
+            ended,
             started.elapsed(),
-        );
-        result.map_err(|_| ended)
+        )
+        .await;
+        match (result, ended) {
+            (Ok(sig), Ended::Signed(_)) => Ok((sig, index)),
+            (_, ended) => Err(ended),
+        }
     }
 
     /// Takes a place for `peer`'s upload or digest signing, unless
@@ -303,6 +338,7 @@ impl Queue {
             State::Done(r) => Lookup::Done(r.clone()),
             State::Rejected(m) => Lookup::Rejected(m.clone()),
             State::Unavailable(m) => Lookup::Unavailable(m.clone()),
+            State::Withheld(w) => Lookup::Withheld(w.clone()),
         }
     }
 
@@ -314,14 +350,15 @@ impl Queue {
             upload,
             sha1,
             request,
+            rate,
         } = job;
         let key = (request.format.clone(), request.input_sha256.clone());
         let (tx, rx) = watch::channel(false);
         {
             let mut inner = self.lock();
-            // A job that failed on a token fault is signed again.
+            // A job that failed on a token fault, or was withheld, is signed again.
             let (duplicate, earlier) = match inner.jobs.get_mut(&key) {
-                Some(e) if !matches!(e.state, State::Unavailable(_)) => {
+                Some(e) if !matches!(e.state, State::Unavailable(_) | State::Withheld(_)) => {
                     e.last_used = Instant::now();
                     let earlier = match &e.state {
                         State::Done(r) => Some(r.sha256.clone()),
@@ -371,6 +408,9 @@ impl Queue {
         let queue = Arc::clone(self);
         tokio::spawn(async move {
             let _place = slot;
+            if let Some(turn) = rate {
+                turn.wait(&request.format).await;
+            }
             let started = Instant::now();
             let store = queue.store.clone();
             let (f, sha) = key.clone();
@@ -388,15 +428,30 @@ impl Queue {
                 Ok(info) => Ended::Signed(info.sha256.clone()),
                 Err(e) => Ended::from_error(e),
             };
-            crate::outcome::record(
+            // Released (Done) only once logged and audited.
+            let (ended, index) = crate::outcome::settle(
                 &queue.audit,
+                queue.log.as_ref(),
                 &queue.metrics,
                 &request,
-                &ended,
+                ended,
                 started.elapsed(),
-            );
+            )
+            .await;
             let state = match (outcome, ended) {
-                (Ok(info), _) => Some(State::Done(Arc::new(info))),
+                (Ok(info), Ended::Signed(_)) => Some(State::Done(Arc::new(ResultInfo {
+                    log_index: index,
+                    ..info
+                }))),
+                (Ok(info), Ended::Withheld(w)) => {
+                    crate::store::remove_file(&info.path);
+                    Some(State::Withheld(w))
+                }
+                // `settle` turns a signature into Signed or Withheld only.
+                (Ok(info), _) => {
+                    crate::store::remove_file(&info.path);
+                    None
+                }
                 (Err(_), Ended::Rejected(reason)) => Some(State::Rejected(reason)),
                 (Err(_), Ended::Unavailable(reason)) => Some(State::Unavailable(reason)),
                 (Err(_), _) => None,
@@ -498,6 +553,7 @@ fn sign_one(
         sha1,
         sha256: out_sha256,
         size,
+        log_index: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! SIGHUP: re-read the config and put what can change without a restart in force.
 //!
-//! Reloaded: allow-lists, token secrets and minting credentials, token age,
+//! Reloaded: allow-lists, token secrets and minting credentials (with their
+//! TOTP secret files, approvers and each format's approvals and rate), token age,
 //! filename rules, size limits, `digest_signing`, long poll, cleanup timings, the TLS
 //! certificate, and formats whose key and signer settings are unchanged
 //! (their unlocked keys are kept; no passphrase is asked again).
@@ -41,6 +42,7 @@ pub fn initial(cfg: &Config, signers: Signers) -> Dynamic {
                 signer,
                 max_filesize: f.max_filesize,
                 digest_signing: f.digest_signing,
+                rate: f.rate,
                 config: f.signer.clone(),
                 key_digest: key_digest(&f.signer.key),
                 certs: crate::expiry::read(f.signer.cert.as_deref()),
@@ -138,6 +140,7 @@ pub fn apply(old: &Dynamic, old_server: &ServerConfig, new: &Config) -> Outcome 
                     signer: running.signer.clone(),
                     max_filesize: f.max_filesize,
                     digest_signing: f.digest_signing,
+                    rate: f.rate,
                     config: running.config.clone(),
                     key_digest: running.key_digest.clone(),
                     certs: running.certs.clone(),

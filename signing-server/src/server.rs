@@ -231,13 +231,40 @@ pub fn main(cli: Cli) -> ExitCode {
     for (name, s) in &signers {
         tracing::info!(format = %name, key = %s.key_id(), "key unlocked and probed");
     }
+    let log_key = match cfg
+        .log
+        .as_ref()
+        .map(|l| crate::tlog::unlock_key(l, source.as_mut()))
+    {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            eprintln!("signing-server: [log] {e}");
+            return ExitCode::from(1);
+        }
+    };
     let Some(store) = store else {
         println!(
             "{}: configuration and {} key(s) OK",
             cfg.path.display(),
             signers.len()
         );
+        if let Some(k) = &log_key {
+            println!("log verifier key: {}", k.verifier());
+        }
         return ExitCode::SUCCESS;
+    };
+    // Before the port is bound: a log directory that does not match its
+    // checkpoint stops the start-up (exit 2).
+    let log = match (cfg.log.as_ref(), log_key) {
+        (Some(lc), Some(key)) => match crate::tlog::Log::open(lc, key) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("signing-server: {e}");
+                return ExitCode::from(if e.mismatch { 2 } else { 1 });
+            }
+        },
+        _ => None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -249,7 +276,7 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(cfg, tls, store, signers)) {
+    match runtime.block_on(serve(cfg, tls, store, signers, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("signing-server: {e:#}");
@@ -263,6 +290,7 @@ async fn serve(
     tls: rustls::ServerConfig,
     store: Store,
     signers: Signers,
+    log: Option<(crate::tlog::Log, crate::tlog::LogWriter)>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let audit = Arc::new(Audit::open(cfg.logging.audit_log.as_deref()).map_err(|e| {
@@ -280,6 +308,10 @@ async fn serve(
         cfg.server.concurrency,
         (cfg.server.max_queue, cfg.server.max_queue_per_peer),
         audit,
+        log.map(|(log, writer)| {
+            tokio::spawn(writer.run());
+            log
+        }),
         metrics.clone(),
         formats::scratch::ScratchBudget::new(cfg.server.max_scratch),
     );
@@ -287,12 +319,14 @@ async fn serve(
         dynamic: RwLock::new(Arc::new(reload::initial(&cfg, signers))),
         queue: queue.clone(),
         store,
-        metrics,
+        metrics: metrics.clone(),
         idle_timeout: cfg.server.idle_timeout,
         form_timeout: cfg.server.form_timeout,
         min_upload_rate: cfg.server.min_upload_rate,
         cert_expiry_warning: cfg.server.cert_expiry_warning,
         mint_throttle: Throttle::default(),
+        otp_replays: Default::default(),
+        rates: crate::rate::Rates::new(metrics.clone()),
         started: Instant::now(),
         draining: AtomicBool::new(false),
     });
@@ -563,7 +597,12 @@ fn reload_now(
             return;
         }
     };
-    let outcome = reload::apply(&state.dynamic(), server_cfg, &cfg);
+    let mut outcome = reload::apply(&state.dynamic(), server_cfg, &cfg);
+    if cfg.log.as_ref() != state.queue.log().map(|l| l.config()) {
+        outcome
+            .needs_restart
+            .push("[log] changed: restart to apply (the running log is unchanged)".into());
+    }
     for line in &outcome.needs_restart {
         tracing::warn!("{line}");
     }

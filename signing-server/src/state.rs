@@ -28,6 +28,8 @@ pub struct FormatEntry {
     pub max_filesize: u64,
     /// `digest_signing = yes` (whether the signer can: `http/digest.rs`).
     pub digest_signing: bool,
+    /// `max_rate` / `burst`: how fast this server signs with its key (`rate.rs`).
+    pub rate: Option<crate::config::RateLimit>,
     /// The settings the signer was opened with (to tell, on reload, whether it still fits).
     pub config: formats::FormatConfig,
     /// sha256 of the key file when it was unlocked.
@@ -73,6 +75,10 @@ pub struct AppState {
     pub cert_expiry_warning: Duration,
     /// Failed minting attempts, per source address.
     pub mint_throttle: Throttle,
+    /// The last TOTP step each user's code was accepted for (replays refused).
+    pub otp_replays: crate::totp::Replays,
+    /// Each rate-limited format's token bucket.
+    pub rates: Arc<crate::rate::Rates>,
     /// Start time.
     pub started: Instant,
     /// Set on SIGTERM: new uploads are refused, /health says `draining`.

@@ -133,7 +133,35 @@ fn is_test_module(item: &syn::Item) -> bool {
 
 /// Every problem found in the source of auth.rs.
 fn check(source: &str) -> Vec<String> {
-    let file = syn::parse_file(source).expect("auth.rs parses");
+    check_file(source, NOT_SECRET, |require| {
+        require(
+            "verify",
+            &["verify_slice"],
+            Some("verify_slice"),
+            &["finalize", "into_bytes", "finalize_reset"],
+        );
+        require("password_matches", &["ct_eq", "verify_password"], None, &[]);
+        require(
+            "check_basic",
+            &["ct_eq", "password_matches"],
+            Some("password_matches"),
+            &[],
+        );
+    })
+}
+
+/// A check of one function: (name, calls it must make, the call that must
+/// sit in a loop that never exits early, calls it must not make).
+type Require<'a> = dyn FnMut(&str, &[&str], Option<&str>, &[&str]) + 'a;
+
+/// Every problem found in `source`: comparisons involving a name not in
+/// `not_secret`, and what `requirements` asks of its functions.
+fn check_file(
+    source: &str,
+    not_secret: &[&str],
+    requirements: impl FnOnce(&mut Require<'_>),
+) -> Vec<String> {
+    let file = syn::parse_file(source).expect("the source parses");
     let mut problems = Vec::new();
     let mut fns = std::collections::HashMap::new();
     for item in &file.items {
@@ -145,7 +173,7 @@ fn check(source: &str) -> Vec<String> {
         for (what, ids) in &body.comparisons {
             let secretish: Vec<&String> = ids
                 .iter()
-                .filter(|i| !NOT_SECRET.contains(&i.as_str()))
+                .filter(|i| !not_secret.contains(&i.as_str()))
                 .collect();
             if !secretish.is_empty() {
                 problems.push(format!(
@@ -159,7 +187,7 @@ fn check(source: &str) -> Vec<String> {
     }
     let mut require = |func: &str, needed: &[&str], loop_over: Option<&str>, forbidden: &[&str]| {
         let Some(body) = fns.get(func) else {
-            problems.push(format!("fn {func} not found in auth.rs"));
+            problems.push(format!("fn {func} not found"));
             return;
         };
         for n in needed {
@@ -192,20 +220,70 @@ fn check(source: &str) -> Vec<String> {
             }
         }
     };
-    require(
-        "verify",
-        &["verify_slice"],
-        Some("verify_slice"),
-        &["finalize", "into_bytes", "finalize_reset"],
-    );
-    require("password_matches", &["ct_eq", "verify_password"], None, &[]);
-    require(
-        "check_basic",
-        &["ct_eq", "password_matches"],
-        Some("password_matches"),
-        &[],
-    );
+    requirements(&mut require);
     problems
+}
+
+/// The second factor's and the approval requests' secrets (issue 28):
+/// a TOTP code is compared with `ct_eq` against every step of the window,
+/// a request's MAC with `verify_slice` under every secret. Their other
+/// comparisons involve only public names: the code's length, form field
+/// names and the request's version.
+fn check_policy(totp: &str, approval: &str) -> Vec<String> {
+    let mut problems = check_file(
+        totp,
+        &[
+            "given", "len", "DIGITS", "same", "found", "is_none", "step", "used",
+        ],
+        |require| {
+            require("matching_step", &["ct_eq"], Some("ct_eq"), &["eq"]);
+        },
+    );
+    problems.extend(check_file(
+        approval,
+        &["k", "name", "get", "v"],
+        |require| {
+            require(
+                "open",
+                &["verify_slice"],
+                Some("verify_slice"),
+                &["finalize", "into_bytes", "finalize_reset"],
+            );
+        },
+    ));
+    problems
+}
+
+fn source(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/src/{name}", env!("CARGO_MANIFEST_DIR"))).expect(name)
+}
+
+#[test]
+fn totp_codes_and_approval_macs_are_compared_in_constant_time() {
+    let problems = check_policy(&source("totp.rs"), &source("approval.rs"));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // And the checker sees a plain comparison or an early exit there.
+    let totp = source("totp.rs");
+    for (from, to) in [
+        ("bool::from(expected[..].ct_eq(given))", "expected[..] == *given"),
+        ("if same && found.is_none() {", "if same {\n            return Some(step);\n        }\n        if same && found.is_none() {"),
+    ] {
+        assert_eq!(totp.matches(from).count(), 1, "totp.rs changed: update this mutation: {from}");
+        let mutated = totp.replacen(from, to, 1);
+        assert!(!check_policy(&mutated, &source("approval.rs")).is_empty(), "the checker missed: {to}");
+    }
+    let approval = source("approval.rs");
+    let from = "ok |= m.verify_slice(&given).is_ok();";
+    assert_eq!(approval.matches(from).count(), 1, "approval.rs changed");
+    let mutated = approval.replacen(
+        from,
+        "ok |= m.finalize().into_bytes().as_slice() == given.as_slice();",
+        1,
+    );
+    assert!(
+        !check_policy(&totp, &mutated).is_empty(),
+        "the checker missed a MAC compared with =="
+    );
 }
 
 fn auth_rs() -> String {

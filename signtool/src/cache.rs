@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::log;
-use crate::transfer::{self, Signed};
+use crate::session::{self, Signed};
 
 /// A copy of the cached result at `entry` in a temp file in `dir`, when the
 /// entry exists and matches its recorded digest.
@@ -34,16 +34,17 @@ pub(crate) async fn lookup(entry: &Path, dir: &Path, name: &str) -> Option<Signe
 }
 
 async fn copy_to_temp(from: &Path, dir: &Path, name: &str) -> std::io::Result<Signed> {
-    let (file, temp) = transfer::temp_in(dir, name)?;
+    let (file, temp) = session::temp_in(dir, name)?;
     let mut out = tokio::fs::File::from_std(file);
     let mut src = tokio::fs::File::open(from).await?;
     tokio::io::copy(&mut src, &mut out).await?;
     out.sync_all().await?;
     drop(out);
-    let hashes = transfer::hash_file(&temp).await?;
+    let hashes = session::hash_file(&temp).await?;
     Ok(Signed {
         temp,
         hashes: Some(hashes),
+        released: None,
     })
 }
 
@@ -65,7 +66,7 @@ pub(crate) async fn store(signed: &mut Signed, to: &Path) -> std::io::Result<()>
     let sha256 = match &signed.hashes {
         Some(h) => h.sha256.clone(),
         None => {
-            let h = transfer::hash_file(&signed.temp).await?;
+            let h = session::hash_file(&signed.temp).await?;
             let sha256 = h.sha256.clone();
             signed.hashes = Some(h);
             sha256
@@ -76,13 +77,13 @@ pub(crate) async fn store(signed: &mut Signed, to: &Path) -> std::io::Result<()>
         _ => PathBuf::from("."),
     };
     tokio::fs::create_dir_all(&dir).await?;
-    let (file, temp) = transfer::temp_in(&dir, "cache")?;
+    let (file, temp) = session::temp_in(&dir, "cache")?;
     let mut out = tokio::fs::File::from_std(file);
     tokio::io::copy(&mut tokio::fs::File::open(&signed.temp).await?, &mut out).await?;
     out.sync_all().await?;
     drop(out);
     temp.persist(to).map_err(|e| e.error)?;
-    let (mut file, temp) = transfer::temp_in(&dir, "cache")?;
+    let (mut file, temp) = session::temp_in(&dir, "cache")?;
     std::io::Write::write_all(&mut file, sha256.as_bytes())?;
     file.sync_all()?;
     temp.persist(digest_path(to)).map_err(|e| e.error)

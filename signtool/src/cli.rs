@@ -14,6 +14,8 @@ Exit codes:
   1    some file could not be signed; each is named with every host tried and
        what that host answered (or, for `token`, the server refused)
   2    usage error or local error (unreadable input, unwritable output, bad -c file)
+  3    `token`: the formats asked for need a second person's approval; the request
+       text is on stdout (hand it to an approver: signtool token --approve FILE)
   130  interrupted (SIGINT) / 143 terminated (SIGTERM): no partial file is left
 ";
 
@@ -72,9 +74,21 @@ With --formats the token signs only with those formats (least privilege: a build
 job that makes MARs needs no Authenticode token); a server that limits the user
 with new_token_formats.USER refuses wider requests (403 naming the formats).
 
-Example:
+A user with a TOTP secret on the server gives the authenticator's current code with
+--otp CODE (or types it when asked, on a terminal).
+
+Formats under a two-person rule (approvals = 2 on the server): the server answers
+202 with a request text instead of a token. signtool prints it on stdout and exits 3;
+another user listed in the server's new_token_approvers.FORMAT turns it into the
+token with --approve FILE (their own -u, password and --otp).
+
+Examples:
   signtool token -H sign1.example.net:9110 -c ca.pem -u tokenhost \\
       --password-file pw.txt -i 10.0.3.7 -d 7200 --formats gpg,mar -o token
+  signtool token -H sign1.example.net:9110 -c ca.pem -u alice --otp 123456 \\
+      -i 10.0.3.7 -d 3600 --formats release-gpg > request.txt
+  signtool token -H sign1.example.net:9110 -c ca.pem -u bob --otp 654321 \\
+      --approve request.txt -o token
 ";
 
 /// `signtool`: the signing service's client.
@@ -102,6 +116,53 @@ pub enum Command {
     /// Mint a token for a build machine (the token-issuing host's job).
     #[command(after_help = format!("{TOKEN_AFTER}\n{EXIT_CODES}"), args_override_self = true)]
     Token(TokenArgs),
+    /// Check a host's transparency log of signatures.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+/// `signtool log …`.
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Check a whole log: the checkpoint's signature, every entry's inclusion,
+    /// and (with --since) consistency with a checkpoint saved earlier.
+    Verify(LogArgs),
+    /// Print the entries one signing key made since a saved checkpoint (after
+    /// the checks of `verify`), so its owner can notice what they did not expect.
+    Watch(WatchArgs),
+}
+
+/// `signtool log verify`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The log's URL prefix: `https://HOST:PORT/log` (its checkpoint is PREFIX/checkpoint).
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The log's verifier key (`origin+ID+KEY`, as the server's /health and
+    /// `signing-server --check` print it).
+    #[arg(long, value_name = "VKEY")]
+    pub log_key: String,
+    /// A checkpoint saved by an earlier run (--save): the log must extend it.
+    #[arg(long, value_name = "FILE")]
+    pub since: Option<PathBuf>,
+    /// Save the checked checkpoint here (for the next --since).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// TLS and timeouts.
+    #[command(flatten)]
+    pub net: Net,
+}
+
+/// `signtool log watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The checks of `log verify` (here --since is required).
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The signing key to watch: the `key` of its entries (SHA-256 hex of its
+    /// SubjectPublicKeyInfo, or an OpenPGP v4 fingerprint).
+    #[arg(long, value_name = "KEYID")]
+    pub signing_key: String,
 }
 
 /// TLS and timeouts shared by both commands.
@@ -197,6 +258,11 @@ pub struct SignArgs {
     /// by sending only what its signature covers: the file never leaves).
     #[arg(long)]
     pub whole_file: bool,
+    /// Refuse any result that is not in the host's transparency log: after each
+    /// signing, fetch the log's checkpoint (signed by VKEY, the log's verifier
+    /// key) and the proof that the result's entry is in it, from the log's tiles.
+    #[arg(long, value_name = "VKEY")]
+    pub log_key: Option<String>,
     /// Try hosts in the order given instead of shuffling them (debugging, tests).
     #[arg(long)]
     pub no_shuffle: bool,
@@ -228,11 +294,31 @@ pub struct TokenArgs {
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// IP address of the build machine that will use the token.
-    #[arg(short = 'i', long = "slave-ip", value_name = "IP")]
-    pub slave_ip: std::net::IpAddr,
+    #[arg(
+        short = 'i',
+        long = "slave-ip",
+        value_name = "IP",
+        required_unless_present = "approve"
+    )]
+    pub slave_ip: Option<std::net::IpAddr>,
     /// Lifetime of the token in seconds (at most the server's max_token_age).
-    #[arg(short = 'd', long = "duration", value_name = "SECONDS")]
-    pub duration: u64,
+    #[arg(
+        short = 'd',
+        long = "duration",
+        value_name = "SECONDS",
+        required_unless_present = "approve"
+    )]
+    pub duration: Option<u64>,
+    /// The one-time code of the user's authenticator (for a user with a TOTP
+    /// secret on the server). Without it, it is asked on the terminal when
+    /// the server says it needs one.
+    #[arg(long, value_name = "CODE")]
+    pub otp: Option<String>,
+    /// Approve someone else's request (the text `signtool token` printed when
+    /// the server answered 202) read from FILE (`-`: stdin), as user -u: the
+    /// token is written to -o or printed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["slave_ip", "duration", "formats"])]
+    pub approve: Option<PathBuf>,
     /// Write the token here instead of stdout.
     #[arg(short = 'o', long = "output-file", value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -246,7 +332,16 @@ pub struct TokenArgs {
 /// argv with `sign` inserted when no command is named (Mozilla's flags).
 pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let known = ["sign", "token", "help", "-h", "--help", "-V", "--version"];
+    let known = [
+        "sign",
+        "token",
+        "log",
+        "help",
+        "-h",
+        "--help",
+        "-V",
+        "--version",
+    ];
     if args.len() > 1 && !known.contains(&first) {
         args.insert(1, "sign".into());
     }

@@ -6,7 +6,7 @@
 //!
 //! - gpg: the SHA-256 state after the file (kept from the hash every file
 //!   gets anyway, so the file is read once); the armoured signature is
-//!   checked to cover that state ([`formats::digest_signing::gpg_check`]).
+//!   checked to cover that state ([`formats::gpg::check_from_state`]).
 //! - mar: the signed MAR is written to a temp file with a placeholder, its
 //!   digest sent; the signature must verify with the public key the server
 //!   sent before it is written over the placeholder.
@@ -31,7 +31,7 @@ use formats::mar::digest as mar;
 use tempfile::TempPath;
 
 use crate::log;
-use crate::transfer::{self, describe, retry, Hashes, Session, Signed, TryError};
+use crate::session::{self, describe, retry, Hashes, Session, Signed, TryError};
 
 /// Largest signature material accepted from a server.
 const MAX_REPLY: usize = 1 << 20;
@@ -153,7 +153,7 @@ async fn prepare(
 /// A temp file name beside the destination, the file itself removed: the
 /// formats' `prepare` creates its output anew (`create_new`).
 fn empty_temp(on: &On<'_>) -> Result<TempPath, TryError> {
-    let (file, temp) = transfer::temp_in(on.out_dir, on.label).map_err(|e| {
+    let (file, temp) = session::temp_in(on.out_dir, on.label).map_err(|e| {
         TryError::Local(format!(
             "cannot create a temp file in {}: {e}",
             on.out_dir.display()
@@ -214,7 +214,7 @@ pub(crate) async fn sign(
     match r.status().as_u16() {
         200 => {}
         403 => {
-            let msg = transfer::message(r).await;
+            let msg = session::message(r).await;
             if msg.contains("does not allow digest signing") {
                 log::info(format!(
                     "{tag}: {} no longer signs {} by digest",
@@ -224,7 +224,7 @@ pub(crate) async fn sign(
             }
             return Err(TryError::Fatal(format!("403 {msg}")));
         }
-        _ => return Err(transfer::refusal(r).await),
+        _ => return Err(session::refusal(r).await),
     }
     let public_key = r
         .headers()
@@ -234,12 +234,23 @@ pub(crate) async fn sign(
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.decode(v).ok()
         });
+    let log_index = crate::transparency::index_header(r.headers());
     let body = read_body(r).await?;
+    let released = crate::transparency::Released {
+        index: log_index,
+        sha256: {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&body))
+        },
+    };
     let Some(prep) = prepared.take() else {
         return Err(TryError::Local("nothing prepared".into()));
     };
     match finish(prep, &body, public_key.as_deref(), on).await {
-        Ok(signed) => Ok(Some(signed)),
+        Ok(signed) => Ok(Some(Signed {
+            released: Some(released),
+            ..signed
+        })),
         Err((kept, e)) => {
             *prepared = kept;
             Err(e)
@@ -271,7 +282,7 @@ async fn finish(
     let bad = |e: formats::SignError| retry(format!("{e}; not written"));
     match prep {
         Prepared::Gpg(state) => {
-            if let Err(e) = formats::digest_signing::gpg_check(sig, &state) {
+            if let Err(e) = formats::gpg::check_from_state(sig, &state) {
                 return Err((Some(Prepared::Gpg(state)), bad(e)));
             }
             let written = write_temp(on, sig).await;
@@ -292,7 +303,11 @@ async fn finish(
                 .await
                 .map_err(|e| (None, e))?;
             // Hashed only if a next format or the cache needs it.
-            Ok(Signed { temp, hashes: None })
+            Ok(Signed {
+                temp,
+                hashes: None,
+                released: None,
+            })
         }
         Prepared::Authenticode { spec, prep, temp } => {
             if let Err(e) = authenticode::verify(&prep, sig) {
@@ -303,7 +318,11 @@ async fn finish(
                 .await
                 .map_err(|e| (None, e))?;
             // Hashed only if a next format or the cache needs it.
-            Ok(Signed { temp, hashes: None })
+            Ok(Signed {
+                temp,
+                hashes: None,
+                released: None,
+            })
         }
     }
 }
@@ -311,7 +330,7 @@ async fn finish(
 /// The signature in a fsynced temp file in `on.out_dir`.
 async fn write_temp(on: &On<'_>, bytes: &[u8]) -> Result<Signed, TryError> {
     use std::io::Write as _;
-    let (mut file, temp) = transfer::temp_in(on.out_dir, on.label).map_err(|e| {
+    let (mut file, temp) = session::temp_in(on.out_dir, on.label).map_err(|e| {
         TryError::Local(format!(
             "cannot create a temp file in {}: {e}",
             on.out_dir.display()
@@ -321,9 +340,10 @@ async fn write_temp(on: &On<'_>, bytes: &[u8]) -> Result<Signed, TryError> {
         .and_then(|()| file.sync_all())
         .map_err(local)?;
     drop(file);
-    let hashes = transfer::hash_file(&temp).await.map_err(local)?;
+    let hashes = session::hash_file(&temp).await.map_err(local)?;
     Ok(Signed {
         temp,
         hashes: Some(hashes),
+        released: None,
     })
 }

@@ -13,10 +13,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use formats::digest_signing::DigestSpec;
-
-use crate::transfer::Session;
 
 /// One format on one host, as its /health describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,8 +40,15 @@ pub struct Health {
 type HostInfo = Arc<tokio::sync::OnceCell<HashMap<String, FormatInfo>>>;
 
 impl Health {
-    /// What `url` says of `format` (empty when it says nothing or cannot be reached).
-    pub async fn get(&self, s: &Session, url: &str, format: &str) -> FormatInfo {
+    /// What `url` says of `format` (empty when it says nothing or cannot be
+    /// reached within `timeout`); asked once per host and run.
+    pub async fn get(
+        &self,
+        client: &reqwest::Client,
+        timeout: Duration,
+        url: &str,
+        format: &str,
+    ) -> FormatInfo {
         let Some(cell) = self
             .hosts
             .lock()
@@ -51,31 +57,35 @@ impl Health {
         else {
             return FormatInfo::default();
         };
-        let formats = cell.get_or_init(|| read(s, url)).await;
+        let formats = cell.get_or_init(|| read(client, timeout, url)).await;
         formats.get(format).cloned().unwrap_or_default()
     }
 
     /// Whether `format`'s result is a detached signature: the first of its
-    /// hosts (in pool order) whose /health says, else the name rule for older
+    /// hosts `urls` (in pool order) whose /health says, else the name rule for older
     /// servers. The hosts are asked at once, so dead hosts cost one timeout, not one each.
-    pub async fn detached(&self, s: &Session, format: &str) -> bool {
-        if let Some(pool) = s.pools.get(format) {
-            let asks = (0..pool.len()).map(|i| self.get(s, pool.url(pool.start() + i), format));
-            let said = futures_util::future::join_all(asks).await;
-            if let Some(d) = said.iter().find_map(|info| info.detached) {
-                return d;
-            }
+    pub async fn detached(
+        &self,
+        client: &reqwest::Client,
+        timeout: Duration,
+        urls: &[&str],
+        format: &str,
+    ) -> bool {
+        let asks = urls.iter().map(|u| self.get(client, timeout, u, format));
+        let said = futures_util::future::join_all(asks).await;
+        if let Some(d) = said.iter().find_map(|info| info.detached) {
+            return d;
         }
         crate::cli::is_detached(format)
     }
 }
 
-async fn read(s: &Session, url: &str) -> HashMap<String, FormatInfo> {
-    let send = s
-        .client
-        .get(format!("{url}/health"))
-        .timeout(s.read_timeout.min(s.remaining()))
-        .send();
+async fn read(
+    client: &reqwest::Client,
+    timeout: Duration,
+    url: &str,
+) -> HashMap<String, FormatInfo> {
+    let send = client.get(format!("{url}/health")).timeout(timeout).send();
     let body = match send.await {
         Ok(r) if r.status().is_success() => r.bytes().await.ok(),
         _ => None,

@@ -23,10 +23,12 @@ mod digest;
 pub mod health;
 pub mod hosts;
 pub mod log;
+pub mod session;
 pub mod sign;
 pub mod tls;
 pub mod token;
 pub mod transfer;
+pub mod transparency;
 mod upload;
 
 use std::process::ExitCode;
@@ -39,6 +41,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status: usage or local error.
 pub const EXIT_LOCAL: u8 = 2;
+/// Exit status of `token`: a second person must approve; the request is on stdout.
+pub const EXIT_APPROVAL: u8 = 3;
 
 /// Parses `args` (argv) and runs; returns the process exit code.
 pub fn main_with_args(args: Vec<std::ffi::OsString>) -> ExitCode {
@@ -92,5 +96,72 @@ async fn run(command: cli::Command) -> u8 {
     match command {
         cli::Command::Sign(args) => sign::run(args).await,
         cli::Command::Token(args) => token::run(args).await,
+        cli::Command::Log(cmd) => log_command(cmd).await,
     }
+}
+
+/// `signtool log verify|watch`: 0 when the log checks, 1 when it does not.
+async fn log_command(cmd: cli::LogCommand) -> u8 {
+    let (args, signing_key) = match &cmd {
+        cli::LogCommand::Verify(a) => (a, None),
+        cli::LogCommand::Watch(w) => (&w.log, Some(w.signing_key.as_str())),
+    };
+    let key = match formats::tlog::NoteVerifier::parse(&args.log_key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("signtool: --log-key: {e}");
+            return EXIT_LOCAL;
+        }
+    };
+    if signing_key.is_some() && args.since.is_none() {
+        eprintln!("signtool: log watch needs --since FILE (a checkpoint saved by --save)");
+        return EXIT_LOCAL;
+    }
+    let since = match &args.since {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("signtool: --since {}: {e}", p.display());
+                return EXIT_LOCAL;
+            }
+        },
+        None => None,
+    };
+    let client = match tls::client(&args.net) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("signtool: {e:#}");
+            return EXIT_LOCAL;
+        }
+    };
+    let found =
+        transparency::verify_log(&client, &args.url, &key, since.as_deref(), signing_key).await;
+    let v = match found {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("signtool: the log at {} does not check: {e}", args.url);
+            return EXIT_FAILED;
+        }
+    };
+    for (index, entry) in &v.entries {
+        println!("{index} {entry}");
+    }
+    eprintln!(
+        "signtool: log {} checked: {} entries, every one included; checkpoint signed by {}{}",
+        v.checkpoint.origin,
+        v.checkpoint.size,
+        key,
+        if since.is_some() {
+            ", consistent with the saved one"
+        } else {
+            ""
+        }
+    );
+    if let Some(path) = &args.save {
+        if let Err(e) = transparency::save(path, &v.note) {
+            eprintln!("signtool: --save {}: {e}", path.display());
+            return EXIT_LOCAL;
+        }
+    }
+    EXIT_OK
 }

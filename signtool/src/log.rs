@@ -76,3 +76,32 @@ pub fn debug(msg: impl AsRef<str>) {
 pub fn warn(msg: impl AsRef<str>) {
     line(msg.as_ref());
 }
+
+/// What a failed request looked like, shortest useful form.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(s) = inner.source() {
+        inner = s;
+    }
+    let kind = if e.is_timeout() && e.is_connect() {
+        "timed out connecting"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection broke in the body"
+    } else {
+        "request failed"
+    };
+    let mut detail = inner.to_string();
+    // rustls appends a link to its manual: noise in a build log.
+    if let Some(cut) = detail.find(": https://docs.rs/") {
+        detail.truncate(cut);
+    }
+    if detail == e.to_string() || e.is_timeout() && detail.contains("timed out") {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}

@@ -15,7 +15,8 @@ use futures_util::StreamExt;
 use crate::cli::{self, SignArgs};
 use crate::hosts::{Backoff, HostPool};
 use crate::log;
-use crate::transfer::{self, Failure, Hashes, Nonce, Session, Signed};
+use crate::session::{self, Failure, Hashes, Nonce, Session, Signed};
+use crate::transfer;
 use crate::{EXIT_FAILED, EXIT_LOCAL, EXIT_OK};
 
 /// Where one input's results go.
@@ -70,7 +71,7 @@ struct Format {
 /// detached signatures last (they must cover the final content).
 async fn outputs(s: &Session, names: Vec<String>) -> Vec<Format> {
     // Every format's hosts at once: unreachable hosts cost one connect timeout in all.
-    let asks = names.iter().map(|name| s.health.detached(s, name));
+    let asks = names.iter().map(|name| s.detached(name));
     let detached = futures_util::future::join_all(asks).await;
     let all: Vec<Format> = names
         .into_iter()
@@ -142,6 +143,12 @@ fn prepare(args: &SignArgs) -> Result<(Session, Vec<String>), String> {
         health: Default::default(),
         whole_file: args.whole_file,
         renamed_in: Default::default(),
+        log_key: args
+            .log_key
+            .as_deref()
+            .map(formats::tlog::NoteVerifier::parse)
+            .transpose()
+            .map_err(|e| format!("--log-key: {e}"))?,
     };
     Ok((session, formats))
 }
@@ -397,7 +404,7 @@ async fn obtain(
     if hashes.is_none() {
         // The cache is keyed by the input's SHA-256.
         *hashes = Some(
-            transfer::hash_file(input)
+            session::hash_file(input)
                 .await
                 .map_err(|e| Failure::Local(format!("cannot read it: {e}")))?,
         );

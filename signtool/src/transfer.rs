@@ -5,265 +5,36 @@
 //!
 //! Uploads stream from disk (memory stays flat in file size). Failover
 //! follows the answer: connection errors, timeouts, TLS errors, 5xx and bad
-//! digests rotate to the next host after a backoff; 4xx answers that another
-//! host would repeat fail the file at once. This module never writes to a
+//! digests rotate to the next host after a backoff; a 429 (a format's rate)
+//! is waited out on the same host without counting an error; other 4xx
+//! answers, which another host would repeat, fail the file at once. This module never writes to a
 //! destination: `sign.rs` renames the verified temp file into place.
 
-use std::collections::HashMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
 
-use formats::digest_signing::{DigestSpec, Sha256State};
+use formats::digest_signing::DigestSpec;
 
-use crate::hosts::Backoff;
 use crate::log;
+use crate::session::{
+    describe, hash_file, message, refusal, retry, temp_in, Failure, Hashes, Session, Signed,
+    TryError,
+};
 use crate::upload::{self, Digest::After, Digest::Before};
-
-/// Everything shared by the files of a run.
-pub struct Session {
-    /// The HTTPS client (TLS trust and timeouts set).
-    pub client: reqwest::Client,
-    /// Hosts per format name.
-    pub pools: HashMap<String, crate::hosts::HostPool>,
-    /// Token text (sent with uploads).
-    pub token: String,
-    /// The nonce, sent with uploads and replaced by each 202's X-Nonce.
-    pub nonce: Nonce,
-    /// Delay between tries.
-    pub backoff: Backoff,
-    /// Errors tolerated per file and format.
-    pub max_errors: u32,
-    /// End of the overall `--timeout`.
-    pub deadline: Instant,
-    /// Longest silence tolerated from a server (`--read-timeout`): waiting for
-    /// an answer, between body chunks, or an upload making no progress.
-    pub read_timeout: Duration,
-    /// Per host URL, what its /health says of each format (read once).
-    pub health: crate::health::Health,
-    /// `--whole-file`: upload even where a host signs digests.
-    pub whole_file: bool,
-    /// Directories that received a renamed result: each is fsynced once,
-    /// before the run ends, instead of once per file.
-    pub renamed_in: Mutex<std::collections::BTreeSet<PathBuf>>,
-}
-
-impl Session {
-    pub(crate) fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
-    }
-}
-
-/// The nonce file of Mozilla's protocol (kept for compatibility).
-pub struct Nonce {
-    path: Option<PathBuf>,
-    value: Mutex<String>,
-}
-
-impl Nonce {
-    /// Reads `path` if it exists (a missing file means an empty nonce).
-    pub fn load(path: Option<PathBuf>) -> Nonce {
-        let value = path
-            .as_deref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_default();
-        Nonce {
-            path,
-            value: Mutex::new(value.trim().to_string()),
-        }
-    }
-
-    pub(crate) fn get(&self) -> String {
-        self.value.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-
-    pub(crate) fn store(&self, new: &str) {
-        let Ok(mut v) = self.value.lock() else { return };
-        *v = new.to_string();
-        if let Some(path) = &self.path {
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let written = tempfile::NamedTempFile::new_in(dir)
-                .and_then(|mut t| std::io::Write::write_all(&mut t, new.as_bytes()).map(|_| t))
-                .and_then(|t| t.persist(path).map_err(|e| e.error));
-            if let Err(e) = written {
-                log::warn(format!(
-                    "warning: cannot update the nonce file {}: {e}",
-                    path.display()
-                ));
-            }
-        }
-    }
-}
-
-/// Digest of a file, hex. Only SHA-256: the protocol takes `sha1` and/or
-/// `sha256`, and a server hashes with each one it is given, so sending SHA-1
-/// too would cost both sides a second hash of every byte.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hashes {
-    /// SHA-256 (the key of results, the cache and log lines).
-    pub sha256: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// The SHA-256 state before it was finished (for gpg's digest signing),
-    /// when this file was hashed by [`hash_file`].
-    pub state: Option<Sha256State>,
-}
-
-/// Hashes a file (SHA-256) in one pass, off the async threads.
-pub async fn hash_file(path: &Path) -> std::io::Result<Hashes> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::open(&path)?;
-        // Our resumable SHA-256: digest signing sends its state (gpg) with no second pass.
-        let (mut h256, mut size) = (Sha256State::default(), 0u64);
-        // No bigger than the file: many small files would each zero 1 MiB.
-        let len = f.metadata()?.len();
-        let mut buf = vec![0u8; len.clamp(4096, 1 << 20) as usize];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            let chunk = buf.get(..n).unwrap_or_default();
-            h256.absorb(chunk);
-            size += n as u64;
-        }
-        Ok(Hashes {
-            sha256: hex::encode(h256.clone().finish()),
-            size,
-            state: Some(h256),
-        })
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
-/// A verified result in a temp file beside its destination (deleted on drop).
-#[derive(Debug)]
-pub struct Signed {
-    /// The temp file.
-    pub temp: TempPath,
-    /// Its digests: checked against the server's header (a download), or
-    /// not computed yet (a file built here by digest signing: computed when
-    /// a next format or the cache needs them).
-    pub hashes: Option<Hashes>,
-}
-
-/// Why a file could not be signed.
-#[derive(Debug)]
-pub enum Failure {
-    /// The servers could not or would not sign it (exit 1).
-    Remote(String),
-    /// Our side: unreadable input, unwritable output (exit 2).
-    Local(String),
-}
 
 /// What one host did about one request.
 enum Answer {
     Done(Signed),
     Pending,
     Unknown,
-}
-
-/// Why a request did not give an answer we can use.
-pub(crate) enum TryError {
-    /// Connection, timeout, TLS, 5xx, bad digest: the next host may do better.
-    Retry {
-        what: String,
-        retry_after: Option<Duration>,
-    },
-    /// An answer every host would give (4xx): fail the file now.
-    Fatal(String),
-    /// Our side.
-    Local(String),
-}
-
-pub(crate) fn retry(what: impl Into<String>) -> TryError {
-    TryError::Retry {
-        what: what.into(),
-        retry_after: None,
-    }
-}
-
-/// What a failed request looked like, shortest useful form.
-pub fn describe(e: &reqwest::Error) -> String {
-    let mut inner: &dyn std::error::Error = e;
-    while let Some(s) = inner.source() {
-        inner = s;
-    }
-    let kind = if e.is_timeout() && e.is_connect() {
-        "timed out connecting"
-    } else if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else if e.is_body() || e.is_decode() {
-        "connection broke in the body"
-    } else {
-        "request failed"
-    };
-    let mut detail = inner.to_string();
-    // rustls appends a link to its manual: noise in a build log.
-    if let Some(cut) = detail.find(": https://docs.rs/") {
-        detail.truncate(cut);
-    }
-    if detail == e.to_string() || e.is_timeout() && detail.contains("timed out") {
-        kind.to_string()
-    } else {
-        format!("{kind}: {detail}")
-    }
-}
-
-/// The first line of an error body, bounded.
-pub(crate) async fn message(r: reqwest::Response) -> String {
-    let mut r = r;
-    let mut buf = Vec::new();
-    while buf.len() < 2048 {
-        match r.chunk().await {
-            Ok(Some(c)) => buf.extend_from_slice(&c),
-            _ => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let line = text.lines().next().unwrap_or("").trim();
-    line.chars().take(300).collect()
-}
-
-/// An answer that is neither success nor an expected 404.
-pub(crate) async fn refusal(r: reqwest::Response) -> TryError {
-    let status = r.status();
-    let retry_after = r
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let what = format!("{} {}", status.as_u16(), message(r).await);
-    let what = what.trim_end().to_string();
-    if status.is_client_error() {
-        TryError::Fatal(what)
-    } else {
-        TryError::Retry { what, retry_after }
-    }
-}
-
-/// Creates a temp file in `dir` named after `name`, closed-over by a TempPath.
-pub fn temp_in(dir: &Path, name: &str) -> std::io::Result<(std::fs::File, TempPath)> {
-    let t = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".signtool-tmp")
-        .tempfile_in(dir)?;
-    Ok(t.into_parts())
+    /// 500: signing failed there and the server forgot the input; what it
+    /// said. Uploading again (there or elsewhere) may succeed.
+    Failed(String),
 }
 
 async fn get(
@@ -290,6 +61,9 @@ async fn get(
         200 => download(r, out_dir, name, s.read_timeout).await,
         404 if r.headers().contains_key("x-pending") => Ok(Answer::Pending),
         404 => Ok(Answer::Unknown),
+        500 => Ok(Answer::Failed(
+            format!("500 {}", message(r).await).trim_end().to_string(),
+        )),
         _ => Err(refusal(r).await),
     }
 }
@@ -307,6 +81,7 @@ async fn download(
             .map(|v| v.trim().to_ascii_lowercase())
     };
     let (want256, want1) = (header("x-sha256-digest"), header("x-sha1-digest"));
+    let log_index = crate::transparency::index_header(r.headers());
     if want256.is_none() && want1.is_none() {
         return Err(retry(
             "200 without X-SHA256-Digest or X-SHA1-Digest: cannot verify the result; not written",
@@ -358,10 +133,40 @@ async fn download(
         return Err(retry(format!("digest mismatch: the body ({size} bytes) hashes to {got}, {name} says {want}; not written")));
     }
     out.get_ref().sync_all().await.map_err(local)?;
+    let released = crate::transparency::Released {
+        index: log_index,
+        sha256: hashes.sha256.clone(),
+    };
     Ok(Answer::Done(Signed {
         temp,
         hashes: Some(hashes),
+        released: Some(released),
     }))
+}
+
+/// With `--log-key`: `signed` must be in `url`'s transparency log, or it is
+/// refused (and the next host tried).
+async fn check_logged(
+    s: &Session,
+    url: &str,
+    format: &str,
+    signed: &Signed,
+) -> Result<(), TryError> {
+    let (Some(key), Some(released)) = (&s.log_key, &signed.released) else {
+        return Ok(());
+    };
+    match crate::transparency::check_released(&s.client, url, format, key, released).await {
+        Ok(index) => {
+            log::debug(format!(
+                "{}: entry {index} of {url}'s transparency log",
+                released.sha256
+            ));
+            Ok(())
+        }
+        Err(e) => Err(retry(format!(
+            "result refused: not shown to be in the host's transparency log: {e}"
+        ))),
+    }
 }
 
 fn temp_display(dir: &Path) -> String {
@@ -418,7 +223,7 @@ pub async fn sign(
             return Err(give_up(&tried, ""));
         }
         let started = Instant::now();
-        let info = s.health.get(s, url, format).await;
+        let info = s.health_of(url, format).await;
         let by_digest = if s.whole_file || digest_refused_here {
             None
         } else {
@@ -447,7 +252,13 @@ pub async fn sign(
                 out_dir,
             };
             let known = hashes.as_ref();
-            match crate::digest::sign(s, &on, spec, input, known, &mut prepared).await {
+            let mut signed = crate::digest::sign(s, &on, spec, input, known, &mut prepared).await;
+            if let Ok(Some(done)) = &signed {
+                if let Err(e) = check_logged(s, url, format, done).await {
+                    signed = Err(e);
+                }
+            }
+            match signed {
                 Ok(Some(signed)) => {
                     log::info(format!(
                         "{}: OK (signed by digest; the file was not sent)",
@@ -467,7 +278,13 @@ pub async fn sign(
             }
         } else if let Some(known) = hashes.as_ref().filter(|_| hash_first) {
             let h = &known.sha256;
-            match get(s, url, format, known, out_dir, label).await {
+            let mut got = get(s, url, format, known, out_dir, label).await;
+            if let Ok(Answer::Done(done)) = &got {
+                if let Err(e) = check_logged(s, url, format, done).await {
+                    got = Err(e);
+                }
+            }
+            match got {
                 Ok(Answer::Done(signed)) => {
                     log::info(format!("{h}: OK"));
                     return Ok(signed);
@@ -482,6 +299,11 @@ pub async fn sign(
                 }
                 Ok(Answer::Unknown) if uploaded_here => {
                     Err(retry("forgot the file it had accepted (restarted?)"))
+                }
+                Ok(Answer::Failed(what)) => {
+                    // The next try uploads again, on this host too.
+                    uploaded_here = false;
+                    Err(retry(what))
                 }
                 Ok(Answer::Unknown) => {
                     log::info(format!("{h}: uploading {shown} to {url}"));
@@ -519,6 +341,15 @@ pub async fn sign(
                 ));
                 tried.push(format!("{url} answered {what}"));
                 return Err(give_up(&tried, ""));
+            }
+            Err(TryError::Wait { what, wait }) => {
+                log::debug(format!(
+                    "{}: {url} answered {what}; asking it again in {} s",
+                    tag(hashes),
+                    wait.as_secs()
+                ));
+                // The format's pool: every file of it waits for this host.
+                pool.hold_off(i, wait);
             }
             Err(TryError::Retry { what, retry_after }) => {
                 errors += 1;

@@ -23,7 +23,7 @@ use reqwest::multipart::{Form, Part};
 use formats::digest_signing::Sha256State;
 
 use crate::log;
-use crate::transfer::{describe, refusal, retry, Hashes, Session, TryError};
+use crate::session::{describe, refusal, retry, Hashes, Session, TryError};
 
 /// How the file's digest travels with it.
 pub(crate) enum Digest<'a> {
@@ -54,7 +54,7 @@ pub(crate) async fn upload(
             .map_err(|e| TryError::Local(format!("cannot read {}: {e}", input.display())))?
             .len(),
     };
-    if let Some(limit) = s.health.get(s, url, format).await.max_filesize {
+    if let Some(limit) = s.health_of(url, format).await.max_filesize {
         if size > limit {
             return Err(TryError::Fatal(format!(
                 "413 file too large: {size} bytes, the limit for format {format} is {limit} bytes (from its /health; not uploaded)"

@@ -20,8 +20,10 @@ pub mod busy_peer;
 pub mod digest;
 pub mod mar;
 pub mod pkcs11;
+pub mod policy;
 pub mod proxy;
 pub mod signtool;
+pub mod tlog;
 
 /// Polls `cond` every 10 ms until it holds or `limit` has passed; whether it
 /// held. A bounded wait for something to happen, never a timing assertion:

@@ -58,9 +58,16 @@ fn proxy_v1_and_v2_from_a_listed_balancer_are_judged_on_the_source_they_carry() 
     for header in [v1_header(stranger, dst), v2_header(stranger, dst)] {
         assert_eq!(health_via(&s, BALANCER_IP, &header), None);
     }
-    assert!(s
-        .stderr()
-        .contains("client 127.0.0.78 (via balancer 127.0.0.10) is in no allow-list"));
+    // The log line is written as the connection is closed: wait for it (the
+    // server's stderr reaches the test through a reader thread).
+    assert!(
+        s.wait_log(
+            "client 127.0.0.78 (via balancer 127.0.0.10) is in no allow-list",
+            std::time::Duration::from_secs(10)
+        ),
+        "{}",
+        s.stderr()
+    );
 }
 
 #[test]

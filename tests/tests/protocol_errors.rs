@@ -21,9 +21,16 @@ use signing_tests::*;
 #[path = "protocol_errors/digest.rs"]
 mod digest_rows;
 
-/// Every case: this file's and the digest rows'.
+/// The rows of issue 28: one-time codes, approval, rates.
+#[path = "protocol_errors/policy.rs"]
+mod policy_rows;
+
+/// Every case: this file's, the digest rows' and the policy rows'.
 fn all_cases() -> impl Iterator<Item = &'static Case> {
-    CASES.iter().chain(digest_rows::CASES)
+    CASES
+        .iter()
+        .chain(digest_rows::CASES)
+        .chain(policy_rows::CASES)
 }
 
 /// What came back.
@@ -1231,6 +1238,7 @@ fn main_opts() -> ServerOpts {
         );
     // A second minting user, limited to gpg tokens.
     o.security += "new_token_auth1 = limited:limited-password\nnew_token_formats.limited = gpg\n";
+    policy_rows::add_to(&mut o);
     o
 }
 
@@ -1288,6 +1296,8 @@ fn start(setup: Setup) -> (Ctx, Option<Held>, Option<Mount>) {
         hsm
     });
     let s = Server::start_in(server_dir, &opts);
+    // Read at start-up: the TOTP secret file of the main server may go.
+    let _ = std::fs::remove_file(policy_rows::otp_file());
     let token = s.mint("127.0.0.1", 600);
     if let Some(hsm) = &hsm {
         std::fs::rename(hsm.tokens(), hsm.dir.path().join("unplugged")).unwrap();
@@ -1513,6 +1523,7 @@ fn documented_rows(text: &str) -> Vec<DocRow> {
         }
         let in_table = [
             "`POST /token`",
+            "`POST /token/approve`",
             "`POST /sign/FORMAT`",
             "`GET /sign/FORMAT/HASH`",
             "`POST /digest/FORMAT`",

@@ -419,3 +419,55 @@ fn a_422_from_the_signer_fails_fast_on_the_first_host() {
     );
     assert!(temp_files(dir.path()).is_empty());
 }
+
+/// Issue 25 item 11: a 500 on the result ("signing failed on this server;
+/// upload again") made signtool poll a hash the server had forgotten. Now it
+/// uploads again, on the same host too, within `--max-errors`: here every
+/// signing fails (the format's only TSA is down), so each of the 3 tries is a
+/// real upload and a real signing, audited, and signtool names the 500.
+#[test]
+fn a_500_on_the_result_is_uploaded_again_within_max_errors() {
+    let c = certs().join("authenticode");
+    let o = ServerOpts {
+        formats: format!(
+            "[format:sha2signcode]\ntype = authenticode\nkey = {}\ncert = {}\ntimestamp_urls = {}\n",
+            c.join("rsa.key").display(),
+            c.join("rsa-chain.pem").display(),
+            signing_tests::authenticode::dead_url(),
+        ),
+        ..opts()
+    };
+    let s = Server::start(&o);
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("token");
+    std::fs::write(&tok, s.mint("127.0.0.1", 300)).unwrap();
+    let pe = signing_tests::authenticode::build_pe(dir.path(), "x86_64", false);
+    let original = std::fs::read(&pe).unwrap();
+    let (code, log) = output(
+        signtool_sign(
+            &[host_of("sha2signcode", &s.url)],
+            &tok,
+            &dir.path().join("n"),
+        )
+        .args(["-f", "sha2signcode", "--max-errors", "3", "--whole-file"])
+        .arg(&pe),
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("answered 500") || log.contains("failed (500"),
+        "{log}"
+    );
+    assert!(!log.contains("forgot the file"), "{log}");
+    let audit = s.audit();
+    assert_eq!(
+        audit.lines().filter(|l| l.contains("\"error\"")).count(),
+        3,
+        "one signing per try:\n{audit}\n{log}"
+    );
+    assert_eq!(
+        std::fs::read(&pe).unwrap(),
+        original,
+        "the input is untouched"
+    );
+    assert!(temp_files(dir.path()).is_empty());
+}

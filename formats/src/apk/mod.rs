@@ -509,6 +509,10 @@ impl Signer for ApkSigner {
         self.cert_sha256.clone()
     }
 
+    fn log_key_id(&self) -> String {
+        crate::keys::signing::spki_sha256(self.key.key.public_key_der())
+    }
+
     fn key_status(&self) -> KeyStatus {
         self.key.key.status()
     }

@@ -26,7 +26,6 @@ use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 
 use super::block::Key;
-use super::v1::V1Digest;
 use crate::SignError;
 
 fn internal(what: &str) -> impl Fn(der::Error) -> SignError + '_ {
@@ -40,14 +39,20 @@ fn with_null(oid: ObjectIdentifier) -> AlgorithmIdentifierOwned {
     }
 }
 
-/// The signature block over `sf`, signed by `key` with `alg`.
-pub(crate) fn sign(sf: &[u8], alg: V1Digest, key: &Key) -> Result<Vec<u8>, SignError> {
-    let cert = Certificate::from_der(&key.cert_der).map_err(internal("certificate"))?;
-    let signature = key.sign_with(alg.key_hash(), sf)?;
-    let digest_alg = with_null(match alg {
-        V1Digest::Sha1 => ID_SHA_1,
-        V1Digest::Sha256 => ID_SHA_256,
+/// The signature block over `sf`, signed by `key` with `hash` (the v1
+/// digest's: SHA-1 or SHA-256).
+pub(crate) fn sign(sf: &[u8], hash: crate::Hash, key: &Key) -> Result<Vec<u8>, SignError> {
+    let digest_alg = with_null(match hash {
+        crate::Hash::Sha1 => ID_SHA_1,
+        crate::Hash::Sha256 => ID_SHA_256,
+        other => {
+            return Err(SignError::Internal(anyhow::anyhow!(
+                "a v1 signature block is SHA-1 or SHA-256, not {other:?}"
+            )))
+        }
     });
+    let cert = Certificate::from_der(&key.cert_der).map_err(internal("certificate"))?;
+    let signature = key.sign_with(hash, sf)?;
     let signature_algorithm = with_null(if key.is_ec() {
         ID_EC_PUBLIC_KEY
     } else {

@@ -242,7 +242,7 @@ pub(crate) fn sign(
     key: &Key,
 ) -> Result<V1Files, SignError> {
     let (manifest, sf) = manifest_and_sf(digests, alg, apk_signed);
-    let block = super::pkcs7::sign(&sf, alg, key)?;
+    let block = super::pkcs7::sign(&sf, alg.key_hash(), key)?;
     Ok(V1Files {
         manifest,
         sf,

@@ -426,6 +426,10 @@ impl Signer for AuthenticodeSigner {
             .unwrap_or_default()
     }
 
+    fn log_key_id(&self) -> String {
+        crate::keys::signing::spki_sha256(self.key.public_key_der())
+    }
+
     fn key_status(&self) -> KeyStatus {
         self.key.status()
     }

@@ -6,7 +6,7 @@
 //! so that the client (signtool) and the server run the same code:
 //! - gpg: the client sends the SHA-256 state after the file ([`Sha256State`]);
 //!   the server hashes its own signature fields and trailer after it and
-//!   returns the armoured signature ([`gpg_check`] checks it on the client);
+//!   returns the armoured signature ([`crate::gpg::check_from_state`] checks it on the client);
 //! - mar: [`crate::mar::digest`] writes the signed MAR with a placeholder and
 //!   hashes what the signature covers; the server signs that digest; the
 //!   client writes the signature over the placeholder;
@@ -26,8 +26,6 @@ pub mod sha256;
 mod tests;
 
 pub use sha256::Sha256State;
-
-use crate::SignError;
 
 /// What a client computes for a format that signs digests (told in /health).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,12 +305,4 @@ pub fn sha256_state_of(path: &std::path::Path) -> std::io::Result<Sha256State> {
         }
         state.absorb(buf.get(..n).unwrap_or_default());
     }
-}
-
-/// Checks, on the client, an armoured gpg signature made from `state`: one
-/// v4 binary signature with SHA-256 whose hashed fields, hashed after
-/// `state`, give the digest prefix it carries. Without the public key this
-/// does not prove who signed; it proves the signature covers this file.
-pub fn gpg_check(armored: &[u8], state: &Sha256State) -> Result<(), SignError> {
-    crate::gpg::check_from_state(armored, state)
 }

@@ -37,14 +37,14 @@ fn gpg_signs_a_clients_state_and_the_client_checks_it() {
     let input = DigestInput::Sha256State(state.clone());
     input.check(DigestSpec::Sha256State).unwrap();
     let sig = s.sign_digest(&input, &ctx()).unwrap();
-    gpg_check(&sig, &state).unwrap();
+    crate::gpg::check_from_state(&sig, &state).unwrap();
     let asc = dir.path().join("f.bin.asc");
     std::fs::write(&asc, &sig).unwrap();
     s.verify(&file, &asc).unwrap();
     // The state of other data: the client's check refuses it, and so does the signer's verify.
     let mut other = Sha256State::default();
     other.absorb(&data[1..]);
-    assert!(gpg_check(&sig, &other).is_err());
+    assert!(crate::gpg::check_from_state(&sig, &other).is_err());
     std::fs::write(&file, &data[1..]).unwrap();
     assert!(s.verify(&file, &asc).is_err());
     // A digest where a state is expected is refused before signing.

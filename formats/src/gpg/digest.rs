@@ -33,8 +33,11 @@ pub(super) fn sign(signer: &GpgSigner, input: &DigestInput) -> Result<Vec<u8>, S
         .map_err(|e| internal(format!("cannot armour the GPG signature: {e}")))
 }
 
-/// See [`crate::digest_signing::gpg_check`].
-pub(crate) fn check_from_state(armored: &[u8], state: &Sha256State) -> Result<(), SignError> {
+/// Checks, on the client, an armoured gpg signature made from `state`: one
+/// v4 binary signature with SHA-256 whose hashed fields, hashed after
+/// `state`, give the digest prefix it carries. Without the public key this
+/// does not prove who signed; it proves the signature covers this file.
+pub fn check_from_state(armored: &[u8], state: &Sha256State) -> Result<(), SignError> {
     let bad = |m: String| SignError::Rejected(format!("the server's GPG signature {m}"));
     if armored.len() > MAX_SIGNATURE {
         return Err(bad(format!("is over {MAX_SIGNATURE} bytes")));

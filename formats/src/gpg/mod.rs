@@ -63,7 +63,7 @@ use crate::{FormatConfig, SignContext, SignError, Signer};
 pub(crate) use config::parse_digest;
 pub(crate) use key::UnlockedKey;
 
-pub(crate) use digest::check_from_state;
+pub use digest::check_from_state;
 
 /// Largest detached signature file we read when verifying.
 const MAX_SIG_FILE: u64 = 1 << 20;

@@ -173,6 +173,13 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+/// The SHA-256 hex of a SubjectPublicKeyInfo DER: how the transparency log
+/// names an X.509 signer's key ([`crate::Signer::log_key_id`]).
+pub fn spki_sha256(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(der))
+}
+
 fn key_err(what: &str) -> impl Fn(openssl::error::ErrorStack) -> SignError + '_ {
     move |e| SignError::Key(format!("{what}: {e}"))
 }

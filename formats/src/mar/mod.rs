@@ -415,6 +415,10 @@ impl Signer for MarSigner {
         Some(self.key.public_key_der().to_vec())
     }
 
+    fn log_key_id(&self) -> String {
+        crate::keys::signing::spki_sha256(self.key.public_key_der())
+    }
+
     fn key_status(&self) -> KeyStatus {
         self.key.status()
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use formats::FormatConfig;
 
 use super::ini::{split_list, Reader, Section};
+use super::policy::{FormatPolicy, FORMAT_KEYS};
 use super::{parse_size, unknown, ConfigError, Format, DEFAULT_MAX_FILESIZE, UNPACKED_PER_UPLOAD};
 
 const COMMON_FORMAT_KEYS: &[&str] = &[
@@ -85,6 +86,7 @@ pub(super) fn read_format(
     let mut max_filesize = DEFAULT_MAX_FILESIZE;
     let mut allow_expired = false;
     let mut digest_signing = false;
+    let mut policy = FormatPolicy::default();
     let mut extra = BTreeMap::new();
     for e in &s.entries {
         match e.key.as_str() {
@@ -112,6 +114,7 @@ pub(super) fn read_format(
             }
             "max_filesize" => max_filesize = r.size(e)?,
             "allow_expired" => allow_expired = r.yes_no(e)?,
+            k if FORMAT_KEYS.contains(&k) => policy.read(r, e)?,
             "digest_signing" => {
                 digest_signing = r.yes_no(e)?;
                 if digest_signing && !DIGEST_SIGNING_TYPES.contains(&kind.name) {
@@ -130,6 +133,7 @@ pub(super) fn read_format(
             }
             _ => {
                 let mut known: Vec<&str> = COMMON_FORMAT_KEYS.to_vec();
+                known.extend(FORMAT_KEYS);
                 known.extend(kind.extra_keys);
                 return Err(unknown(r, s, e, &known));
             }
@@ -148,11 +152,14 @@ pub(super) fn read_format(
             format!("[format:{name}] digest_signing needs digest = sha256 for gpg (the client sends a SHA-256 state)"),
         ));
     }
+    let (approvals, rate) = policy.finish(r)?;
     Ok(Format {
         signer: cfg,
         max_filesize,
         allow_expired,
         digest_signing,
+        approvals,
+        rate,
         line: s.line,
     })
 }

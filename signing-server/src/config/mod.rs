@@ -24,9 +24,13 @@ use crate::auth::Credential;
 
 mod format;
 mod ini;
+mod log;
+mod policy;
 use format::{read_format, unpacked_size};
 pub use ini::parse_size;
 use ini::{numbered, parse_ini, split_list, Entry, Reader, Section};
+pub use log::{LogConfig, DEFAULT_CHECKPOINT_INTERVAL};
+pub use policy::RateLimit;
 
 /// A configuration error: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +67,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[format:NAME]` sections, in file order.
     pub formats: Vec<Format>,
+    /// `[log]`: the transparency log, when there is one.
+    pub log: Option<LogConfig>,
 }
 
 /// `[server]`.
@@ -144,6 +150,12 @@ pub struct SecurityConfig {
     /// Failed minting attempts one address may make per minute (a burst of
     /// that many, then one every `60 / N` seconds); beyond, `429`.
     pub mint_failures_per_minute: u32,
+    /// `new_token_totp.USER = FILE`: the TOTP secret of a minting user who
+    /// must give a one-time code (`otp`) to mint or approve.
+    pub new_token_totp: std::collections::HashMap<String, secrecy::SecretSlice<u8>>,
+    /// Formats with `approvals = 2`, each with its `new_token_approvers.FORMAT`:
+    /// tokens for them are approved by a second person (`POST /token/approve`).
+    pub approvers: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// `[logging]`.
@@ -166,6 +178,10 @@ pub struct Format {
     pub allow_expired: bool,
     /// `digest_signing = yes`: clients may send a digest instead of the file.
     pub digest_signing: bool,
+    /// `approvals`: 1, or 2 for a two-person rule on minting its tokens.
+    pub approvals: u8,
+    /// `max_rate` / `burst`: how fast this server signs with the key.
+    pub rate: Option<RateLimit>,
     /// Line of the section header, for error messages.
     pub line: usize,
 }
@@ -215,11 +231,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
     let mut server = None;
     let mut security = None;
+    let mut policy = policy::Pending::default();
     let mut logging = LoggingConfig {
         level: "info".into(),
         audit_log: None,
     };
     let mut formats = Vec::new();
+    let mut log = None;
     // Read first: the formats before it in the file use its default module too.
     let pkcs11_module = match sections.iter().find(|s| s.name == "pkcs11") {
         Some(s) => format::read_pkcs11(&r, s)?,
@@ -229,8 +247,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         match s.name.as_str() {
             "pkcs11" => {}
             "server" => server = Some(read_server(&r, s)?),
-            "security" => security = Some(read_security(&r, s)?),
+            "security" => security = Some(read_security(&r, s, &mut policy)?),
             "logging" => logging = read_logging(&r, s)?,
+            "log" => log = Some(log::read_log(&r, s)?),
             name => match name.strip_prefix("format:") {
                 Some(fname) => formats.push(read_format(
                     &r,
@@ -242,20 +261,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 None => {
                     return Err(r.err(
                         s.line,
-                        format!("unknown section [{name}] (known: [server], [security], [logging], [pkcs11], [format:NAME])"),
+                        format!("unknown section [{name}] (known: [server], [security], [logging], [log], [pkcs11], [format:NAME])"),
                     ))
                 }
             },
         }
     }
     let server = server.ok_or_else(|| whole("missing [server] section".into()))?;
-    let security = security.ok_or_else(|| whole("missing [security] section".into()))?;
+    let mut security = security.ok_or_else(|| whole("missing [security] section".into()))?;
     if formats.is_empty() {
         return Err(whole(
             "no [format:NAME] section: nothing to sign with".into(),
         ));
     }
     check_token_formats(&security, &formats).map_err(whole)?;
+    policy::finish(&r, policy, &mut security, &formats)?;
     // A format may lower the size limit, never raise it above the global one.
     for f in &mut formats {
         f.max_filesize = f.max_filesize.min(security.max_filesize);
@@ -267,6 +287,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         security,
         logging,
         formats,
+        log,
     })
 }
 
@@ -457,7 +478,11 @@ fn check_token_formats(sec: &SecurityConfig, formats: &[Format]) -> Result<(), S
 /// Shortest accepted token secret: HMAC-SHA256 keys shorter than this are guessable.
 const MIN_SECRET_LEN: usize = 16;
 
-fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigError> {
+fn read_security(
+    r: &Reader<'_>,
+    s: &Section,
+    policy: &mut policy::Pending,
+) -> Result<SecurityConfig, ConfigError> {
     const KNOWN: &[&str] = &[
         "allowed_ips",
         "new_token_allowed_ips",
@@ -469,6 +494,8 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
         "min_filesize",
         "max_filesize",
         "mint_failures_per_minute",
+        "new_token_totp.USER",
+        "new_token_approvers.FORMAT",
     ];
     let mut allowed_ips = None;
     let mut new_token_allowed_ips = Vec::new();
@@ -482,6 +509,9 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
     let mut max_filesize = DEFAULT_MAX_FILESIZE;
     let mut mint_failures_per_minute = 10;
     for e in &s.entries {
+        if policy.take(r, e)? {
+            continue;
+        }
         match e.key.as_str() {
             "mint_failures_per_minute" => {
                 mint_failures_per_minute = r.number(e, "a whole number")?;
@@ -602,6 +632,9 @@ fn read_security(r: &Reader<'_>, s: &Section) -> Result<SecurityConfig, ConfigEr
         min_filesize,
         max_filesize,
         mint_failures_per_minute,
+        // Filled by `policy::finish` once the formats are known.
+        new_token_totp: std::collections::HashMap::new(),
+        approvers: std::collections::HashMap::new(),
     })
 }
 

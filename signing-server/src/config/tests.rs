@@ -119,3 +119,130 @@ fn filename_regexes_match_whole_names() {
     assert!(!ok("a.exe.txt"));
     assert!(!ok("setup.zip.exe.x"));
 }
+
+/// config_text("") with `extra` in [security] and `format_extra` after the gpg
+/// format's lines (the format's section starts on line 12 when `extra` is one line).
+fn policy_text(extra: &str, format_extra: &str) -> String {
+    format!("{}{format_extra}\n", config_text(extra))
+}
+
+#[test]
+fn policy_settings_are_read_and_checked() {
+    let users = "new_token_auth = a:pw1\nnew_token_auth1 = b:pw2";
+    // Defaults: one person, no rate.
+    let cfg = parse(Path::new("t.ini"), &policy_text(users, "")).expect("valid");
+    assert_eq!((cfg.formats[0].approvals, cfg.formats[0].rate), (1, None));
+    assert!(cfg.security.approvers.is_empty() && cfg.security.new_token_totp.is_empty());
+    let both = format!("{users}\nnew_token_approvers.gpg = b");
+    let cfg = parse(
+        Path::new("t.ini"),
+        &policy_text(&both, "approvals = 2\nmax_rate = 2.5"),
+    )
+    .expect("valid");
+    assert_eq!(cfg.security.approvers["gpg"], vec!["b".to_string()]);
+    let rate = cfg.formats[0].rate.expect("a rate");
+    assert_eq!(
+        (rate.per_second, rate.burst),
+        (2.5, 3),
+        "burst defaults to max_rate"
+    );
+    // The extra [security] line is line 12; the format section starts on line 14.
+    let text = |sec: &str, fmt: &str| {
+        let sec = if sec.is_empty() {
+            "min_filesize = 10"
+        } else {
+            sec
+        };
+        policy_text(&format!("{users}\n{sec}"), fmt)
+    };
+    check_err(
+        &text("", "approvals = 2"),
+        14,
+        "needs [security] new_token_approvers.gpg",
+    );
+    check_err(
+        &text("new_token_approvers.gpg = b", ""),
+        12,
+        "does not need approval",
+    );
+    check_err(&text("new_token_approvers.nope = b", ""), 12, "no format");
+    check_err(
+        &text("new_token_approvers.gpg = zed", "approvals = 2"),
+        12,
+        "no new_token_auth entry",
+    );
+    check_err(&text("", "approvals = 3"), 17, "1 (the default) or 2");
+    check_err(&text("", "burst = 4"), 17, "only with max_rate");
+    check_err(&text("", "max_rate = 0"), 17, "positive");
+    check_err(
+        &text("new_token_totp.zed = x", ""),
+        12,
+        "no new_token_auth entry",
+    );
+    check_err(
+        &text("new_token_totp.a = no-such-file", ""),
+        12,
+        "not found",
+    );
+}
+
+#[test]
+fn a_totp_secret_file_must_be_private_and_long_enough() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.totp");
+    let text = format!(
+        "{}\n",
+        config_text(&format!(
+            "new_token_auth = a:pw\nnew_token_totp.a = {}",
+            file.display()
+        ))
+    );
+    let mode =
+        |m: u32| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(m)).unwrap();
+    std::fs::write(&file, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n").unwrap();
+    mode(0o644);
+    check_err(&text, 11, "open to group or others (mode 644)");
+    mode(0o600);
+    let cfg = parse(Path::new("t.ini"), &text).expect("valid");
+    assert!(cfg.security.new_token_totp.contains_key("a"));
+    std::fs::write(&file, "JBSWY3DPEHPK3PXP\n").unwrap();
+    check_err(&text, 11, "at least 16");
+    std::fs::write(&file, "not base32!\n").unwrap();
+    check_err(&text, 11, "not a base32 secret");
+}
+
+#[test]
+fn log_section() {
+    let c = certs();
+    let base = config_text("");
+    assert!(parse(Path::new("t.ini"), &base).unwrap().log.is_none());
+    // Line numbers: config_text has 14 lines, the blank line and [log] come next.
+    let key = c.join("gpg/secret.asc").display().to_string();
+    let ok = format!("{base}\n[log]\nkey = {key}\norigin = s.example/log\ndir = /tmp/l\n");
+    let log = parse(Path::new("t.ini"), &ok).unwrap().log.unwrap();
+    assert_eq!(log.origin, "s.example/log");
+    assert_eq!(log.checkpoint_interval, DEFAULT_CHECKPOINT_INTERVAL);
+    let n = base.lines().count();
+    check_err(
+        &format!("{base}\n[log]\nkey = pkcs11:token=t;object=k\n"),
+        n + 3,
+        "PKCS#11",
+    );
+    check_err(
+        &format!("{base}\n[log]\nkey = {key}\norigin = a b\n"),
+        n + 4,
+        "without spaces",
+    );
+    check_err(
+        &format!("{base}\n[log]\nkey = {key}\norigin = o\ndir = /tmp/l\ncheckpoint_interval = 0\n"),
+        n + 6,
+        "between 1 and 60000",
+    );
+    check_err(
+        &format!("{base}\n[log]\nkey = {key}\ndir = /tmp/l\n"),
+        n + 2,
+        "`origin`",
+    );
+    check_err(&format!("{base}\n[log]\nsize = 1\n"), n + 3, "unknown key");
+}

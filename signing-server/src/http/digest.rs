@@ -11,9 +11,11 @@
 //! format whose config says `digest_signing = yes` and whose signer can
 //! (`Signer::digest_spec`). The body is a small urlencoded form, bounded in
 //! size ([`BODY_LIMIT`], enforced while it is read) and time (`form_timeout`).
-//! Every signing is audited (format, digest, filename label, token id) and
-//! counted in `signing_digest_signatures_total{format,outcome}`
-//! ([`crate::outcome::record`]).
+//! Every signing is logged in the transparency log (with `[log]`), audited
+//! (format, digest, filename label, token id) and counted in
+//! `signing_digest_signatures_total{format,outcome}` before the 200
+//! ([`crate::outcome::settle`]); a signature whose entry or record cannot be
+//! written is not sent (503).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -87,8 +89,23 @@ pub(super) async fn sign_digest(
     check_filename(sec, &filename)?;
     let input = parse_input(spec, &fields).map_err(|m| Refusal::bad("bad_digest", m))?;
     let digest_hex = input.audit_digest();
+    if let Some(limit) = fmt.rate {
+        state.rates.try_take(&format, limit).map_err(|wait| {
+            Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "format {format} is at its max_rate here; ask again in {} s",
+                    wait.as_secs()
+                ),
+            )
+            .with_value(header::RETRY_AFTER, wait.as_secs().into())
+        })?;
+    }
     let request = Signing {
         format: format.clone(),
+        kind: fmt.config.kind.clone(),
+        key_id: fmt.signer.log_key_id(),
         // gpg's SHA-256 state is the file's; the others' digests are not.
         input_sha256: match spec {
             DigestSpec::Sha256State => digest_hex.clone(),
@@ -99,6 +116,7 @@ pub(super) async fn sign_digest(
         peer,
         token_scope: token.scope(),
         token_id: token.chaff,
+        minted_by: token.minted_by,
     };
     let public_key = fmt.signer.public_key_der();
     let ctx = formats::SignContext {
@@ -107,9 +125,8 @@ pub(super) async fn sign_digest(
     };
     let result = state
         .queue
-        .sign_digest(fmt.signer.clone(), input, ctx, &request)
+        .sign_digest(fmt.signer.clone(), input, ctx, &request, slot)
         .await;
-    drop(slot);
     answer(result, public_key)
 }
 
@@ -237,9 +254,9 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// The answer to a digest signing, from how it ended (audited and counted
 /// by the queue).
-fn answer(result: Result<Vec<u8>, Ended>, public_key: Option<Vec<u8>>) -> ApiResult {
+fn answer(result: Result<(Vec<u8>, Option<u64>), Ended>, public_key: Option<Vec<u8>>) -> ApiResult {
     match result {
-        Ok(sig) => {
+        Ok((sig, log_index)) => {
             use base64::Engine as _;
             let mut r = (
                 StatusCode::OK,
@@ -253,6 +270,12 @@ fn answer(result: Result<Vec<u8>, Ended>, public_key: Option<Vec<u8>>) -> ApiRes
                 sig,
             )
                 .into_response();
+            if let Some(i) = log_index {
+                r.headers_mut().insert(
+                    header::HeaderName::from_static("x-log-index"),
+                    header::HeaderValue::from(i),
+                );
+            }
             if let Some(der) = public_key {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(der);
                 if let Ok(v) = header::HeaderValue::from_str(&b64) {
@@ -267,6 +290,8 @@ fn answer(result: Result<Vec<u8>, Ended>, public_key: Option<Vec<u8>>) -> ApiRes
             "rejected",
             m,
         )),
+        // Signed, but its log entry or audit record could not be written.
+        Err(Ended::Withheld(w)) => Err(Refusal::busy(w.label(), w.message())),
         Err(Ended::Unavailable(_)) => Err(Refusal::busy(
             "token_unavailable",
             "the format's key is unavailable here (its token failed); use another host",

@@ -45,6 +45,8 @@ pub(super) async fn fetch(
                     "the signing key's token is unavailable on this server; use another host",
                 ))
             }
+            // Signed, but its log entry or audit record could not be written.
+            Lookup::Withheld(w) => return Err(Refusal::busy(w.label(), w.message())),
             Lookup::Unknown if waited => {
                 return Err(Refusal::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,6 +93,12 @@ async fn serve_result(info: &ResultInfo) -> ApiResult {
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
+    if let Some(i) = info.log_index {
+        h.insert(
+            header::HeaderName::from_static("x-log-index"),
+            HeaderValue::from(i),
+        );
+    }
     for (name, v) in [
         ("x-sha1-digest", &info.sha1),
         ("x-sha256-digest", &info.sha256),

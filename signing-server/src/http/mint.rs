@@ -1,5 +1,7 @@
 //! `POST /token`: minting, behind `new_token_allowed_ips`, HTTP Basic
-//! credentials and a per-address throttle on failed attempts.
+//! credentials, a one-time code for users with a TOTP secret and a
+//! per-address throttle on failed attempts. A scope with a format under a
+//! two-person rule answers `202` and a request text for `approve.rs`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -109,8 +111,44 @@ fn scope(
     }
 }
 
-pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request) -> ApiResult {
-    let dynamic = state.dynamic();
+/// A minting user, authenticated: the peer may mint, is not throttled, its
+/// Basic credentials match and, for a user with a TOTP secret, so does the
+/// one-time code of the form's `otp` field. Shared by `POST /token` and
+/// `POST /token/approve`; every failure of the credentials or the code
+/// counts against the address's minting throttle.
+pub(super) struct Minter {
+    /// The authenticated user.
+    pub(super) user: String,
+    /// Whether a second factor was checked (the user has a TOTP secret).
+    pub(super) second_factor: bool,
+    /// The urlencoded form.
+    pub(super) form: Vec<(String, String)>,
+}
+
+impl Minter {
+    /// The form field `name`, trimmed.
+    pub(super) fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+    }
+
+    /// How the log and the audit name the second factor.
+    pub(super) fn factor(&self) -> &'static str {
+        if self.second_factor {
+            "totp"
+        } else {
+            "none"
+        }
+    }
+}
+
+pub(super) async fn authenticate(
+    state: &AppState,
+    dynamic: &crate::state::Dynamic,
+    req: Request,
+) -> Result<Minter, Refusal> {
     let sec = &dynamic.security;
     let peer = req
         .extensions()
@@ -157,8 +195,9 @@ pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request)
     // argon2 takes tens of milliseconds of CPU: on a blocking thread, so a
     // burst of wrong passwords never stalls the async workers.
     let checked = {
+        // The snapshot this request reads, owned by the blocking thread.
         let (dynamic, header) = (
-            dynamic.clone(),
+            state.dynamic(),
             authz.map(|a| Zeroizing::new(a.to_string())),
         );
         tokio::task::spawn_blocking(move || {
@@ -189,7 +228,6 @@ pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request)
         )
         .with(header::WWW_AUTHENTICATE, "Basic realm=\"signing-server\""));
     };
-    state.mint_throttle.succeeded(peer, per_minute);
     let body = axum::body::to_bytes(req.into_body(), TOKEN_FORM_LIMIT)
         .await
         .map_err(|_| {
@@ -200,8 +238,38 @@ pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request)
         })?;
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
         .map_err(|_| Refusal::bad("mint_form", "body is not application/x-www-form-urlencoded"))?;
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim());
-    let ip: IpAddr = field("slave_ip")
+    let mut minter = Minter {
+        user,
+        second_factor: false,
+        form,
+    };
+    if let Some(secret) = sec.new_token_totp.get(&minter.user) {
+        let checked = state
+            .otp_replays
+            .check(&minter.user, secret, minter.field("otp"), now());
+        if let Err(e) = checked {
+            // The attempt taken above stays taken.
+            state
+                .metrics
+                .inc("signing_token_mint_refused_total", &[("reason", e.label())]);
+            tracing::warn!(user = %minter.user, reason = e.label(), "minting refused: second factor");
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                e.label(),
+                e.to_string(),
+            ));
+        }
+        minter.second_factor = true;
+    }
+    // Password (and second factor) right: the attempt is given back.
+    state.mint_throttle.succeeded(peer, per_minute);
+    Ok(minter)
+}
+
+/// `slave_ip` and `duration` of a minting form.
+fn ip_and_duration(m: &Minter, max_token_age: u64) -> Result<(IpAddr, u64), Refusal> {
+    let ip: IpAddr = m
+        .field("slave_ip")
         .ok_or_else(|| {
             Refusal::bad(
                 "mint_form",
@@ -219,31 +287,84 @@ pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request)
             ),
         ));
     }
-    let duration: u64 = field("duration")
+    let duration: u64 = m
+        .field("duration")
         .ok_or_else(|| Refusal::bad("mint_form", "duration missing (seconds)"))?
         .parse()
         .map_err(|_| Refusal::bad("mint_form", "duration is not a whole number of seconds"))?;
-    if duration < 1 || duration > sec.max_token_age {
+    check_duration(duration, max_token_age)?;
+    Ok((ip, duration))
+}
+
+/// `1 ≤ duration ≤ max_token_age`.
+pub(super) fn check_duration(duration: u64, max_token_age: u64) -> Result<(), Refusal> {
+    if duration < 1 || duration > max_token_age {
         return Err(Refusal::bad(
             "mint_form",
-            format!(
-                "duration must be between 1 and {} seconds",
-                sec.max_token_age
-            ),
+            format!("duration must be between 1 and {max_token_age} seconds"),
         ));
     }
-    let scope = scope(&dynamic, &user, field("formats"))?;
+    Ok(())
+}
+
+pub(super) async fn mint_token(State(state): State<Arc<AppState>>, req: Request) -> ApiResult {
+    let dynamic = state.dynamic();
+    let sec = &dynamic.security;
+    let m = authenticate(&state, &dynamic, req).await?;
+    let (ip, duration) = ip_and_duration(&m, sec.max_token_age)?;
+    let scope = scope(&dynamic, &m.user, m.field("formats"))?;
     let from = now();
-    let token = auth::mint(
-        &sec.token_secrets[0],
-        ip,
-        from,
-        from + duration,
-        scope.as_deref(),
-    );
+    // A scope with a format under the two-person rule: a request, not a token.
+    let two_person = |list: &&Vec<String>| list.iter().any(|f| sec.approvers.contains_key(f));
+    if let Some(scope) = scope.as_ref().filter(two_person) {
+        let request = crate::approval::Request {
+            ip,
+            duration,
+            formats: scope.clone(),
+            requester: m.user.clone(),
+            second_factor: m.second_factor,
+            expires: from + crate::approval::REQUEST_LIFETIME,
+        };
+        let text = crate::approval::issue(&sec.token_secrets[0], &request);
+        let formats = scope.join(",");
+        state.metrics.inc("signing_approval_requests_total", &[]);
+        tracing::info!(user = %m.user, second_factor = m.factor(), slave_ip = %ip, duration, %formats, "token approval requested");
+        return Ok((
+            StatusCode::ACCEPTED,
+            [(header::CONTENT_TYPE, "text/plain")],
+            text,
+        )
+            .into_response());
+    }
+    // A token minted with a second factor says so (and who minted it) in
+    // every audit record of its signings; other tokens stay as they were.
+    let token = if m.second_factor {
+        let by = auth::MintedBy {
+            user: m.user.clone(),
+            approver: None,
+            second_factor: true,
+        };
+        auth::mint_by(
+            &sec.token_secrets[0],
+            ip,
+            from,
+            from + duration,
+            scope.as_deref(),
+            &by,
+        )
+    } else {
+        auth::mint(
+            &sec.token_secrets[0],
+            ip,
+            from,
+            from + duration,
+            scope.as_deref(),
+        )
+    };
     state.metrics.inc("signing_tokens_minted_total", &[]);
     let scope = scope.map(|l| l.join(",")).unwrap_or_else(|| "*".into());
-    tracing::info!(%user, slave_ip = %ip, duration, formats = %scope, "token minted");
+    let token_id = auth::public_id(&token);
+    tracing::info!(user = %m.user, second_factor = m.factor(), slave_ip = %ip, duration, formats = %scope, %token_id, "token minted");
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain")],

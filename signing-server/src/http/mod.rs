@@ -5,9 +5,11 @@
 //! Every refusal is a [`Refusal`]: a status, a reason label and a one-line,
 //! secret-free message for the client; the door logs it and counts it.
 
+mod approve;
 pub mod digest;
 mod fetch;
 mod ingest;
+mod log;
 mod mint;
 mod refusal;
 mod upload;
@@ -36,10 +38,13 @@ type ApiResult = Result<Response, Refusal>;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/token", post(mint::mint_token))
+        .route("/token/approve", post(approve::approve))
         .route("/sign/{format}", post(upload::upload))
         .route("/sign/{format}/{hash}", get(fetch::fetch))
         .route("/digest/{format}", post(digest::sign_digest))
         .route("/health", get(health))
+        .route("/log/checkpoint", get(log::checkpoint))
+        .route("/log/tile/{*path}", get(log::tile))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             Refusal::new(StatusCode::NOT_FOUND, "no_endpoint", "no such endpoint")
@@ -129,6 +134,10 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
                 "output": f.signer.output().as_str(),
                 "digest_signing": digest::spec(f).is_some(),
             });
+            if let Some(rate) = f.rate {
+                detail["max_rate"] = rate.per_second.into();
+                detail["burst"] = rate.burst.into();
+            }
             if let Some(spec) = digest::spec(f) {
                 detail["digest"] = spec.to_text().into();
                 if let Some(containers) = spec.containers() {
@@ -138,8 +147,20 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             (name.clone(), detail)
         })
         .collect();
-    let body = serde_json::json!({
-        "status": if draining { "draining" } else { "ok" },
+    let audit = state.queue.audit();
+    let log = state.queue.log();
+    // Signing fails closed while either log cannot be written.
+    let status = if draining {
+        "draining"
+    } else if log.is_some_and(|l| !l.available()) {
+        "log_unavailable"
+    } else if audit.failing() {
+        "audit_unavailable"
+    } else {
+        "ok"
+    };
+    let mut body = serde_json::json!({
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "formats": dynamic.format_names,
         "max_filesize": limits,
@@ -150,7 +171,14 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "uptime_seconds": state.started.elapsed().as_secs(),
         "keys": crate::token_keys::health(key_states(&dynamic)),
         "certificate_warnings": crate::expiry::warnings(&dynamic, now(), state.cert_expiry_warning),
+        "audit": {
+            "state": if audit.failing() { "unavailable" } else { "ok" },
+            "write_failures": audit.failures(),
+        },
     });
+    if let Some(log) = log {
+        body["log"] = log.health();
+    }
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -176,5 +204,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ));
     text.push_str(&crate::token_keys::metrics(key_states(&dynamic)));
     text.push_str(&crate::expiry::metrics(&dynamic));
+    let audit_failures = state.queue.audit().failures();
+    text.push_str(&format!(
+        "# TYPE signing_audit_write_failures_total counter\nsigning_audit_write_failures_total {audit_failures}\n"
+    ));
+    if let Some(log) = state.queue.log() {
+        text.push_str(&log.metrics());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

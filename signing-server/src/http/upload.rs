@@ -170,13 +170,17 @@ pub(super) async fn upload(
         sha1,
         request: crate::outcome::Signing {
             format: format.clone(),
+            kind: fmt.config.kind.clone(),
+            key_id: fmt.signer.log_key_id(),
             filename,
             peer,
             token_scope: token.scope(),
             token_id: token.chaff,
             input_sha256: sha256.clone(),
             digest: None,
+            minted_by: token.minted_by,
         },
+        rate: state.rates.turn(fmt.rate),
     };
     match state
         .queue
@@ -413,6 +417,20 @@ pub(super) fn verify_token(
             format!(
                 "this token is limited to the formats {}; it may not sign with {format}",
                 token.scope()
+            ),
+        )
+        .drained());
+    }
+    if sec.approvers.contains_key(format) && !token.approved() {
+        state
+            .metrics
+            .inc("signing_token_rejections_total", &[("reason", "approval")]);
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "token_not_approved",
+            format!(
+                "format {format} signs only with a token a second person approved \
+                 (a scoped token from POST /token/approve); this one was not"
             ),
         )
         .drained());
