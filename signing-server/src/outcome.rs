@@ -242,8 +242,8 @@ pub fn record(
 /// output sha256 when it is done) is what the client will fetch; the record
 /// says who asked for it.
 pub fn record_duplicate(audit: &Audit, r: &Signing, earlier: Option<&str>) {
-    // Nothing new is signed or released here: a failed write is logged and
-    // the request goes on.
+    // Nothing new is released here (the earlier result had its own record),
+    // so a failure is logged, not withheld.
     let written = audit.record(&AuditRecord {
         peer: r.peer,
         token_id: &r.token_id,
@@ -259,7 +259,7 @@ pub fn record_duplicate(audit: &Audit, r: &Signing, earlier: Option<&str>) {
         minted_by: r.minted_by.as_ref(),
     });
     if let Err(e) = written {
-        tracing::error!(format = %r.format, "cannot write the audit record of a re-upload: {e}");
+        tracing::error!(format = %r.format, input_sha256 = %r.input_sha256, "the audit record of a re-upload was not written: {e}");
     }
     tracing::debug!(format = %r.format, input_sha256 = %r.input_sha256, "already signed or pending: not signed again");
 }

@@ -407,7 +407,6 @@ impl Queue {
         };
         let queue = Arc::clone(self);
         tokio::spawn(async move {
-            // The place is held while the job waits for its format's rate too.
             let _place = slot;
             if let Some(turn) = rate {
                 turn.wait(&request.format).await;

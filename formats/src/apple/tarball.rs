@@ -427,7 +427,12 @@ pub fn check_bundle_input(app_dir: &Path) -> Result<(), SignError> {
     } else {
         return Err(reject("the bundle has no Contents/Info.plist"));
     };
-    let info = plist::Value::from_file(&plist_path)
+    // Not through a link, never a fifo, at most MAX_INFO_PLIST bytes.
+    let mut bytes = Vec::new();
+    paths::open_regular(&plist_path)
+        .and_then(|f| f.take(MAX_INFO_PLIST).read_to_end(&mut bytes))
+        .map_err(|e| reject(format!("its Info.plist cannot be read as a file: {e}")))?;
+    let info = plist::Value::from_reader(std::io::Cursor::new(bytes))
         .map_err(|e| reject(format!("its Info.plist is not a property list: {e}")))?;
     let Some(exe) = info
         .as_dictionary()

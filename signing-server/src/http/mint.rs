@@ -146,7 +146,7 @@ impl Minter {
 
 pub(super) async fn authenticate(
     state: &AppState,
-    dynamic: &std::sync::Arc<crate::state::Dynamic>,
+    dynamic: &crate::state::Dynamic,
     req: Request,
 ) -> Result<Minter, Refusal> {
     let sec = &dynamic.security;
@@ -195,8 +195,9 @@ pub(super) async fn authenticate(
     // argon2 takes tens of milliseconds of CPU: on a blocking thread, so a
     // burst of wrong passwords never stalls the async workers.
     let checked = {
+        // The snapshot this request reads, owned by the blocking thread.
         let (dynamic, header) = (
-            dynamic.clone(),
+            state.dynamic(),
             authz.map(|a| Zeroizing::new(a.to_string())),
         );
         tokio::task::spawn_blocking(move || {
@@ -227,7 +228,6 @@ pub(super) async fn authenticate(
         )
         .with(header::WWW_AUTHENTICATE, "Basic realm=\"signing-server\""));
     };
-    state.mint_throttle.succeeded(peer, per_minute);
     let body = axum::body::to_bytes(req.into_body(), TOKEN_FORM_LIMIT)
         .await
         .map_err(|_| {
@@ -248,9 +248,7 @@ pub(super) async fn authenticate(
             .otp_replays
             .check(&minter.user, secret, minter.field("otp"), now());
         if let Err(e) = checked {
-            // A failed attempt for the throttle, as a wrong password is (the
-            // attempt the password took was given back).
-            let _ = state.mint_throttle.take(peer, per_minute);
+            // The attempt taken above stays taken.
             state
                 .metrics
                 .inc("signing_token_mint_refused_total", &[("reason", e.label())]);
@@ -263,6 +261,8 @@ pub(super) async fn authenticate(
         }
         minter.second_factor = true;
     }
+    // Password (and second factor) right: the attempt is given back.
+    state.mint_throttle.succeeded(peer, per_minute);
     Ok(minter)
 }
 
