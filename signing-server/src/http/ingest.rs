@@ -18,7 +18,7 @@ use futures_util::Stream;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use super::upload::next_event;
+use super::events::next_event;
 use super::Refusal;
 use crate::config::UPLOAD_RATE_GRACE;
 use crate::form::{Event, Form};

@@ -7,6 +7,7 @@
 
 mod approve;
 pub mod digest;
+mod events;
 mod fetch;
 mod ingest;
 mod log;
