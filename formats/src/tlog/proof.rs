@@ -192,24 +192,7 @@ mod tests {
     use super::*;
     use crate::tlog::hash::root_of;
     use crate::tlog::hash::tests::{h, reference_leaves, ROOTS};
-    use crate::tlog::tile::{Kind, Tile, WIDTH};
-
-    struct Mem(Vec<Hash>);
-
-    impl TileSource for Mem {
-        fn read(&mut self, tile: &Tile) -> Result<Vec<u8>, String> {
-            let Kind::Hashes(level) = tile.kind else {
-                return Err("entries".into());
-            };
-            let span = WIDTH.pow(u32::from(level)) as usize;
-            let mut out = Vec::new();
-            for i in 0..u64::from(tile.width) {
-                let lo = (tile.index * WIDTH + i) as usize * span;
-                out.extend_from_slice(&root_of(&self.0[lo..lo + span]));
-            }
-            Ok(out)
-        }
-    }
+    use crate::tlog::tile::tests::Mem;
 
     #[test]
     fn reference_inclusion_proofs() {

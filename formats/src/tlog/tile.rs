@@ -390,7 +390,7 @@ impl<'a, S: TileSource> Hashes<'a, S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -537,11 +537,12 @@ mod tests {
         assert_eq!(split_bundle(&[0]), None);
     }
 
-    struct Mem(Vec<Hash>);
+    /// A tile source over the leaf hashes in memory: builds each tile from
+    /// the leaves, as a writer would (also for the proof tests).
+    pub(crate) struct Mem(pub(crate) Vec<Hash>);
 
     impl TileSource for Mem {
         fn read(&mut self, tile: &Tile) -> Result<Vec<u8>, String> {
-            // Builds the tile from the leaves, as a writer would.
             let Kind::Hashes(level) = tile.kind else {
                 return Err("entries".into());
             };
