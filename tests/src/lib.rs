@@ -339,6 +339,16 @@ impl Server {
         child.wait().expect("wait")
     }
 
+    /// `GET /health`, as JSON.
+    pub fn health(&self) -> serde_json::Value {
+        self.client()
+            .get(format!("{}/health", self.url))
+            .send()
+            .expect("GET /health")
+            .json()
+            .expect("/health is JSON")
+    }
+
     /// A metric's value from /metrics (the first sample line starting with `prefix`).
     pub fn metric(&self, prefix: &str) -> Option<f64> {
         let text = self

@@ -41,13 +41,7 @@ fn token_file(s: &Server, dir: &Path) -> (std::path::PathBuf, std::path::PathBuf
 #[test]
 fn health_tells_each_formats_output_and_digest_signing() {
     let s = Server::start(&opts());
-    let h: serde_json::Value = s
-        .client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let h = s.health();
     let d = &h["format_details"];
     assert_eq!(d["gpg"]["output"], "detached", "{h}");
     assert_eq!(d["gpg"]["digest_signing"], true, "{h}");
@@ -333,13 +327,7 @@ fn signtool_signs_msis_by_digest_and_osslsigncode_verifies_them() {
     require_osslsigncode_2_9();
     let tsa = Tsa::start(TsaMode::Good);
     let s = authenticode_server(&tsa.url);
-    let h: serde_json::Value = s
-        .client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let h = s.health();
     let d = &h["format_details"]["sha2signcode"];
     assert_eq!(d["digest"], "authenticode:sha256", "{h}");
     assert_eq!(

@@ -382,13 +382,7 @@ fn metrics_show_each_formats_certificate_expiry_and_start_up_warns_within_the_pe
         "{}",
         s.stderr()
     );
-    let h: serde_json::Value = s
-        .client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let h = s.health();
     let warnings = h["certificate_warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{h}");
     assert!(warnings[0].as_str().unwrap().contains("apk-soon"), "{h}");

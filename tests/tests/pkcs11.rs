@@ -127,13 +127,7 @@ fn authenticode_rsa_and_ec_sign_in_the_token() {
         assert!(!ok, "{fmt}: a modified file verified: {text}");
     }
     // /health shows where each key is and that it works.
-    let h: serde_json::Value = s
-        .client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let h = s.health();
     assert_eq!(h["keys"]["sha2signcode"]["source"], "pkcs11", "{h}");
     assert_eq!(h["keys"]["sha2signcode-ec"]["state"], "ok", "{h}");
     // The PIN: not in the log, the command line or the environment of the server.
@@ -437,13 +431,7 @@ fn a_token_that_fails_and_comes_back() {
         s.stderr()
     );
     assert!(headers.contains_key("retry-after"), "{headers:?}");
-    let h: serde_json::Value = s
-        .client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let h = s.health();
     assert_eq!(h["keys"]["sha2signcode"]["state"], "unavailable", "{h}");
     let errors = s
         .metric("signing_token_errors_total{format=\"sha2signcode\"}")
@@ -464,13 +452,7 @@ fn a_token_that_fails_and_comes_back() {
     std::fs::write(&out, &signed).unwrap();
     let (text, ok) = osslsigncode_verify(&out);
     assert!(ok, "{text}");
-    let h: serde_json::Value = s
-        .client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let h = s.health();
     assert_eq!(h["keys"]["sha2signcode"]["state"], "ok", "{h}");
 }
 

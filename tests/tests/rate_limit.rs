@@ -22,13 +22,7 @@ fn server(rate: &str, burst: u32) -> Server {
 fn a_parallel_burst_of_digest_requests_is_held_to_the_rate() {
     let (rate, burst) = (0.2, 2u32);
     let s = server("0.2", burst);
-    let health: serde_json::Value = s
-        .client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health = s.health();
     let gpg = &health["format_details"]["gpg"];
     assert_eq!(
         (gpg["max_rate"].as_f64(), gpg["burst"].as_u64()),
@@ -189,13 +183,7 @@ fn sighup_applies_a_new_rate() {
     std::fs::write(&path, text).unwrap();
     s.signal("HUP");
     let rate = || {
-        let h: serde_json::Value = s
-            .client()
-            .get(format!("{}/health", s.url))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let h = s.health();
         h["format_details"]["gpg"]["max_rate"].as_f64()
     };
     assert!(

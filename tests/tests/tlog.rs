@@ -248,25 +248,13 @@ fn an_audit_record_that_cannot_be_written_withholds_the_signature() {
     assert!(text.contains("audit log"), "{text}");
     let (status, _, out) = sign_digest(&s.client(), &s.url, &token, &data(1000, 5)).unwrap();
     assert_eq!((status, out), (503, None));
-    let h: serde_json::Value = s
-        .client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let h = s.health();
     assert_eq!(h["audit"]["state"], "unavailable", "{h}");
     assert!(s.metric("signing_audit_write_failures_total").unwrap() >= 2.0);
     std::fs::remove_file(filler).unwrap();
     let (status, text, _) = sign_upload(&s, &token, &data(1000, 4));
     assert_eq!(status, 200, "{text}");
-    let h: serde_json::Value = s
-        .client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let h = s.health();
     assert_eq!(h["audit"]["state"], "ok", "{h}");
     // A line cut short by the full disk was removed: every line is whole.
     let audit = s.audit();

@@ -91,13 +91,7 @@ fn signtool_refuses_what_the_log_does_not_show_and_checks_whole_logs() {
     let (code, out) =
         output(log_cmd(&["verify", "--url", &url, "--log-key", &vkey, "--since"]).arg(&state));
     assert_eq!(code, 0, "{out}");
-    let health: serde_json::Value = s
-        .client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health = s.health();
     let size = health["log"]["size"].as_u64().unwrap();
     // Two results accepted, the refused one signed (and logged) once per try.
     assert!(size >= 3, "{health}");
