@@ -163,6 +163,18 @@ pub struct Job {
     pub rate: Option<crate::rate::Turn>,
 }
 
+/// A released digest signing: what the client receives, its SHA-256 (hex,
+/// computed once, for the audit, the log and the `X-SHA256-Digest` header)
+/// and its log index when the log is on.
+pub struct SignedDigest {
+    /// The signature material, as answered.
+    pub signature: Vec<u8>,
+    /// Hex SHA-256 of `signature`.
+    pub sha256: String,
+    /// Its entry in the transparency log.
+    pub log_index: Option<u64>,
+}
+
 /// The queue, shared by all requests.
 pub struct Queue {
     inner: Mutex<Inner>,
@@ -274,7 +286,7 @@ impl Queue {
         ctx: SignContext,
         request: &Signing,
         slot: Slot,
-    ) -> Result<(Vec<u8>, Option<u64>), Ended> {
+    ) -> Result<SignedDigest, Ended> {
         let started = Instant::now();
         let result = self
             .run_signing(move || signer.sign_digest(&input, &ctx))
@@ -294,7 +306,11 @@ impl Queue {
         )
         .await;
         match (result, ended) {
-            (Ok(sig), Ended::Signed(_)) => Ok((sig, index)),
+            (Ok(signature), Ended::Signed(sha256)) => Ok(SignedDigest {
+                signature,
+                sha256,
+                log_index: index,
+            }),
             (_, ended) => Err(ended),
         }
     }

@@ -24,12 +24,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use futures_util::StreamExt as _;
-use sha2::{Digest as _, Sha256};
 
 use super::upload::{check_filename, verify_token};
 use super::{ApiResult, Refusal};
 use crate::auth;
 use crate::outcome::{Ended, Signing};
+use crate::queue::SignedDigest;
 use crate::state::{AppState, FormatEntry, Peer};
 use formats::digest_signing::{DigestInput, DigestSpec, Sha256State};
 
@@ -254,18 +254,19 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// The answer to a digest signing, from how it ended (audited and counted
 /// by the queue).
-fn answer(result: Result<(Vec<u8>, Option<u64>), Ended>, public_key: Option<Vec<u8>>) -> ApiResult {
+fn answer(result: Result<SignedDigest, Ended>, public_key: Option<Vec<u8>>) -> ApiResult {
     match result {
-        Ok((sig, log_index)) => {
+        Ok(SignedDigest {
+            signature: sig,
+            sha256,
+            log_index,
+        }) => {
             use base64::Engine as _;
             let mut r = (
                 StatusCode::OK,
                 [
                     (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                    (
-                        header::HeaderName::from_static("x-sha256-digest"),
-                        hex::encode(Sha256::digest(&sig)),
-                    ),
+                    (header::HeaderName::from_static("x-sha256-digest"), sha256),
                 ],
                 sig,
             )
